@@ -1,0 +1,391 @@
+package event
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Wire field names of an entry (docs/wire-format.md).
+const (
+	FieldEventID       = "event_id"
+	FieldEventType     = "event_type"
+	FieldSchemaVersion = "schema_version"
+	FieldBrandID       = "brand_id"
+	FieldOccurredAt    = "occurred_at"
+	FieldAggregateID   = "aggregate_id"
+	FieldPayload       = "payload"
+	FieldTraceParent   = "traceparent"
+	FieldTraceState    = "tracestate"
+)
+
+// DefaultMaxEntryBytes is the size limit of a [Codec] whose MaxEntryBytes is
+// zero: 1 MiB of field names and values together.
+const DefaultMaxEntryBytes = 1 << 20
+
+const (
+	maxEventIDLen     = 128
+	maxTypeLen        = 128
+	maxAggregateIDLen = 256
+	maxTraceStateLen  = 512
+)
+
+// Codec converts envelopes to and from Redis stream entry fields. The zero
+// value is ready to use with [DefaultMaxEntryBytes]. A Codec is a plain
+// value and safe for concurrent use.
+type Codec struct {
+	// MaxEntryBytes bounds the sum of the lengths of all field names and
+	// values of one entry, known or not. Zero or negative means
+	// DefaultMaxEntryBytes.
+	MaxEntryBytes int
+}
+
+func (c Codec) limit() int {
+	if c.MaxEntryBytes <= 0 {
+		return DefaultMaxEntryBytes
+	}
+	return c.MaxEntryBytes
+}
+
+// Decode decodes with the zero [Codec].
+func Decode(fields map[string]any) (Envelope, error) { return Codec{}.Decode(fields) }
+
+// Encode encodes with the zero [Codec].
+func Encode(e Envelope) ([]any, error) { return Codec{}.Encode(e) }
+
+// Decode turns the fields of one stream entry, as go-redis returns them in
+// [redis.XMessage.Values] (string values; []byte is accepted too), into an
+// Envelope.
+//
+// Every failure is a [*FieldError] wrapping one of [ErrMissingField],
+// [ErrBadField], [ErrBadSchemaVersion], [ErrBadBrandID], [ErrBadTimestamp],
+// [ErrPayloadNotJSON] or [ErrEntryTooLarge]. The size limit is checked
+// before anything is parsed. Unknown extra fields are tolerated. brand_id is
+// required from schema version 2; a version 1 entry may lack it (brandguard
+// rejects version 1 entries; decoding them lets it count them). An invalid
+// traceparent is dropped, not an error.
+func (c Codec) Decode(fields map[string]any) (Envelope, error) {
+	var e Envelope
+	size := 0
+	for k, v := range fields {
+		size += len(k)
+		switch v := v.(type) {
+		case string:
+			size += len(v)
+		case []byte:
+			size += len(v)
+		}
+	}
+	if size > c.limit() {
+		return e, &FieldError{Err: ErrEntryTooLarge, Detail: strconv.Itoa(size) + " bytes, limit " + strconv.Itoa(c.limit())}
+	}
+
+	sv, err := required(fields, FieldSchemaVersion)
+	if err != nil {
+		return e, err
+	}
+	if e.SchemaVersion, err = parseSchemaVersion(sv); err != nil {
+		return e, err
+	}
+	fail := func(err *FieldError) (Envelope, error) {
+		err.SchemaVersion = e.SchemaVersion
+		return Envelope{}, err
+	}
+
+	if e.EventID, err = required(fields, FieldEventID); err != nil {
+		return fail(err)
+	}
+	if err := checkEventID(e.EventID); err != nil {
+		return fail(err)
+	}
+	typ, err := required(fields, FieldEventType)
+	if err != nil {
+		return fail(err)
+	}
+	if err := checkType(typ); err != nil {
+		return fail(err)
+	}
+	e.EventType = Type(typ)
+
+	brand, present, err := optional(fields, FieldBrandID)
+	if err != nil {
+		return fail(err)
+	}
+	switch {
+	case present:
+		b, perr := parseBrand(brand)
+		if perr != nil {
+			return fail(perr)
+		}
+		e.BrandID = b
+	case e.SchemaVersion >= 2:
+		return fail(fieldErr(FieldBrandID, ErrMissingField, "required from schema_version 2"))
+	}
+
+	ts, err := required(fields, FieldOccurredAt)
+	if err != nil {
+		return fail(err)
+	}
+	t, perr := time.Parse(time.RFC3339Nano, ts)
+	if perr != nil {
+		return fail(fieldErr(FieldOccurredAt, ErrBadTimestamp, "%s is not RFC 3339", quoteShort(ts)))
+	}
+	e.OccurredAt = t.UTC()
+
+	if e.AggregateID, err = required(fields, FieldAggregateID); err != nil {
+		return fail(err)
+	}
+	if err := checkAggregateID(e.AggregateID); err != nil {
+		return fail(err)
+	}
+
+	payload, err := requiredBytes(fields, FieldPayload)
+	if err != nil {
+		return fail(err)
+	}
+	if !validJSON(payload) {
+		return fail(fieldErr(FieldPayload, ErrPayloadNotJSON, "%d bytes", len(payload)))
+	}
+	e.Payload = payload
+
+	// Trace context is advisory: the W3C spec asks receivers to ignore an
+	// invalid traceparent rather than fail, so it never rejects an event.
+	if tp, ok, _ := optional(fields, FieldTraceParent); ok && validTraceParent(tp) {
+		e.TraceParent = tp
+		if ts, ok, _ := optional(fields, FieldTraceState); ok && validTraceState(ts) {
+			e.TraceState = ts
+		}
+	}
+	return e, nil
+}
+
+// Encode validates e with [Envelope.Validate] and returns its fields as
+// alternating names and values in a fixed order, ready for
+// redis.XAddArgs.Values. The optional trace fields are written only when
+// set. An entry over the size limit returns [ErrEntryTooLarge].
+func (c Codec) Encode(e Envelope) ([]any, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	n := 14
+	if e.TraceParent != "" {
+		n += 2
+	}
+	if e.TraceState != "" {
+		n += 2
+	}
+	out := make([]any, 0, n)
+	out = append(out,
+		FieldEventID, e.EventID,
+		FieldEventType, string(e.EventType),
+		FieldSchemaVersion, strconv.Itoa(e.SchemaVersion),
+		FieldBrandID, e.BrandID.String(),
+		FieldOccurredAt, e.OccurredAt.UTC().Format(time.RFC3339Nano),
+		FieldAggregateID, e.AggregateID,
+		FieldPayload, string(e.Payload),
+	)
+	if e.TraceParent != "" {
+		out = append(out, FieldTraceParent, e.TraceParent)
+	}
+	if e.TraceState != "" {
+		out = append(out, FieldTraceState, e.TraceState)
+	}
+	size := 0
+	for _, v := range out {
+		size += len(v.(string))
+	}
+	if size > c.limit() {
+		return nil, &FieldError{Err: ErrEntryTooLarge, Detail: strconv.Itoa(size) + " bytes, limit " + strconv.Itoa(c.limit())}
+	}
+	return out, nil
+}
+
+// validJSON reports whether b is one JSON value in UTF-8 (RFC 8259 §8.1;
+// json.Valid alone lets invalid UTF-8 inside strings through).
+func validJSON(b []byte) bool { return utf8.Valid(b) && json.Valid(b) }
+
+func optional(fields map[string]any, name string) (string, bool, *FieldError) {
+	v, ok := fields[name]
+	if !ok {
+		return "", false, nil
+	}
+	switch v := v.(type) {
+	case string:
+		return v, true, nil
+	case []byte:
+		return string(v), true, nil
+	default:
+		return "", true, fieldErr(name, ErrBadField, "value of type %T, want a string", v)
+	}
+}
+
+func required(fields map[string]any, name string) (string, *FieldError) {
+	s, ok, err := optional(fields, name)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fieldErr(name, ErrMissingField, "")
+	}
+	return s, nil
+}
+
+func requiredBytes(fields map[string]any, name string) ([]byte, *FieldError) {
+	v, ok := fields[name]
+	if !ok {
+		return nil, fieldErr(name, ErrMissingField, "")
+	}
+	switch v := v.(type) {
+	case string:
+		return []byte(v), nil
+	case []byte:
+		return append([]byte(nil), v...), nil
+	default:
+		return nil, fieldErr(name, ErrBadField, "value of type %T, want a string", v)
+	}
+}
+
+func parseSchemaVersion(s string) (int, *FieldError) {
+	if !isCanonicalDecimal(s) {
+		return 0, fieldErr(FieldSchemaVersion, ErrBadSchemaVersion, "%s is not a positive whole number", quoteShort(s))
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < MinSchemaVersion || n > MaxSchemaVersion {
+		return 0, fieldErr(FieldSchemaVersion, ErrBadSchemaVersion,
+			"%s is not a version this build reads (%d to %d)", quoteShort(s), MinSchemaVersion, MaxSchemaVersion)
+	}
+	return n, nil
+}
+
+// isCanonicalDecimal reports whether s is one or more ASCII digits without a
+// leading zero.
+func isCanonicalDecimal(s string) bool {
+	if s == "" || s[0] == '0' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func checkEventID(s string) *FieldError {
+	if s == "" {
+		return fieldErr(FieldEventID, ErrBadField, "empty")
+	}
+	if len(s) > maxEventIDLen {
+		return fieldErr(FieldEventID, ErrBadField, "%d bytes, at most %d", len(s), maxEventIDLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return fieldErr(FieldEventID, ErrBadField, "byte %d is not visible ASCII", i)
+		}
+	}
+	return nil
+}
+
+func checkType(s string) *FieldError {
+	if s == "" {
+		return fieldErr(FieldEventType, ErrBadField, "empty")
+	}
+	if !ValidTypeName(s) {
+		return fieldErr(FieldEventType, ErrBadField, "%s is not an UPPER_SNAKE_CASE name of at most %d bytes", quoteShort(s), maxTypeLen)
+	}
+	return nil
+}
+
+// ValidTypeName reports whether s is a well-formed event type name.
+func ValidTypeName(s string) bool {
+	if s == "" || len(s) > maxTypeLen || s[0] < 'A' || s[0] > 'Z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func checkAggregateID(s string) *FieldError {
+	if s == "" {
+		return fieldErr(FieldAggregateID, ErrBadField, "empty")
+	}
+	if len(s) > maxAggregateIDLen {
+		return fieldErr(FieldAggregateID, ErrBadField, "%d bytes, at most %d", len(s), maxAggregateIDLen)
+	}
+	if !utf8.ValidString(s) {
+		return fieldErr(FieldAggregateID, ErrBadField, "not UTF-8")
+	}
+	for _, r := range s {
+		if r < ' ' || r == 0x7f {
+			return fieldErr(FieldAggregateID, ErrBadField, "contains a control character")
+		}
+	}
+	return nil
+}
+
+// validTraceParent checks the W3C Trace Context traceparent form
+// version-traceid-parentid-flags (version 00 layout; a higher version may
+// carry more after the flags). Version ff and all-zero IDs are invalid.
+func validTraceParent(s string) bool {
+	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	if !lowerHex(s[0:2]) || s[0:2] == "ff" || !lowerHex(s[3:35]) || !lowerHex(s[36:52]) || !lowerHex(s[53:55]) {
+		return false
+	}
+	if allZero(s[3:35]) || allZero(s[36:52]) {
+		return false
+	}
+	if s[0:2] == "00" {
+		return len(s) == 55
+	}
+	return len(s) == 55 || s[55] == '-'
+}
+
+// validTraceState is a conservative check of a W3C tracestate value: at most
+// 512 bytes of printable ASCII.
+func validTraceState(s string) bool {
+	if len(s) > maxTraceStateLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '0' {
+			return false
+		}
+	}
+	return true
+}
+
+// quoteShort quotes s for an error message, cut to 32 bytes so that a hostile
+// value cannot blow up logs.
+func quoteShort(s string) string {
+	if len(s) > 32 {
+		return strconv.Quote(s[:32]) + "…"
+	}
+	return strconv.Quote(s)
+}
