@@ -1,0 +1,241 @@
+// Package deduptest is the conformance suite that every dedup.Store runs.
+//
+//	func TestConformance(t *testing.T) {
+//		deduptest.Run(t, func(t *testing.T) dedup.Store { return newMyStore(t) })
+//	}
+//
+// Each case gets a fresh store from the factory and a scope of its own.
+// Stores that implement dedup.Batcher also run the batch cases.
+package deduptest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/headwaylabs/headway/dedup"
+)
+
+// Run runs every conformance case against stores made by newStore.
+func Run(t *testing.T, newStore func(t *testing.T) dedup.Store) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, s dedup.Store, scope string)
+	}{
+		{"RunsOnceThenDuplicate", runsOnceThenDuplicate},
+		{"FailureIsNotRecorded", failureIsNotRecorded},
+		{"PanicIsNotRecorded", panicIsNotRecorded},
+		{"ConcurrentDuplicatesRunOnce", concurrentDuplicatesRunOnce},
+		{"ScopesAreIndependent", scopesAreIndependent},
+		{"HandlerSeesCallerContext", handlerSeesCallerContext},
+		{"InvalidKey", invalidKey},
+		{"Batch", batch},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStore(t)
+			c.fn(t, s, fmt.Sprintf("conformance-%d-%d", time.Now().UnixNano(), i))
+		})
+	}
+}
+
+func ok(context.Context) error { return nil }
+
+func process(t *testing.T, s dedup.Store, k dedup.Key, fn dedup.Func) (dedup.Outcome, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Process(ctx, k, fn)
+}
+
+func runsOnceThenDuplicate(t *testing.T, s dedup.Store, scope string) {
+	k := dedup.Key{Scope: scope, EventID: "e1"}
+	runs := 0
+	fn := func(context.Context) error { runs++; return nil }
+	for i, want := range []dedup.Outcome{dedup.Processed, dedup.Duplicate, dedup.Duplicate} {
+		o, err := process(t, s, k, fn)
+		if o != want || err != nil {
+			t.Fatalf("call %d: %v, %v; want %v, nil", i, o, err, want)
+		}
+	}
+	if runs != 1 {
+		t.Fatalf("handler ran %d times, want 1", runs)
+	}
+}
+
+var errHandler = errors.New("handler failed")
+
+func failureIsNotRecorded(t *testing.T, s dedup.Store, scope string) {
+	k := dedup.Key{Scope: scope, EventID: "e1"}
+	o, err := process(t, s, k, func(context.Context) error { return errHandler })
+	if o != dedup.Failed || !errors.Is(err, errHandler) {
+		t.Fatalf("failing handler: %v, %v; want Failed and the handler's error", o, err)
+	}
+	ran := false
+	o, err = process(t, s, k, func(context.Context) error { ran = true; return nil })
+	if o != dedup.Processed || err != nil || !ran {
+		t.Fatalf("redelivery after a failure: %v, %v, ran=%v; the event must run again", o, err, ran)
+	}
+	if o, _ := process(t, s, k, ok); o != dedup.Duplicate {
+		t.Fatalf("after success: %v, want Duplicate", o)
+	}
+}
+
+func panicIsNotRecorded(t *testing.T, s dedup.Store, scope string) {
+	k := dedup.Key{Scope: scope, EventID: "e1"}
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Fatalf("recovered %v, want the handler's panic to reach the caller", r)
+			}
+		}()
+		_, _ = process(t, s, k, func(context.Context) error { panic("boom") })
+	}()
+	ran := false
+	o, err := process(t, s, k, func(context.Context) error { ran = true; return nil })
+	if o != dedup.Processed || err != nil || !ran {
+		t.Fatalf("after a panic: %v, %v, ran=%v; the event must run again", o, err, ran)
+	}
+}
+
+func concurrentDuplicatesRunOnce(t *testing.T, s dedup.Store, scope string) {
+	const n = 16
+	k := dedup.Key{Scope: scope, EventID: "e1"}
+	var runs atomic.Int32
+	others := make(chan struct{}, n)
+	start := make(chan struct{})
+	outcomes := make([]dedup.Outcome, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			outcomes[i], errs[i] = process(t, s, k, func(context.Context) error {
+				runs.Add(1)
+				// Hold the claim while the others try theirs, so the calls
+				// overlap; a store that blocks them (a database lock) lets
+				// this wait end by its timeout.
+				deadline := time.After(200 * time.Millisecond)
+				for range n - 1 {
+					select {
+					case <-others:
+					case <-deadline:
+						return nil
+					}
+				}
+				return nil
+			})
+			others <- struct{}{}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if r := runs.Load(); r != 1 {
+		t.Fatalf("handler ran %d times for one event, want 1", r)
+	}
+	processed := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("call %d: %v", i, errs[i])
+		}
+		switch outcomes[i] {
+		case dedup.Processed:
+			processed++
+		case dedup.Duplicate, dedup.Busy:
+		default:
+			t.Errorf("call %d: outcome %v", i, outcomes[i])
+		}
+	}
+	if processed != 1 {
+		t.Fatalf("%d calls report Processed, want 1", processed)
+	}
+	if o, _ := process(t, s, k, ok); o != dedup.Duplicate {
+		t.Fatalf("after the race: %v, want Duplicate", o)
+	}
+}
+
+func scopesAreIndependent(t *testing.T, s dedup.Store, scope string) {
+	for _, sc := range []string{scope + "-rolling", scope + "-promotion"} {
+		if o, err := process(t, s, dedup.Key{Scope: sc, EventID: "shared"}, ok); o != dedup.Processed || err != nil {
+			t.Fatalf("scope %s: %v, %v; each scope processes the event once", sc, o, err)
+		}
+	}
+}
+
+type ctxKey struct{}
+
+func handlerSeesCallerContext(t *testing.T, s dedup.Store, scope string) {
+	ctx := context.WithValue(context.Background(), ctxKey{}, "caller")
+	var got any
+	if _, err := s.Process(ctx, dedup.Key{Scope: scope, EventID: "e1"}, func(ctx context.Context) error {
+		got = ctx.Value(ctxKey{})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "caller" {
+		t.Fatalf("handler context lost the caller's values: %v", got)
+	}
+}
+
+func invalidKey(t *testing.T, s dedup.Store, scope string) {
+	for _, k := range []dedup.Key{{Scope: scope}, {EventID: "e1"}} {
+		ran := false
+		_, err := process(t, s, k, func(context.Context) error { ran = true; return nil })
+		if !errors.Is(err, dedup.ErrInvalidKey) || ran {
+			t.Errorf("key %+v: %v, ran=%v; want ErrInvalidKey without running", k, err, ran)
+		}
+	}
+}
+
+func batch(t *testing.T, s dedup.Store, scope string) {
+	b, isBatcher := s.(dedup.Batcher)
+	if !isBatcher {
+		t.Skip("store does not implement dedup.Batcher")
+	}
+	ctx := context.Background()
+	key := func(id string) dedup.Key { return dedup.Key{Scope: scope, EventID: id} }
+	if o, _ := process(t, s, key("done-before"), ok); o != dedup.Processed {
+		t.Fatal("setup")
+	}
+	keys := []dedup.Key{key("a"), key("done-before"), key("b"), key("c")}
+	out := make([]dedup.Outcome, len(keys))
+	if err := b.Claim(ctx, keys, out); err != nil {
+		t.Fatal(err)
+	}
+	want := []dedup.Outcome{dedup.Processed, dedup.Duplicate, dedup.Processed, dedup.Processed}
+	for i := range want {
+		if out[i] != want[i] {
+			t.Fatalf("first claim: %v, want %v", out, want)
+		}
+	}
+	// A second claim while the leases are held: busy, never a second run.
+	if err := b.Claim(ctx, keys, out); err != nil {
+		t.Fatal(err)
+	}
+	if out[0] != dedup.Busy || out[1] != dedup.Duplicate || out[2] != dedup.Busy {
+		t.Fatalf("claim of leased keys: %v, want busy/duplicate/busy/…", out)
+	}
+	// a and c succeeded, b failed.
+	if err := b.Settle(ctx, []dedup.Key{key("a"), key("c")}, []dedup.Key{key("b")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, keys, out); err != nil {
+		t.Fatal(err)
+	}
+	want = []dedup.Outcome{dedup.Duplicate, dedup.Duplicate, dedup.Processed, dedup.Duplicate}
+	for i := range want {
+		if out[i] != want[i] {
+			t.Fatalf("after settle: %v, want %v (the failed key is claimable again)", out, want)
+		}
+	}
+	if err := b.Claim(ctx, keys, out[:1]); err == nil {
+		t.Fatal("Claim with mismatched lengths must fail")
+	}
+}
