@@ -1,0 +1,77 @@
+// Package readiness judges headway's loops by forward progress, not by
+// being alive (ADR-003), and serves the verdicts as Kubernetes probes.
+//
+// A loop holds a [Watermark] and reports into it; a scheduled job has a
+// [Job]; the [Probes] read both (and any custom check, such as the
+// supervisor's) to answer /live and /ready, and export their metrics.
+// readiness is a leaf package: it knows nothing of Redis, PostgreSQL or the
+// loops themselves.
+//
+// # Reporting
+//
+// A loop calls, from its own goroutine or several:
+//
+//	wm.Heartbeat()        // every iteration, even a failed or empty one
+//	wm.Progress(id)       // position advanced / unit of work finished
+//	wm.SetBacklog(n)      // lag + pending, unpublished rows, … (-1: unknown)
+//	wm.BacklogUnknown()   // the measurement failed
+//	wm.Succeed()          // an iteration worked but moved nothing
+//	wm.Fail(err)          // an iteration failed
+//	wm.Alert(reason, t)   // another component holds the loop not ready until t
+//
+// Updates take no lock and do not allocate (Fail boxes its error): a
+// Watermark can sit in the hottest loop. The position text is kept in a
+// fixed buffer of [MaxPositionLen] bytes behind an atomic sequence lock, so
+// Progress copies it without allocating; readers ([Watermark.Position])
+// allocate.
+//
+// # Rules
+//
+// [Watermark.StatusAt] applies, in order (see its documentation for the
+// details): wedged (no heartbeat within the liveness window: not live),
+// alert, failing (consecutive failures at the bound), progressing (behind
+// when the backlog also grew across the whole window: a warning), idle
+// (backlog known to be zero: ready however old the last progress, Burrow's
+// rule), starting, and stalled (backlog present or unknown, no progress
+// within the stall window: not ready). Each [Status] carries a reason a
+// person can act on:
+//
+//	stalled: backlog 1200, no progress for 45s (window 30s)
+//
+// Windows and bounds come from [WatermarkConfig]; the defaults are
+// [DefaultStallWindow], [DefaultLivenessWindow] and [DefaultFailureBound].
+// The clock is injectable (WatermarkConfig.Now), so every rule can be
+// tested without sleeping.
+//
+// A [Job] is overdue when its last success is older than interval ×
+// tolerance and failing when its last runs failed ([JobConfig]); the error
+// of the last failed run stays in the reason (ADR-004: never swallowed).
+//
+// # Probes
+//
+// [Probes] serves GET /live and GET /ready with
+// github.com/heptiolabs/healthcheck. /live runs only liveness checks — the
+// process's own loops, never a dependency — so a Redis or PostgreSQL outage
+// makes pods unready, not restarted. /ready runs every check; ?full=1 adds
+// each check's reason as JSON:
+//
+//	{
+//	    "job/prune": "OK",
+//	    "loop/wallet": "stalled: backlog 1200, no progress for 45s (window 30s)",
+//	    "loops/live": "OK",
+//	    "service/relay": "OK"
+//	}
+//
+// Every check reads atomics only: the handler runs all checks on every
+// request. Adding a check name twice returns [ErrDuplicateCheck] instead of
+// the library's silent overwrite.
+//
+// # Metrics
+//
+// With ProbesConfig.Registerer set, a collector reads every loop and job at
+// scrape time (no goroutine updates gauges): headway_loop_* (last progress
+// and heartbeat timestamps, backlog, consecutive failures, progress and
+// failure counters, ready, status) and headway_job_* (last success and run
+// timestamps, runs by outcome, consecutive failures, interval, ready,
+// status). See docs/metrics.md.
+package readiness

@@ -1,0 +1,203 @@
+package readiness
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Job is the health record of a scheduled job (ADR-003: scheduler-backed
+// workers include job-health readiness, not just a process heartbeat). The
+// runner calls [Job.Record] after each run; probes and metrics read it.
+//
+// A job is not ready when its last success (or its start, before the first
+// success) is older than Interval × Tolerance ([StateOverdue]), or when its
+// last FailureBound runs failed ([StateFailing]). The error of a failed run
+// is kept and shown in the reason: it is never swallowed (ADR-004).
+//
+// All methods are safe for concurrent use; Record takes no lock.
+type Job struct {
+	name      string
+	now       func() time.Time
+	start     time.Time
+	interval  time.Duration
+	tolerance float64
+	bound     int64
+
+	lastRun     atomic.Int64 // offset of the end of the last run, or never
+	lastSuccess atomic.Int64 // offset, or never
+	failures    atomic.Int64 // consecutive
+	successes   atomic.Uint64
+	failed      atomic.Uint64
+	lastErr     atomic.Pointer[errBox]
+}
+
+// NewJob returns the health record of job cfg.Name, starting now with no
+// run. Defaults for zero fields: Tolerance 2, FailureBound 3, Now time.Now.
+// It returns an error wrapping [ErrInvalidConfig] when cfg is invalid
+// (Name and a positive Interval are required).
+func NewJob(cfg JobConfig) (*Job, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	j := &Job{
+		name:      cfg.Name,
+		now:       cfg.Now,
+		start:     cfg.Now(),
+		interval:  cfg.Interval,
+		tolerance: cfg.Tolerance,
+		bound:     int64(cfg.FailureBound),
+	}
+	j.lastRun.Store(never)
+	j.lastSuccess.Store(never)
+	return j, nil
+}
+
+// Name returns the job's name.
+func (j *Job) Name() string { return j.name }
+
+// String returns "job/<name>", the name of its check.
+func (j *Job) String() string { return "job/" + j.name }
+
+// Interval returns the interval the job is meant to succeed at.
+func (j *Job) Interval() time.Duration { return j.interval }
+
+func (j *Job) offset(t time.Time) int64 { return int64(t.Sub(j.start)) }
+
+// Record records the end of a run: a success when err is nil, otherwise a
+// failure whose error is kept for the reason. A success resets the
+// consecutive failures.
+func (j *Job) Record(err error) {
+	t := j.offset(j.now())
+	j.lastRun.Store(t)
+	if err == nil {
+		j.lastSuccess.Store(t)
+		j.failures.Store(0)
+		j.successes.Add(1)
+		return
+	}
+	j.lastErr.Store(&errBox{err})
+	j.failures.Add(1)
+	j.failed.Add(1)
+}
+
+// LastSuccess returns the time of the last successful run; ok is false if
+// none yet.
+func (j *Job) LastSuccess() (t time.Time, ok bool) {
+	off := j.lastSuccess.Load()
+	if off == never {
+		return time.Time{}, false
+	}
+	return j.start.Add(time.Duration(off)), true
+}
+
+// LastRun returns the end time of the last run; ok is false if none yet.
+func (j *Job) LastRun() (t time.Time, ok bool) {
+	off := j.lastRun.Load()
+	if off == never {
+		return time.Time{}, false
+	}
+	return j.start.Add(time.Duration(off)), true
+}
+
+// Runs returns how many runs succeeded and failed.
+func (j *Job) Runs() (succeeded, failed uint64) { return j.successes.Load(), j.failed.Load() }
+
+// ConsecutiveFailures returns how many runs in a row failed.
+func (j *Job) ConsecutiveFailures() int64 { return j.failures.Load() }
+
+// LastError returns the error of the last failed run, nil if none.
+func (j *Job) LastError() error {
+	if b := j.lastErr.Load(); b != nil {
+		return b.err
+	}
+	return nil
+}
+
+// Status evaluates the job at its clock's now. See [Job.StatusAt].
+func (j *Job) Status() Status { return j.StatusAt(j.now()) }
+
+// StatusAt evaluates the job at now, in this order: failing (the last
+// FailureBound runs failed), overdue (no success within Interval ×
+// Tolerance, counted from the start before the first success), ok (a
+// success within that time), waiting (no success yet, not due yet).
+func (j *Job) StatusAt(now time.Time) Status {
+	v := j.evaluate(now)
+	return Status{Name: j.name, State: v.state, Reason: j.reason(&v)}
+}
+
+type jobVerdict struct {
+	state       State
+	now         int64
+	lastSuccess int64
+	failures    int64
+}
+
+func (j *Job) due() time.Duration {
+	return time.Duration(float64(j.interval) * j.tolerance)
+}
+
+func (j *Job) evaluate(now time.Time) jobVerdict {
+	v := jobVerdict{
+		now:         j.offset(now),
+		lastSuccess: j.lastSuccess.Load(),
+		failures:    j.failures.Load(),
+	}
+	switch {
+	case j.bound > 0 && v.failures >= j.bound:
+		v.state = StateFailing
+	case since(v.now, v.lastSuccess) > j.due():
+		v.state = StateOverdue
+	case v.lastSuccess != never:
+		v.state = StateOK
+	default:
+		v.state = StateWaiting
+	}
+	return v
+}
+
+func (j *Job) reason(v *jobVerdict) string {
+	var b strings.Builder
+	b.WriteString(v.state.String())
+	b.WriteString(": ")
+	switch v.state {
+	case StateFailing:
+		fmt.Fprintf(&b, "last %d runs failed (bound %d)", v.failures, j.bound)
+		if err := j.LastError(); err != nil {
+			fmt.Fprintf(&b, ", last error: %v", err)
+		}
+	case StateOverdue:
+		if v.lastSuccess == never {
+			fmt.Fprintf(&b, "no successful run since start %s ago", human(since(v.now, never)))
+		} else {
+			fmt.Fprintf(&b, "last success %s ago", human(since(v.now, v.lastSuccess)))
+		}
+		fmt.Fprintf(&b, " (interval %s × tolerance %g = %s)", human(j.interval), j.tolerance, human(j.due()))
+		if v.failures > 0 {
+			fmt.Fprintf(&b, ", %d failed runs since", v.failures)
+			if err := j.LastError(); err != nil {
+				fmt.Fprintf(&b, ", last error: %v", err)
+			}
+		}
+	case StateOK:
+		fmt.Fprintf(&b, "last success %s ago (interval %s)", human(since(v.now, v.lastSuccess)), human(j.interval))
+	case StateWaiting:
+		if v.failures == 0 {
+			b.WriteString("no run yet")
+		} else {
+			fmt.Fprintf(&b, "no success yet, %d failed runs, last error: %v", v.failures, j.LastError())
+		}
+		fmt.Fprintf(&b, ", started %s ago (due within %s)", human(since(v.now, never)), human(j.due()))
+	}
+	return b.String()
+}
+
+func (j *Job) readyCheck() error {
+	v := j.evaluate(j.now())
+	if v.state.Ready() {
+		return nil
+	}
+	return &notReadyError{reason: j.reason(&v)}
+}

@@ -1,0 +1,188 @@
+package readiness
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func newTestJob(t *testing.T) (*Job, *fakeClock) {
+	t.Helper()
+	clk := newClock()
+	j, err := NewJob(JobConfig{Name: "prune", Interval: 5 * time.Minute, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, clk
+}
+
+func TestJobRules(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("delete outbox rows: timeout")
+	tests := []struct {
+		name   string
+		run    func(j *Job, c *fakeClock)
+		want   State
+		reason string
+	}{
+		{
+			name:   "new job is waiting",
+			run:    func(j *Job, c *fakeClock) { c.Advance(time.Minute) },
+			want:   StateWaiting,
+			reason: "waiting: no run yet, started 1m0s ago (due within 10m0s)",
+		},
+		{
+			name: "a job that never succeeds is overdue after interval × tolerance",
+			run: func(j *Job, c *fakeClock) {
+				c.Advance(10*time.Minute + time.Second)
+			},
+			want:   StateOverdue,
+			reason: "overdue: no successful run since start 10m1s ago (interval 5m0s × tolerance 2 = 10m0s)",
+		},
+		{
+			name: "recent success is ok",
+			run: func(j *Job, c *fakeClock) {
+				c.Advance(5 * time.Minute)
+				j.Record(nil)
+				c.Advance(3 * time.Minute)
+			},
+			want:   StateOK,
+			reason: "ok: last success 3m0s ago (interval 5m0s)",
+		},
+		{
+			name: "job overdue",
+			run: func(j *Job, c *fakeClock) {
+				j.Record(nil)
+				c.Advance(25 * time.Minute)
+			},
+			want:   StateOverdue,
+			reason: "overdue: last success 25m0s ago (interval 5m0s × tolerance 2 = 10m0s)",
+		},
+		{
+			name: "overdue shows the failures since the last success",
+			run: func(j *Job, c *fakeClock) {
+				j.Record(nil)
+				c.Advance(11 * time.Minute)
+				j.Record(boom)
+			},
+			want:   StateOverdue,
+			reason: "overdue: last success 11m0s ago (interval 5m0s × tolerance 2 = 10m0s), 1 failed runs since, last error: delete outbox rows: timeout",
+		},
+		{
+			name: "job failing N times",
+			run: func(j *Job, c *fakeClock) {
+				j.Record(nil)
+				for range 3 {
+					c.Advance(time.Minute)
+					j.Record(boom)
+				}
+			},
+			want:   StateFailing,
+			reason: "failing: last 3 runs failed (bound 3), last error: delete outbox rows: timeout",
+		},
+		{
+			name: "failures below the bound with a recent success stay ok",
+			run: func(j *Job, c *fakeClock) {
+				j.Record(nil)
+				j.Record(boom)
+				j.Record(boom)
+			},
+			want: StateOK,
+		},
+		{
+			name: "failures before the first success while not due",
+			run: func(j *Job, c *fakeClock) {
+				j.Record(boom)
+			},
+			want:   StateWaiting,
+			reason: "waiting: no success yet, 1 failed runs, last error: delete outbox rows: timeout, started 0s ago (due within 10m0s)",
+		},
+		{
+			name: "a success after failing recovers",
+			run: func(j *Job, c *fakeClock) {
+				for range 5 {
+					j.Record(boom)
+				}
+				j.Record(nil)
+			},
+			want: StateOK,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			j, clk := newTestJob(t)
+			tt.run(j, clk)
+			st := j.Status()
+			if st.State != tt.want {
+				t.Fatalf("state = %v (%s), want %v", st.State, st.Reason, tt.want)
+			}
+			if tt.reason != "" && st.Reason != tt.reason {
+				t.Errorf("reason = %q\nwant     %q", st.Reason, tt.reason)
+			}
+			if err := j.readyCheck(); (err == nil) != tt.want.Ready() {
+				t.Errorf("readyCheck() = %v, want ready %v", err, tt.want.Ready())
+			}
+		})
+	}
+}
+
+func TestJobReadings(t *testing.T) {
+	t.Parallel()
+	j, clk := newTestJob(t)
+	if _, ok := j.LastRun(); ok {
+		t.Error("LastRun ok before a run")
+	}
+	if _, ok := j.LastSuccess(); ok {
+		t.Error("LastSuccess ok before a run")
+	}
+	clk.Advance(time.Minute)
+	j.Record(nil)
+	clk.Advance(time.Minute)
+	boom := errors.New("boom")
+	j.Record(boom)
+	ok, failed := j.Runs()
+	if ok != 1 || failed != 1 || j.ConsecutiveFailures() != 1 || !errors.Is(j.LastError(), boom) {
+		t.Errorf("Runs = %d, %d; consecutive %d; last error %v", ok, failed, j.ConsecutiveFailures(), j.LastError())
+	}
+	if s, _ := j.LastSuccess(); !s.Equal(newClock().Now().Add(time.Minute)) {
+		t.Errorf("LastSuccess = %v", s)
+	}
+	if r, _ := j.LastRun(); !r.Equal(newClock().Now().Add(2 * time.Minute)) {
+		t.Errorf("LastRun = %v", r)
+	}
+	if j.Name() != "prune" || j.String() != "job/prune" || j.Interval() != 5*time.Minute {
+		t.Errorf("Name, String, Interval = %q, %q, %v", j.Name(), j.String(), j.Interval())
+	}
+}
+
+func TestJobConfigValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  JobConfig
+		ok   bool
+	}{
+		{"minimal", JobConfig{Name: "x", Interval: time.Second}, true},
+		{"no name", JobConfig{Interval: time.Second}, false},
+		{"no interval", JobConfig{Name: "x"}, false},
+		{"negative interval", JobConfig{Name: "x", Interval: -time.Second}, false},
+		{"tolerance below one", JobConfig{Name: "x", Interval: time.Second, Tolerance: 0.5}, false},
+		{"tolerance one", JobConfig{Name: "x", Interval: time.Second, Tolerance: 1}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.cfg.Validate()
+			if (err == nil) != tt.ok {
+				t.Fatalf("Validate() = %v, want ok %v", err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			if _, err := NewJob(tt.cfg); (err == nil) != tt.ok {
+				t.Errorf("NewJob() = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+package readiness
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exports the metrics of every loop and job of the Probes
+// attached to it, reading the watermarks at scrape time: no goroutine
+// updates gauges behind the state. Probes built against one registerer
+// share the collector registered first (promutil.Register returns it), and
+// attach themselves to it.
+type collector struct {
+	mu     sync.RWMutex
+	probes []*Probes
+
+	loopProgress, loopHeartbeat, loopBacklog, loopFailures *prometheus.Desc
+	loopProgressTotal, loopFailuresTotal                   *prometheus.Desc
+	loopReady, loopStatus                                  *prometheus.Desc
+
+	jobSuccess, jobRun, jobRuns, jobFailures, jobInterval *prometheus.Desc
+	jobReady, jobStatus                                   *prometheus.Desc
+}
+
+func newCollector() *collector {
+	loop := []string{"loop"}
+	job := []string{"job"}
+	d := prometheus.NewDesc
+	return &collector{
+		loopProgress:      d("headway_loop_last_progress_timestamp_seconds", "Unix time of the loop's last forward progress; absent before the first.", loop, nil),
+		loopHeartbeat:     d("headway_loop_last_heartbeat_timestamp_seconds", "Unix time of the loop's last heartbeat (any iteration); absent before the first.", loop, nil),
+		loopBacklog:       d("headway_loop_backlog", "Work known to be waiting for the loop; absent while it cannot be measured.", loop, nil),
+		loopFailures:      d("headway_loop_consecutive_failures", "Failed iterations of the loop since its last success or progress.", loop, nil),
+		loopProgressTotal: d("headway_loop_progress_total", "Units of forward progress the loop reported.", loop, nil),
+		loopFailuresTotal: d("headway_loop_failures_total", "Failed iterations the loop reported.", loop, nil),
+		loopReady:         d("headway_loop_ready", "1 if the loop passes its readiness rules, else 0.", loop, nil),
+		loopStatus:        d("headway_loop_status", "Current status of the loop (1 for the current status, 0 for the others): starting, progressing, idle, behind, stalled, failing, alert, wedged.", []string{"loop", "status"}, nil),
+
+		jobSuccess:  d("headway_job_last_success_timestamp_seconds", "Unix time of the job's last successful run; absent before the first.", job, nil),
+		jobRun:      d("headway_job_last_run_timestamp_seconds", "Unix time the job's last run ended; absent before the first.", job, nil),
+		jobRuns:     d("headway_job_runs_total", "Runs of the job by outcome (success, failure).", []string{"job", "outcome"}, nil),
+		jobFailures: d("headway_job_consecutive_failures", "Runs of the job that failed in a row.", job, nil),
+		jobInterval: d("headway_job_interval_seconds", "Interval the job is meant to succeed at.", job, nil),
+		jobReady:    d("headway_job_ready", "1 if the job passes its readiness rules, else 0.", job, nil),
+		jobStatus:   d("headway_job_status", "Current status of the job (1 for the current status, 0 for the others): waiting, ok, overdue, failing.", []string{"job", "status"}, nil),
+	}
+}
+
+func (c *collector) attach(p *Probes) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probes = append(c.probes, p)
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.loopProgress, c.loopHeartbeat, c.loopBacklog, c.loopFailures,
+		c.loopProgressTotal, c.loopFailuresTotal, c.loopReady, c.loopStatus,
+		c.jobSuccess, c.jobRun, c.jobRuns, c.jobFailures, c.jobInterval, c.jobReady, c.jobStatus,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.RLock()
+	probes := slices.Clone(c.probes)
+	c.mu.RUnlock()
+	for _, p := range probes {
+		for _, w := range loadSnapshot(&p.loops) {
+			c.collectLoop(ch, w)
+		}
+		for _, j := range loadSnapshot(&p.jobs) {
+			c.collectJob(ch, j)
+		}
+	}
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *collector) collectLoop(ch chan<- prometheus.Metric, w *Watermark) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	v := w.evaluate(w.now())
+	if v.progress != never {
+		gauge(c.loopProgress, unixSeconds(w.at(v.progress)), w.name)
+	}
+	if v.heartbeat != never {
+		gauge(c.loopHeartbeat, unixSeconds(w.at(v.heartbeat)), w.name)
+	}
+	if v.backlog != backlogUnknown {
+		gauge(c.loopBacklog, float64(v.backlog), w.name)
+	}
+	gauge(c.loopFailures, float64(v.failures), w.name)
+	ch <- prometheus.MustNewConstMetric(c.loopProgressTotal, prometheus.CounterValue, float64(w.ProgressTotal()), w.name)
+	ch <- prometheus.MustNewConstMetric(c.loopFailuresTotal, prometheus.CounterValue, float64(w.FailuresTotal()), w.name)
+	gauge(c.loopReady, boolFloat(v.state.Ready()), w.name)
+	for _, s := range loopStates {
+		gauge(c.loopStatus, boolFloat(s == v.state), w.name, s.String())
+	}
+}
+
+func (c *collector) collectJob(ch chan<- prometheus.Metric, j *Job) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	v := j.evaluate(j.now())
+	if t, ok := j.LastSuccess(); ok {
+		gauge(c.jobSuccess, unixSeconds(t), j.name)
+	}
+	if t, ok := j.LastRun(); ok {
+		gauge(c.jobRun, unixSeconds(t), j.name)
+	}
+	ok, failed := j.Runs()
+	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(ok), j.name, "success")
+	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(failed), j.name, "failure")
+	gauge(c.jobFailures, float64(v.failures), j.name)
+	gauge(c.jobInterval, j.interval.Seconds(), j.name)
+	gauge(c.jobReady, boolFloat(v.state.Ready()), j.name)
+	for _, s := range jobStates {
+		gauge(c.jobStatus, boolFloat(s == v.state), j.name, s.String())
+	}
+}

@@ -1,0 +1,236 @@
+package readiness
+
+import (
+	"strconv"
+	"time"
+)
+
+// loopVerdict is one evaluation of a Watermark: the state and the readings
+// it was based on, kept so the reason is formatted only when someone asks
+// (a ready check formats nothing).
+type loopVerdict struct {
+	state      State
+	now        int64
+	heartbeat  int64
+	progress   int64
+	idleAt     int64
+	backlog    int64
+	runStart   int64
+	runSince   int64
+	failures   int64
+	alertUntil int64
+}
+
+// Status evaluates the rules at the watermark's clock's now. See
+// [Watermark.StatusAt].
+func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
+
+// StatusAt evaluates the rules at now, in this order:
+//
+//  1. wedged: no heartbeat within LivenessWindow (counted from the start
+//     before the first heartbeat): neither live nor ready;
+//  2. alert: held by [Watermark.Alert] until a time after now: not ready;
+//  3. failing: consecutive failures at or past FailureBound: not ready;
+//  4. progressing: progress within StallWindow: ready; behind (a warning,
+//     still ready) when in addition the backlog is known, above zero, and
+//     has grown without falling once for at least StallWindow;
+//  5. idle: backlog known to be zero: ready, however old the last progress
+//     (Burrow's rule: no lag is never a stall); also ready while the loop
+//     was idle less than StallWindow ago (backlog that just appeared is not
+//     a stall yet);
+//  6. starting: never progressed nor idle, started less than StallWindow
+//     ago: ready;
+//  7. stalled: otherwise — backlog present or unknown, no progress within
+//     StallWindow: not ready.
+//
+// It reads atomics only and is safe to call from any goroutine.
+func (w *Watermark) StatusAt(now time.Time) Status {
+	v := w.evaluate(now)
+	return Status{Name: w.name, State: v.state, Reason: w.reason(&v)}
+}
+
+func (w *Watermark) evaluate(now time.Time) loopVerdict {
+	v := loopVerdict{
+		now:        w.offset(now),
+		progress:   w.progress.Load(),
+		idleAt:     w.idleAt.Load(),
+		backlog:    w.backlog.Load(),
+		runStart:   w.runStart.Load(),
+		runSince:   w.runSince.Load(),
+		failures:   w.failures.Load(),
+		alertUntil: w.alertUntil.Load(),
+	}
+	v.heartbeat = max(w.heartbeat.Load(), v.progress)
+	v.state = w.judge(&v)
+	return v
+}
+
+func since(now, off int64) time.Duration {
+	if off == never {
+		off = 0 // the start
+	}
+	return time.Duration(now - off)
+}
+
+func (w *Watermark) judge(v *loopVerdict) State {
+	if since(v.now, v.heartbeat) > w.livenessWindow {
+		return StateWedged
+	}
+	if v.alertUntil != never && v.now < v.alertUntil {
+		return StateAlert
+	}
+	if w.failureBound > 0 && v.failures >= w.failureBound {
+		return StateFailing
+	}
+	if v.progress != never && since(v.now, v.progress) <= w.stallWindow {
+		if w.behind(v) {
+			return StateBehind
+		}
+		return StateProgressing
+	}
+	if v.backlog == 0 {
+		return StateIdle
+	}
+	if v.idleAt != never && since(v.now, max(v.idleAt, v.progress)) <= w.stallWindow {
+		return StateIdle
+	}
+	if v.progress == never && v.idleAt == never && since(v.now, never) <= w.stallWindow {
+		return StateStarting
+	}
+	return StateStalled
+}
+
+func (w *Watermark) behind(v *loopVerdict) bool {
+	return v.backlog != backlogUnknown && v.backlog > 0 &&
+		v.runSince != never && since(v.now, v.runSince) >= w.stallWindow &&
+		v.backlog > v.runStart
+}
+
+func (v *loopVerdict) appendBacklog(b []byte) []byte {
+	if v.backlog == backlogUnknown {
+		return append(b, "backlog unknown"...)
+	}
+	b = append(b, "backlog "...)
+	return strconv.AppendInt(b, v.backlog, 10)
+}
+
+// reason formats the human reason for v. Examples:
+//
+//	stalled: backlog 1200, no progress for 45s (window 30s)
+//	failing: 7 consecutive failures (bound 5), last error: dial tcp: connection refused
+//
+// It appends to a stack buffer and allocates only the result (and the
+// position or error text when it shows them): /ready formats one reason
+// per failing loop on every request.
+func (w *Watermark) reason(v *loopVerdict) string {
+	var arr [160]byte
+	b := append(arr[:0], v.state.String()...)
+	b = append(b, ": "...)
+	switch v.state {
+	case StateWedged:
+		if v.heartbeat == never {
+			b = append(b, "no heartbeat since start "...)
+			b = appendHuman(b, since(v.now, never))
+			b = append(b, " ago"...)
+		} else {
+			b = append(b, "no heartbeat for "...)
+			b = appendHuman(b, since(v.now, v.heartbeat))
+		}
+		b = append(b, " (liveness window "...)
+		b = appendHuman(b, w.livenessWindow)
+		b = append(b, ')')
+	case StateAlert:
+		reason := "(no reason)"
+		if r := w.alertReason.Load(); r != nil {
+			reason = *r
+		}
+		b = append(b, reason...)
+		b = append(b, " (held for "...)
+		b = appendHuman(b, time.Duration(v.alertUntil-v.now))
+		b = append(b, " more)"...)
+	case StateFailing:
+		b = strconv.AppendInt(b, v.failures, 10)
+		b = append(b, " consecutive failures (bound "...)
+		b = strconv.AppendInt(b, w.failureBound, 10)
+		b = append(b, ')')
+		if err := w.LastError(); err != nil {
+			b = append(b, ", last error: "...)
+			b = append(b, err.Error()...)
+		}
+	case StateProgressing:
+		b = append(b, "last progress "...)
+		b = appendHuman(b, since(v.now, v.progress))
+		b = append(b, " ago"...)
+		if p := w.pos.load(); p != "" {
+			b = append(b, " at "...)
+			b = append(b, p...)
+		}
+		b = append(b, ", "...)
+		b = v.appendBacklog(b)
+	case StateBehind:
+		b = append(b, "backlog grew from "...)
+		b = strconv.AppendInt(b, v.runStart, 10)
+		b = append(b, " to "...)
+		b = strconv.AppendInt(b, v.backlog, 10)
+		b = append(b, " over "...)
+		b = appendHuman(b, since(v.now, v.runSince))
+		b = append(b, " while progressing (window "...)
+		b = appendHuman(b, w.stallWindow)
+		b = append(b, ')')
+	case StateIdle:
+		if v.backlog == 0 {
+			b = append(b, "no backlog, "...)
+		} else {
+			b = append(b, "caught up "...)
+			b = appendHuman(b, since(v.now, v.idleAt))
+			b = append(b, " ago, "...)
+			b = v.appendBacklog(b)
+			b = append(b, " since (window "...)
+			b = appendHuman(b, w.stallWindow)
+			b = append(b, "), "...)
+		}
+		if v.progress == never {
+			b = append(b, "no progress since start"...)
+		} else {
+			b = append(b, "last progress "...)
+			b = appendHuman(b, since(v.now, v.progress))
+			b = append(b, " ago"...)
+		}
+	case StateStarting:
+		b = append(b, "no progress yet, started "...)
+		b = appendHuman(b, since(v.now, never))
+		b = append(b, " ago (window "...)
+		b = appendHuman(b, w.stallWindow)
+		b = append(b, "), "...)
+		b = v.appendBacklog(b)
+	case StateStalled:
+		b = v.appendBacklog(b)
+		switch {
+		case v.progress == never && v.idleAt == never:
+			b = append(b, ", no progress since start "...)
+			b = appendHuman(b, since(v.now, never))
+			b = append(b, " ago"...)
+		case v.idleAt > v.progress:
+			b = append(b, ", no progress since caught up "...)
+			b = appendHuman(b, since(v.now, v.idleAt))
+			b = append(b, " ago"...)
+		default:
+			b = append(b, ", no progress for "...)
+			b = appendHuman(b, since(v.now, v.progress))
+		}
+		b = append(b, " (window "...)
+		b = appendHuman(b, w.stallWindow)
+		b = append(b, ')')
+	}
+	return string(b)
+}
+
+// readyCheck is the /ready check of the loop: an in-memory evaluation that
+// formats a reason only when the loop is not ready.
+func (w *Watermark) readyCheck() error {
+	v := w.evaluate(w.now())
+	if v.state.Ready() {
+		return nil
+	}
+	return &notReadyError{reason: w.reason(&v)}
+}

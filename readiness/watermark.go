@@ -1,0 +1,253 @@
+package readiness
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// never marks a time that has not happened yet.
+const never = math.MinInt64
+
+// backlogUnknown marks a backlog that cannot be measured.
+const backlogUnknown = math.MinInt64
+
+// Watermark is what a loop reports about itself and what the rules judge:
+// heartbeat (the loop iterated), progress (its position advanced or a unit
+// of work finished), backlog (work known to be waiting, or unknown),
+// consecutive failures with the last error, and an optional alert that holds
+// the loop not ready.
+//
+// The loop calls the update methods ([Watermark.Heartbeat],
+// [Watermark.Progress], [Watermark.SetBacklog], [Watermark.Succeed], …);
+// probes, metrics and the supervisor call the read methods
+// ([Watermark.Status], [Watermark.Backlog], …). All methods are safe for
+// concurrent use. Updates never block, take no lock and do not allocate,
+// except [Watermark.Fail] (one small box for the error) and
+// [Watermark.Alert] (a copy of the reason when it changes).
+//
+// Times are kept as offsets from the watermark's creation, read from its
+// clock: with the default clock they use Go's monotonic reading, so a step
+// of the wall clock neither stalls nor revives a loop.
+type Watermark struct {
+	name           string
+	now            func() time.Time
+	start          time.Time
+	stallWindow    time.Duration
+	livenessWindow time.Duration
+	failureBound   int64
+
+	heartbeat     atomic.Int64 // offset of the last heartbeat, or never
+	progress      atomic.Int64 // offset of the last progress, or never
+	progressTotal atomic.Uint64
+	pos           position
+
+	backlog  atomic.Int64 // or backlogUnknown
+	idleAt   atomic.Int64 // offset of the last zero backlog, or never
+	runStart atomic.Int64 // backlog when it last fell (start of a growth run)
+	runSince atomic.Int64 // offset when it last fell, or never
+
+	failures      atomic.Int64 // consecutive
+	failuresTotal atomic.Uint64
+	lastErr       atomic.Pointer[errBox]
+
+	alertReason atomic.Pointer[string]
+	alertUntil  atomic.Int64 // offset, or never
+}
+
+type errBox struct{ err error }
+
+// NewWatermark returns a Watermark for the loop cfg.Name, starting now with
+// no heartbeat, no progress, unknown backlog and no failures. Defaults for
+// zero fields: StallWindow 30s, LivenessWindow 1m, FailureBound 5, Now
+// time.Now. It returns an error wrapping [ErrInvalidConfig] when cfg is
+// invalid.
+func NewWatermark(cfg WatermarkConfig) (*Watermark, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	w := &Watermark{
+		name:           cfg.Name,
+		now:            cfg.Now,
+		start:          cfg.Now(),
+		stallWindow:    cfg.StallWindow,
+		livenessWindow: cfg.LivenessWindow,
+		failureBound:   int64(cfg.FailureBound),
+	}
+	w.heartbeat.Store(never)
+	w.progress.Store(never)
+	w.backlog.Store(backlogUnknown)
+	w.idleAt.Store(never)
+	w.runSince.Store(never)
+	w.alertUntil.Store(never)
+	return w, nil
+}
+
+// Name returns the loop's name.
+func (w *Watermark) Name() string { return w.name }
+
+// String returns "loop/<name>", the name of its checks.
+func (w *Watermark) String() string { return "loop/" + w.name }
+
+func (w *Watermark) tick() int64 { return int64(w.now().Sub(w.start)) }
+
+func (w *Watermark) offset(t time.Time) int64 { return int64(t.Sub(w.start)) }
+
+func (w *Watermark) at(off int64) time.Time { return w.start.Add(time.Duration(off)) }
+
+// Heartbeat records that the loop iterated. Call it on every iteration,
+// including iterations that failed or found nothing to do: it is what
+// liveness ([StateWedged]) watches, and liveness must never depend on Redis
+// or PostgreSQL being reachable.
+func (w *Watermark) Heartbeat() { w.heartbeat.Store(w.tick()) }
+
+// Progress records forward progress: the position advanced to pos, or a
+// unit of work finished. It also counts as a heartbeat and as a success
+// (consecutive failures go back to zero). pos is the position as text, such
+// as the last stream ID acknowledged or the last outbox row id; "" keeps the
+// previous text. Only the first [MaxPositionLen] bytes are kept. When two
+// goroutines report progress at the same instant one text may be dropped;
+// the time and the count always advance.
+func (w *Watermark) Progress(pos string) {
+	t := w.tick()
+	w.progress.Store(t) // also a heartbeat: readers take the later of the two
+	w.progressTotal.Add(1)
+	if w.failures.Load() != 0 {
+		w.failures.Store(0)
+	}
+	if pos != "" {
+		w.pos.store(pos)
+	}
+}
+
+// SetBacklog records the work known to be waiting: consumer-group lag plus
+// pending entries, unpublished outbox rows, … A negative n means the
+// backlog cannot be measured, like [Watermark.BacklogUnknown] (go-redis
+// reports an unknown group lag as -1). A backlog of zero makes the loop
+// idle, which is ready however old its last progress is.
+func (w *Watermark) SetBacklog(n int64) {
+	if n < 0 {
+		w.BacklogUnknown()
+		return
+	}
+	prev := w.backlog.Swap(n)
+	if n == 0 || n < prev || prev == backlogUnknown {
+		// The backlog fell, emptied or became known: a new growth run
+		// starts here.
+		t := w.tick()
+		w.runStart.Store(n)
+		w.runSince.Store(t)
+		if n == 0 {
+			w.idleAt.Store(t)
+		}
+	}
+}
+
+// BacklogUnknown records that the backlog cannot be measured now (the
+// measurement failed, or the server cannot say). Unknown backlog counts as
+// backlog: without progress the loop stalls. It is the state of a new
+// Watermark.
+func (w *Watermark) BacklogUnknown() { w.backlog.Store(backlogUnknown) }
+
+// Succeed records an iteration that worked without necessarily advancing
+// (for example a read that returned nothing): consecutive failures go back
+// to zero. It counts as a heartbeat.
+func (w *Watermark) Succeed() {
+	w.heartbeat.Store(w.tick())
+	if w.failures.Load() != 0 {
+		w.failures.Store(0)
+	}
+}
+
+// Fail records a failed iteration with its error (nil is recorded as a
+// failure without an error). It counts as a heartbeat: the loop is alive,
+// only not succeeding. Consecutive failures reaching the failure bound make
+// the loop failing (not ready) until the next [Watermark.Succeed] or
+// [Watermark.Progress]. Fail allocates one small box for the error.
+func (w *Watermark) Fail(err error) {
+	w.heartbeat.Store(w.tick())
+	w.failures.Add(1)
+	w.failuresTotal.Add(1)
+	if err != nil {
+		w.lastErr.Store(&errBox{err})
+	}
+}
+
+// Alert holds the loop not ready ([StateAlert]) until until, with reason,
+// whatever its progress: another component uses it to surface a condition
+// to supervision (brandguard's legacy schema_version 1 entries, for
+// example). Alerts do not shorten each other: the loop stays held until the
+// latest until given, and reports the latest reason. Alert copies reason
+// only when it differs from the current one. [Watermark.ClearAlert] ends the
+// hold early.
+func (w *Watermark) Alert(reason string, until time.Time) {
+	if cur := w.alertReason.Load(); cur == nil || *cur != reason {
+		w.alertReason.Store(&reason)
+	}
+	u := w.offset(until)
+	for {
+		old := w.alertUntil.Load()
+		if u <= old || w.alertUntil.CompareAndSwap(old, u) {
+			return
+		}
+	}
+}
+
+// ClearAlert ends a hold set by [Watermark.Alert].
+func (w *Watermark) ClearAlert() { w.alertUntil.Store(never) }
+
+// Position returns the text of the last position reported with
+// [Watermark.Progress], or "" if none. It allocates the string.
+func (w *Watermark) Position() string { return w.pos.load() }
+
+// LastProgress returns the time of the last progress; ok is false if the
+// loop has not progressed yet.
+func (w *Watermark) LastProgress() (t time.Time, ok bool) { return w.timeOf(w.progress.Load()) }
+
+// LastHeartbeat returns the time of the last heartbeat (any update but
+// SetBacklog, BacklogUnknown and Alert counts); ok is false if none yet.
+func (w *Watermark) LastHeartbeat() (t time.Time, ok bool) {
+	return w.timeOf(w.lastBeat())
+}
+
+// lastBeat is the offset of the last heartbeat: Progress does not store
+// one separately (one store less on the hot path), so it is the later of
+// the two.
+func (w *Watermark) lastBeat() int64 { return max(w.heartbeat.Load(), w.progress.Load()) }
+
+func (w *Watermark) timeOf(off int64) (time.Time, bool) {
+	if off == never {
+		return time.Time{}, false
+	}
+	return w.at(off), true
+}
+
+// Backlog returns the last backlog reported; known is false when it is
+// unknown.
+func (w *Watermark) Backlog() (n int64, known bool) {
+	n = w.backlog.Load()
+	if n == backlogUnknown {
+		return 0, false
+	}
+	return n, true
+}
+
+// ProgressTotal returns how many times [Watermark.Progress] was called.
+func (w *Watermark) ProgressTotal() uint64 { return w.progressTotal.Load() }
+
+// ConsecutiveFailures returns the failures since the last success or
+// progress.
+func (w *Watermark) ConsecutiveFailures() int64 { return w.failures.Load() }
+
+// FailuresTotal returns how many times [Watermark.Fail] was called.
+func (w *Watermark) FailuresTotal() uint64 { return w.failuresTotal.Load() }
+
+// LastError returns the error of the last [Watermark.Fail] that had one,
+// even if the loop has succeeded since; nil if none.
+func (w *Watermark) LastError() error {
+	if b := w.lastErr.Load(); b != nil {
+		return b.err
+	}
+	return nil
+}
