@@ -1,0 +1,239 @@
+package consumer
+
+import (
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/readiness"
+)
+
+// Defaults of [Config].
+const (
+	DefaultBatchSize       = 256
+	DefaultBlock           = time.Second
+	DefaultConcurrency     = 8
+	DefaultHandlerTimeout  = 30 * time.Second
+	DefaultMaxDeliveries   = 5
+	DefaultReclaimIdle     = time.Minute
+	DefaultConsumerIdle    = time.Hour
+	DefaultDrainTimeout    = 10 * time.Second
+	DefaultInfoInterval    = 5 * time.Second
+	DefaultAlertWindow     = 5 * time.Minute
+	DefaultFailureLimit    = 30
+	DefaultStartID         = "0"
+	DefaultRetryAttempts   = 3
+	DefaultRetryInitial    = 100 * time.Millisecond
+	DefaultRetryMax        = 2 * time.Second
+	deadLetterSuffix       = ":dlq"
+	maxDeadLetterErrorText = 2048
+)
+
+// RetryPolicy is the in-process retry of a failing handler within one
+// delivery: Attempts tries in all, waiting Initial, then twice as long each
+// time up to Max. Zero fields mean the defaults (3 attempts, 100ms, 2s);
+// Attempts 1 means no retry.
+type RetryPolicy struct {
+	Attempts int
+	Initial  time.Duration
+	Max      time.Duration
+}
+
+func (p RetryPolicy) delay(attempt int) time.Duration {
+	d := p.Initial
+	for i := 1; i < attempt && d < p.Max; i++ {
+		d *= 2
+	}
+	return min(d, p.Max)
+}
+
+// Config configures a [Consumer]. Client, Stream, Group and Handlers are
+// required; every other zero field means the default given in [New].
+type Config struct {
+	// Client is the Redis client: a single node, sentinel or cluster. The
+	// consumer holds one of its connections in a blocking read; size the
+	// pool for that plus the info poll and the handlers' own use.
+	Client redis.UniversalClient
+	// Stream is the stream key, e.g. event.StreamKey("wallet").
+	Stream string
+	// CatalogStream is the stream's name in Catalog. Default: the catalog
+	// stream whose key is Stream.
+	CatalogStream string
+	// Catalog checks the handlers at start-up and bounds the event_type
+	// metric label. Default event.Platform().
+	Catalog *event.Catalog
+	// Group is the consumer group, normally the consuming service's name
+	// (rolling_service). It is also the dedup scope and brandguard's
+	// consumer label.
+	Group string
+	// Consumer is this process's name in the group. It must be stable
+	// across restarts of the same pod so that its pending entries are
+	// found again. Default: the host name.
+	Consumer string
+	// Handlers by event type. Every type must be emitted on the stream
+	// according to the catalog. Entries of other types are acknowledged
+	// as unhandled.
+	Handlers map[event.Type]Handler
+	// Middleware wraps every handler, the first element outermost. A
+	// panic recoverer always sits inside it, next to the handler.
+	Middleware []Middleware
+	// Guard judges envelopes. Default: brandguard.New with ModeEnforce,
+	// the same Registerer and Logger. Build your own to set the mode from
+	// MULTI_BRAND_ENFORCEMENT.
+	Guard *brandguard.Guard
+	// Dedup records processed events; nil means no deduplication. A store
+	// that implements dedup.Batcher is claimed and settled once per batch.
+	Dedup dedup.Store
+	// BatchSize is the XREADGROUP COUNT and the bound on entries in flight.
+	// Default 256.
+	BatchSize int
+	// Block is how long a read waits for new entries. It bounds how late
+	// shutdown notices a cancel (go-redis cannot interrupt a blocked read).
+	// Default 1s.
+	Block time.Duration
+	// Concurrency is the number of handlers running at once. Entries of one
+	// aggregate_id always run one after another in stream order. Default 8.
+	Concurrency int
+	// HandlerTimeout bounds one handler attempt. Default 30s.
+	HandlerTimeout time.Duration
+	// Retry is the in-process retry policy.
+	Retry RetryPolicy
+	// MaxDeliveries: a handler failure on the MaxDeliveries-th delivery
+	// dead-letters the entry with the error. Default 5.
+	MaxDeliveries int64
+	// ReclaimIdle is how long an entry stays pending and idle before this
+	// consumer claims it (from a dead consumer, or its own failed ones).
+	// Entries in flight here are kept fresh so they are never claimed.
+	// Default 1m; must exceed HandlerTimeout.
+	ReclaimIdle time.Duration
+	// ReclaimInterval is how often idle entries are looked for. Default
+	// ReclaimIdle/2.
+	ReclaimInterval time.Duration
+	// ConsumerIdleTimeout: other consumers of the group idle for longer
+	// and without pending entries are removed from the group. Default 1h;
+	// negative disables.
+	ConsumerIdleTimeout time.Duration
+	// DeadLetterStream receives entries that cannot succeed. Default
+	// Stream + ":dlq". It must share Stream's hash tag on a cluster.
+	DeadLetterStream string
+	// StartID is where a new group starts, and where it restarts when the
+	// group vanished (NOGROUP): "0" replays the whole stream, "$" takes
+	// only new entries. Default "0": nothing already on the stream is
+	// skipped (see docs/adr/ADR-010-consumer-semantics.md).
+	StartID string
+	// DrainTimeout bounds graceful shutdown: after the context is
+	// cancelled, handlers in flight get this long to finish. Default 10s.
+	DrainTimeout time.Duration
+	// InfoInterval is how often lag and pending are polled. Default 5s.
+	InfoInterval time.Duration
+	// AlertWindow is how long a legacy schema_version 1 event or a
+	// recreated group keeps the consumer not ready. Default 5m.
+	AlertWindow time.Duration
+	// FailureLimit: after this many consecutive failed reads Serve returns
+	// an error so the supervisor restarts it. Default 30.
+	FailureLimit int
+	// Watermark receives progress; default one named "<Group>@<Stream>"
+	// with readiness defaults. Get it with Consumer.Watermark.
+	Watermark *readiness.Watermark
+	// Registerer receives the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy with defaults filled in and checked.
+func (c Config) withDefaults() (Config, error) {
+	if c.Client == nil {
+		return c, configErr("Client is nil")
+	}
+	if c.Stream == "" || c.Group == "" {
+		return c, configErr("Stream and Group are required")
+	}
+	if len(c.Handlers) == 0 {
+		return c, configErr("no Handlers")
+	}
+	for t, h := range c.Handlers {
+		if h == nil {
+			return c, configErr("nil handler for %s", t)
+		}
+	}
+	if c.Catalog == nil {
+		c.Catalog = event.Platform()
+	}
+	if c.CatalogStream == "" {
+		s, ok := c.Catalog.StreamByKey(c.Stream)
+		if !ok {
+			return c, configErr("stream key %q is not in the catalog: set CatalogStream", c.Stream)
+		}
+		c.CatalogStream = s.Name
+	}
+	if c.Consumer == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return c, configErr("Consumer unset and no host name: %v", err)
+		}
+		c.Consumer = h
+	}
+	setDefault(&c.BatchSize, DefaultBatchSize)
+	setDefault(&c.Block, DefaultBlock)
+	setDefault(&c.Concurrency, DefaultConcurrency)
+	setDefault(&c.HandlerTimeout, DefaultHandlerTimeout)
+	setDefault(&c.Retry.Attempts, DefaultRetryAttempts)
+	setDefault(&c.Retry.Initial, DefaultRetryInitial)
+	setDefault(&c.Retry.Max, DefaultRetryMax)
+	setDefault(&c.MaxDeliveries, DefaultMaxDeliveries)
+	setDefault(&c.ReclaimIdle, DefaultReclaimIdle)
+	setDefault(&c.ReclaimInterval, c.ReclaimIdle/2)
+	setDefault(&c.ConsumerIdleTimeout, DefaultConsumerIdle)
+	setDefault(&c.DeadLetterStream, c.Stream+deadLetterSuffix)
+	setDefault(&c.StartID, DefaultStartID)
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&c.InfoInterval, DefaultInfoInterval)
+	setDefault(&c.AlertWindow, DefaultAlertWindow)
+	setDefault(&c.FailureLimit, DefaultFailureLimit)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	switch {
+	case c.BatchSize < 0 || c.Concurrency < 0 || c.MaxDeliveries < 0 || c.Retry.Attempts < 0 || c.FailureLimit < 0:
+		return c, configErr("negative size or count")
+	case c.Block < 0 || c.HandlerTimeout < 0 || c.ReclaimIdle < 0 || c.ReclaimInterval < 0 ||
+		c.DrainTimeout < 0 || c.InfoInterval < 0 || c.AlertWindow < 0 || c.Retry.Initial < 0 || c.Retry.Max < 0:
+		return c, configErr("negative duration")
+	case c.Block < time.Millisecond:
+		return c, configErr("Block %v is below 1ms (0 would block forever in Redis)", c.Block)
+	case c.ReclaimIdle <= c.HandlerTimeout:
+		return c, configErr("ReclaimIdle %v must exceed HandlerTimeout %v, or entries in flight could be claimed", c.ReclaimIdle, c.HandlerTimeout)
+	case c.DeadLetterStream == c.Stream:
+		return c, configErr("DeadLetterStream equals Stream")
+	}
+	if _, cluster := c.Client.(*redis.ClusterClient); cluster && hashTag(c.Stream) != hashTag(c.DeadLetterStream) {
+		return c, configErr("on a cluster %q and %q must share a hash tag (e.g. events:{wallet} and events:{wallet}:dlq)", c.Stream, c.DeadLetterStream)
+	}
+	return c, nil
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// hashTag returns the part of key that Redis Cluster hashes: the text
+// between the first '{' and the next '}' when non-empty, else the key.
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
+}

@@ -1,0 +1,316 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/thejerf/suture/v4"
+
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/readiness"
+)
+
+// Log attribute keys of the consumer.
+const (
+	AttrStream     = "stream"
+	AttrGroup      = "group"
+	AttrConsumer   = "consumer"
+	AttrEntryID    = "entry_id"
+	AttrEventID    = "event_id"
+	AttrEventType  = "event_type"
+	AttrReason     = "reason"
+	AttrDeliveries = "deliveries"
+	AttrError      = "error"
+)
+
+// Consumer reads one stream as one member of a consumer group and applies
+// every entry exactly once in effect: decode, brandguard verdict, dedup,
+// dispatch to the handler of the event type, acknowledge — or dead-letter
+// with a reason. It is a suture.Service; Serve blocks until the context is
+// cancelled (then drains) or reads keep failing.
+type Consumer struct {
+	cfg      Config
+	rdb      redis.UniversalClient
+	handlers map[event.Type]Handler
+	guard    *brandguard.Scope
+	store    dedup.Store
+	batcher  dedup.Batcher
+	wm       *readiness.Watermark
+	series   *series
+	log      *slog.Logger
+
+	// blocked holds aggregates with an entry left pending after a failure:
+	// their later entries wait (stay pending) so that order is kept. Only
+	// the Serve goroutine touches it.
+	blocked map[string]struct{}
+}
+
+var _ suture.Service = (*Consumer)(nil)
+
+// New returns a Consumer. Defaults: Consumer the host name, Catalog
+// event.Platform(), CatalogStream looked up by Stream's key, Guard
+// brandguard in enforce mode, no Dedup, BatchSize 256, Block 1s,
+// Concurrency 8, HandlerTimeout 30s, Retry 3 attempts from 100ms doubling
+// to 2s, MaxDeliveries 5, ReclaimIdle 1m, ReclaimInterval ReclaimIdle/2,
+// ConsumerIdleTimeout 1h, DeadLetterStream Stream+":dlq", StartID "0",
+// DrainTimeout 10s, InfoInterval 5s, AlertWindow 5m, FailureLimit 30, a
+// Watermark named "<Group>@<Stream>", no metrics registration,
+// slog.Default().
+//
+// New fails with an error wrapping ErrInvalidConfig on a bad Config, and
+// with event.ErrNotDispatchable when a handler's type is not emitted on the
+// stream (reserved, retired or unknown there).
+func New(cfg Config) (*Consumer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	types := make([]event.Type, 0, len(cfg.Handlers))
+	for t := range cfg.Handlers {
+		types = append(types, t)
+	}
+	if err := cfg.Catalog.CheckDispatch(cfg.CatalogStream, types); err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Group, err)
+	}
+	guard := cfg.Guard
+	if guard == nil {
+		if guard, err = brandguard.New(brandguard.Config{Catalog: cfg.Catalog, Registerer: cfg.Registerer, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	wm := cfg.Watermark
+	if wm == nil {
+		if wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: cfg.Group + "@" + cfg.Stream}); err != nil {
+			return nil, err
+		}
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	var labelled []event.Type
+	if s, ok := cfg.Catalog.Stream(cfg.CatalogStream); ok {
+		for _, ti := range s.Types {
+			labelled = append(labelled, ti.Type)
+		}
+	}
+	for _, ti := range cfg.Catalog.Retired {
+		labelled = append(labelled, ti.Type)
+	}
+	c := &Consumer{
+		cfg:      cfg,
+		rdb:      cfg.Client,
+		handlers: make(map[event.Type]Handler, len(cfg.Handlers)),
+		guard:    guard.Scope(cfg.Stream, cfg.Group),
+		store:    cfg.Dedup,
+		wm:       wm,
+		series:   newSeries(m, cfg.Stream, cfg.Group, labelled),
+		log: cfg.Logger.With(slog.String(AttrStream, cfg.Stream), slog.String(AttrGroup, cfg.Group),
+			slog.String(AttrConsumer, cfg.Consumer)),
+		blocked: map[string]struct{}{},
+	}
+	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
+	for t, h := range cfg.Handlers {
+		c.handlers[t] = chain(recoverer(h), cfg.Middleware)
+	}
+	return c, nil
+}
+
+// Watermark returns the consumer's watermark, for probes and supervisors.
+func (c *Consumer) Watermark() *readiness.Watermark { return c.wm }
+
+// String names the consumer in logs and supervision trees.
+func (c *Consumer) String() string {
+	return "consumer " + c.cfg.Group + "/" + c.cfg.Consumer + "@" + c.cfg.Stream
+}
+
+// Serve runs the consumer until ctx is cancelled, then stops reading,
+// gives handlers in flight DrainTimeout to finish, acknowledges what
+// finished, leaves the rest pending for the group and returns ctx's error.
+// It returns early with an error when FailureLimit reads in a row failed
+// (the supervisor restarts it).
+func (c *Consumer) Serve(ctx context.Context) error {
+	infoCtx, stopInfo := context.WithCancel(ctx)
+	infoDone := make(chan struct{})
+	go func() {
+		defer close(infoDone)
+		c.pollInfo(infoCtx)
+	}()
+	defer func() {
+		stopInfo()
+		<-infoDone
+	}()
+
+	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil && ctx.Err() == nil {
+		c.wm.Fail(err)
+		return err
+	}
+	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
+
+	// The loop reads the next batch while the current one is processed
+	// (so at most two batches are in memory), and processes batches one
+	// after another, which keeps each aggregate in stream order.
+	readID := "0" // first our own pending entries, then new ones
+	var cur []redis.XMessage
+	var curCounts []int64
+	nextReclaim := time.Now()
+	failures := 0
+	for {
+		if ctx.Err() != nil {
+			if len(cur) > 0 {
+				c.processBatch(ctx, cur, curCounts, false)
+			}
+			c.log.Info("consumer stopped")
+			return ctx.Err()
+		}
+		c.wm.Heartbeat()
+		if len(cur) == 0 && !time.Now().Before(nextReclaim) {
+			c.reclaim(ctx)
+			nextReclaim = time.Now().Add(c.cfg.ReclaimInterval)
+		}
+		processed := make(chan struct{})
+		go func(batch []redis.XMessage, counts []int64) {
+			defer close(processed)
+			if len(batch) > 0 {
+				c.processBatch(ctx, batch, counts, false)
+			}
+		}(cur, curCounts)
+		next, err := c.read(ctx, readID)
+		<-processed
+		cur, curCounts = nil, nil
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			if isNoGroup(err) {
+				c.recreateGroup(ctx, err)
+				readID = "0"
+				continue
+			}
+			failures++
+			c.series.readErrs.Inc()
+			c.wm.Fail(err)
+			c.log.Warn("stream read failed", slog.String(AttrError, err.Error()), slog.Int("consecutive", failures))
+			if failures >= c.cfg.FailureLimit {
+				return fmt.Errorf("%s: %d reads in a row failed: %w", c, failures, err)
+			}
+			sleep(ctx, backoff(failures))
+			continue
+		}
+		if failures > 0 || c.wm.ConsecutiveFailures() > 0 {
+			failures = 0
+			c.wm.Succeed()
+		}
+		if readID != ">" {
+			if len(next) == 0 {
+				readID = ">"
+				continue
+			}
+			readID = next[len(next)-1].ID
+			cur, curCounts = next, c.deliveryCounts(ctx, next)
+			continue
+		}
+		cur = next
+	}
+}
+
+// read returns the next batch: pending entries of this consumer after id,
+// or new entries for id ">".
+func (c *Consumer) read(ctx context.Context, id string) ([]redis.XMessage, error) {
+	args := &redis.XReadGroupArgs{
+		Group: c.cfg.Group, Consumer: c.cfg.Consumer, Streams: []string{c.cfg.Stream, id},
+		Count: int64(c.cfg.BatchSize), Block: -1,
+	}
+	if id == ">" {
+		args.Block = c.cfg.Block
+	}
+	res, err := c.rdb.XReadGroup(ctx, args).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	return res[0].Messages, nil
+}
+
+func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
+
+// ensureGroup creates the group (and the stream) if missing.
+func (c *Consumer) ensureGroup(ctx context.Context, start string) error {
+	err := c.rdb.XGroupCreateMkStream(ctx, c.cfg.Stream, c.cfg.Group, start).Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create group %s on %s: %w", c.cfg.Group, c.cfg.Stream, err)
+	}
+	return nil
+}
+
+// recreateGroup handles NOGROUP: the stream or group vanished (deleted, or
+// Redis restarted without persistence). Entries pending in the old group
+// are gone with it; say so loudly and hold the consumer not ready for
+// AlertWindow.
+func (c *Consumer) recreateGroup(ctx context.Context, cause error) {
+	c.series.recreated.Inc()
+	c.log.Error("consumer group vanished (NOGROUP): recreating it; entries pending in the old group cannot be recovered from Redis",
+		slog.String(AttrError, cause.Error()), slog.String("start_id", c.cfg.StartID))
+	c.wm.Alert("consumer group vanished and was recreated from "+c.cfg.StartID+": check for lost events", time.Now().Add(c.cfg.AlertWindow))
+	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil {
+		c.wm.Fail(err)
+		c.log.Warn("recreating the group failed", slog.String(AttrError, err.Error()))
+		sleep(ctx, time.Second)
+	}
+}
+
+// deliveryCounts returns the delivery count of each message (already raised
+// by the delivery that returned it), read with one XPENDING over their ID
+// range. Unknown counts are 0.
+func (c *Consumer) deliveryCounts(ctx context.Context, msgs []redis.XMessage) []int64 {
+	counts := make([]int64, len(msgs))
+	if len(msgs) == 0 {
+		return counts
+	}
+	pend, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: c.cfg.Stream, Group: c.cfg.Group, Start: msgs[0].ID, End: msgs[len(msgs)-1].ID,
+		Count: int64(len(msgs)) * 4, Consumer: c.cfg.Consumer,
+	}).Result()
+	if err != nil {
+		c.log.Warn("reading delivery counts failed", slog.String(AttrError, err.Error()))
+		return counts
+	}
+	byID := make(map[string]int64, len(pend))
+	for _, p := range pend {
+		byID[p.ID] = p.RetryCount
+	}
+	for i, m := range msgs {
+		counts[i] = byID[m.ID]
+	}
+	return counts
+}
+
+func backoff(failures int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < failures && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Second)
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,105 @@
+// Package consumer is headway's Redis Streams consumer-group runtime: it
+// reads one stream as one member of a group and applies every entry exactly
+// once in effect, or dead-letters it with a reason. Nothing is dropped and
+// nothing blocks the stream.
+//
+// # Use
+//
+//	c, err := consumer.New(consumer.Config{
+//		Client:   rdb,                                    // redis.UniversalClient: node or cluster
+//		Stream:   event.StreamKey(event.StreamWallet),     // "events:{wallet}"
+//		Group:    event.ServiceRolling,                    // "rolling_service"
+//		Handlers: map[event.Type]consumer.Handler{
+//			event.BetSettledConfirmed:    settle,
+//			event.BetRolledBackConfirmed: rollBack,
+//		},
+//		Guard:      guard,       // brandguard, mode from MULTI_BRAND_ENFORCEMENT
+//		Dedup:      store,       // dedup.NewRedis(rdb, …) or an inbox store
+//		Registerer: reg,
+//		Logger:     log,
+//	})
+//	tree.Add("rolling", c)       // a suture.Service; probes.AddLoop(c.Watermark())
+//
+// New refuses handlers for types the catalog does not list as emitted on
+// the stream (reserved, retired, unknown): a consumer cannot wait for an
+// event nobody produces.
+//
+// # The pipeline of an entry
+//
+// Entries are read in batches (XREADGROUP COUNT BatchSize). Each entry is
+// decoded and judged by brandguard, checked against dedup, dispatched to the
+// handler of its event type through Config.Middleware, and acknowledged —
+// one XACK for the whole batch. The outcomes, each counted in
+// headway_consumer_entries_total{outcome}:
+//
+//   - applied: the handler returned nil; acknowledged;
+//   - duplicate: dedup says the event was done before; acknowledged, the
+//     handler does not run;
+//   - unhandled: no handler for the type (DEPOSIT_APPROVED for the rolling
+//     consumer); acknowledged;
+//   - ignored: brandguard ignores a retired type; acknowledged;
+//   - dead_lettered: brandguard rejected it (malformed, legacy
+//     schema_version 1, missing or unparseable brand, too large), the
+//     handler returned a [Permanent] error or brandguard.ErrBrandMismatch,
+//     or the handler failed on the MaxDeliveries-th delivery. The entry is
+//     appended to the dead-letter stream with its original fields and
+//     dlq_reason, dlq_error, dlq_stream, dlq_group, dlq_consumer, dlq_id,
+//     dlq_deliveries and dlq_at, and acknowledged in the same MULTI/EXEC;
+//   - retry_later: the handler failed after its in-process retries; the
+//     entry stays pending and comes back after ReclaimIdle;
+//   - deferred: an earlier entry of the same aggregate is pending (order),
+//     or another worker holds the dedup lease; the entry stays pending;
+//   - lost_to_trim: the entry was trimmed from the stream while pending;
+//     acknowledged, counted in headway_consumer_lost_to_trim_total and
+//     logged as an error: that is data loss by retention.
+//
+// A legacy schema_version 1 entry also holds the consumer not ready for
+// AlertWindow, with the reason, so /ready?full=1 shows it.
+//
+// # Order and concurrency
+//
+// Up to Concurrency handlers run at once. Entries of one aggregate_id run
+// one after another in stream order; when one of them stays pending after a
+// failure, the later ones wait (deferred) and run after it when the
+// pending entries are reclaimed. Order holds within one consumer; Redis
+// hands entries of a group to its consumers without regard to aggregates,
+// so across several consumers of a group only the dedup and each handler's
+// own checks keep effects consistent (docs/adr/ADR-010-consumer-semantics.md).
+//
+// # Redelivery and reclaim
+//
+// On start the consumer first re-reads its own pending entries (ID 0), then
+// new ones. Every ReclaimInterval it claims entries idle for ReclaimIdle
+// (XAUTOCLAIM) — those of dead consumers and its own deferred or failed
+// ones. Entries in flight are re-claimed to this consumer every
+// ReclaimIdle/3 (XCLAIM JUSTID), so a slow handler is never claimed by
+// another consumer and run twice at once. Consumers of the group idle for
+// ConsumerIdleTimeout with nothing pending are removed.
+//
+// When the group or stream vanishes (NOGROUP: deleted, or Redis restarted
+// without persistence) the consumer recreates the group at StartID, counts
+// it in headway_consumer_group_recreated_total, logs an error and holds
+// itself not ready for AlertWindow.
+//
+// # Health
+//
+// The consumer's [readiness.Watermark] gets a heartbeat every iteration,
+// progress (the newest acknowledged entry ID) after every batch that
+// resolved an entry, a failure for every failed read, and the backlog
+// (undelivered + pending, or unknown when Redis cannot tell the lag) every
+// InfoInterval. A consumer with a backlog that does not move is stalled
+// (not ready); an idle one with no backlog is ready however long it waits.
+//
+// # Shutdown
+//
+// Cancelling Serve's context stops reading; handlers in flight get
+// DrainTimeout to finish; what finished is acknowledged; the rest stays
+// pending for the group. Serve returns after that. A blocked read cannot be
+// interrupted by go-redis, so Block bounds how long the stop takes to
+// begin.
+//
+// # Memory
+//
+// At most BatchSize entries are in flight. An entry over the codec's size
+// limit is dead-lettered at once, before anything else of its batch runs.
+package consumer

@@ -1,0 +1,70 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/event"
+)
+
+// Message is one decoded, accepted entry handed to a [Handler].
+type Message struct {
+	// ID is the stream entry ID.
+	ID string
+	// Stream, Group and Consumer say where it was read.
+	Stream, Group, Consumer string
+	// Envelope is the decoded event.
+	Envelope event.Envelope
+	// Deliveries is how many times Redis has delivered the entry, this
+	// delivery included (1 on first delivery; reclaims raise it too).
+	Deliveries int64
+	// Attempt counts in-process attempts of this delivery, from 1.
+	Attempt int
+
+	guard *brandguard.Scope
+}
+
+// CheckTarget runs brandguard's target check for this event: target is the
+// brand of the entity the handler is about to change. It returns the brand
+// to use, or in enforce mode an error matching brandguard.ErrBrandMismatch;
+// return that error from the handler and the entry is dead-lettered with
+// reason brand_mismatch.
+func (m *Message) CheckTarget(ctx context.Context, target event.BrandID) (event.BrandID, error) {
+	return m.guard.CheckTarget(ctx, m.Envelope, target)
+}
+
+// Handler applies one event. Returning nil acknowledges it. An error is
+// retried in process (Config.Retry), then left pending for redelivery, and
+// dead-lettered once Redis has delivered it Config.MaxDeliveries times; an
+// error wrapping [ErrPermanent] or brandguard.ErrBrandMismatch is
+// dead-lettered at once. Handlers must honour ctx: it ends at
+// Config.HandlerTimeout and at the drain deadline.
+type Handler func(ctx context.Context, m *Message) error
+
+// Middleware wraps a Handler; Config.Middleware is applied around every
+// handler, the first element outermost.
+type Middleware func(Handler) Handler
+
+// chain wraps h in mws, mws[0] outermost.
+func chain(h Handler, mws []Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// recoverer turns a handler panic into an error wrapping ErrHandlerPanic,
+// with the stack in the message for the log (it never reaches a metric
+// label).
+func recoverer(next Handler) Handler {
+	return func(ctx context.Context, m *Message) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: %v\n%s", ErrHandlerPanic, r, debug.Stack())
+			}
+		}()
+		return next(ctx, m)
+	}
+}

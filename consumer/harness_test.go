@@ -1,0 +1,255 @@
+package consumer_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/readiness"
+)
+
+// harness runs one consumer against a stream of its own.
+type harness struct {
+	t      *testing.T
+	rdb    redis.UniversalClient
+	stream string
+	dlq    string
+	reg    *prometheus.Registry
+	c      *consumer.Consumer
+	wm     *readiness.Watermark
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// fastConfig returns a config tuned for tests: short block, polls and
+// windows.
+func fastConfig(rdb redis.UniversalClient, stream string, handlers map[event.Type]consumer.Handler) consumer.Config {
+	return consumer.Config{
+		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
+		Handlers: handlers, Block: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
+		HandlerTimeout: 2 * time.Second, ReclaimIdle: 3 * time.Second,
+		Retry: consumer.RetryPolicy{Attempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond},
+	}
+}
+
+// start builds the consumer from cfg and runs Serve until the test ends.
+func start(t *testing.T, cfg consumer.Config) *harness {
+	t.Helper()
+	h := &harness{t: t, rdb: cfg.Client, stream: cfg.Stream, reg: prometheus.NewPedanticRegistry(), logs: &syncBuffer{}}
+	cfg.Registerer = h.reg
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(h.logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if cfg.Watermark == nil {
+		wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "test", StallWindow: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Watermark = wm
+	}
+	h.wm = cfg.Watermark
+	h.dlq = cfg.DeadLetterStream
+	if h.dlq == "" {
+		h.dlq = cfg.Stream + ":dlq"
+	}
+	c, err := consumer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c = c
+	h.run()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.c.Serve(ctx) }()
+}
+
+// stop cancels Serve and waits for it to return.
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	select {
+	case <-h.done:
+	case <-time.After(20 * time.Second):
+		h.t.Errorf("Serve did not return within 20s of cancel")
+	}
+	h.cancel = nil
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	}
+	return len(p), nil
+}
+
+// envelope returns a valid event of type typ for aggregate agg.
+func envelope(id string, typ event.Type, agg string, brand event.BrandID, payload any) event.Envelope {
+	b, _ := json.Marshal(payload)
+	return event.Envelope{EventID: id, EventType: typ, SchemaVersion: 2, BrandID: brand,
+		OccurredAt: time.Now(), AggregateID: agg, Payload: b}
+}
+
+// publish appends envelopes and returns their entry IDs.
+func publish(t *testing.T, rdb redis.UniversalClient, stream string, envs ...event.Envelope) []string {
+	t.Helper()
+	var ids []string
+	for _, e := range envs {
+		fields, err := event.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: fields}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// publishRaw appends raw fields, as a broken producer would.
+func publishRaw(t *testing.T, rdb redis.UniversalClient, stream string, fields map[string]any) string {
+	t.Helper()
+	id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: fields}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// eventually polls cond every 10ms until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pending returns the group's pending count.
+func (h *harness) pending() int64 {
+	p, err := h.rdb.XPending(context.Background(), h.stream, "rolling_service").Result()
+	if err != nil {
+		return -1
+	}
+	return p.Count
+}
+
+// deadLetters returns the dead-letter stream's entries.
+func (h *harness) deadLetters() []redis.XMessage {
+	msgs, _ := h.rdb.XRange(context.Background(), h.dlq, "-", "+").Result()
+	return msgs
+}
+
+// counter reads one series of a counter vector by its label values.
+func (h *harness) counter(name string, labels map[string]string) float64 {
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue metric
+				}
+			}
+			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return total
+}
+
+func (h *harness) outcome(typ event.Type, outcome string) float64 {
+	return h.counter("headway_consumer_entries_total", map[string]string{"event_type": string(typ), "outcome": outcome})
+}
+
+// recorder is a handler that records what it applied.
+type recorder struct {
+	mu      sync.Mutex
+	applied []string // event IDs in order of completion
+	count   map[string]int
+}
+
+func newRecorder() *recorder { return &recorder{count: map[string]int{}} }
+
+func (r *recorder) handle(_ context.Context, m *consumer.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applied = append(r.applied, m.Envelope.EventID)
+	r.count[m.Envelope.EventID]++
+	return nil
+}
+
+func (r *recorder) n() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.applied)
+}
+
+func (r *recorder) times(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count[id]
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
+}
+
+var _ = testutil.ToFloat64
+var _ = fmt.Sprint
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,0 +1,141 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// pollInfo reads the group's lag and pending list every InfoInterval and
+// reports them to the watermark (backlog) and the gauges, and removes
+// consumers that have long been idle with nothing pending.
+func (c *Consumer) pollInfo(ctx context.Context) {
+	t := time.NewTicker(c.cfg.InfoInterval)
+	defer t.Stop()
+	for {
+		c.updateInfo(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// groupInfo is one reading of the group's state.
+type groupInfo struct {
+	lag        int64 // undelivered entries; -1 unknown
+	lagSeconds float64
+	pending    int64
+	oldestAge  float64
+}
+
+func (c *Consumer) updateInfo(ctx context.Context) {
+	ictx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	gi, err := c.readGroupInfo(ictx, time.Now())
+	if err != nil {
+		if ctx.Err() == nil {
+			c.wm.BacklogUnknown()
+			c.series.lag.Set(-1)
+			c.log.Debug("reading group info failed", slog.String(AttrError, err.Error()))
+		}
+		return
+	}
+	c.series.lag.Set(float64(gi.lag))
+	c.series.lagSec.Set(gi.lagSeconds)
+	c.series.pending.Set(float64(gi.pending))
+	c.series.oldest.Set(gi.oldestAge)
+	if gi.lag < 0 {
+		c.wm.BacklogUnknown()
+	} else {
+		c.wm.SetBacklog(gi.lag + gi.pending)
+	}
+	c.removeIdleConsumers(ictx)
+}
+
+var errNoSuchGroup = errors.New("group not found")
+
+func (c *Consumer) readGroupInfo(ctx context.Context, now time.Time) (groupInfo, error) {
+	gi := groupInfo{lag: -1}
+	groups, err := c.rdb.XInfoGroups(ctx, c.cfg.Stream).Result()
+	if err != nil {
+		return gi, err
+	}
+	var g *redis.XInfoGroup
+	for i := range groups {
+		if groups[i].Name == c.cfg.Group {
+			g = &groups[i]
+		}
+	}
+	if g == nil {
+		return gi, errNoSuchGroup
+	}
+	gi.pending = g.Pending
+	// The oldest undelivered entry gives the lag in seconds and, where
+	// XINFO cannot tell the lag (NULL after trims or an arbitrary start),
+	// whether there is any.
+	next, err := c.rdb.XRangeN(ctx, c.cfg.Stream, "("+g.LastDeliveredID, "+", 1).Result()
+	if err != nil {
+		return gi, err
+	}
+	switch {
+	case len(next) == 0:
+		gi.lag = 0
+	case g.Lag >= 0:
+		gi.lag = g.Lag
+	}
+	if len(next) > 0 {
+		gi.lagSeconds = ageOf(next[0].ID, now)
+	}
+	if g.Pending > 0 {
+		p, err := c.rdb.XPending(ctx, c.cfg.Stream, c.cfg.Group).Result()
+		if err != nil {
+			return gi, err
+		}
+		gi.oldestAge = ageOf(p.Lower, now)
+	}
+	return gi, nil
+}
+
+// ageOf returns the age in seconds of the stream ID's millisecond time.
+func ageOf(id string, now time.Time) float64 {
+	ms, _ := splitID(id)
+	if ms == 0 {
+		return 0
+	}
+	age := now.Sub(time.UnixMilli(int64(ms))).Seconds()
+	return max(age, 0)
+}
+
+// removeIdleConsumers deletes other consumers of the group that have been
+// idle longer than ConsumerIdleTimeout and own no pending entries (XGROUP
+// DELCONSUMER would drop those).
+func (c *Consumer) removeIdleConsumers(ctx context.Context) {
+	if c.cfg.ConsumerIdleTimeout < 0 {
+		return
+	}
+	consumers, err := c.rdb.XInfoConsumers(ctx, c.cfg.Stream, c.cfg.Group).Result()
+	if err != nil {
+		return
+	}
+	for _, co := range consumers {
+		if co.Name == c.cfg.Consumer || co.Pending != 0 || co.Idle < c.cfg.ConsumerIdleTimeout {
+			continue
+		}
+		n, err := c.rdb.XGroupDelConsumer(ctx, c.cfg.Stream, c.cfg.Group, co.Name).Result()
+		switch {
+		case err != nil:
+			c.log.Warn("removing an idle consumer failed", slog.String("idle_consumer", co.Name), slog.String(AttrError, err.Error()))
+		case n > 0:
+			// It received entries between XINFO and DELCONSUMER.
+			c.log.Error("removed consumer had pending entries after all: they left the pending list",
+				slog.String("idle_consumer", co.Name), slog.Int64("entries", n))
+		default:
+			c.log.Info("removed idle consumer", slog.String("idle_consumer", co.Name), slog.Duration("idle", co.Idle))
+		}
+	}
+}

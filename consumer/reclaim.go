@@ -1,0 +1,51 @@
+package consumer
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxReclaimRounds bounds one reclaim pass, so that reading new entries is
+// never starved by a huge pending list.
+const maxReclaimRounds = 4
+
+// reclaim claims entries idle for ReclaimIdle — from consumers that died,
+// and this consumer's own failed or deferred ones — and processes them.
+// Entries in flight here are never idle that long (keepFresh). Entries that
+// were deleted from the stream while pending are counted as lost (Redis 7
+// drops them from the pending list as it reports them).
+func (c *Consumer) reclaim(ctx context.Context) {
+	start := "0-0"
+	for range maxReclaimRounds {
+		if ctx.Err() != nil {
+			return
+		}
+		msgs, next, deleted, err := c.rdb.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+			Stream: c.cfg.Stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer,
+			MinIdle: c.cfg.ReclaimIdle, Start: start, Count: int64(c.cfg.BatchSize),
+		}).Result()
+		if err != nil {
+			if !isNoGroup(err) && ctx.Err() == nil {
+				c.log.Warn("reclaim failed", slog.String(AttrError, err.Error()))
+			}
+			return
+		}
+		if len(deleted) > 0 {
+			c.series.lost.Add(float64(len(deleted)))
+			c.series.entry("", OutcomeLostToTrim).Add(float64(len(deleted)))
+			c.log.Error("pending entries were trimmed from the stream before they were processed: their events are lost",
+				slog.Int("entries", len(deleted)), slog.String("first_id", deleted[0]))
+		}
+		if len(msgs) > 0 {
+			c.series.reclaimed.Add(float64(len(msgs)))
+			c.log.Info("reclaimed idle pending entries", slog.Int("entries", len(msgs)))
+			c.processBatch(ctx, msgs, c.deliveryCounts(ctx, msgs), true)
+		}
+		if next == "0-0" || next == "" {
+			return
+		}
+		start = next
+	}
+}
