@@ -50,6 +50,8 @@ type Consumer struct {
 	// their later entries wait (stay pending) so that order is kept. Only
 	// the Serve goroutine touches it.
 	blocked map[string]struct{}
+	// items is the reused buffer of processBatch (one batch at a time).
+	items []item
 }
 
 var _ suture.Service = (*Consumer)(nil)

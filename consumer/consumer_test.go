@@ -586,3 +586,34 @@ func TestNewRefusesReservedHandler(t *testing.T) {
 		t.Fatalf("ReclaimIdle below HandlerTimeout: %v", err)
 	}
 }
+
+func TestHandlerTimeoutCancelsAttempt(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	errs := make(chan error, 10)
+	var calls atomic.Int32
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		if calls.Add(1) == 1 {
+			<-ctx.Done()
+			errs <- ctx.Err()
+			return ctx.Err()
+		}
+		return nil
+	}
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.HandlerTimeout = 100 * time.Millisecond
+	cfg.ReclaimIdle = time.Second
+	h := start(t, cfg)
+	publish(t, rdb, stream, envelope("slow", event.BetSettledConfirmed, "bet-1", 3, nil))
+	select {
+	case err := <-errs:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("handler context ended with %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("HandlerTimeout did not cancel the attempt")
+	}
+	eventually(t, 5*time.Second, "the retry applied it", func() bool {
+		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+	})
+}

@@ -54,8 +54,8 @@ func (c *Consumer) deadLetter(ctx context.Context, it *item, reason string, caus
 		p.XAck(dctx, c.cfg.Stream, c.cfg.Group, it.msg.ID)
 		return nil
 	})
-	attrs := []slog.Attr{slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.env.EventID),
-		slog.String(AttrEventType, string(it.env.EventType)), slog.String(AttrReason, reason),
+	attrs := []slog.Attr{slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.m.Envelope.EventID),
+		slog.String(AttrEventType, string(it.m.Envelope.EventType)), slog.String(AttrReason, reason),
 		slog.Int64(AttrDeliveries, it.deliveries), slog.String(AttrError, errText)}
 	if err != nil {
 		it.outcome = OutcomeRetryLater

@@ -13,7 +13,6 @@ import (
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
-	"github.com/headwaylabs/headway/event"
 )
 
 // opTimeout bounds the acknowledgements and dead-letter writes of a batch;
@@ -27,14 +26,14 @@ const maxBlocked = 100_000
 type item struct {
 	msg        redis.XMessage
 	deliveries int64
-	env        event.Envelope
 	handler    Handler
 	claimed    bool   // holds a dedup lease taken by Claim
 	ack        bool   // acknowledge in the batch XACK
 	resolved   bool   // left the stream's pending list (acked or dead-lettered)
 	outcome    string // one of the Outcome constants
 	err        error
-	m          Message // handed to the handler; part of the item to save an allocation
+	m          Message    // handed to the handler, with the envelope; part of the item to save an allocation
+	actx       attemptCtx // the context of the running attempt, likewise
 }
 
 var laneSeed = maphash.MakeSeed()
@@ -44,7 +43,13 @@ var laneSeed = maphash.MakeSeed()
 // for aggregates held for order: they carry the held entries, in order.
 func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
 	opCtx := context.WithoutCancel(ctx)
-	items := make([]item, len(msgs))
+	// Batches run one at a time, so one buffer of items serves them all;
+	// it is cleared after each batch so it holds no entry longer.
+	if cap(c.items) < len(msgs) {
+		c.items = make([]item, len(msgs))
+	}
+	items := c.items[:len(msgs)]
+	defer clear(items)
 	var jobs []*item
 	for i := range msgs {
 		it := &items[i]
@@ -62,7 +67,7 @@ func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deli
 			continue
 		}
 		env, v := c.guard.Decode(it.msg.Values)
-		it.env = env
+		it.m.Envelope = env
 		switch v.Action {
 		case brandguard.ActionAccept:
 			h, ok := c.handlers[env.EventType]
@@ -84,7 +89,7 @@ func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deli
 
 	runnable := jobs[:0:0]
 	for _, it := range jobs {
-		if _, held := c.blocked[it.env.AggregateID]; held && !reclaimed {
+		if _, held := c.blocked[it.m.Envelope.AggregateID]; held && !reclaimed {
 			it.outcome = OutcomeDeferred
 			continue
 		}
@@ -104,7 +109,7 @@ func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deli
 	settled.Wait()
 	c.updateBlocked(jobs)
 	for i := range items {
-		c.series.entry(items[i].env.EventType, items[i].outcome).Inc()
+		c.series.entry(items[i].m.Envelope.EventType, items[i].outcome).Inc()
 	}
 }
 
@@ -113,7 +118,7 @@ func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deli
 func (c *Consumer) claim(ctx context.Context, jobs []*item) []*item {
 	keys := make([]dedup.Key, len(jobs))
 	for i, it := range jobs {
-		keys[i] = dedup.Key{Scope: c.cfg.Group, EventID: it.env.EventID}
+		keys[i] = dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID}
 	}
 	out := make([]dedup.Outcome, len(jobs))
 	if err := c.batcher.Claim(ctx, keys, out); err != nil {
@@ -144,7 +149,7 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
 	for _, it := range jobs {
 		l := 0
 		if n > 1 {
-			l = int(maphash.String(laneSeed, it.env.AggregateID) % uint64(n))
+			l = int(maphash.String(laneSeed, it.m.Envelope.AggregateID) % uint64(n))
 		}
 		lanes[l] = append(lanes[l], it)
 	}
@@ -155,7 +160,11 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
 		if len(lane) == 0 {
 			continue
 		}
-		wg.Go(func() { c.runLane(ctx, hctx, lane) })
+		wg.Go(func() {
+			clock := newLaneClock(hctx, c.cfg.HandlerTimeout)
+			defer clock.close()
+			c.runLane(ctx, hctx, clock, lane)
+		})
 	}
 	// The loop is alive while it waits for its handlers: keep the
 	// heartbeat, so a hung handler shows as a stall (no progress with a
@@ -179,10 +188,10 @@ const heartbeatInterval = time.Second
 
 // runLane runs one lane's jobs in order. After a job of an aggregate stays
 // pending, the lane's later jobs of that aggregate stay pending too.
-func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
+func (c *Consumer) runLane(ctx, hctx context.Context, clock *laneClock, lane []*item) {
 	var stuck map[string]bool
 	for _, it := range lane {
-		agg := it.env.AggregateID
+		agg := it.m.Envelope.AggregateID
 		if stuck[agg] || hctx.Err() != nil {
 			it.outcome = OutcomeDeferred
 			if stuck == nil {
@@ -191,7 +200,7 @@ func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
 			stuck[agg] = true
 			continue
 		}
-		c.runJob(ctx, hctx, it)
+		c.runJob(ctx, hctx, clock, it)
 		if !it.ack && !it.resolved {
 			if stuck == nil {
 				stuck = map[string]bool{}
@@ -202,15 +211,15 @@ func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
 }
 
 // runJob runs one job to an outcome.
-func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
-	it.m = Message{ID: it.msg.ID, Stream: c.cfg.Stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer,
-		Envelope: it.env, Deliveries: it.deliveries, guard: c.guard}
+func (c *Consumer) runJob(ctx, hctx context.Context, clock *laneClock, it *item) {
+	it.m.ID, it.m.Stream, it.m.Group, it.m.Consumer = it.msg.ID, c.cfg.Stream, c.cfg.Group, c.cfg.Consumer
+	it.m.Deliveries, it.m.guard = it.deliveries, c.guard
 	m := &it.m
 	var err error
 	if c.store != nil && c.batcher == nil {
 		var o dedup.Outcome
-		o, err = c.store.Process(hctx, dedup.Key{Scope: c.cfg.Group, EventID: it.env.EventID},
-			func(pctx context.Context) error { return c.attempts(ctx, pctx, it, m) })
+		o, err = c.store.Process(hctx, dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID},
+			func(pctx context.Context) error { return c.attempts(ctx, pctx, nil, it, m) })
 		switch o {
 		case dedup.Duplicate:
 			it.ack, it.outcome = true, OutcomeDuplicate
@@ -220,7 +229,7 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
 			return
 		}
 	} else {
-		err = c.attempts(ctx, hctx, it, m)
+		err = c.attempts(ctx, hctx, clock, it, m)
 	}
 	if err == nil {
 		it.ack, it.outcome = true, OutcomeApplied
@@ -245,28 +254,37 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
 	}
 	if it.outcome == OutcomeRetryLater {
 		c.log.Warn("handler failed: entry left pending for redelivery",
-			slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.env.EventID),
-			slog.String(AttrEventType, string(it.env.EventType)), slog.Int64(AttrDeliveries, it.deliveries),
+			slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.m.Envelope.EventID),
+			slog.String(AttrEventType, string(it.m.Envelope.EventType)), slog.Int64(AttrDeliveries, it.deliveries),
 			slog.String(AttrError, err.Error()))
 	}
 }
 
 // attempts runs the handler with the in-process retry policy. It stops
-// retrying when the consumer is shutting down.
-func (c *Consumer) attempts(ctx, hctx context.Context, it *item, m *Message) error {
-	obs := c.series.observe(it.env.EventType)
+// retrying when the consumer is shutting down. With a lane clock the
+// attempts share its context; without one (a dedup store passed its own
+// context) each attempt gets a context.WithTimeout of parent.
+func (c *Consumer) attempts(ctx, parent context.Context, clock *laneClock, it *item, m *Message) error {
+	obs := c.series.observe(it.m.Envelope.EventType)
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
-		actx, cancel := context.WithTimeout(hctx, c.cfg.HandlerTimeout)
 		start := time.Now()
-		err := it.handler(actx, m)
+		var err error
+		if clock != nil {
+			clock.begin(&it.actx, start)
+			err = it.handler(&it.actx, m)
+			clock.end()
+		} else {
+			actx, cancel := context.WithTimeout(parent, c.cfg.HandlerTimeout)
+			err = it.handler(actx, m)
+			cancel()
+		}
 		obs.Observe(time.Since(start).Seconds())
-		cancel()
 		if err == nil {
 			return nil
 		}
 		if attempt >= c.cfg.Retry.Attempts || errors.Is(err, ErrPermanent) ||
-			errors.Is(err, brandguard.ErrBrandMismatch) || ctx.Err() != nil || hctx.Err() != nil {
+			errors.Is(err, brandguard.ErrBrandMismatch) || ctx.Err() != nil || parent.Err() != nil {
 			return err
 		}
 		c.series.retries.Inc()
@@ -326,7 +344,7 @@ func (c *Consumer) settle(ctx context.Context, jobs []*item) {
 		if !it.claimed {
 			continue
 		}
-		k := dedup.Key{Scope: c.cfg.Group, EventID: it.env.EventID}
+		k := dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID}
 		if it.outcome == OutcomeApplied {
 			done = append(done, k)
 		} else {
@@ -393,7 +411,7 @@ func (c *Consumer) updateBlocked(jobs []*item) {
 	}
 	waiting := map[string]bool{}
 	for _, it := range jobs {
-		agg := it.env.AggregateID
+		agg := it.m.Envelope.AggregateID
 		if it.outcome == OutcomeRetryLater || it.outcome == OutcomeDeferred {
 			waiting[agg] = true
 		} else if !waiting[agg] {

@@ -21,8 +21,9 @@
 // while the handler succeeds within the lease; a handler whose own writes
 // are elsewhere can still run twice if the process dies after the writes
 // and before the done mark, so its writes should be idempotent. It also
-// implements [Batcher], so a consumer leases and settles a whole read batch
-// in one round trip each.
+// implements [Batcher]: a consumer leases a whole read batch with one Lua
+// script call and settles it with one more (keys of one scope share a hash
+// tag, so this works on a cluster too).
 //
 // A store that records the key in the same database transaction as the
 // handler's writes (an inbox table) makes the effect exactly once; such a

@@ -13,8 +13,10 @@ import (
 
 // RedisConfig configures a [RedisStore]. The zero value is valid.
 type RedisConfig struct {
-	// Prefix of every key; a key is Prefix + Scope + ":" + EventID.
-	// Default "headway:dedup:".
+	// Prefix of every key; a key is Prefix + "{" + Scope + "}:" + EventID.
+	// The braces are a Redis Cluster hash tag: the keys of one scope share a
+	// slot, so a batch is claimed and settled by one script call. Default
+	// "headway:dedup:".
 	Prefix string
 	// LeaseTTL bounds how long a claim lives without a result: after it, a
 	// crashed worker's event can be claimed again. Keep it above the
@@ -49,12 +51,15 @@ func (c *RedisConfig) Validate() error {
 // DoneTTL). It is safe for concurrent use and works with a Redis Cluster
 // (keys are independent; pipelines are split by slot).
 type RedisStore struct {
-	rdb     redis.UniversalClient
-	prefix  string
-	lease   time.Duration
-	done    time.Duration
-	token   string
-	release *redis.Script
+	rdb         redis.UniversalClient
+	prefix      string
+	lease       time.Duration
+	done        time.Duration
+	token       string
+	release     *redis.Script
+	claimMany   *redis.Script
+	settleMany  *redis.Script
+	releaseMany *redis.Script
 }
 
 var _ Batcher = (*RedisStore)(nil)
@@ -63,6 +68,30 @@ const doneValue = "D"
 
 // releaseScript deletes a lease only if this store still holds it.
 const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
+
+// claimManyScript leases every key that is free and reports for each: 0
+// leased, 1 done before, 2 leased by someone else. One call per batch
+// costs Redis far less than a command per key.
+const claimManyScript = `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local old = redis.call('SET', k, ARGV[1], 'NX', 'GET', 'PX', ARGV[2])
+  if not old then out[i] = 0 elseif old == 'D' then out[i] = 1 else out[i] = 2 end
+end
+return out`
+
+// settleManyScript records every key as done.
+const settleManyScript = `
+for _, k in ipairs(KEYS) do redis.call('SET', k, 'D', 'PX', ARGV[1]) end
+return #KEYS`
+
+// releaseManyScript drops the leases this store still holds.
+const releaseManyScript = `
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end
+end
+return n`
 
 // NewRedis returns a RedisStore over rdb. Defaults: Prefix
 // "headway:dedup:", LeaseTTL 1 minute, DoneTTL 7 days.
@@ -74,7 +103,8 @@ func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*RedisStore, error) {
 		return nil, err
 	}
 	s := &RedisStore{rdb: rdb, prefix: cfg.Prefix, lease: cfg.LeaseTTL, done: cfg.DoneTTL,
-		release: redis.NewScript(releaseScript)}
+		release: redis.NewScript(releaseScript), claimMany: redis.NewScript(claimManyScript),
+		settleMany: redis.NewScript(settleManyScript), releaseMany: redis.NewScript(releaseManyScript)}
 	if s.prefix == "" {
 		s.prefix = DefaultRedisPrefix
 	}
@@ -92,7 +122,7 @@ func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*RedisStore, error) {
 	return s, nil
 }
 
-func (s *RedisStore) key(k Key) string { return s.prefix + k.Scope + ":" + k.EventID }
+func (s *RedisStore) key(k Key) string { return s.prefix + "{" + k.Scope + "}:" + k.EventID }
 
 func (s *RedisStore) claimArgs() redis.SetArgs {
 	return redis.SetArgs{Mode: "NX", Get: true, TTL: s.lease}
@@ -150,53 +180,88 @@ func (s *RedisStore) releaseOne(ctx context.Context, k string) error {
 	return nil
 }
 
-// Claim implements [Batcher] with one pipelined SET NX GET per key.
+// Claim implements [Batcher]: one script call per scope leases the whole
+// batch.
 func (s *RedisStore) Claim(ctx context.Context, keys []Key, out []Outcome) error {
 	if len(out) != len(keys) {
 		return fmt.Errorf("dedup: Claim: %d keys, %d outcomes", len(keys), len(out))
 	}
-	for _, k := range keys {
+	for i, k := range keys {
 		if err := checkKey(k); err != nil {
 			return err
 		}
+		out[i] = Busy
 	}
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.StatusCmd, len(keys))
-	args := s.claimArgs()
-	for i, k := range keys {
-		cmds[i] = pipe.SetArgs(ctx, s.key(k), s.token, args)
-	}
-	_, perr := pipe.Exec(ctx)
-	for i, c := range cmds {
-		o, err := outcomeOf(c.Result())
-		if err != nil {
-			o = Busy
-		}
-		out[i] = o
-	}
-	if perr != nil && !errors.Is(perr, redis.Nil) {
-		return fmt.Errorf("%w: claim: %w", ErrStore, perr)
-	}
-	return nil
-}
-
-// Settle implements [Batcher]: one pipelined SET per done key; failed keys'
-// leases are released one by one (the failure path is rare).
-func (s *RedisStore) Settle(ctx context.Context, done, failed []Key) error {
 	var errs []error
-	if len(done) > 0 {
-		pipe := s.rdb.Pipeline()
-		for _, k := range done {
-			pipe.Set(ctx, s.key(k), doneValue, s.done)
+	for _, g := range groupByScope(keys) {
+		names := make([]string, len(g))
+		for j, i := range g {
+			names[j] = s.key(keys[i])
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%w: record done: %w", ErrStore, err))
+		res, err := s.claimMany.Run(ctx, s.rdb, names, s.token, s.lease.Milliseconds()).Int64Slice()
+		if err != nil || len(res) != len(g) {
+			errs = append(errs, fmt.Errorf("%w: claim: %v (%d replies for %d keys)", ErrStore, err, len(res), len(g)))
+			continue
 		}
-	}
-	for _, k := range failed {
-		if err := s.releaseOne(ctx, s.key(k)); err != nil {
-			errs = append(errs, err)
+		for j, i := range g {
+			switch res[j] {
+			case 0:
+				out[i] = Processed
+			case 1:
+				out[i] = Duplicate
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Settle implements [Batcher]: one script call per scope records the done
+// keys, one more releases the failed ones' leases.
+func (s *RedisStore) Settle(ctx context.Context, done, failed []Key) error {
+	var errs []error
+	run := func(script *redis.Script, keys []Key, arg any, what string) {
+		for _, g := range groupByScope(keys) {
+			names := make([]string, len(g))
+			for j, i := range g {
+				names[j] = s.key(keys[i])
+			}
+			if err := script.Run(ctx, s.rdb, names, arg).Err(); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s: %w", ErrStore, what, err))
+			}
+		}
+	}
+	run(s.settleMany, done, s.done.Milliseconds(), "record done")
+	run(s.releaseMany, failed, s.token, "release")
+	return errors.Join(errs...)
+}
+
+// groupByScope returns the indexes of keys grouped by scope, in order;
+// usually there is one group.
+func groupByScope(keys []Key) [][]int {
+	if len(keys) == 0 {
+		return nil
+	}
+	same := true
+	for _, k := range keys[1:] {
+		same = same && k.Scope == keys[0].Scope
+	}
+	if same {
+		all := make([]int, len(keys))
+		for i := range all {
+			all[i] = i
+		}
+		return [][]int{all}
+	}
+	byScope := map[string]int{}
+	var groups [][]int
+	for i, k := range keys {
+		g, ok := byScope[k.Scope]
+		if !ok {
+			g = len(groups)
+			byScope[k.Scope] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
 }

@@ -43,11 +43,21 @@ func Client(t testing.TB) (*redis.Client, string) {
 	_, _ = rand.Read(b[:])
 	prefix := "test:" + hex.EncodeToString(b[:]) + ":"
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
-		for iter.Next(ctx) {
-			c.Del(ctx, iter.Val())
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, prefix+"*", 1000).Result()
+			if err != nil {
+				t.Logf("redistest: cleaning %s*: %v", prefix, err)
+				break
+			}
+			if len(keys) > 0 {
+				c.Unlink(ctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
 		}
 		_ = c.Close()
 	})
