@@ -50,8 +50,11 @@ type Consumer struct {
 	// their later entries wait (stay pending) so that order is kept. Only
 	// the Serve goroutine touches it.
 	blocked map[string]struct{}
-	// items is the reused buffer of processBatch (one batch at a time).
-	items []item
+	// bufs are the two reused item buffers of prepare and run (a batch
+	// runs while the next is prepared); nextBuf is the next to use. Only
+	// the Serve goroutine prepares.
+	bufs    [2][]item
+	nextBuf int
 }
 
 var _ suture.Service = (*Consumer)(nil)
@@ -160,33 +163,41 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	// (so at most two batches are in memory), and processes batches one
 	// after another, which keeps each aggregate in stream order.
 	readID := "0" // first our own pending entries, then new ones
-	var cur []redis.XMessage
-	var curCounts []int64
+	var cur *batch
 	nextReclaim := time.Now()
 	failures := 0
 	for {
 		if ctx.Err() != nil {
-			if len(cur) > 0 {
-				c.processBatch(ctx, cur, curCounts, false)
+			if cur != nil {
+				c.run(ctx, cur)
 			}
 			c.log.Info("consumer stopped")
 			return ctx.Err()
 		}
 		c.wm.Heartbeat()
-		if len(cur) == 0 && !time.Now().Before(nextReclaim) {
+		if cur == nil && !time.Now().Before(nextReclaim) {
 			c.reclaim(ctx)
 			nextReclaim = time.Now().Add(c.cfg.ReclaimInterval)
 		}
-		processed := make(chan struct{})
-		go func(batch []redis.XMessage, counts []int64) {
-			defer close(processed)
-			if len(batch) > 0 {
-				c.processBatch(ctx, batch, counts, false)
+		// Run the current batch while reading and preparing the next.
+		ran := make(chan struct{})
+		go func(b *batch) {
+			defer close(ran)
+			if b != nil {
+				c.run(ctx, b)
 			}
-		}(cur, curCounts)
+		}(cur)
 		next, err := c.read(ctx, readID)
-		<-processed
-		cur, curCounts = nil, nil
+		var prepared *batch
+		if err == nil && len(next) > 0 {
+			var counts []int64
+			if readID != ">" {
+				counts = c.deliveryCounts(ctx, next)
+			}
+			prepared = c.prepare(ctx, next, counts, false)
+		}
+		<-ran
+		cur = prepared
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
@@ -213,13 +224,10 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		if readID != ">" {
 			if len(next) == 0 {
 				readID = ">"
-				continue
+			} else {
+				readID = next[len(next)-1].ID
 			}
-			readID = next[len(next)-1].ID
-			cur, curCounts = next, c.deliveryCounts(ctx, next)
-			continue
 		}
-		cur = next
 	}
 }
 

@@ -32,27 +32,42 @@ type item struct {
 	resolved   bool   // left the stream's pending list (acked or dead-lettered)
 	outcome    string // one of the Outcome constants
 	err        error
-	m          Message    // handed to the handler, with the envelope; part of the item to save an allocation
-	actx       attemptCtx // the context of the running attempt, likewise
+	// rejectReason is brandguard's reason for an entry to dead-letter.
+	rejectReason string
+	m            Message    // handed to the handler, with the envelope; part of the item to save an allocation
+	actx         attemptCtx // the context of the running attempt, likewise
 }
 
 var laneSeed = maphash.MakeSeed()
 
-// processBatch takes a batch through decode, verdict, dedup, dispatch and
-// acknowledgement. reclaimed batches (idle entries claimed back) run even
-// for aggregates held for order: they carry the held entries, in order.
+// batch is a read batch on its way through the pipeline: prepared (decoded,
+// judged, claimed in dedup) while the previous batch still runs, then run.
+type batch struct {
+	items     []item
+	jobs      []*item // accepted entries with a handler
+	rejected  []*item // to dead-letter, with reject set
+	reclaimed bool
+}
+
+// processBatch takes a batch through the whole pipeline at once.
 func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
-	opCtx := context.WithoutCancel(ctx)
-	// Batches run one at a time, so one buffer of items serves them all;
-	// it is cleared after each batch so it holds no entry longer.
-	if cap(c.items) < len(msgs) {
-		c.items = make([]item, len(msgs))
+	c.run(ctx, c.prepare(ctx, msgs, deliveries, reclaimed))
+}
+
+// prepare decodes and judges every entry and claims the accepted ones in a
+// batch dedup store. It acknowledges and dispatches nothing, so it can run
+// while the previous batch runs. It is only called from the Serve
+// goroutine; at most two batches are alive at once, each in one of two
+// reused buffers.
+func (c *Consumer) prepare(ctx context.Context, msgs []redis.XMessage, deliveries []int64, reclaimed bool) *batch {
+	buf := &c.bufs[c.nextBuf]
+	c.nextBuf ^= 1
+	if cap(*buf) < len(msgs) {
+		*buf = make([]item, len(msgs))
 	}
-	items := c.items[:len(msgs)]
-	defer clear(items)
-	var jobs []*item
+	b := &batch{items: (*buf)[:len(msgs)], reclaimed: reclaimed}
 	for i := range msgs {
-		it := &items[i]
+		it := &b.items[i]
 		it.msg = msgs[i]
 		it.deliveries = 1
 		if deliveries != nil {
@@ -76,27 +91,42 @@ func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deli
 				continue
 			}
 			it.handler = h
-			jobs = append(jobs, it)
+			b.jobs = append(b.jobs, it)
 		case brandguard.ActionIgnore:
 			it.ack, it.outcome = true, OutcomeIgnored
 		default:
 			if v.Signal != nil {
 				c.wm.Alert(string(v.Reason)+": "+v.Signal.Err.Error(), time.Now().Add(c.cfg.AlertWindow))
 			}
-			c.deadLetter(opCtx, it, string(v.Reason), v.Err)
+			it.rejectReason, it.err = string(v.Reason), v.Err
+			b.rejected = append(b.rejected, it)
 		}
 	}
+	if c.batcher != nil && len(b.jobs) > 0 {
+		c.claim(ctx, b.jobs)
+	}
+	return b
+}
 
-	runnable := jobs[:0:0]
-	for _, it := range jobs {
-		if _, held := c.blocked[it.m.Envelope.AggregateID]; held && !reclaimed {
+// run dead-letters the rejected entries, runs the handlers, settles dedup
+// and acknowledges. reclaimed batches (idle entries claimed back) run even
+// for aggregates held for order: they carry the held entries, in order.
+func (c *Consumer) run(ctx context.Context, b *batch) {
+	defer clear(b.items) // hold no entry longer than the batch
+	opCtx := context.WithoutCancel(ctx)
+	for _, it := range b.rejected {
+		c.deadLetter(opCtx, it, it.rejectReason, it.err)
+	}
+	runnable := make([]*item, 0, len(b.jobs))
+	for _, it := range b.jobs {
+		if it.outcome != "" { // settled by the claim: duplicate or busy
+			continue
+		}
+		if _, held := c.blocked[it.m.Envelope.AggregateID]; held && !b.reclaimed {
 			it.outcome = OutcomeDeferred
 			continue
 		}
 		runnable = append(runnable, it)
-	}
-	if c.batcher != nil && len(runnable) > 0 {
-		runnable = c.claim(ctx, runnable)
 	}
 	if len(runnable) > 0 {
 		c.runLanes(ctx, runnable)
@@ -104,18 +134,19 @@ func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deli
 	// Settling dedup and acknowledging are independent round trips: both
 	// only follow handlers that finished.
 	var settled sync.WaitGroup
-	settled.Go(func() { c.settle(opCtx, jobs) })
-	c.acknowledge(opCtx, items)
+	settled.Go(func() { c.settle(opCtx, b.jobs) })
+	c.acknowledge(opCtx, b.items)
 	settled.Wait()
-	c.updateBlocked(jobs)
-	for i := range items {
-		c.series.entry(items[i].m.Envelope.EventType, items[i].outcome).Inc()
+	c.updateBlocked(b.jobs)
+	for i := range b.items {
+		c.series.entry(b.items[i].m.Envelope.EventType, b.items[i].outcome).Inc()
 	}
 }
 
-// claim leases the runnable jobs in the dedup store; duplicates are
-// acknowledged, busy ones deferred. It returns the jobs to run.
-func (c *Consumer) claim(ctx context.Context, jobs []*item) []*item {
+// claim leases the jobs in the dedup store: a leased job is marked
+// claimed; a duplicate is set to be acknowledged; a busy one is deferred.
+// When the claim fails, every job is deferred (left pending).
+func (c *Consumer) claim(ctx context.Context, jobs []*item) {
 	keys := make([]dedup.Key, len(jobs))
 	for i, it := range jobs {
 		keys[i] = dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID}
@@ -124,19 +155,16 @@ func (c *Consumer) claim(ctx context.Context, jobs []*item) []*item {
 	if err := c.batcher.Claim(ctx, keys, out); err != nil {
 		c.log.Warn("dedup claim failed: the batch stays pending", slog.String(AttrError, err.Error()))
 	}
-	run := jobs[:0]
 	for i, it := range jobs {
 		switch out[i] {
 		case dedup.Processed:
 			it.claimed = true
-			run = append(run, it)
 		case dedup.Duplicate:
 			it.ack, it.outcome = true, OutcomeDuplicate
 		default:
 			it.outcome = OutcomeDeferred
 		}
 	}
-	return run
 }
 
 // runLanes runs jobs on Concurrency lanes: one aggregate always maps to one

@@ -1,0 +1,85 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+)
+
+// TestClusterCoreCases runs the consumer's core cases on a three-node Redis
+// Cluster: the dead letter and its acknowledgement in one MULTI/EXEC (the
+// stream and dead-letter keys share a hash tag), batch dedup by script (the
+// dedup keys of a group share one), reclaim, and the group info poll.
+func TestClusterCoreCases(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb := cl.Client()
+	ctx := context.Background()
+	stream := event.StreamKey(event.StreamWallet)
+	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A consumer that dies holding two entries.
+	publish(t, rdb, stream, envelope("orphan-1", event.BetSettledConfirmed, "bet-o1", 3, nil),
+		envelope("orphan-2", event.BetSettledConfirmed, "bet-o2", 3, nil))
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-dead",
+		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		if m.Envelope.AggregateID == "bet-poison" {
+			return errors.New("always fails")
+		}
+		return rec.handle(ctx, m)
+	}
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Dedup = store
+	cfg.MaxDeliveries = 2
+	cfg.Retry.Attempts = 1
+	cfg.HandlerTimeout = 100 * time.Millisecond
+	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
+	h := start(t, cfg)
+
+	dup := envelope("dup", event.BetSettledConfirmed, "bet-d", 3, nil)
+	publish(t, rdb, stream, envelope("ok-1", event.BetSettledConfirmed, "bet-1", 3, nil), dup, dup,
+		envelope("poison", event.BetSettledConfirmed, "bet-poison", 3, nil))
+	publishRaw(t, rdb, stream, map[string]any{"event_id": "legacy", "event_type": "BET_SETTLED_CONFIRMED",
+		"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-l", "payload": "{}"})
+
+	eventually(t, 15*time.Second, "everything resolved", func() bool {
+		return h.pending() == 0 && len(h.deadLetters()) == 2 && rec.n() == 4
+	})
+	for _, id := range []string{"orphan-1", "orphan-2", "ok-1", "dup"} {
+		if rec.times(id) != 1 {
+			t.Errorf("%s applied %d times", id, rec.times(id))
+		}
+	}
+	reasons := map[string]bool{}
+	for _, m := range h.deadLetters() {
+		reasons[m.Values["dlq_reason"].(string)] = true
+	}
+	if !reasons[consumer.ReasonMaxDeliveries] || !reasons[string(brandguard.ReasonLegacySchema)] {
+		t.Errorf("dead-letter reasons %v", reasons)
+	}
+	if h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) != 1 {
+		t.Error("the duplicate was not recognised")
+	}
+	eventually(t, 5*time.Second, "group info read on the cluster", func() bool {
+		n, known := h.wm.Backlog()
+		return known && n == 0
+	})
+}
