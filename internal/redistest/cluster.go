@@ -87,4 +87,3 @@ func (c *Cluster) Client() *redis.ClusterClient {
 	}
 	return cc
 }
-
