@@ -76,13 +76,28 @@ type JobConfig struct {
 	Name string
 	// Interval is how often the job is meant to succeed. Required (> 0).
 	Interval time.Duration
-	// Tolerance: the job is overdue when its last success (or its start,
-	// before the first success) is older than Interval × Tolerance. Default
-	// [DefaultJobTolerance] (2); must be at least 1.
+	// Slack is how much longer than Interval the gap between two successes
+	// of a healthy schedule may be: the jitter added to a wait plus the time
+	// a run takes (supervisor.Job sets Interval × Jitter + Timeout). Default
+	// 0, for a job that records exactly every Interval; must not be
+	// negative.
+	Slack time.Duration
+	// Tolerance is how many of the longest healthy gaps may pass without a
+	// success: the job is overdue when its last success (or the start of
+	// its clock, before the first success) is older than
+	// (Interval + Slack) × Tolerance ([Job.OverdueAfter]). With Tolerance 1
+	// a job that misses no run is never overdue; with 2 it may miss one.
+	// Default [DefaultJobTolerance] (2); must be at least 1.
 	Tolerance float64
 	// FailureBound: the job is failing once this many runs in a row have
 	// failed. Default [DefaultJobFailures] (3); negative disables the rule.
 	FailureBound int
+	// Deferred starts the job's clock at the first [Job.Start] (or
+	// [Job.Record]) instead of at [NewJob]: until then the job is waiting
+	// (ready) however long, so a job built long before its runner starts is
+	// not overdue at once. supervisor.Job defers, and starts the clock when
+	// its Serve first runs.
+	Deferred bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -95,6 +110,8 @@ func (c JobConfig) Validate() error {
 		return fmt.Errorf("%w: job Name is required", ErrInvalidConfig)
 	case c.Interval <= 0:
 		return fmt.Errorf("%w: job %q: Interval %v must be positive", ErrInvalidConfig, c.Name, c.Interval)
+	case c.Slack < 0:
+		return fmt.Errorf("%w: job %q: Slack %v is negative", ErrInvalidConfig, c.Name, c.Slack)
 	case c.Tolerance != 0 && !(c.Tolerance >= 1): // also catches NaN
 		return fmt.Errorf("%w: job %q: Tolerance %g must be at least 1", ErrInvalidConfig, c.Name, c.Tolerance)
 	}

@@ -19,6 +19,11 @@
 //	wm.Fail(err)          // an iteration failed
 //	wm.Alert(reason, t)   // another component holds the loop not ready until t
 //
+// and its supervisor, which alone knows when the loop is not running:
+//
+//	wm.Park(reason)       // in restart backoff, or stopped for good
+//	wm.Unpark()           // running again
+//
 // Updates take no lock and do not allocate (Fail boxes its error): a
 // Watermark can sit in the hottest loop. The position text is kept in a
 // fixed buffer of [MaxPositionLen] bytes behind an atomic sequence lock, so
@@ -28,7 +33,8 @@
 // # Rules
 //
 // [Watermark.StatusAt] applies, in order (see its documentation for the
-// details): wedged (no heartbeat within the liveness window: not live),
+// details): parked (its supervisor holds it: not ready, but live), wedged
+// (no heartbeat within the liveness window: not live),
 // alert, failing (consecutive failures at the bound), progressing (behind
 // when the backlog also grew across the whole window: a warning), idle
 // (backlog known to be zero: ready however old the last progress, Burrow's
@@ -43,8 +49,29 @@
 // The clock is injectable (WatermarkConfig.Now), so every rule can be
 // tested without sleeping.
 //
-// A [Job] is overdue when its last success is older than interval ×
-// tolerance and failing when its last runs failed ([JobConfig]); the error
+// # Parking
+//
+// A loop in its supervisor's restart backoff, or removed for a permanent
+// error, does not run, so it cannot heartbeat: judged by the liveness
+// window alone it would turn wedged, fail /live, and Kubernetes would
+// restart the pod — a permanent stop would become a crash loop, and a long
+// backoff during a Redis outage would restart every pod, which liveness
+// must never do. So the supervisor parks the loop's watermark
+// ([Watermark.Park]) while it holds the loop: the loop is [StateParked],
+// not ready with the reason ("parked: service in backoff", "parked: service
+// stopped: <error>"), and left out of "loops/live". [Watermark.Unpark]
+// restarts the liveness window when the loop runs again. Park and Unpark
+// are lock-free like every update; package supervisor calls them for every
+// service that reports a watermark.
+//
+// # Jobs
+//
+// A [Job] is overdue when its last success is older than
+// (interval + slack) × tolerance ([Job.OverdueAfter]), where slack is how
+// much a healthy schedule may add to the interval (jitter and run time), so
+// a job that misses no run never flaps; it is failing when its last runs
+// failed ([JobConfig]). A deferred job's clock starts when its runner first
+// runs ([Job.Start]); before that it is waiting, which is ready. The error
 // of the last failed run stays in the reason (ADR-004: never swallowed).
 //
 // # Probes
@@ -72,6 +99,6 @@
 // scrape time (no goroutine updates gauges): headway_loop_* (last progress
 // and heartbeat timestamps, backlog, consecutive failures, progress and
 // failure counters, ready, status) and headway_job_* (last success and run
-// timestamps, runs by outcome, consecutive failures, interval, ready,
-// status). See docs/metrics.md.
+// timestamps, runs by outcome, consecutive failures, interval, overdue
+// threshold, ready, status). See docs/metrics.md.
 package readiness

@@ -11,20 +11,26 @@ import (
 // workers include job-health readiness, not just a process heartbeat). The
 // runner calls [Job.Record] after each run; probes and metrics read it.
 //
-// A job is not ready when its last success (or its start, before the first
-// success) is older than Interval × Tolerance ([StateOverdue]), or when its
-// last FailureBound runs failed ([StateFailing]). The error of a failed run
-// is kept and shown in the reason: it is never swallowed (ADR-004).
+// A job is not ready when its last success (or the start of its clock,
+// before the first success) is older than (Interval + Slack) × Tolerance
+// ([Job.OverdueAfter], [StateOverdue]), or when its last FailureBound runs
+// failed ([StateFailing]). Slack covers the jitter and run time a healthy
+// schedule adds to Interval, so a job that misses no run never flaps to
+// overdue. The clock starts at [NewJob], or with JobConfig.Deferred at the
+// first [Job.Start]. The error of a failed run is kept and shown in the
+// reason: it is never swallowed (ADR-004).
 //
-// All methods are safe for concurrent use; Record takes no lock.
+// All methods are safe for concurrent use; Record and Start take no lock.
 type Job struct {
 	name      string
 	now       func() time.Time
-	start     time.Time
+	start     time.Time // origin of the offsets
 	interval  time.Duration
+	slack     time.Duration
 	tolerance float64
 	bound     int64
 
+	clockFrom   atomic.Int64 // offset the overdue clock starts at, or never (deferred, not started)
 	lastRun     atomic.Int64 // offset of the end of the last run, or never
 	lastSuccess atomic.Int64 // offset, or never
 	failures    atomic.Int64 // consecutive
@@ -33,10 +39,11 @@ type Job struct {
 	lastErr     atomic.Pointer[errBox]
 }
 
-// NewJob returns the health record of job cfg.Name, starting now with no
-// run. Defaults for zero fields: Tolerance 2, FailureBound 3, Now time.Now.
-// It returns an error wrapping [ErrInvalidConfig] when cfg is invalid
-// (Name and a positive Interval are required).
+// NewJob returns the health record of job cfg.Name with no run, its clock
+// started now (with cfg.Deferred: at the first [Job.Start]). Defaults for
+// zero fields: Slack 0, Tolerance 2, FailureBound 3, Now time.Now. It
+// returns an error wrapping [ErrInvalidConfig] when cfg is invalid (Name
+// and a positive Interval are required).
 func NewJob(cfg JobConfig) (*Job, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -47,8 +54,12 @@ func NewJob(cfg JobConfig) (*Job, error) {
 		now:       cfg.Now,
 		start:     cfg.Now(),
 		interval:  cfg.Interval,
+		slack:     cfg.Slack,
 		tolerance: cfg.Tolerance,
 		bound:     int64(cfg.FailureBound),
+	}
+	if cfg.Deferred {
+		j.clockFrom.Store(never)
 	}
 	j.lastRun.Store(never)
 	j.lastSuccess.Store(never)
@@ -64,13 +75,32 @@ func (j *Job) String() string { return "job/" + j.name }
 // Interval returns the interval the job is meant to succeed at.
 func (j *Job) Interval() time.Duration { return j.interval }
 
+// OverdueAfter returns how old the last success (or, before the first,
+// the start of the job's clock) may grow before the job is overdue:
+// (Interval + Slack) × Tolerance.
+func (j *Job) OverdueAfter() time.Duration { return j.due() }
+
 func (j *Job) offset(t time.Time) int64 { return int64(t.Sub(j.start)) }
+
+// Start starts the job's clock, if it has not started: from now on, a job
+// with no success yet becomes overdue after [Job.OverdueAfter]. The runner
+// calls it when it first runs; later calls do nothing. Only a job built
+// with JobConfig.Deferred needs it (the clock of any other starts at
+// NewJob); [Job.Record] starts the clock too.
+func (j *Job) Start() { j.startAt(j.offset(j.now())) }
+
+func (j *Job) startAt(off int64) {
+	if j.clockFrom.Load() == never {
+		j.clockFrom.CompareAndSwap(never, off)
+	}
+}
 
 // Record records the end of a run: a success when err is nil, otherwise a
 // failure whose error is kept for the reason. A success resets the
-// consecutive failures.
+// consecutive failures. It starts the job's clock if [Job.Start] has not.
 func (j *Job) Record(err error) {
 	t := j.offset(j.now())
+	j.startAt(t)
 	j.lastRun.Store(t)
 	if err == nil {
 		j.lastSuccess.Store(t)
@@ -120,9 +150,11 @@ func (j *Job) LastError() error {
 func (j *Job) Status() Status { return j.StatusAt(j.now()) }
 
 // StatusAt evaluates the job at now, in this order: failing (the last
-// FailureBound runs failed), overdue (no success within Interval ×
-// Tolerance, counted from the start before the first success), ok (a
-// success within that time), waiting (no success yet, not due yet).
+// FailureBound runs failed), overdue (no success within
+// (Interval + Slack) × Tolerance, counted from the start of the job's
+// clock before the first success), ok (a success within that time),
+// waiting (no success yet, not due yet, or the clock of a deferred job
+// not started yet).
 func (j *Job) StatusAt(now time.Time) Status {
 	v := j.evaluate(now)
 	return Status{Name: j.name, State: v.state, Reason: j.reason(&v)}
@@ -131,31 +163,45 @@ func (j *Job) StatusAt(now time.Time) Status {
 type jobVerdict struct {
 	state       State
 	now         int64
+	clockFrom   int64
 	lastSuccess int64
 	failures    int64
 }
 
 func (j *Job) due() time.Duration {
-	return time.Duration(float64(j.interval) * j.tolerance)
+	return time.Duration(float64(j.interval+j.slack) * j.tolerance)
 }
 
 func (j *Job) evaluate(now time.Time) jobVerdict {
 	v := jobVerdict{
 		now:         j.offset(now),
+		clockFrom:   j.clockFrom.Load(),
 		lastSuccess: j.lastSuccess.Load(),
 		failures:    j.failures.Load(),
 	}
 	switch {
 	case j.bound > 0 && v.failures >= j.bound:
 		v.state = StateFailing
-	case since(v.now, v.lastSuccess) > j.due():
+	case v.lastSuccess != never && since(v.now, v.lastSuccess) > j.due():
 		v.state = StateOverdue
 	case v.lastSuccess != never:
 		v.state = StateOK
+	case v.clockFrom != never && since(v.now, v.clockFrom) > j.due():
+		v.state = StateOverdue
 	default:
 		v.state = StateWaiting
 	}
 	return v
+}
+
+// appendDue writes how the due time is made, such as
+// "(interval 5m0s × tolerance 2 = 10m0s)".
+func (j *Job) appendDue(b *strings.Builder) {
+	if j.slack == 0 {
+		fmt.Fprintf(b, "(interval %s × tolerance %g = %s)", human(j.interval), j.tolerance, human(j.due()))
+		return
+	}
+	fmt.Fprintf(b, "((interval %s + slack %s) × tolerance %g = %s)", human(j.interval), human(j.slack), j.tolerance, human(j.due()))
 }
 
 func (j *Job) reason(v *jobVerdict) string {
@@ -170,11 +216,11 @@ func (j *Job) reason(v *jobVerdict) string {
 		}
 	case StateOverdue:
 		if v.lastSuccess == never {
-			fmt.Fprintf(&b, "no successful run since start %s ago", human(since(v.now, never)))
+			fmt.Fprintf(&b, "no successful run since start %s ago ", human(since(v.now, v.clockFrom)))
 		} else {
-			fmt.Fprintf(&b, "last success %s ago", human(since(v.now, v.lastSuccess)))
+			fmt.Fprintf(&b, "last success %s ago ", human(since(v.now, v.lastSuccess)))
 		}
-		fmt.Fprintf(&b, " (interval %s × tolerance %g = %s)", human(j.interval), j.tolerance, human(j.due()))
+		j.appendDue(&b)
 		if v.failures > 0 {
 			fmt.Fprintf(&b, ", %d failed runs since", v.failures)
 			if err := j.LastError(); err != nil {
@@ -189,7 +235,11 @@ func (j *Job) reason(v *jobVerdict) string {
 		} else {
 			fmt.Fprintf(&b, "no success yet, %d failed runs, last error: %v", v.failures, j.LastError())
 		}
-		fmt.Fprintf(&b, ", started %s ago (due within %s)", human(since(v.now, never)), human(j.due()))
+		if v.clockFrom == never {
+			fmt.Fprintf(&b, ", not started yet (due within %s of the start)", human(j.due()))
+		} else {
+			fmt.Fprintf(&b, ", started %s ago (due within %s)", human(since(v.now, v.clockFrom)), human(j.due()))
+		}
 	}
 	return b.String()
 }

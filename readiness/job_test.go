@@ -169,6 +169,8 @@ func TestJobConfigValidate(t *testing.T) {
 		{"negative interval", JobConfig{Name: "x", Interval: -time.Second}, false},
 		{"tolerance below one", JobConfig{Name: "x", Interval: time.Second, Tolerance: 0.5}, false},
 		{"tolerance one", JobConfig{Name: "x", Interval: time.Second, Tolerance: 1}, true},
+		{"negative slack", JobConfig{Name: "x", Interval: time.Second, Slack: -time.Second}, false},
+		{"slack", JobConfig{Name: "x", Interval: time.Second, Slack: time.Second}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,5 +186,83 @@ func TestJobConfigValidate(t *testing.T) {
 				t.Errorf("NewJob() = %v, want ok %v", err, tt.ok)
 			}
 		})
+	}
+}
+
+// Slack covers what a healthy schedule adds to the interval (jitter, run
+// time): with Tolerance 1 a job that misses no run is never overdue, and
+// it is overdue as soon as the longest healthy gap has passed.
+func TestJobSlack(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	// A supervisor job: every hour ± 10%, runs of up to an hour.
+	j, err := NewJob(JobConfig{Name: "prune", Interval: time.Hour, Slack: 66 * time.Minute, Tolerance: 1, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := j.OverdueAfter(); got != 126*time.Minute {
+		t.Errorf("OverdueAfter = %v, want 2h6m0s", got)
+	}
+	j.Record(nil)
+	// The longest healthy gap: the wait was 1h6m and the run took 1h.
+	clk.Advance(126 * time.Minute)
+	if st := j.Status(); st.State != StateOK {
+		t.Fatalf("at the longest healthy gap: %v %q", st.State, st.Reason)
+	}
+	j.Record(nil)
+	clk.Advance(126*time.Minute + time.Second)
+	st := j.Status()
+	want := "overdue: last success 2h6m1s ago ((interval 1h0m0s + slack 1h6m0s) × tolerance 1 = 2h6m0s)"
+	if st.State != StateOverdue || st.Reason != want {
+		t.Errorf("past it: %v %q\nwant %q", st.State, st.Reason, want)
+	}
+	// Tolerance scales the whole gap.
+	j2, err := NewJob(JobConfig{Name: "prune", Interval: time.Hour, Slack: 66 * time.Minute, Tolerance: 2, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := j2.OverdueAfter(); got != 252*time.Minute {
+		t.Errorf("OverdueAfter with tolerance 2 = %v, want 4h12m0s", got)
+	}
+}
+
+// A deferred job's clock starts at Start (or the first Record): before
+// that it is waiting, which is ready, however long it has existed.
+func TestJobDeferred(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	j, err := NewJob(JobConfig{Name: "prune", Interval: 5 * time.Minute, Deferred: true, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(24 * time.Hour)
+	st := j.Status()
+	if st.State != StateWaiting || st.Reason != "waiting: no run yet, not started yet (due within 10m0s of the start)" || !st.Ready() {
+		t.Fatalf("never started: %v %q", st.State, st.Reason)
+	}
+	j.Start()
+	clk.Advance(10 * time.Minute)
+	if st := j.Status(); st.State != StateWaiting || st.Reason != "waiting: no run yet, started 10m0s ago (due within 10m0s)" {
+		t.Fatalf("started 10m ago: %v %q", st.State, st.Reason)
+	}
+	j.Start() // later calls do not restart the clock
+	clk.Advance(time.Second)
+	if st := j.Status(); st.State != StateOverdue || st.Reason != "overdue: no successful run since start 10m1s ago (interval 5m0s × tolerance 2 = 10m0s)" {
+		t.Fatalf("past due: %v %q", st.State, st.Reason)
+	}
+
+	// Record starts the clock of a job never started.
+	j2, err := NewJob(JobConfig{Name: "prune", Interval: 5 * time.Minute, Deferred: true, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	j2.Record(errors.New("boom"))
+	if st := j2.Status(); st.State != StateWaiting || st.Reason != "waiting: no success yet, 1 failed runs, last error: boom, started 0s ago (due within 10m0s)" {
+		t.Fatalf("after a failed first run: %v %q", st.State, st.Reason)
+	}
+	clk.Advance(10*time.Minute + time.Second)
+	if st := j2.Status(); st.State != StateOverdue {
+		t.Fatalf("past due after the first run: %v %q", st.State, st.Reason)
 	}
 }

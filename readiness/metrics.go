@@ -22,7 +22,7 @@ type collector struct {
 	loopReady, loopStatus                                  *prometheus.Desc
 
 	jobSuccess, jobRun, jobRuns, jobFailures, jobInterval *prometheus.Desc
-	jobReady, jobStatus                                   *prometheus.Desc
+	jobOverdueAfter, jobReady, jobStatus                  *prometheus.Desc
 }
 
 func newCollector() *collector {
@@ -37,15 +37,17 @@ func newCollector() *collector {
 		loopProgressTotal: d("headway_loop_progress_total", "Units of forward progress the loop reported.", loop, nil),
 		loopFailuresTotal: d("headway_loop_failures_total", "Failed iterations the loop reported.", loop, nil),
 		loopReady:         d("headway_loop_ready", "1 if the loop passes its readiness rules, else 0.", loop, nil),
-		loopStatus:        d("headway_loop_status", "Current status of the loop (1 for the current status, 0 for the others): starting, progressing, idle, behind, stalled, failing, alert, wedged.", []string{"loop", "status"}, nil),
+		loopStatus:        d("headway_loop_status", "Current status of the loop (1 for the current status, 0 for the others): starting, progressing, idle, behind, stalled, failing, alert, wedged, parked.", []string{"loop", "status"}, nil),
 
 		jobSuccess:  d("headway_job_last_success_timestamp_seconds", "Unix time of the job's last successful run; absent before the first.", job, nil),
 		jobRun:      d("headway_job_last_run_timestamp_seconds", "Unix time the job's last run ended; absent before the first.", job, nil),
 		jobRuns:     d("headway_job_runs_total", "Runs of the job by outcome (success, failure).", []string{"job", "outcome"}, nil),
 		jobFailures: d("headway_job_consecutive_failures", "Runs of the job that failed in a row.", job, nil),
 		jobInterval: d("headway_job_interval_seconds", "Interval the job is meant to succeed at.", job, nil),
-		jobReady:    d("headway_job_ready", "1 if the job passes its readiness rules, else 0.", job, nil),
-		jobStatus:   d("headway_job_status", "Current status of the job (1 for the current status, 0 for the others): waiting, ok, overdue, failing.", []string{"job", "status"}, nil),
+		jobOverdueAfter: d("headway_job_overdue_after_seconds",
+			"Age of the job's last success (or of its start, before the first) past which it is overdue: (interval + slack) × tolerance.", job, nil),
+		jobReady:  d("headway_job_ready", "1 if the job passes its readiness rules, else 0.", job, nil),
+		jobStatus: d("headway_job_status", "Current status of the job (1 for the current status, 0 for the others): waiting, ok, overdue, failing.", []string{"job", "status"}, nil),
 	}
 }
 
@@ -60,7 +62,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.loopProgress, c.loopHeartbeat, c.loopBacklog, c.loopFailures,
 		c.loopProgressTotal, c.loopFailuresTotal, c.loopReady, c.loopStatus,
-		c.jobSuccess, c.jobRun, c.jobRuns, c.jobFailures, c.jobInterval, c.jobReady, c.jobStatus,
+		c.jobSuccess, c.jobRun, c.jobRuns, c.jobFailures, c.jobInterval, c.jobOverdueAfter, c.jobReady, c.jobStatus,
 	} {
 		ch <- d
 	}
@@ -129,6 +131,7 @@ func (c *collector) collectJob(ch chan<- prometheus.Metric, j *Job) {
 	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(failed), j.name, "failure")
 	gauge(c.jobFailures, float64(v.failures), j.name)
 	gauge(c.jobInterval, j.interval.Seconds(), j.name)
+	gauge(c.jobOverdueAfter, j.due().Seconds(), j.name)
 	gauge(c.jobReady, boolFloat(v.state.Ready()), j.name)
 	for _, s := range jobStates {
 		gauge(c.jobStatus, boolFloat(s == v.state), j.name, s.String())

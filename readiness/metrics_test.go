@@ -70,6 +70,9 @@ headway_job_consecutive_failures{job="prune"} 1
 # HELP headway_job_interval_seconds Interval the job is meant to succeed at.
 # TYPE headway_job_interval_seconds gauge
 headway_job_interval_seconds{job="prune"} 60
+# HELP headway_job_overdue_after_seconds Age of the job's last success (or of its start, before the first) past which it is overdue: (interval + slack) × tolerance.
+# TYPE headway_job_overdue_after_seconds gauge
+headway_job_overdue_after_seconds{job="prune"} 120
 # HELP headway_job_last_run_timestamp_seconds Unix time the job's last run ended; absent before the first.
 # TYPE headway_job_last_run_timestamp_seconds gauge
 headway_job_last_run_timestamp_seconds{job="prune"} 1.778846402e+09
@@ -88,7 +91,7 @@ headway_job_runs_total{job="prune",outcome="success"} 1
 		"headway_loop_backlog", "headway_loop_consecutive_failures", "headway_loop_failures_total",
 		"headway_loop_last_heartbeat_timestamp_seconds", "headway_loop_last_progress_timestamp_seconds",
 		"headway_loop_progress_total", "headway_loop_ready",
-		"headway_job_consecutive_failures", "headway_job_interval_seconds", "headway_job_last_run_timestamp_seconds",
+		"headway_job_consecutive_failures", "headway_job_interval_seconds", "headway_job_overdue_after_seconds", "headway_job_last_run_timestamp_seconds",
 		"headway_job_last_success_timestamp_seconds", "headway_job_ready", "headway_job_runs_total",
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {

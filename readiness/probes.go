@@ -30,7 +30,9 @@ type ProbesConfig struct {
 //   - GET /live runs the liveness checks: only the process's own loops
 //     (wedged, see [StateWedged]), in one check named "loops/live". It
 //     never depends on Redis or PostgreSQL being reachable, so a dependency
-//     outage does not restart every pod.
+//     outage does not restart every pod. A loop its supervisor parked
+//     ([Watermark.Park]: in restart backoff, or stopped for good) is left
+//     out: it is not ready, but restarting the pod would not help.
 //   - GET /ready runs every readiness check (each loop, job, supervised
 //     service and custom check) and the liveness checks.
 //   - ?full=1 on either answers a JSON object mapping each check's name to
@@ -109,8 +111,9 @@ func (p *Probes) register(name string, live bool, check healthcheck.Check) {
 }
 
 // AddLoop adds the readiness check "loop/<name>" of the loop w (ready
-// unless stalled, failing, alert or wedged), includes w in the liveness
-// check "loops/live" (live unless some loop is wedged), and exports its
+// unless stalled, failing, alert, wedged or parked), includes w in the
+// liveness check "loops/live" (live unless some loop is wedged; a parked
+// loop is never wedged), and exports its
 // metrics. It returns an error wrapping [ErrDuplicateCheck] if a loop with
 // that name was already added.
 //
@@ -182,13 +185,39 @@ func loadSnapshot[T any](p *atomic.Pointer[[]T]) []T {
 // exports its metrics. It returns an error wrapping [ErrDuplicateCheck] if
 // a job with that name was already added.
 func (p *Probes) AddJob(j *Job) error {
+	return p.AddJobWithCheck(j, "", nil)
+}
+
+// AddJobWithCheck adds the job j as [Probes.AddJob] does and, in the same
+// step, the custom readiness check name (as [Probes.AddReadinessCheck]
+// does): either both are added or, on error, neither, so a refused name
+// leaves no check behind. The supervisor adds "job/<name>" and
+// "service/<name>" this way. An empty name with a nil check adds the job
+// alone. It returns an error wrapping [ErrDuplicateCheck] if either name is
+// taken (or name equals the job's check name), or [ErrInvalidConfig] for a
+// nil job, or a name without a check.
+func (p *Probes) AddJobWithCheck(j *Job, name string, check func() error) error {
 	if j == nil {
 		return fmt.Errorf("%w: nil job", ErrInvalidConfig)
 	}
+	custom := name != "" || check != nil
+	if custom && check == nil {
+		return fmt.Errorf("%w: nil check %q", ErrInvalidConfig, name)
+	}
+	if custom && name == j.String() {
+		return fmt.Errorf("%w: %q", ErrDuplicateCheck, name)
+	}
+	names := map[string]bool{j.String(): false}
+	if custom {
+		names[name] = false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.reserve(map[string]bool{j.String(): false}); err != nil {
+	if err := p.reserve(names); err != nil {
 		return err
+	}
+	if custom {
+		p.register(name, false, check)
 	}
 	p.jobs.Store(appendSnapshot(p.jobs.Load(), j))
 	p.register(j.String(), false, j.readyCheck)

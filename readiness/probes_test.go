@@ -232,3 +232,57 @@ func TestLivenessListsWedgedLoops(t *testing.T) {
 		t.Errorf("after heartbeats GET /live = %d", code)
 	}
 }
+
+// AddJobWithCheck adds a job and a custom check together or not at all.
+func TestProbesAddJobWithCheck(t *testing.T) {
+	t.Parallel()
+	p, err := NewProbes(ProbesConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newJob := func(name string) *Job {
+		j, err := NewJob(JobConfig{Name: name, Interval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	ok := func() error { return nil }
+	if err := p.AddJob(newJob("taken")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddReadinessCheck("service/busy", ok); err != nil {
+		t.Fatal(err)
+	}
+	// The job's name is taken: the custom check is not added either.
+	if err := p.AddJobWithCheck(newJob("taken"), "service/taken", ok); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("job name taken: %v", err)
+	}
+	// The custom name is taken: the job is not added either.
+	if err := p.AddJobWithCheck(newJob("busy"), "service/busy", ok); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("check name taken: %v", err)
+	}
+	if err := p.AddJobWithCheck(newJob("self"), "job/self", ok); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("check named like its job: %v", err)
+	}
+	for _, err := range []error{p.AddJobWithCheck(nil, "x", ok), p.AddJobWithCheck(newJob("x"), "x", nil)} {
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("invalid: %v, want ErrInvalidConfig", err)
+		}
+	}
+	if n := len(p.Jobs()); n != 1 {
+		t.Errorf("%d jobs after refused adds, want 1", n)
+	}
+	// Both names are free again: nothing was reserved by the refusals.
+	if err := p.AddJobWithCheck(newJob("busy"), "service/taken", ok); err != nil {
+		t.Fatalf("free names: %v", err)
+	}
+	if err := p.AddJob(newJob("self")); err != nil {
+		t.Errorf("job/self after a refused add: %v", err)
+	}
+	code, body := get(t, p, http.MethodGet, "/ready?full=1")
+	want := map[string]string{"job/taken": "OK", "service/busy": "OK", "service/taken": "OK", "job/busy": "OK", "job/self": "OK"}
+	if code != http.StatusOK || !equalMaps(body, want) {
+		t.Errorf("GET /ready = %d %v, want %v", code, body, want)
+	}
+}

@@ -19,6 +19,8 @@ type loopVerdict struct {
 	runSince   int64
 	failures   int64
 	alertUntil int64
+	liveFrom   int64   // offset of the last Unpark, or never
+	parked     *string // the park reason, nil when not parked
 }
 
 // Status evaluates the rules at the watermark's clock's now. See
@@ -27,20 +29,23 @@ func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
 
 // StatusAt evaluates the rules at now, in this order:
 //
-//  1. wedged: no heartbeat within LivenessWindow (counted from the start
-//     before the first heartbeat): neither live nor ready;
-//  2. alert: held by [Watermark.Alert] until a time after now: not ready;
-//  3. failing: consecutive failures at or past FailureBound: not ready;
-//  4. progressing: progress within StallWindow: ready; behind (a warning,
+//  1. parked: its supervisor holds the loop ([Watermark.Park]): live, not
+//     ready;
+//  2. wedged: no heartbeat within LivenessWindow (counted from the start
+//     before the first heartbeat, and from the last [Watermark.Unpark]
+//     when that is later): neither live nor ready;
+//  3. alert: held by [Watermark.Alert] until a time after now: not ready;
+//  4. failing: consecutive failures at or past FailureBound: not ready;
+//  5. progressing: progress within StallWindow: ready; behind (a warning,
 //     still ready) when in addition the backlog is known, above zero, and
 //     has grown without falling once for at least StallWindow;
-//  5. idle: backlog known to be zero: ready, however old the last progress
+//  6. idle: backlog known to be zero: ready, however old the last progress
 //     (Burrow's rule: no lag is never a stall); also ready while the loop
 //     was idle less than StallWindow ago (backlog that just appeared is not
 //     a stall yet);
-//  6. starting: never progressed nor idle, started less than StallWindow
+//  7. starting: never progressed nor idle, started less than StallWindow
 //     ago: ready;
-//  7. stalled: otherwise — backlog present or unknown, no progress within
+//  8. stalled: otherwise — backlog present or unknown, no progress within
 //     StallWindow: not ready.
 //
 // It reads atomics only and is safe to call from any goroutine.
@@ -59,6 +64,8 @@ func (w *Watermark) evaluate(now time.Time) loopVerdict {
 		runSince:   w.runSince.Load(),
 		failures:   w.failures.Load(),
 		alertUntil: w.alertUntil.Load(),
+		liveFrom:   w.liveFrom.Load(),
+		parked:     w.parked.Load(),
 	}
 	v.heartbeat = max(w.heartbeat.Load(), v.progress)
 	v.state = w.judge(&v)
@@ -73,7 +80,10 @@ func since(now, off int64) time.Duration {
 }
 
 func (w *Watermark) judge(v *loopVerdict) State {
-	if since(v.now, v.heartbeat) > w.livenessWindow {
+	if v.parked != nil {
+		return StateParked
+	}
+	if since(v.now, max(v.heartbeat, v.liveFrom)) > w.livenessWindow {
 		return StateWedged
 	}
 	if v.alertUntil != never && v.now < v.alertUntil {
@@ -127,8 +137,14 @@ func (w *Watermark) reason(v *loopVerdict) string {
 	b := append(arr[:0], v.state.String()...)
 	b = append(b, ": "...)
 	switch v.state {
+	case StateParked:
+		b = append(b, *v.parked...)
 	case StateWedged:
-		if v.heartbeat == never {
+		if v.liveFrom > v.heartbeat {
+			b = append(b, "no heartbeat since unparked "...)
+			b = appendHuman(b, since(v.now, v.liveFrom))
+			b = append(b, " ago"...)
+		} else if v.heartbeat == never {
 			b = append(b, "no heartbeat since start "...)
 			b = appendHuman(b, since(v.now, never))
 			b = append(b, " ago"...)

@@ -321,7 +321,7 @@ func TestStateReadyLive(t *testing.T) {
 	t.Parallel()
 	ready := map[State]bool{
 		StateStarting: true, StateProgressing: true, StateIdle: true, StateBehind: true,
-		StateStalled: false, StateFailing: false, StateAlert: false, StateWedged: false,
+		StateStalled: false, StateFailing: false, StateAlert: false, StateWedged: false, StateParked: false,
 		StateWaiting: true, StateOK: true, StateOverdue: false,
 	}
 	for s, want := range ready {

@@ -36,17 +36,22 @@ const (
 	// StateWedged: no heartbeat within the liveness window. Neither live
 	// nor ready.
 	StateWedged
+	// StateParked: the loop's supervisor parked it ([Watermark.Park]): the
+	// loop is not running — in restart backoff, or stopped for good — so
+	// it cannot heartbeat. Not ready, but live: a loop the supervisor
+	// holds is not wedged, and restarting the pod would not help.
+	StateParked
 )
 
 // States of a scheduled job ([Job]). A job may also be [StateFailing].
 const (
-	// StateWaiting: the job has not succeeded yet, but it is not due yet.
-	// Ready.
+	// StateWaiting: the job has not succeeded yet, but it is not due yet
+	// (or the clock of a deferred job has not started). Ready.
 	StateWaiting State = iota + 20
 	// StateOK: the last success is recent enough. Ready.
 	StateOK
 	// StateOverdue: the last success (or the start, if none) is older than
-	// interval × tolerance. Not ready.
+	// (interval + slack) × tolerance ([Job.OverdueAfter]). Not ready.
 	StateOverdue
 )
 
@@ -59,6 +64,7 @@ var stateNames = map[State]string{
 	StateFailing:     "failing",
 	StateAlert:       "alert",
 	StateWedged:      "wedged",
+	StateParked:      "parked",
 	StateWaiting:     "waiting",
 	StateOK:          "ok",
 	StateOverdue:     "overdue",
@@ -66,7 +72,7 @@ var stateNames = map[State]string{
 
 // loopStates lists the states a Watermark can be in, in the order the
 // metrics export them.
-var loopStates = []State{StateStarting, StateProgressing, StateIdle, StateBehind, StateStalled, StateFailing, StateAlert, StateWedged}
+var loopStates = []State{StateStarting, StateProgressing, StateIdle, StateBehind, StateStalled, StateFailing, StateAlert, StateWedged, StateParked}
 
 // jobStates lists the states a Job can be in, in the order the metrics
 // export them.

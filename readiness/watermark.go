@@ -15,8 +15,9 @@ const backlogUnknown = math.MinInt64
 // Watermark is what a loop reports about itself and what the rules judge:
 // heartbeat (the loop iterated), progress (its position advanced or a unit
 // of work finished), backlog (work known to be waiting, or unknown),
-// consecutive failures with the last error, and an optional alert that holds
-// the loop not ready.
+// consecutive failures with the last error, an optional alert that holds
+// the loop not ready, and whether its supervisor has parked it
+// ([Watermark.Park]).
 //
 // The loop calls the update methods ([Watermark.Heartbeat],
 // [Watermark.Progress], [Watermark.SetBacklog], [Watermark.Succeed], …);
@@ -53,6 +54,9 @@ type Watermark struct {
 
 	alertReason atomic.Pointer[string]
 	alertUntil  atomic.Int64 // offset, or never
+
+	parked   atomic.Pointer[string] // the reason while parked, else nil
+	liveFrom atomic.Int64           // offset of the last Unpark, or never
 }
 
 type errBox struct{ err error }
@@ -81,6 +85,7 @@ func NewWatermark(cfg WatermarkConfig) (*Watermark, error) {
 	w.idleAt.Store(never)
 	w.runSince.Store(never)
 	w.alertUntil.Store(never)
+	w.liveFrom.Store(never)
 	return w, nil
 }
 
@@ -250,4 +255,49 @@ func (w *Watermark) LastError() error {
 		return b.err
 	}
 	return nil
+}
+
+// Park marks the loop as held by its supervisor with reason (such as
+// "service in backoff"): the loop is not running, so it cannot heartbeat.
+// While parked the loop is [StateParked] — not ready, with reason
+// "parked: <reason>", and left out of liveness — whatever its heartbeat,
+// so a supervisor's restart backoff or a permanent stop never fails /live
+// and never turns into a pod restart. Park replaces the reason of an
+// earlier Park. It takes no lock and never blocks; it copies reason only
+// when it differs from the current one, so a supervisor's event hook may
+// call it.
+func (w *Watermark) Park(reason string) {
+	if cur := w.parked.Load(); cur != nil && *cur == reason {
+		return
+	}
+	w.parked.Store(&reason)
+}
+
+// Unpark ends a [Watermark.Park]: the supervisor runs the loop again. The
+// liveness window restarts at Unpark, so a loop parked for longer than the
+// window has a whole window to heartbeat before it counts as wedged. It
+// does nothing on a loop that is not parked. It takes no lock and never
+// blocks.
+func (w *Watermark) Unpark() {
+	for {
+		cur := w.parked.Load()
+		if cur == nil {
+			return
+		}
+		// Restart the liveness window before unparking, so no reader sees
+		// the loop unparked and judged by its old heartbeat.
+		w.liveFrom.Store(w.tick())
+		if w.parked.CompareAndSwap(cur, nil) {
+			return
+		}
+	}
+}
+
+// Parked returns the reason given to [Watermark.Park]; ok is false when the
+// loop is not parked.
+func (w *Watermark) Parked() (reason string, ok bool) {
+	if r := w.parked.Load(); r != nil {
+		return *r, true
+	}
+	return "", false
 }

@@ -3,6 +3,7 @@ package readiness
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -171,21 +172,39 @@ func TestPositionConcurrent(t *testing.T) {
 }
 
 // TestWatermarkConcurrent exercises every update and read at once under
-// -race.
+// -race, then checks the totals exactly: counters never lose an update,
+// and the position is one some Progress wrote.
 func TestWatermarkConcurrent(t *testing.T) {
 	t.Parallel()
 	w, err := NewWatermark(WatermarkConfig{Name: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	const (
+		goroutines = 4
+		n          = 1000
+		kinds      = 8
+	)
+	var wantProgress, wantFailures uint64
+	written := map[string]bool{}
+	for g := range goroutines {
+		for i := range n {
+			switch (g + i) % kinds {
+			case 0:
+				wantProgress++
+				written[fmt.Sprint(g, "-", i)] = true
+			case 2:
+				wantFailures++
+			}
+		}
+	}
 	var wg sync.WaitGroup
-	const n = 1000
-	for g := range 4 {
+	for g := range goroutines {
 		wg.Go(func() {
 			for i := range n {
-				switch (g + i) % 6 {
+				switch (g + i) % kinds {
 				case 0:
-					w.Progress(fmt.Sprint(i))
+					w.Progress(fmt.Sprint(g, "-", i))
 				case 1:
 					w.SetBacklog(int64(i))
 				case 2:
@@ -197,12 +216,100 @@ func TestWatermarkConcurrent(t *testing.T) {
 				case 5:
 					_ = w.Status()
 					_ = w.Position()
+				case 6:
+					w.Park(fmt.Sprint("backoff ", g))
+					_, _ = w.Parked()
+				case 7:
+					w.Unpark()
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if got := w.ProgressTotal(); got == 0 {
-		t.Errorf("ProgressTotal = %d", got)
+	if got := w.ProgressTotal(); got != wantProgress {
+		t.Errorf("ProgressTotal = %d, want %d (one per Progress call)", got, wantProgress)
+	}
+	if got := w.FailuresTotal(); got != wantFailures {
+		t.Errorf("FailuresTotal = %d, want %d (one per Fail call)", got, wantFailures)
+	}
+	if got := w.Position(); !written[got] {
+		t.Errorf("Position = %q, not a text any Progress wrote", got)
+	}
+	if r, ok := w.Parked(); ok && !strings.HasPrefix(r, "backoff ") {
+		t.Errorf("Parked = %q, not a reason any Park gave", r)
+	}
+}
+
+// A parked loop is held by its supervisor: not ready with the reason, and
+// live however long it goes without a heartbeat. Unpark restarts the
+// liveness window.
+func TestWatermarkPark(t *testing.T) {
+	t.Parallel()
+	p, err := NewProbes(ProbesConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, clk := newTestWatermark(t, "wallet") // liveness window 1m
+	if err := p.AddLoop(w); err != nil {
+		t.Fatal(err)
+	}
+	w.Progress("1-0")
+	if _, ok := w.Parked(); ok {
+		t.Fatal("a new watermark is parked")
+	}
+	w.Park("service in backoff")
+	w.Fail(errors.New("boom"))    // updates do not unpark
+	clk.Advance(10 * time.Minute) // far past the liveness window
+	st := w.Status()
+	if st.State != StateParked || st.Reason != "parked: service in backoff" || st.Ready() || !st.Live() {
+		t.Fatalf("parked: %v %q ready %v live %v", st.State, st.Reason, st.Ready(), st.Live())
+	}
+	if r, ok := w.Parked(); !ok || r != "service in backoff" {
+		t.Errorf("Parked() = %q, %v", r, ok)
+	}
+	if code, body := get(t, p, http.MethodGet, "/live?full=1"); code != http.StatusOK || body["loops/live"] != "OK" {
+		t.Errorf("GET /live while parked = %d %v", code, body)
+	}
+	if code, body := get(t, p, http.MethodGet, "/ready?full=1"); code != http.StatusServiceUnavailable ||
+		body["loop/wallet"] != "parked: service in backoff" {
+		t.Errorf("GET /ready while parked = %d %v", code, body)
+	}
+	// Park again replaces the reason; an alert does not unpark.
+	w.Park("service stopped: invalid stream name")
+	w.Alert("legacy entries", clk.Now().Add(time.Hour))
+	if st := w.Status(); st.Reason != "parked: service stopped: invalid stream name" {
+		t.Errorf("re-parked: %q", st.Reason)
+	}
+	w.ClearAlert()
+
+	// Unpark: the loop gets a whole liveness window from now, although its
+	// last heartbeat is 10m old.
+	w.Unpark()
+	if _, ok := w.Parked(); ok {
+		t.Error("still parked after Unpark")
+	}
+	if st := w.Status(); st.State == StateParked || !st.Live() {
+		t.Errorf("just unparked: %v %q", st.State, st.Reason)
+	}
+	clk.Advance(time.Minute)
+	if st := w.Status(); !st.Live() {
+		t.Errorf("a liveness window after Unpark: %q", st.Reason)
+	}
+	clk.Advance(time.Second)
+	if st := w.Status(); st.State != StateWedged || st.Reason != "wedged: no heartbeat since unparked 1m1s ago (liveness window 1m0s)" {
+		t.Errorf("past the window after Unpark: %v %q", st.State, st.Reason)
+	}
+	w.Heartbeat()
+	if st := w.Status(); !st.Live() {
+		t.Errorf("after a heartbeat: %q", st.Reason)
+	}
+
+	// Unpark on a loop that is not parked changes nothing.
+	fresh, fclk := newTestWatermark(t, "fresh")
+	fclk.Advance(time.Minute)
+	fresh.Unpark()
+	fclk.Advance(time.Second)
+	if st := fresh.Status(); st.State != StateWedged || st.Reason != "wedged: no heartbeat since start 1m1s ago (liveness window 1m0s)" {
+		t.Errorf("Unpark of a loop never parked: %v %q", st.State, st.Reason)
 	}
 }

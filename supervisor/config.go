@@ -32,7 +32,11 @@ type Config struct {
 	// keys). Default slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the supervisor metrics (docs/metrics.md); nil
-	// registers nothing.
+	// registers nothing. Trees built against the same registerer share
+	// their metrics, so their worker names must differ: [Tree.Add] refuses
+	// a name another such tree already uses ([ErrDuplicateName]), which
+	// would otherwise export duplicate headway_supervisor_service_* series
+	// and make the registry's Gather fail.
 	Registerer prometheus.Registerer
 	// Probes, when set, gets a readiness check per worker
 	// ("service/<name>"), one for the tree ("supervisor/<Name>") and the

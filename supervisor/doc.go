@@ -38,10 +38,27 @@
 // wrapping suture.ErrDoNotRestart is removed by suture but stays visible
 // here as [ServiceStopped], not ready, with its error. Jobs added with
 // [Tree.AddJob] also get the job-health check "job/<name>" (ADR-003), and
-// every failed run is recorded, logged and shown (ADR-004).
+// every failed run is recorded, logged and shown (ADR-004). A job's health
+// allows for its schedule: it is overdue only when no success came within
+// (Interval × (1 + Jitter) + Timeout) × Tolerance, counted from when the
+// job first ran before its first success (see [JobConfig]). The two checks
+// of a job are added together or not at all, so a refused Add leaves no
+// check behind.
 //
-// Liveness is not the supervisor's business: a worker in backoff is alive
-// and waiting, and /live stays up (see package readiness).
+// # Liveness
+//
+// A worker in backoff, or stopped by a permanent error, is alive and held,
+// and /live must stay up: restarting the pod would turn a permanent stop
+// into a crash loop, and a long backoff during a Redis outage into a
+// restart of every pod. But its loop does not run, so it cannot heartbeat,
+// and its watermark would turn wedged. So when a service added with
+// [Tree.Add] is a [WatermarkReporter] (such as consumer.Consumer), the tree
+// parks its watermark ([readiness.Watermark.Park]) until the service first
+// runs, while it is in backoff ("parked: service in backoff") and once it
+// is stopped ("parked: service stopped: <error>"): the loop is not ready
+// with that reason and left out of /live. The tree unparks it when the
+// service runs again, which gives the loop a whole liveness window to
+// heartbeat. The event hook parks and unparks with atomics only.
 //
 // # Shutdown
 //
@@ -58,5 +75,7 @@
 // headway_supervisor_stop_timeouts_total{service},
 // headway_supervisor_log_events_dropped_total, and, read at scrape time,
 // headway_supervisor_service_status{service,status} and
-// headway_supervisor_service_ready{service}. See docs/metrics.md.
+// headway_supervisor_service_ready{service}. See docs/metrics.md. Trees
+// sharing a Registerer share these series, so worker names must be unique
+// across them: Add refuses a name another such tree uses.
 package supervisor

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -197,3 +198,49 @@ func lint(t *testing.T, reg prometheus.Gatherer) {
 }
 
 var errRedis = errors.New("redis: connection refused")
+
+// fakeClock is a manual clock for job health and watermarks.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 5, 15, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// live serves GET /live?full=1 and returns the code and the checks.
+func (h *harness) live(t *testing.T) (int, map[string]string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.probes.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/live?full=1", nil))
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q: %v", rec.Body.String(), err)
+	}
+	return rec.Code, body
+}
+
+// checkNames returns the names of the checks /ready runs, sorted.
+func (h *harness) checkNames(t *testing.T) []string {
+	t.Helper()
+	_, body := h.ready(t)
+	names := make([]string, 0, len(body))
+	for n := range body {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}

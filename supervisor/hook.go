@@ -43,9 +43,10 @@ type logEvent struct {
 // hook is the EventHook of the whole tree (suture copies the root's hook
 // into every child supervisor added to it). It runs on a supervisor's own
 // goroutine, or for EventStopTimeout on another one, so it must be safe for
-// concurrent use and must never block: it updates atomics and counters,
-// then hands the event to the logging goroutine without waiting. It never
-// calls Add or Remove.
+// concurrent use and must never block: it updates atomics and counters
+// (parking and unparking a worker's watermark among them), then hands the
+// event to the logging goroutine without waiting. It never calls Add or
+// Remove.
 func (t *Tree) hook(e suture.Event) {
 	var w *worker
 	switch ev := e.(type) {
@@ -69,11 +70,13 @@ func (t *Tree) hook(e suture.Event) {
 		if w = t.workerOf(ev.Supervisor); w != nil {
 			w.backoffSince.Store(time.Now().UnixNano())
 			w.backoff.Store(true)
+			w.park(parkBackoff)
 			w.backoffs.Inc()
 		}
 	case suture.EventResume:
 		if w = t.workerOf(ev.Supervisor); w != nil {
 			w.backoff.Store(false)
+			w.unpark()
 		}
 	case suture.EventStopTimeout:
 		if w = t.workerOf(ev.Supervisor); w != nil {

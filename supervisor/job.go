@@ -37,9 +37,19 @@ type JobConfig struct {
 	// Timeout bounds one run. Default Interval.
 	Timeout time.Duration
 	// Tolerance and FailureBound decide the job's readiness (see
-	// readiness.JobConfig): not ready when the last success is older than
-	// Interval × Tolerance (default 2) or the last FailureBound runs (default
-	// 3) failed.
+	// readiness.JobConfig). The longest gap between two successes of a
+	// healthy schedule is one jittered wait plus one run:
+	// Interval × (1 + Jitter) + Timeout. The job is overdue (not ready) when
+	// its last success is older than Tolerance such gaps —
+	// (Interval × (1 + Jitter) + Timeout) × Tolerance, so 4.2 × Interval
+	// with the defaults — and failing when its last FailureBound runs
+	// failed. Tolerance 1 (the least) tolerates no missed run, yet never
+	// flaps on a healthy schedule; the default 2 tolerates one. Before its
+	// first success, the time counts from when Serve first ran; before
+	// that the job is waiting, which is ready (the worker's own check
+	// "service/<name>" is pending until then). A Run that ignores its
+	// context and overruns Timeout may make the job overdue. Defaults:
+	// Tolerance 2, FailureBound 3.
 	Tolerance    float64
 	FailureBound int
 	// Logger receives a record per failed run (Error, with the error) and
@@ -62,14 +72,38 @@ func (c JobConfig) Validate() error {
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: job %q: Timeout %v is negative", ErrInvalidConfig, c.Name, c.Timeout)
 	}
-	if err := c.health().Validate(); err != nil {
+	if err := c.withDefaults().health().Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }
 
+func (c JobConfig) withDefaults() JobConfig {
+	if c.Jitter == 0 {
+		c.Jitter = DefaultJobJitter
+	}
+	if c.Timeout == 0 {
+		c.Timeout = c.Interval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// health returns the configuration of the job's health record, for a
+// config with its defaults applied: the slack is what the schedule adds to
+// Interval between two successes (the jitter of one wait and one run), and
+// the clock starts when Serve first runs.
 func (c JobConfig) health() readiness.JobConfig {
-	return readiness.JobConfig{Name: c.Name, Interval: c.Interval, Tolerance: c.Tolerance, FailureBound: c.FailureBound, Now: c.Now}
+	slack := c.Timeout
+	if c.Jitter > 0 {
+		slack += time.Duration(float64(c.Interval) * c.Jitter)
+	}
+	return readiness.JobConfig{
+		Name: c.Name, Interval: c.Interval, Slack: slack, Tolerance: c.Tolerance,
+		FailureBound: c.FailureBound, Deferred: true, Now: c.Now,
+	}
 }
 
 // Job runs a function on a schedule (an interval with jitter) and records
@@ -92,21 +126,15 @@ var _ suture.Service = (*Job)(nil)
 
 // NewJob returns a job that runs nothing until served. Defaults: Jitter
 // 0.1, Timeout Interval, Tolerance 2, FailureBound 3, Logger
-// slog.Default(), Now time.Now. It returns an error wrapping
-// [ErrInvalidConfig] for an invalid cfg.
+// slog.Default(), Now time.Now. Its health is overdue past
+// (Interval × (1 + Jitter) + Timeout) × Tolerance without a success, the
+// clock starting when Serve first runs (see JobConfig.Tolerance). It
+// returns an error wrapping [ErrInvalidConfig] for an invalid cfg.
 func NewJob(cfg JobConfig) (*Job, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Jitter == 0 {
-		cfg.Jitter = DefaultJobJitter
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = cfg.Interval
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	h, err := readiness.NewJob(cfg.health())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -131,7 +159,10 @@ func (j *Job) next() time.Duration {
 
 // Serve runs the job until ctx is cancelled and returns ctx's error. A run
 // in progress at cancellation gets its context cancelled and is waited for.
+// The first Serve starts the clock of the job's health ([readiness.Job.Start]);
+// a restart does not reset it.
 func (j *Job) Serve(ctx context.Context) error {
+	j.health.Start()
 	wait := j.next()
 	if j.cfg.RunAtStart {
 		wait = 0

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/headwaylabs/headway/readiness"
 )
 
 // A scheduled job that keeps failing makes /ready fail with its error, is
@@ -95,15 +98,20 @@ func TestJobPanic(t *testing.T) {
 	_ = stop()
 }
 
-// A job that never gets to run successfully is overdue: readiness does not
-// wait for the first failure.
+// A job that never gets to run successfully is overdue once the longest
+// healthy gap has passed since its Serve started; a run cut short by
+// shutdown is not recorded as a failure.
 func TestJobOverdue(t *testing.T) {
 	cfg, h := fastConfig(t)
 	stop := start(t, cfg, h)
+	clk := newClock()
 	block := make(chan struct{})
-	_, err := h.tree.AddJob(JobConfig{
-		Name: "slow", Interval: 20 * time.Millisecond, Tolerance: 1, RunAtStart: true, Timeout: time.Minute,
+	started := make(chan struct{})
+	var once sync.Once
+	job, err := h.tree.AddJob(JobConfig{
+		Name: "slow", Interval: time.Minute, Tolerance: 1, RunAtStart: true, Now: clk.Now,
 		Run: func(ctx context.Context) error {
+			once.Do(func() { close(started) })
 			select {
 			case <-block:
 			case <-ctx.Done():
@@ -114,14 +122,123 @@ func TestJobOverdue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
-		_, body := h.ready(t)
-		return strings.HasPrefix(body["job/slow"], "overdue: no successful run since start"), fmt.Sprint(body)
-	})
-	_ = stop() // the run is cut short by shutdown: not recorded as a failure
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the job did not run")
+	}
+	// Due after (1m + 10% jitter + 1m timeout) × 1 = 2m6s.
+	clk.Advance(2*time.Minute + 6*time.Second)
+	if _, body := h.ready(t); body["job/slow"] != "OK" {
+		t.Errorf("at the longest healthy gap: %v", body)
+	}
+	clk.Advance(time.Second)
+	want := "overdue: no successful run since start 2m7s ago ((interval 1m0s + slack 1m6s) × tolerance 1 = 2m6s)"
+	if code, body := h.ready(t); code != http.StatusServiceUnavailable || body["job/slow"] != want {
+		t.Errorf("past it: %d %v\nwant job/slow: %s", code, body, want)
+	}
+	_ = stop() // cuts the run short
 	close(block)
+	if ok, failed := job.Health().Runs(); ok != 0 || failed != 0 {
+		t.Errorf("runs after an interrupted run: %d succeeded, %d failed; want none recorded", ok, failed)
+	}
+	if err := job.Health().LastError(); err != nil {
+		t.Errorf("LastError after an interrupted run = %v", err)
+	}
 	if !strings.Contains(h.logs.String(), "job run interrupted by shutdown") {
 		t.Errorf("no interruption log:\n%s", h.logs)
+	}
+}
+
+// The gap between two successes of a healthy schedule — one jittered wait
+// plus one run up to Timeout — never makes the job overdue, even with
+// Tolerance 1; the defaults tolerate one missed run on top.
+func TestJobHealthySchedulesNeverOverdue(t *testing.T) {
+	t.Parallel()
+	run := func(context.Context) error { return nil }
+	for _, tc := range []struct {
+		name      string
+		cfg       JobConfig
+		wantAfter time.Duration
+	}{
+		{"defaults", JobConfig{Interval: time.Minute}, 252 * time.Second},                            // (60+6+60)s × 2
+		{"tolerance 1", JobConfig{Interval: time.Minute, Tolerance: 1}, 126 * time.Second},           // 60+6+60
+		{"short timeout", JobConfig{Interval: time.Minute, Timeout: time.Second}, 134 * time.Second}, // (60+6+1)s × 2
+		{"wide jitter", JobConfig{Interval: time.Minute, Jitter: 0.5, Tolerance: 1}, 150 * time.Second},
+		{"no jitter", JobConfig{Interval: time.Minute, Jitter: -1, Tolerance: 1}, 120 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			clk := newClock()
+			cfg := tc.cfg
+			cfg.Name, cfg.Run, cfg.Now = "x", run, clk.Now
+			j, err := NewJob(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := j.Health()
+			if got := h.OverdueAfter(); got != tc.wantAfter {
+				t.Errorf("OverdueAfter = %v, want %v", got, tc.wantAfter)
+			}
+			var longest time.Duration
+			for range 1000 {
+				longest = max(longest, j.next())
+			}
+			longest += j.cfg.Timeout // the next run may take up to Timeout
+			h.Start()
+			h.Record(nil)
+			clk.Advance(longest)
+			if st := h.Status(); st.State != readiness.StateOK {
+				t.Errorf("after the longest healthy gap %v: %v %q", longest, st.State, st.Reason)
+			}
+			clk.Advance(h.OverdueAfter() - longest + time.Millisecond)
+			if st := h.Status(); st.State != readiness.StateOverdue {
+				t.Errorf("past OverdueAfter: %v %q", st.State, st.Reason)
+			}
+		})
+	}
+}
+
+// The job's health clock starts when its Serve first runs, not at AddJob:
+// a tree served long after AddJob does not start out overdue.
+func TestJobHealthClockStartsAtServe(t *testing.T) {
+	cfg, h := fastConfig(t)
+	tree, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock()
+	job, err := tree.AddJob(JobConfig{
+		Name: "late", Interval: time.Minute, Tolerance: 1, Now: clk.Now,
+		Run: func(context.Context) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	if st := job.Health().Status(); st.State != readiness.StateWaiting ||
+		st.Reason != "waiting: no run yet, not started yet (due within 2m6s of the start)" {
+		t.Fatalf("before Serve: %v %q", st.State, st.Reason)
+	}
+	if _, body := h.ready(t); body["job/late"] != "OK" || body["service/late"] != "pending: the supervisor is not serving yet" {
+		t.Errorf("before Serve: %v", body)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tree.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 5*time.Second, func() (bool, string) {
+		st := job.Health().Status()
+		return strings.Contains(st.Reason, ", started 0s ago"), st.Reason
+	})
+	clk.Advance(2*time.Minute + 6*time.Second)
+	if st := job.Health().Status(); st.State != readiness.StateWaiting {
+		t.Errorf("within the due time of Serve: %v %q", st.State, st.Reason)
+	}
+	clk.Advance(time.Second)
+	if st := job.Health().Status(); st.State != readiness.StateOverdue {
+		t.Errorf("past the due time of Serve: %v %q", st.State, st.Reason)
 	}
 }
 

@@ -24,6 +24,7 @@ type metrics struct {
 	backoffs     *prometheus.CounterVec // service
 	stopTimeouts *prometheus.CounterVec // service
 	dropped      prometheus.Counter
+	state        *stateCollector // nil without a registerer; shared by the trees on it
 }
 
 func newMetrics(reg prometheus.Registerer, t *Tree) (*metrics, error) {
@@ -71,21 +72,48 @@ func newMetrics(reg prometheus.Registerer, t *Tree) (*metrics, error) {
 			return nil, fmt.Errorf("supervisor: %w", err)
 		}
 		c.attach(t)
+		m.state = c
 	}
 	return m, nil
 }
 
 // stateCollector exports each worker's state, read at scrape time from the
-// state the event hook keeps. Trees built against one registerer share it.
+// state the event hook keeps. Trees built against one registerer share it,
+// and it keeps their worker names unique across them: two trees exporting
+// one service name would make the registry's Gather fail on duplicate
+// series.
 type stateCollector struct {
 	mu    sync.Mutex
 	trees []*Tree
+	names map[string]*Tree // worker name -> the tree it belongs to
 
 	status, ready *prometheus.Desc
 }
 
+// claim reserves name for t's worker; it fails when another tree on the
+// same registerer has a worker with that name.
+func (c *stateCollector) claim(name string, t *Tree) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if other, ok := c.names[name]; ok && other != t {
+		return fmt.Errorf("%w: %q is a worker of the tree %q, which shares this tree's Registerer", ErrDuplicateName, name, other.cfg.Name)
+	}
+	c.names[name] = t
+	return nil
+}
+
+// release undoes claim.
+func (c *stateCollector) release(name string, t *Tree) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names[name] == t {
+		delete(c.names, name)
+	}
+}
+
 func newStateCollector() *stateCollector {
 	return &stateCollector{
+		names: make(map[string]*Tree),
 		status: prometheus.NewDesc("headway_supervisor_service_status",
 			"Current state of a supervised service (1 for the current state, 0 for the others): pending, running, backoff, stopped, stopping.",
 			[]string{"service", "status"}, nil),

@@ -29,7 +29,9 @@ const (
 // good), logs every event to slog and counts it in metrics, without ever
 // blocking the supervisor. A worker in backoff, or stopped by a permanent
 // error, is not ready with the reason; with Config.Probes set, each worker
-// has the readiness check "service/<name>".
+// has the readiness check "service/<name>". The watermark of a
+// [WatermarkReporter] is parked while the worker is held, so it stays
+// live.
 //
 // Add and AddJob may be called before or while the tree serves, from any
 // goroutine — except from inside a suture event hook. All methods are safe
@@ -108,6 +110,17 @@ func (t *Tree) spec() suture.Spec {
 	}
 }
 
+// WatermarkReporter is a service that reports its progress into a
+// [readiness.Watermark] (consumer.Consumer does). [Tree.Add] parks that
+// watermark ([readiness.Watermark.Park]) while the service is not running
+// — before its first start, in restart backoff, and once stopped by a
+// permanent error — so a loop the supervisor holds is not ready, with the
+// reason, but never fails /live; it unparks it when the service runs
+// again. Watermark may return nil: the service is then supervised without.
+type WatermarkReporter interface {
+	Watermark() *readiness.Watermark
+}
+
 // Add supervises svc as the worker name, under its own child supervisor:
 // it is started now if the tree serves, else when it starts. Whenever svc's
 // Serve returns while the tree runs it is restarted, with backoff when it
@@ -115,12 +128,20 @@ func (t *Tree) spec() suture.Spec {
 // good (it stays visible, not ready), and one wrapping
 // suture.ErrTerminateSupervisorTree stops the whole tree.
 //
+// When svc is a [WatermarkReporter], its watermark is parked until svc
+// first runs, while svc is in backoff ("parked: service in backoff") and
+// after a permanent error ("parked: service stopped: <error>"), and
+// unparked when svc runs again: the loop is then not ready, but /live
+// stays up (see package doc). The event hook does it with atomics only.
+//
 // name labels the worker's logs, metrics and check: keep it short and
 // bounded. Add returns an error wrapping [ErrInvalidConfig] for an empty
-// name or a nil svc, [ErrDuplicateName] if name is taken, [ErrStopped]
-// once the tree is shutting down, or the error of adding its check to
-// Config.Probes. It blocks only until the root supervisor takes the
-// worker; never call it from an event hook.
+// name or a nil svc, [ErrDuplicateName] if name is taken (in this tree, or
+// in another tree sharing Config.Registerer), [ErrStopped] once the tree
+// is shutting down, or the error of adding its checks to Config.Probes.
+// A refused Add leaves nothing behind: no worker, no check, no claim on
+// the name. It blocks only until the root supervisor takes the worker;
+// never call it from an event hook.
 func (t *Tree) Add(name string, svc suture.Service) error {
 	return t.add(name, svc, nil)
 }
@@ -133,6 +154,9 @@ func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
 		return fmt.Errorf("%w: cannot add %q", ErrStopped, name)
 	}
 	w := &worker{name: name, tree: t, job: job, sup: suture.New(name, t.spec())}
+	if r, ok := svc.(WatermarkReporter); ok {
+		w.wm = r.Watermark()
+	}
 	m := t.metrics
 	w.restartsError = m.restarts.WithLabelValues(name, ReasonError)
 	w.restartsReturned = m.restarts.WithLabelValues(name, ReasonReturned)
@@ -148,26 +172,34 @@ func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
 		t.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrDuplicateName, name)
 	}
+	if m.state != nil {
+		if err := m.state.claim(name, t); err != nil {
+			t.mu.Unlock()
+			return err
+		}
+	}
 	t.workers[name] = w
 	t.bySup[w.sup] = w
 	t.order = append(t.order, w)
 	t.mu.Unlock()
 
+	// The service check and the job check are added together or not at
+	// all: a check left behind by a refused Add would report the worker
+	// pending forever and keep its name.
 	if p := t.cfg.Probes; p != nil {
-		if err := p.AddReadinessCheck("service/"+name, w.check); err != nil {
+		var err error
+		if job != nil {
+			err = p.AddJobWithCheck(job, "service/"+name, w.check)
+		} else {
+			err = p.AddReadinessCheck("service/"+name, w.check)
+		}
+		if err != nil {
 			t.forget(w)
 			return fmt.Errorf("supervisor: %w", err)
 		}
-		if job != nil {
-			if err := p.AddJob(job); err != nil {
-				// The service check stays registered; it reports the
-				// worker as pending forever, which is visible and true.
-				t.forget(w)
-				return fmt.Errorf("supervisor: %w", err)
-			}
-		}
 	}
 
+	w.park(parkPending)
 	w.sup.Add(&service{w: w, inner: svc})
 	if tok := t.root.Add(w.sup); tok == (suture.ServiceToken{}) {
 		return fmt.Errorf("%w: cannot add %q", ErrStopped, name)
@@ -175,6 +207,7 @@ func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
 	return nil
 }
 
+// forget undoes the registration of a worker whose Add was refused.
 func (t *Tree) forget(w *worker) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -185,6 +218,9 @@ func (t *Tree) forget(w *worker) {
 			t.order = append(t.order[:i], t.order[i+1:]...)
 			break
 		}
+	}
+	if t.metrics.state != nil {
+		t.metrics.state.release(w.name, t)
 	}
 }
 

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/thejerf/suture/v4"
+
+	"github.com/headwaylabs/headway/readiness"
 )
 
 // flaky fails at once while failing is set, and otherwise runs until
@@ -353,16 +356,80 @@ func TestAddErrors(t *testing.T) {
 	if _, err := tree.AddJob(JobConfig{Name: "a", Interval: time.Second, Run: func(context.Context) error { return nil }}); !errors.Is(err, ErrDuplicateName) {
 		t.Errorf("job named like a service: %v", err)
 	}
+	// A check named like the next worker's is taken on the probes: that
+	// Add is refused by the probes, after the worker was registered.
+	if err := h.probes.AddReadinessCheck("service/c", func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tree.Add("c", blocker{}); !errors.Is(err, readiness.ErrDuplicateCheck) {
+		t.Errorf("service check taken: %v, want readiness.ErrDuplicateCheck", err)
+	}
+	// The job check of the next job is taken: neither check is added.
+	if err := h.probes.AddReadinessCheck("job/d", func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.AddJob(JobConfig{Name: "d", Interval: time.Second, Run: func(context.Context) error { return nil }}); !errors.Is(err, readiness.ErrDuplicateCheck) {
+		t.Errorf("job check taken: %v, want readiness.ErrDuplicateCheck", err)
+	}
 	// A refused add leaves no worker and no check behind it.
 	if n := len(tree.Statuses()); n != 1 {
 		t.Errorf("%d workers, want 1", n)
+	}
+	for _, name := range []string{"c", "d"} {
+		if _, ok := tree.Status(name); ok {
+			t.Errorf("the refused worker %s is still known", name)
+		}
+	}
+	// Only the custom checks service/c and job/d, never a service/d.
+	want := []string{"job/d", "service/a", "service/c", "supervisor/test"}
+	if got := h.checkNames(t); !slices.Equal(got, want) {
+		t.Errorf("checks after refused adds = %v, want %v", got, want)
 	}
 	// A second tree with the same name on the same probes cannot register
 	// its check.
 	if _, err := New(cfg); err == nil {
 		t.Error("second tree with the same name and probes: no error")
 	}
-	_ = h
+}
+
+// A refused AddJob whose "job/<name>" check is taken rolls everything
+// back: no "service/<name>" check stays behind pending forever, the
+// process stays ready, and the name can be used again.
+func TestAddJobCheckTakenRollsBack(t *testing.T) {
+	cfg, h := fastConfig(t)
+	start(t, cfg, h)
+	eventually(t, 5*time.Second, func() (bool, string) {
+		return h.probes.Check(false) == nil, fmt.Sprint(h.probes.Check(false))
+	})
+	// Another component already reports a job named "reconcile".
+	other, err := readiness.NewJob(readiness.JobConfig{Name: "reconcile", Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.probes.AddJob(other); err != nil {
+		t.Fatal(err)
+	}
+	_, err = h.tree.AddJob(JobConfig{Name: "reconcile", Interval: time.Hour, Run: func(context.Context) error { return nil }})
+	if !errors.Is(err, readiness.ErrDuplicateCheck) {
+		t.Fatalf("AddJob with job/reconcile taken = %v, want readiness.ErrDuplicateCheck", err)
+	}
+	if err := h.probes.Check(false); err != nil {
+		t.Errorf("Check(false) after the refused AddJob = %v: a stale check stayed", err)
+	}
+	if got, want := h.checkNames(t), []string{"job/reconcile", "supervisor/test"}; !slices.Equal(got, want) {
+		t.Errorf("checks = %v, want %v", got, want)
+	}
+	if _, ok := h.tree.Status("reconcile"); ok {
+		t.Error("the refused worker is still known")
+	}
+	// The name is free again for a worker.
+	if err := h.tree.Add("reconcile", blocker{}); err != nil {
+		t.Fatalf("Add after the refused AddJob = %v", err)
+	}
+	eventually(t, 5*time.Second, func() (bool, string) {
+		code, body := h.ready(t)
+		return code == http.StatusOK && body["service/reconcile"] == "OK", fmt.Sprint(code, body)
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

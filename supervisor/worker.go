@@ -80,7 +80,8 @@ type worker struct {
 	name string
 	tree *Tree
 	sup  *suture.Supervisor
-	job  *readiness.Job // nil for plain services
+	job  *readiness.Job       // nil for plain services
+	wm   *readiness.Watermark // nil unless the service is a WatermarkReporter
 
 	starts       atomic.Uint64
 	failures     atomic.Uint64
@@ -137,6 +138,30 @@ func (w *worker) check() error {
 	return nil
 }
 
+// Park reasons of a worker's watermark; [readiness.Watermark.Park] shows
+// them as "parked: <reason>".
+const (
+	parkPending = "service not started yet"
+	parkBackoff = "service in backoff"
+	parkStopped = "service stopped: " // + the permanent error
+)
+
+// park holds the worker's watermark (if any) out of liveness while
+// the worker is not running. Lock-free: the hook calls it.
+func (w *worker) park(reason string) {
+	if w.wm != nil {
+		w.wm.Park(reason)
+	}
+}
+
+// unpark releases the watermark when the worker runs again, unless it was
+// stopped for good. Lock-free: the hook calls it.
+func (w *worker) unpark() {
+	if w.wm != nil && w.stopped.Load() == nil {
+		w.wm.Unpark()
+	}
+}
+
 // failed records an unexpected end reported by the hook.
 func (w *worker) failed(errText string, current float64) {
 	w.failures.Add(1)
@@ -158,11 +183,13 @@ func (s *service) String() string { return s.w.name }
 
 func (s *service) Serve(ctx context.Context) error {
 	s.w.starts.Add(1)
+	s.w.unpark()
 	err := s.inner.Serve(ctx)
 	if ctx.Err() == nil && errors.Is(err, suture.ErrDoNotRestart) {
 		text := err.Error()
 		s.w.lastErr.Store(&text)
 		s.w.stopped.Store(&text)
+		s.w.park(parkStopped + text)
 		s.w.tree.log.Error("service stopped permanently: not restarted",
 			slog.String(AttrSupervisor, s.w.tree.cfg.Name),
 			slog.String(AttrService, s.w.name),
