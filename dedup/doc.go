@@ -30,4 +30,34 @@
 // store passes the same suite.
 //
 // Every store passes the conformance suite in package deduptest.
+//
+// # PostgreSQL inbox
+//
+// [PostgresStore] is the transactional inbox. Process begins a transaction,
+// inserts the event's key into the inbox table (ON CONFLICT DO NOTHING),
+// runs the handler and commits; a key that is already there is a
+// Duplicate, and a handler that fails or panics rolls the insert back. The
+// handler's context carries that transaction: get it with [Tx] and make
+// the handler's own writes through it, so they commit together with the
+// mark. Writes made elsewhere (another connection, Redis, an HTTP call)
+// are not part of it and can happen twice.
+//
+//	inbox, err := dedup.NewPostgres(pool, dedup.PostgresConfig{}) // table "headway_inbox"
+//	if err != nil { ... }
+//	if err := inbox.Migrate(ctx); err != nil { ... } // once at start-up; idempotent
+//
+//	outcome, err := inbox.Process(ctx, key, func(ctx context.Context) error {
+//		tx, ok := dedup.Tx(ctx)
+//		if !ok {
+//			return errors.New("not in a PostgreSQL inbox")
+//		}
+//		_, err := tx.Exec(ctx, "INSERT INTO orders (event_id, total_cents) VALUES ($1, $2)", key.EventID, total)
+//		return err // nil commits the order and the mark; an error rolls back both
+//	})
+//
+// The primary key is the lock: a second Process for an event in flight
+// waits until the first commits (Duplicate) or rolls back (it runs), so the
+// store never returns Busy. Each Process holds a pool connection while its
+// handler runs. Marks are kept until [PostgresStore.Prune] deletes those
+// older than a retention that must exceed the longest redelivery delay.
 package dedup
