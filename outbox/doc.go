@@ -1,0 +1,50 @@
+// Package outbox is the publish side of headway: a transactional writer
+// that stores events in an outbox table in the same PostgreSQL transaction
+// as the business state, and a relay that appends unpublished rows to their
+// Redis streams.
+//
+// # Schema
+//
+// [Migrate] applies the embedded migrations (idempotent, serialised by an
+// advisory lock). The outbox table keeps every event with its stream,
+// envelope fields, the envelope brand (brand_id) and the owning row's brand
+// (owner_brand_id), tied by a CHECK. An owner table makes the database
+// enforce "outbox brand equals owning row brand" for every writer, the
+// library or not, with a composite foreign key:
+//
+//	CREATE TABLE wallet_bets (id text PRIMARY KEY, brand_id bigint NOT NULL, …,
+//	    UNIQUE (id, brand_id));
+//	ALTER TABLE headway_outbox ADD CONSTRAINT outbox_owner_brand
+//	    FOREIGN KEY (aggregate_id, owner_brand_id) REFERENCES wallet_bets (id, brand_id);
+//
+// With the CHECK (brand_id = owner_brand_id), a row whose envelope brand is
+// not its bet's brand cannot be inserted. This needs one outbox table per
+// owner table (wallet_outbox, as the platform has); an outbox shared by
+// several aggregate tables uses a trigger instead.
+//
+// # Writer
+//
+//	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+//		if _, err := tx.Exec(ctx, "UPDATE wallet_bets SET settled = true WHERE id = $1", betID); err != nil {
+//			return err
+//		}
+//		return writer.Write(ctx, tx, bet.BrandID, env) // same transaction
+//	})
+//
+// [Writer.WriteBatch] checks every event first — it encodes, its type is
+// emitted on a catalog stream, its brand equals the owner's — and writes
+// none when one fails. A brand violation is counted and makes
+// [Writer.Check] fail for a while, surfacing it to supervision.
+//
+// # Relay
+//
+// A [Relay] (a suture.Service) claims unpublished rows with FOR UPDATE SKIP
+// LOCKED, appends them to their streams in one pipelined round trip, marks
+// them published and commits; it wakes on the writer's NOTIFY and polls as
+// a fallback. Failed appends keep their rows with attempts, last_error and
+// a backoff; repeated failure makes the relay not ready and, past
+// FailureLimit, Serve returns ErrRelayFailing. Delivery to the stream is
+// at least once; order guarantees are in
+// docs/adr/ADR-011-outbox-relay-order-and-delivery.md. Its watermark's
+// position is the last published id and its backlog the unpublished rows.
+package outbox

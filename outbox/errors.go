@@ -1,0 +1,18 @@
+package outbox
+
+import "errors"
+
+var (
+	// ErrInvalidConfig wraps configuration errors of NewWriter, NewRelay
+	// and Migrate.
+	ErrInvalidConfig = errors.New("outbox: invalid config")
+	// ErrNotEmitted: the event type is not listed as emitted on any stream
+	// of the catalog (reserved, retired or unknown). A reserved type is
+	// promoted by changing its catalog entry first.
+	ErrNotEmitted = errors.New("outbox: event type not emitted by the catalog")
+	// ErrInvalidEvent: the envelope would not encode (see event.Envelope.Validate).
+	ErrInvalidEvent = errors.New("outbox: invalid event")
+	// ErrRelayFailing is returned by Relay.Serve after FailureLimit
+	// consecutive failed cycles, so the supervisor restarts it (ADR-004).
+	ErrRelayFailing = errors.New("outbox: relay keeps failing")
+)

@@ -1,0 +1,446 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/thejerf/suture/v4"
+
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/promutil"
+	"github.com/headwaylabs/headway/readiness"
+)
+
+// Defaults of [RelayConfig].
+const (
+	DefaultBatchSize     = 500
+	DefaultPollInterval  = time.Second
+	DefaultRetryInitial  = time.Second
+	DefaultRetryMax      = 5 * time.Minute
+	DefaultFailureLimit  = 10
+	DefaultInfoInterval  = 5 * time.Second
+	DefaultRetention     = 7 * 24 * time.Hour
+	DefaultPruneInterval = time.Minute
+	DefaultPruneBatch    = 1000
+)
+
+// RelayConfig configures a [Relay]. Pool and Client are required; zero
+// fields mean the defaults listed in [NewRelay].
+type RelayConfig struct {
+	// Pool is the PostgreSQL pool of the outbox's database. The relay also
+	// opens one connection of its own for LISTEN.
+	Pool *pgxpool.Pool
+	// Client is the Redis the streams live on (node or cluster).
+	Client redis.UniversalClient
+	// Table is the outbox table and NOTIFY channel. Default DefaultTable.
+	Table string
+	// BatchSize is how many rows one cycle claims and appends. Default 500.
+	BatchSize int
+	// PollInterval is how long the relay waits for a notification before
+	// looking anyway (the fallback if a NOTIFY is missed). Default 1s.
+	PollInterval time.Duration
+	// RetryInitial and RetryMax bound the backoff of a row whose append
+	// failed: RetryInitial × 2^attempts, at most RetryMax. Defaults 1s, 5m.
+	RetryInitial, RetryMax time.Duration
+	// FailureLimit: after this many failed cycles in a row, Serve returns
+	// an error wrapping ErrRelayFailing (the supervisor restarts it and
+	// shows it). Default 10.
+	FailureLimit int
+	// InfoInterval is how often the backlog is counted. Default 5s.
+	InfoInterval time.Duration
+	// Retention is how long published rows are kept before pruning.
+	// Default 7 days; negative disables pruning.
+	Retention time.Duration
+	// PruneInterval and PruneBatch: how often and how many rows per
+	// statement published rows are pruned. Defaults 1m, 1000.
+	PruneInterval time.Duration
+	PruneBatch    int
+	// Watermark receives heartbeats, progress (the last published id),
+	// failures and the backlog. Default one named "relay/<Table>".
+	Watermark *readiness.Watermark
+	// Registerer receives the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Relay appends unpublished outbox rows to their Redis streams. Several
+// relays may run against one table: each cycle claims its rows with FOR
+// UPDATE SKIP LOCKED. It is a suture.Service.
+type Relay struct {
+	cfg RelayConfig
+	wm  *readiness.Watermark
+	log *slog.Logger
+	m   relayMetrics
+}
+
+var _ suture.Service = (*Relay)(nil)
+
+type relayMetrics struct {
+	published *prometheus.CounterVec // stream
+	failures  prometheus.Counter     // rows whose append failed
+	cycles    *prometheus.CounterVec // outcome
+	batch     prometheus.Histogram
+	backlog   prometheus.Gauge
+	oldest    prometheus.Gauge
+	latency   prometheus.Histogram
+	pruned    prometheus.Counter
+}
+
+// NewRelay returns a Relay. Defaults: Table "headway_outbox", BatchSize
+// 500, PollInterval 1s, RetryInitial 1s, RetryMax 5m, FailureLimit 10,
+// InfoInterval 5s, Retention 7 days, PruneInterval 1m, PruneBatch 1000, a
+// Watermark named "relay/<Table>", no metrics registration,
+// slog.Default().
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	if cfg.Pool == nil || cfg.Client == nil {
+		return nil, fmt.Errorf("%w: Pool and Client are required", ErrInvalidConfig)
+	}
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if !validTable(cfg.Table) {
+		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
+	}
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	defInt := func(p *int, d int) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	defInt(&cfg.BatchSize, DefaultBatchSize)
+	defInt(&cfg.FailureLimit, DefaultFailureLimit)
+	defInt(&cfg.PruneBatch, DefaultPruneBatch)
+	def(&cfg.PollInterval, DefaultPollInterval)
+	def(&cfg.RetryInitial, DefaultRetryInitial)
+	def(&cfg.RetryMax, DefaultRetryMax)
+	def(&cfg.InfoInterval, DefaultInfoInterval)
+	def(&cfg.Retention, DefaultRetention)
+	def(&cfg.PruneInterval, DefaultPruneInterval)
+	if cfg.BatchSize < 0 || cfg.FailureLimit < 0 || cfg.PruneBatch < 0 || cfg.PollInterval < 0 ||
+		cfg.RetryInitial < 0 || cfg.RetryMax < cfg.RetryInitial || cfg.InfoInterval < 0 || cfg.PruneInterval < 0 {
+		return nil, fmt.Errorf("%w: negative or inverted durations or sizes", ErrInvalidConfig)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Relay{cfg: cfg, wm: cfg.Watermark, log: cfg.Logger.With(slog.String("relay", cfg.Table))}
+	if r.wm == nil {
+		var err error
+		if r.wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay/" + cfg.Table}); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.registerMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
+	o := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "headway", Subsystem: "outbox", Name: name, Help: help, ConstLabels: prometheus.Labels{"table": r.cfg.Table}}
+	}
+	var err error
+	reg1 := func(c prometheus.Collector) prometheus.Collector {
+		if err != nil {
+			return c
+		}
+		var out prometheus.Collector
+		out, err = promutil.Register(reg, c)
+		return out
+	}
+	published := reg1(prometheus.NewCounterVec(prometheus.CounterOpts(o("published_total", "Rows appended to their stream and marked published.")), []string{"stream"}))
+	failures := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("publish_failures_total", "Rows whose append failed; they are kept and retried with backoff."))))
+	cycles := reg1(prometheus.NewCounterVec(prometheus.CounterOpts(o("relay_cycles_total", "Relay cycles by outcome (published, empty, failed).")), []string{"outcome"}))
+	batch := reg1(prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "headway", Subsystem: "outbox", Name: "relay_batch_rows",
+		Help: "Rows claimed per relay cycle.", ConstLabels: prometheus.Labels{"table": r.cfg.Table},
+		Buckets: []float64{1, 5, 10, 50, 100, 250, 500, 1000}}))
+	backlog := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("backlog_rows", "Unpublished rows."))))
+	oldest := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("oldest_unpublished_age_seconds", "Age of the oldest unpublished row."))))
+	latency := reg1(prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "headway", Subsystem: "outbox", Name: "commit_to_publish_seconds",
+		Help: "Time from a row's insert to its append to the stream.", ConstLabels: prometheus.Labels{"table": r.cfg.Table},
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}))
+	pruned := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("pruned_total", "Published rows deleted after the retention period."))))
+	if err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	r.m = relayMetrics{published: published.(*prometheus.CounterVec), failures: failures.(prometheus.Counter),
+		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram), backlog: backlog.(prometheus.Gauge),
+		oldest: oldest.(prometheus.Gauge), latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter)}
+	return nil
+}
+
+// Watermark returns the relay's watermark.
+func (r *Relay) Watermark() *readiness.Watermark { return r.wm }
+
+// String names the relay in logs and supervision trees.
+func (r *Relay) String() string { return "relay " + r.cfg.Table }
+
+// Serve relays until ctx is cancelled (it then returns ctx's error) or
+// until FailureLimit cycles in a row failed (an error wrapping
+// ErrRelayFailing). A failed cycle keeps its rows: they get attempts,
+// last_error and a next_attempt_at with backoff.
+func (r *Relay) Serve(ctx context.Context) error {
+	// Listen before the first cycle, so that no commit between a cycle and
+	// the wait after it goes unnoticed.
+	l := &listener{pool: r.cfg.Pool, channel: r.cfg.Table}
+	l.connect(ctx)
+	defer l.close()
+	var nextInfo, nextPrune time.Time
+	failures := 0
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.wm.Heartbeat()
+		now := time.Now()
+		if !now.Before(nextInfo) {
+			r.updateInfo(ctx)
+			nextInfo = now.Add(r.cfg.InfoInterval)
+		}
+		if r.cfg.Retention > 0 && !now.Before(nextPrune) {
+			r.prune(ctx)
+			nextPrune = now.Add(r.cfg.PruneInterval)
+		}
+		n, err := r.cycle(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failures++
+			r.m.cycles.WithLabelValues("failed").Inc()
+			r.wm.Fail(err)
+			r.log.Warn("relay cycle failed: rows kept for retry", slog.String("error", err.Error()), slog.Int("consecutive", failures))
+			if failures >= r.cfg.FailureLimit {
+				return fmt.Errorf("%w: %d cycles in a row: %w", ErrRelayFailing, failures, err)
+			}
+			l.wait(ctx, min(r.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond+r.cfg.PollInterval/10))
+			continue
+		}
+		if failures > 0 || r.wm.ConsecutiveFailures() > 0 {
+			failures = 0
+			r.wm.Succeed()
+		}
+		if n == r.cfg.BatchSize {
+			continue // more rows are waiting
+		}
+		if n == 0 {
+			r.m.cycles.WithLabelValues("empty").Inc()
+		}
+		l.wait(ctx, r.cfg.PollInterval)
+	}
+}
+
+// row is one claimed outbox row.
+type row struct {
+	id        int64
+	env       event.Envelope
+	stream    string
+	createdAt time.Time
+}
+
+// cycle claims up to BatchSize due rows, appends them in one pipeline and
+// records the result, all in one transaction. It returns how many rows it
+// claimed.
+func (r *Relay) cycle(ctx context.Context) (int, error) {
+	tx, err := r.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT id, event_id, stream, event_type, schema_version, brand_id,
+		aggregate_id, occurred_at, payload::text, coalesce(traceparent, ''), coalesce(tracestate, ''), created_at
+		FROM %s WHERE published_at IS NULL AND next_attempt_at <= now()
+		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Table), r.cfg.BatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("claim: %w", err)
+	}
+	var claimed []row
+	for rows.Next() {
+		var rw row
+		var typ, payload string
+		var brand int64
+		if err := rows.Scan(&rw.id, &rw.env.EventID, &rw.stream, &typ, &rw.env.SchemaVersion, &brand,
+			&rw.env.AggregateID, &rw.env.OccurredAt, &payload, &rw.env.TraceParent, &rw.env.TraceState, &rw.createdAt); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("claim: %w", err)
+		}
+		rw.env.EventType, rw.env.BrandID, rw.env.Payload = event.Type(typ), event.BrandID(brand), []byte(payload)
+		claimed = append(claimed, rw)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("claim: %w", err)
+	}
+	r.m.batch.Observe(float64(len(claimed)))
+	if len(claimed) == 0 {
+		return 0, tx.Commit(ctx)
+	}
+
+	pipe := r.cfg.Client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(claimed))
+	encErrs := make([]error, len(claimed))
+	for i := range claimed {
+		fields, err := event.Encode(claimed[i].env)
+		if err != nil {
+			encErrs[i] = err
+			continue
+		}
+		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: claimed[i].stream, Values: fields})
+	}
+	_, _ = pipe.Exec(ctx) // per-command errors are read below
+	var published, failed []int64
+	var failErr error
+	lastErr := ""
+	for i := range claimed {
+		err := encErrs[i]
+		if err == nil {
+			err = cmds[i].Err()
+		}
+		if err != nil {
+			failed = append(failed, claimed[i].id)
+			failErr, lastErr = err, err.Error()
+			continue
+		}
+		published = append(published, claimed[i].id)
+	}
+	if len(published) > 0 {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET published_at = now() WHERE id = ANY($1)", r.cfg.Table), published); err != nil {
+			return len(claimed), fmt.Errorf("mark published (the rows will be appended again): %w", err)
+		}
+	}
+	if len(failed) > 0 {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = $2,
+			next_attempt_at = now() + least($3::interval * power(2, attempts), $4::interval)
+			WHERE id = ANY($1)`, r.cfg.Table), failed, truncate(lastErr, 1024), r.cfg.RetryInitial, r.cfg.RetryMax); err != nil {
+			return len(claimed), fmt.Errorf("record failure: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return len(claimed), fmt.Errorf("commit (appended rows will be appended again): %w", err)
+	}
+	now := time.Now()
+	last := int64(0)
+	for i := range claimed {
+		if cmds[i] != nil && cmds[i].Err() == nil {
+			r.m.published.WithLabelValues(claimed[i].stream).Inc()
+			r.m.latency.Observe(now.Sub(claimed[i].createdAt).Seconds())
+			last = max(last, claimed[i].id)
+		}
+	}
+	if last > 0 {
+		r.wm.Progress(strconv.FormatInt(last, 10))
+		r.m.cycles.WithLabelValues("published").Inc()
+	}
+	if len(failed) > 0 {
+		r.m.failures.Add(float64(len(failed)))
+		return len(claimed), fmt.Errorf("%d of %d rows not appended: %w", len(failed), len(claimed), failErr)
+	}
+	return len(claimed), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// updateInfo counts the backlog for the watermark and the gauges.
+func (r *Relay) updateInfo(ctx context.Context) {
+	var n int64
+	var age float64
+	err := r.cfg.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT count(*),
+		coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
+		FROM %s WHERE published_at IS NULL`, r.cfg.Table)).Scan(&n, &age)
+	if err != nil {
+		r.wm.BacklogUnknown()
+		return
+	}
+	r.wm.SetBacklog(n)
+	r.m.backlog.Set(float64(n))
+	r.m.oldest.Set(max(age, 0))
+}
+
+// prune deletes published rows older than Retention, PruneBatch at a
+// time, so no statement holds a long lock.
+func (r *Relay) prune(ctx context.Context) {
+	for ctx.Err() == nil {
+		tag, err := r.cfg.Pool.Exec(ctx, fmt.Sprintf(`DELETE FROM %[1]s WHERE id IN (
+			SELECT id FROM %[1]s WHERE published_at < now() - $1::interval ORDER BY published_at LIMIT $2)`, r.cfg.Table),
+			r.cfg.Retention, r.cfg.PruneBatch)
+		if err != nil {
+			r.log.Warn("pruning published rows failed", slog.String("error", err.Error()))
+			return
+		}
+		r.m.pruned.Add(float64(tag.RowsAffected()))
+		if tag.RowsAffected() < int64(r.cfg.PruneBatch) {
+			return
+		}
+	}
+}
+
+// listener waits for NOTIFY on its own connection, reconnecting when it
+// breaks; while it has none it just sleeps (polling).
+type listener struct {
+	pool    *pgxpool.Pool
+	channel string
+	conn    *pgx.Conn
+}
+
+// connect opens the listening connection; it reports whether it did.
+func (l *listener) connect(ctx context.Context) bool {
+	c, err := pgx.ConnectConfig(ctx, l.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return false
+	}
+	if _, err = c.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
+		_ = c.Close(context.WithoutCancel(ctx))
+		return false
+	}
+	l.conn = c
+	return true
+}
+
+// wait returns on a notification, after d, or when ctx ends. Without a
+// listening connection it tries to open one and, when that works, returns
+// at once: notifications sent while there was none are lost, so the caller
+// must look for rows now.
+func (l *listener) wait(ctx context.Context, d time.Duration) {
+	if l.conn != nil && l.conn.IsClosed() {
+		l.conn = nil
+	}
+	if l.conn == nil && l.connect(ctx) {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if l.conn == nil {
+		<-wctx.Done()
+		return
+	}
+	if _, err := l.conn.WaitForNotification(wctx); err != nil && wctx.Err() == nil {
+		// Failed before its time (the connection broke): drop it, wait out
+		// the interval, and reconnect on the next wait.
+		_ = l.conn.Close(context.WithoutCancel(ctx))
+		l.conn = nil
+		<-wctx.Done()
+	}
+}
+
+func (l *listener) close() {
+	if l.conn != nil {
+		_ = l.conn.Close(context.Background())
+	}
+}

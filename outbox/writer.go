@@ -1,0 +1,234 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/promutil"
+	"github.com/headwaylabs/headway/readiness"
+)
+
+// DefaultTable is the outbox table used when none is configured. Its name
+// is also the LISTEN/NOTIFY channel the writer notifies and the relay
+// listens on.
+const DefaultTable = "headway_outbox"
+
+// DefaultAlertWindow is how long a producer-side brand violation keeps
+// Writer.Check failing.
+const DefaultAlertWindow = 5 * time.Minute
+
+// WriterConfig configures a [Writer]. The zero value is valid.
+type WriterConfig struct {
+	// Table is the outbox table (a plain lower-case identifier; the schema
+	// comes from the search_path). Default DefaultTable.
+	Table string
+	// Catalog decides which stream an event type goes to and refuses types
+	// that are not emitted. Default event.Platform().
+	Catalog *event.Catalog
+	// Guard runs the producer-side brand check and counts violations.
+	// Default brandguard.New with the same Registerer and Logger.
+	Guard *brandguard.Guard
+	// KeyPrefix is put before every stream key (event.StreamKey of the
+	// catalog stream), for tests or a shared Redis. Default none.
+	KeyPrefix string
+	// AlertWindow is how long a brand violation keeps Check failing.
+	// Default 5m.
+	AlertWindow time.Duration
+	// Registerer receives the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Writer writes outbox rows inside the caller's transaction, so that the
+// business state and the event commit together. It is safe for concurrent
+// use.
+type Writer struct {
+	table    string
+	streams  map[event.Type]string // emitted type -> stream key
+	catalog  *event.Catalog
+	guard    *brandguard.Guard
+	window   time.Duration
+	log      *slog.Logger
+	written  *prometheus.CounterVec // stream
+	refused  *prometheus.CounterVec // reason
+	violated atomic.Int64           // unix nanos of the last brand violation
+	reason   atomic.Pointer[string]
+}
+
+// NewWriter returns a Writer. Defaults: Table "headway_outbox", Catalog
+// event.Platform(), Guard brandguard.New (enforce), no key prefix,
+// AlertWindow 5m, no metrics registration, slog.Default().
+func NewWriter(cfg WriterConfig) (*Writer, error) {
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if !validTable(cfg.Table) {
+		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
+	}
+	if cfg.Catalog == nil {
+		cfg.Catalog = event.Platform()
+	}
+	if err := cfg.Catalog.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.AlertWindow <= 0 {
+		cfg.AlertWindow = DefaultAlertWindow
+	}
+	guard := cfg.Guard
+	if guard == nil {
+		var err error
+		if guard, err = brandguard.New(brandguard.Config{Catalog: cfg.Catalog, Registerer: cfg.Registerer, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	w := &Writer{table: cfg.Table, streams: map[event.Type]string{}, catalog: cfg.Catalog, guard: guard,
+		window: cfg.AlertWindow, log: cfg.Logger}
+	for _, s := range cfg.Catalog.Streams {
+		for _, ti := range s.Types {
+			if ti.Status == event.StatusEmitted {
+				w.streams[ti.Type] = cfg.KeyPrefix + event.StreamKey(s.Name)
+			}
+		}
+	}
+	var err error
+	if w.written, err = promutil.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "headway", Subsystem: "outbox", Name: "written_total",
+		Help: "Outbox rows written, by stream.",
+	}, []string{"stream"})); err != nil {
+		return nil, err
+	}
+	if w.refused, err = promutil.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "headway", Subsystem: "outbox", Name: "write_refused_total",
+		Help: "Outbox writes refused, by reason (brand_mismatch, not_emitted, invalid_event).",
+	}, []string{"reason"})); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Table returns the outbox table name (also the NOTIFY channel).
+func (w *Writer) Table() string { return w.table }
+
+// Write writes one event inside tx: see [Writer.WriteBatch].
+func (w *Writer) Write(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID, env event.Envelope) error {
+	return w.WriteBatch(ctx, tx, ownerBrand, []event.Envelope{env})
+}
+
+// WriteBatch writes events owned by a row of brand ownerBrand inside tx,
+// the caller's transaction, and notifies the relay (the notification is
+// delivered when tx commits). Every event is checked before anything is
+// written, and nothing is written when one fails:
+//   - it must encode (schema_version 2, a valid brand, …), else
+//     ErrInvalidEvent;
+//   - its type must be emitted on a catalog stream, else ErrNotEmitted;
+//   - its envelope brand must equal ownerBrand, else an error matching
+//     brandguard.ErrOwnerBrandMismatch; the violation is counted, logged and
+//     makes [Writer.Check] fail for AlertWindow (surfaced to supervision).
+//
+// Many events go in with one COPY. The caller commits or rolls back tx;
+// an error from the database leaves tx aborted.
+func (w *Writer) WriteBatch(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID, envs []event.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	streams := make([]string, len(envs))
+	for i := range envs {
+		e := &envs[i]
+		if err := e.Validate(); err != nil {
+			w.refused.WithLabelValues("invalid_event").Inc()
+			return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+		}
+		stream, ok := w.streams[e.EventType]
+		if !ok {
+			w.refused.WithLabelValues("not_emitted").Inc()
+			return fmt.Errorf("%w: %s: %s", ErrNotEmitted, e.EventType, w.whyNotEmitted(e.EventType))
+		}
+		if err := w.guard.CheckProducer(ctx, stream, ownerBrand, *e); err != nil {
+			w.refused.WithLabelValues("brand_mismatch").Inc()
+			if errors.Is(err, brandguard.ErrOwnerBrandMismatch) {
+				msg := "producer brand violation: " + err.Error()
+				w.reason.Store(&msg)
+				w.violated.Store(time.Now().UnixNano())
+			}
+			return err
+		}
+		streams[i] = stream
+	}
+	if len(envs) == 1 {
+		e := &envs[0]
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (event_id, stream, event_type, schema_version, brand_id,
+			owner_brand_id, aggregate_id, occurred_at, payload, traceparent, tracestate)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), NULLIF($11, ''))`, w.table),
+			e.EventID, streams[0], string(e.EventType), e.SchemaVersion, int64(e.BrandID), int64(ownerBrand),
+			e.AggregateID, e.OccurredAt, string(e.Payload), e.TraceParent, e.TraceState); err != nil {
+			return fmt.Errorf("outbox: insert %s: %w", e.EventID, err)
+		}
+	} else {
+		rows := make([][]any, len(envs))
+		for i := range envs {
+			e := &envs[i]
+			rows[i] = []any{e.EventID, streams[i], string(e.EventType), int32(e.SchemaVersion), int64(e.BrandID),
+				int64(ownerBrand), e.AggregateID, e.OccurredAt, string(e.Payload), nullIfEmpty(e.TraceParent), nullIfEmpty(e.TraceState)}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{w.table}, []string{"event_id", "stream", "event_type",
+			"schema_version", "brand_id", "owner_brand_id", "aggregate_id", "occurred_at", "payload", "traceparent", "tracestate"},
+			pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("outbox: copy %d events: %w", len(envs), err)
+		}
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", w.table); err != nil {
+		return fmt.Errorf("outbox: notify: %w", err)
+	}
+	for _, s := range streams {
+		w.written.WithLabelValues(s).Inc()
+	}
+	return nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func (w *Writer) whyNotEmitted(t event.Type) string {
+	for _, s := range w.catalog.Streams {
+		if _, ok := s.Type(t); ok {
+			return w.catalog.CheckEmit(s.Name, t).Error()
+		}
+	}
+	if w.catalog.IsRetired(t) {
+		return "retired: no longer written"
+	}
+	return "unknown to the catalog"
+}
+
+// Check is a readiness check (readiness.Probes.AddReadinessCheck): it fails
+// for AlertWindow after a producer-side brand violation, with the
+// violation as the reason, so that a producer writing mismatched events is
+// surfaced to supervision.
+func (w *Writer) Check() error {
+	at := w.violated.Load()
+	if at == 0 || time.Since(time.Unix(0, at)) > w.window {
+		return nil
+	}
+	reason := "producer brand violation"
+	if p := w.reason.Load(); p != nil {
+		reason = *p
+	}
+	return readiness.NotReady(reason)
+}

@@ -1,0 +1,246 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/pgtest"
+	"github.com/headwaylabs/headway/outbox"
+)
+
+func migrated(t *testing.T) *pgtest.DB {
+	t.Helper()
+	db := pgtest.New(t)
+	if err := outbox.Migrate(context.Background(), db.Pool, ""); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func env(id string, typ event.Type, agg string, brand event.BrandID) event.Envelope {
+	b, _ := json.Marshal(map[string]string{"id": id})
+	return event.Envelope{EventID: id, EventType: typ, SchemaVersion: 2, BrandID: brand,
+		OccurredAt: time.Now().UTC().Truncate(time.Microsecond), AggregateID: agg, Payload: b}
+}
+
+func count(t *testing.T, db *pgtest.DB, where string) int {
+	t.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM headway_outbox WHERE "+where).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
+	db := pgtest.New(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = outbox.Migrate(context.Background(), db.Pool, "") })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := outbox.Migrate(context.Background(), db.Pool, ""); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	_ = db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM headway_outbox_migrations").Scan(&n)
+	if n != 1 {
+		t.Fatalf("migrations recorded %d times", n)
+	}
+	if err := outbox.Migrate(context.Background(), db.Pool, "Bad-Name"); !errors.Is(err, outbox.ErrInvalidConfig) {
+		t.Fatalf("bad table name: %v", err)
+	}
+}
+
+func TestWriteInCallerTransaction(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	w, err := outbox.NewWriter(outbox.WriterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listener, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Release()
+	if _, err := listener.Exec(ctx, "LISTEN headway_outbox"); err != nil {
+		t.Fatal(err)
+	}
+
+	e := env("w-1", event.BetSettledConfirmed, "bet-1", 3)
+	e.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	// Rolled back: nothing stays.
+	_ = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if err := w.Write(ctx, tx, 3, e); err != nil {
+			t.Fatal(err)
+		}
+		return errors.New("business failure")
+	})
+	if n := count(t, db, "true"); n != 0 {
+		t.Fatalf("%d rows after rollback", n)
+	}
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.Write(ctx, tx, 3, e) }); err != nil {
+		t.Fatal(err)
+	}
+	var stream, typ, payload, tp string
+	var brand, owner int64
+	if err := db.Pool.QueryRow(ctx, `SELECT stream, event_type, brand_id, owner_brand_id, payload::text, traceparent
+		FROM headway_outbox WHERE event_id = 'w-1'`).Scan(&stream, &typ, &brand, &owner, &payload, &tp); err != nil {
+		t.Fatal(err)
+	}
+	if stream != "events:{wallet}" || typ != "BET_SETTLED_CONFIRMED" || brand != 3 || owner != 3 ||
+		payload != string(e.Payload) || tp != e.TraceParent {
+		t.Fatalf("row = %s %s %d %d %s %s", stream, typ, brand, owner, payload, tp)
+	}
+	nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := listener.Conn().WaitForNotification(nctx)
+	if err != nil || n.Channel != "headway_outbox" {
+		t.Fatalf("no notification after commit: %v %v", n, err)
+	}
+}
+
+func TestWriteBatchUsesOneTransaction(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: "x:"})
+	var envs []event.Envelope
+	for i := range 200 {
+		envs = append(envs, env(fmt.Sprintf("b-%d", i), event.DepositApproved, fmt.Sprintf("dep-%d", i), 5))
+	}
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 5, envs) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, "stream = 'x:events:{wallet}' AND published_at IS NULL"); n != 200 {
+		t.Fatalf("%d rows, want 200", n)
+	}
+	// One bad event refuses the whole batch.
+	bad := append([]event.Envelope{env("c-1", event.DepositApproved, "d", 5)}, env("c-2", event.DepositApproved, "d", 6))
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 5, bad) })
+	if !errors.Is(err, brandguard.ErrOwnerBrandMismatch) || count(t, db, "event_id LIKE 'c-%'") != 0 {
+		t.Fatalf("batch with a mismatch: %v", err)
+	}
+}
+
+func TestWriterRefuses(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	reg := prometheus.NewPedanticRegistry()
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Registerer: reg})
+	write := func(owner event.BrandID, e event.Envelope) error {
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.Write(ctx, tx, owner, e) })
+	}
+	if err := w.Check(); err != nil {
+		t.Fatalf("Check before any violation: %v", err)
+	}
+	err := write(4, env("m-1", event.BetSettledConfirmed, "bet-1", 3))
+	var me *brandguard.MismatchError
+	if !errors.Is(err, brandguard.ErrOwnerBrandMismatch) || !errors.As(err, &me) || me.Other != 4 {
+		t.Fatalf("brand mismatch: %v", err)
+	}
+	if err := w.Check(); err == nil || !strings.Contains(err.Error(), "producer brand violation") {
+		t.Fatalf("a violation must surface in Check: %v", err)
+	}
+	if err := write(3, env("r-1", event.BetAuthorized, "bet-1", 3)); !errors.Is(err, outbox.ErrNotEmitted) ||
+		!strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("reserved type: %v", err)
+	}
+	if err := write(3, env("r-2", event.BrandAwarePublishingBegins, "x", 3)); !errors.Is(err, outbox.ErrNotEmitted) {
+		t.Fatalf("retired type: %v", err)
+	}
+	legacy := env("l-1", event.BetSettledConfirmed, "bet-1", 3)
+	legacy.SchemaVersion = 1
+	if err := write(3, legacy); !errors.Is(err, outbox.ErrInvalidEvent) {
+		t.Fatalf("schema_version 1: %v", err)
+	}
+	if n := count(t, db, "true"); n != 0 {
+		t.Fatalf("%d rows written by refused writes", n)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP headway_outbox_write_refused_total Outbox writes refused, by reason (brand_mismatch, not_emitted, invalid_event).
+# TYPE headway_outbox_write_refused_total counter
+headway_outbox_write_refused_total{reason="brand_mismatch"} 1
+headway_outbox_write_refused_total{reason="invalid_event"} 1
+headway_outbox_write_refused_total{reason="not_emitted"} 2
+`), "headway_outbox_write_refused_total"); err != nil {
+		t.Error(err)
+	}
+	if v := testutil.ToFloat64(mustCounter(t, reg, "headway_brandguard_producer_violations_total")); v != 1 {
+		t.Errorf("producer violations = %v", v)
+	}
+}
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, _ := reg.Gather()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				c.Add(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return c
+}
+
+// TestDatabaseEnforcesOwnerBrand: writers that bypass the library are held
+// by the CHECK and by the composite foreign key pattern on an owner table.
+func TestDatabaseEnforcesOwnerBrand(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	mustExec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustExec(`CREATE TABLE wallet_bets (id text PRIMARY KEY, brand_id bigint NOT NULL, UNIQUE (id, brand_id))`)
+	mustExec(`ALTER TABLE headway_outbox ADD CONSTRAINT outbox_owner_brand
+		FOREIGN KEY (aggregate_id, owner_brand_id) REFERENCES wallet_bets (id, brand_id)`)
+	mustExec(`INSERT INTO wallet_bets VALUES ('bet-1', 3)`)
+	insert := func(id string, brand, owner int64) error {
+		_, err := db.Pool.Exec(ctx, `INSERT INTO headway_outbox (event_id, stream, event_type, schema_version,
+			brand_id, owner_brand_id, aggregate_id, occurred_at, payload)
+			VALUES ($1, 'events:{wallet}', 'BET_SETTLED_CONFIRMED', 2, $2, $3, 'bet-1', now(), '{}')`, id, brand, owner)
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if err := insert("raw-1", 4, 3); !errors.As(err, &pgErr) || pgErr.Code != "23514" {
+		t.Fatalf("envelope brand 4 for owner brand 3: %v, want a check violation", err)
+	}
+	if err := insert("raw-2", 4, 4); !errors.As(err, &pgErr) || pgErr.Code != "23503" {
+		t.Fatalf("claiming owner brand 4 for a brand 3 bet: %v, want a foreign key violation", err)
+	}
+	if err := insert("raw-3", 3, 3); err != nil {
+		t.Fatalf("matching brands refused: %v", err)
+	}
+	// The library's writer goes through the same constraint.
+	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		return w.Write(ctx, tx, 5, env("w-5", event.BetSettledConfirmed, "bet-1", 5)) // owner brand given wrong by the caller
+	})
+	if !errors.As(err, &pgErr) || pgErr.Code != "23503" {
+		t.Fatalf("writer with a wrong owner brand: %v, want the foreign key to refuse it", err)
+	}
+}
