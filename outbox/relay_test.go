@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/event"
@@ -254,4 +255,53 @@ func TestRelayPrunesPublishedRows(t *testing.T) {
 	waitFor(t, 10*time.Second, "old published rows pruned, new ones published and kept", func() bool {
 		return count(t, db, "event_id LIKE 'old-%'") == 0 && count(t, db, "event_id LIKE 'new-%' AND published_at IS NOT NULL") == 5
 	})
+}
+
+// TestRelayRecoversFromTerminatedConnections kills the relay's PostgreSQL
+// backends mid-run, several times: every row is still published, at
+// least once each (a commit lost after the append republishes its rows).
+func TestRelayRecoversFromTerminatedConnections(t *testing.T) {
+	db := migrated(t)
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	cfg := db.Pool.Config().Copy()
+	app := "relay-" + db.Schema
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	for i := range 4 {
+		writeEvents(t, db, w, fmt.Sprintf("k%d", i), 250, 3)
+	}
+	runRelay(t, outbox.RelayConfig{Pool: pool, Client: rdb, BatchSize: 20, PollInterval: 20 * time.Millisecond,
+		FailureLimit: 1000})
+	key := prefix + "events:{wallet}"
+	kills := 0
+	for kills < 3 {
+		published := count(t, db, "published_at IS NOT NULL")
+		if published >= 1000 {
+			break
+		}
+		if published > kills*250 {
+			var n int
+			if err := db.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+				WHERE application_name = $1`, app).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			kills++
+			t.Logf("terminated %d relay backends at %d published", n, published)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitFor(t, 20*time.Second, "every row published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
+	seen := map[string]bool{}
+	for _, e := range streamEvents(t, rdb, key) {
+		seen[e.EventID] = true
+	}
+	if len(seen) != 1000 {
+		t.Fatalf("%d distinct events on the stream, want 1000", len(seen))
+	}
 }
