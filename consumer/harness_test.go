@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -13,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -157,16 +156,10 @@ func publishRaw(t *testing.T, rdb redis.UniversalClient, stream string, fields m
 	return id
 }
 
-// eventually polls cond every 10ms until it holds or the deadline passes.
+// eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, within, what, cond)
 }
 
 // pending returns the group's pending count.
@@ -249,7 +242,5 @@ func ids(prefix string, n int) []string {
 	return out
 }
 
-var _ = testutil.ToFloat64
-var _ = fmt.Sprint
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -17,6 +17,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/readiness"
 )
@@ -70,13 +71,7 @@ func writeEvents(t *testing.T, db *pgtest.DB, w *outbox.Writer, prefix string, n
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, within, what, cond)
 }
 
 // streamEvents decodes the stream's entries.

@@ -1,38 +1,22 @@
 package readiness
 
 import (
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/headwaylabs/headway/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeClock is a manual clock for the rules.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the shared manual clock.
+type fakeClock = testkit.FakeClock
 
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 5, 15, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeClock { return testkit.NewClock() }
 
 // newTestWatermark returns a watermark on a fake clock with a 30s stall
 // window, a 1m liveness window and a failure bound of 3.

@@ -19,6 +19,7 @@ import (
 	"github.com/thejerf/suture/v4"
 	"go.uber.org/goleak"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -199,27 +200,10 @@ func lint(t *testing.T, reg prometheus.Gatherer) {
 
 var errRedis = errors.New("redis: connection refused")
 
-// fakeClock is a manual clock for job health and watermarks.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the shared manual clock.
+type fakeClock = testkit.FakeClock
 
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 5, 15, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeClock { return testkit.NewClock() }
 
 // live serves GET /live?full=1 and returns the code and the checks.
 func (h *harness) live(t *testing.T) (int, map[string]string) {
