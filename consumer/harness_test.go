@@ -242,5 +242,4 @@ func ids(prefix string, n int) []string {
 	return out
 }
 
-
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
