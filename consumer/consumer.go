@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -55,6 +56,9 @@ type Consumer struct {
 	// the Serve goroutine prepares.
 	bufs    [2][]item
 	nextBuf int
+	// fresh holds the IDs of the entries in this process, kept fresh by
+	// the refresh goroutine.
+	fresh freshness
 }
 
 var _ suture.Service = (*Consumer)(nil)
@@ -142,15 +146,18 @@ func (c *Consumer) String() string {
 // It returns early with an error when FailureLimit reads in a row failed
 // (the supervisor restarts it).
 func (c *Consumer) Serve(ctx context.Context) error {
+	// The info poll and the refresher of held entries run beside the
+	// loop. The refresher outlives ctx until Serve returns: entries still
+	// draining stay ours.
 	infoCtx, stopInfo := context.WithCancel(ctx)
-	infoDone := make(chan struct{})
-	go func() {
-		defer close(infoDone)
-		c.pollInfo(infoCtx)
-	}()
+	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
+	var side sync.WaitGroup
+	side.Go(func() { c.pollInfo(infoCtx) })
+	side.Go(func() { c.refresh(refreshCtx) })
 	defer func() {
 		stopInfo()
-		<-infoDone
+		stopRefresh()
+		side.Wait()
 	}()
 
 	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil && ctx.Err() == nil {

@@ -389,7 +389,7 @@ func TestSlowHandlerIsNotReclaimedWhileRunning(t *testing.T) {
 	eventually(t, 5*time.Second, "handler started", func() bool { return runs.Load() == 1 })
 	other := mk("pod-b")
 	other.HandlerTimeout = 200 * time.Millisecond
-	other.ReclaimIdle = 700 * time.Millisecond
+	other.ReclaimIdle = time.Second // above pod-a's refresh period (700ms), below its handler's 1.2s
 	b := start(t, other)
 	eventually(t, 5*time.Second, "applied", func() bool { return a.pending() == 0 })
 	_ = b

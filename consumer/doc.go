@@ -71,9 +71,10 @@
 // On start the consumer first re-reads its own pending entries (ID 0), then
 // new ones. Every ReclaimInterval it claims entries idle for ReclaimIdle
 // (XAUTOCLAIM) — those of dead consumers and its own deferred or failed
-// ones. Entries in flight are re-claimed to this consumer every
-// ReclaimIdle/3 (XCLAIM JUSTID), so a slow handler is never claimed by
-// another consumer and run twice at once. Consumers of the group idle for
+// ones. Entries held by this consumer (the batch running and the one
+// prepared behind it) are re-claimed to it every ReclaimIdle/3 (XCLAIM
+// JUSTID), so a slow batch is never claimed by another consumer and run
+// twice at once. Consumers of the group idle for
 // ConsumerIdleTimeout with nothing pending are removed.
 //
 // When the group or stream vanishes (NOGROUP: deleted, or Redis restarted

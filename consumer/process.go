@@ -66,6 +66,7 @@ func (c *Consumer) prepare(ctx context.Context, msgs []redis.XMessage, deliverie
 		*buf = make([]item, len(msgs))
 	}
 	b := &batch{items: (*buf)[:len(msgs)], reclaimed: reclaimed}
+	c.fresh.hold(msgs)
 	for i := range msgs {
 		it := &b.items[i]
 		it.msg = msgs[i]
@@ -113,6 +114,7 @@ func (c *Consumer) prepare(ctx context.Context, msgs []redis.XMessage, deliverie
 // for aggregates held for order: they carry the held entries, in order.
 func (c *Consumer) run(ctx context.Context, b *batch) {
 	defer clear(b.items) // hold no entry longer than the batch
+	defer c.fresh.release(b.items)
 	opCtx := context.WithoutCancel(ctx)
 	for _, it := range b.rejected {
 		c.deadLetter(opCtx, it, it.rejectReason, it.err)
@@ -181,8 +183,6 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
 		}
 		lanes[l] = append(lanes[l], it)
 	}
-	stopRefresh := c.keepFresh(ctx, jobs)
-	defer stopRefresh()
 	var wg sync.WaitGroup
 	for _, lane := range lanes {
 		if len(lane) == 0 {
@@ -326,38 +326,6 @@ func (c *Consumer) handlerContext(ctx context.Context) (context.Context, context
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.DrainTimeout, cancel) })
 	return hctx, func() { stop(); cancel() }
-}
-
-// keepFresh re-claims the batch's entries to this consumer (XCLAIM JUSTID,
-// which resets their idle time without counting a delivery) every third of
-// ReclaimIdle while handlers run, so no other consumer claims them.
-func (c *Consumer) keepFresh(ctx context.Context, jobs []*item) (stop func()) {
-	ids := make([]string, len(jobs))
-	for i, it := range jobs {
-		ids[i] = it.msg.ID
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(c.cfg.ReclaimIdle / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-				err := c.rdb.XClaimJustID(rctx, &redis.XClaimArgs{Stream: c.cfg.Stream, Group: c.cfg.Group,
-					Consumer: c.cfg.Consumer, Messages: ids}).Err()
-				cancel()
-				if err != nil {
-					c.log.Warn("refreshing entries in flight failed", slog.String(AttrError, err.Error()))
-				}
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
 }
 
 // settle records applied jobs as done in a batch dedup store and releases

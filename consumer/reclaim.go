@@ -13,7 +13,7 @@ const maxReclaimRounds = 4
 
 // reclaim claims entries idle for ReclaimIdle — from consumers that died,
 // and this consumer's own failed or deferred ones — and processes them.
-// Entries in flight here are never idle that long (keepFresh). Entries that
+// Entries held here are never idle that long (see freshness). Entries that
 // were deleted from the stream while pending are counted as lost (Redis 7
 // drops them from the pending list as it reports them).
 func (c *Consumer) reclaim(ctx context.Context) {

@@ -1,0 +1,76 @@
+package consumer
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// freshness keeps the entries this consumer holds — the batch running and
+// the one prepared behind it — from looking idle to the group: every
+// ReclaimIdle/3 it re-claims them to this consumer with XCLAIM JUSTID,
+// which resets their idle time without counting a delivery. So no other
+// consumer's reclaim takes an entry that is still in this process, however
+// long its batch takes (ADR-010).
+type freshness struct {
+	mu   sync.Mutex
+	held map[string]struct{}
+}
+
+func (f *freshness) hold(msgs []redis.XMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.held == nil {
+		f.held = make(map[string]struct{}, 2*len(msgs))
+	}
+	for i := range msgs {
+		f.held[msgs[i].ID] = struct{}{}
+	}
+}
+
+func (f *freshness) release(items []item) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range items {
+		delete(f.held, items[i].msg.ID)
+	}
+}
+
+func (f *freshness) ids() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.held))
+	for id := range f.held {
+		out = append(out, id)
+	}
+	return out
+}
+
+// refresh runs until ctx ends, re-claiming the held entries every
+// ReclaimIdle/3.
+func (c *Consumer) refresh(ctx context.Context) {
+	t := time.NewTicker(c.cfg.ReclaimIdle / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ids := c.fresh.ids()
+		for len(ids) > 0 {
+			chunk := ids[:min(len(ids), 1000)]
+			ids = ids[len(chunk):]
+			rctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := c.rdb.XClaimJustID(rctx, &redis.XClaimArgs{Stream: c.cfg.Stream, Group: c.cfg.Group,
+				Consumer: c.cfg.Consumer, Messages: chunk}).Err()
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("refreshing entries in flight failed", slog.String(AttrError, err.Error()))
+			}
+		}
+	}
+}
