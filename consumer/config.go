@@ -59,7 +59,11 @@ func (p RetryPolicy) delay(attempt int) time.Duration {
 type Config struct {
 	// Client is the Redis client: a single node, sentinel or cluster. The
 	// consumer holds one of its connections in a blocking read; size the
-	// pool for that plus the info poll and the handlers' own use.
+	// pool for that plus the info poll and the handlers' own use. Set
+	// ContextTimeoutEnabled in its options: without it go-redis ignores
+	// context deadlines, and a hung Redis holds acknowledgements, dead
+	// letters and shutdown for its read timeouts and retries (New logs a
+	// warning).
 	Client redis.UniversalClient
 	// Stream is the stream key, e.g. event.StreamKey("wallet").
 	Stream string

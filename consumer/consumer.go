@@ -126,10 +126,26 @@ func New(cfg Config) (*Consumer, error) {
 		blocked: map[string]struct{}{},
 	}
 	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
+	if !contextTimeouts(cfg.Client) {
+		c.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): " +
+			"while Redis hangs, acknowledgements, dead letters and shutdown wait for the client's read timeouts and retries")
+	}
 	for t, h := range cfg.Handlers {
 		c.handlers[t] = chain(recoverer(h), cfg.Middleware)
 	}
 	return c, nil
+}
+
+// contextTimeouts reports whether the go-redis client honours context
+// deadlines (true when it cannot tell).
+func contextTimeouts(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
 }
 
 // Watermark returns the consumer's watermark, for probes and supervisors.
@@ -176,13 +192,24 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
 			if cur != nil {
+				// Prepared but not started: run no handler after the
+				// cancel (the drain covers only work already in flight);
+				// its entries stay pending, their leases are released.
+				cur.abandon = true
 				c.run(ctx, cur)
 			}
 			c.log.Info("consumer stopped")
 			return ctx.Err()
 		}
 		c.wm.Heartbeat()
-		if cur == nil && !time.Now().Before(nextReclaim) {
+		if !time.Now().Before(nextReclaim) {
+			// Under steady load there is always a prepared batch: run it
+			// first, so reclaiming (dead consumers' entries, our own
+			// failed and deferred ones) is never starved.
+			if cur != nil {
+				c.run(ctx, cur)
+				cur = nil
+			}
 			c.reclaim(ctx)
 			nextReclaim = time.Now().Add(c.cfg.ReclaimInterval)
 		}

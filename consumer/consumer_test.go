@@ -617,3 +617,42 @@ func TestHandlerTimeoutCancelsAttempt(t *testing.T) {
 		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 }
+
+// TestReclaimRunsUnderSteadyLoad: while new entries keep arriving, a failed
+// entry still comes back and is applied (reclaim is not starved by the
+// read-ahead).
+func TestReclaimRunsUnderSteadyLoad(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	var failOnce atomic.Bool
+	failOnce.Store(true)
+	rec := newRecorder()
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		if m.Envelope.EventID == "first" && failOnce.CompareAndSwap(true, false) {
+			return errors.New("transient")
+		}
+		return rec.handle(ctx, m)
+	}
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Retry.Attempts = 1
+	cfg.HandlerTimeout = 100 * time.Millisecond
+	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 100*time.Millisecond
+	cfg.BatchSize = 5
+	start(t, cfg)
+	publish(t, rdb, stream, envelope("first", event.BetSettledConfirmed, "bet-first", 3, nil))
+	stop := make(chan struct{})
+	var producer sync.WaitGroup
+	producer.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			publish(t, rdb, stream, envelope(fmt.Sprintf("load-%d", i), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%50), 3, nil))
+			time.Sleep(time.Millisecond) // a steady trickle, so every read finds entries
+		}
+	})
+	defer func() { close(stop); producer.Wait() }()
+	eventually(t, 10*time.Second, "the failed entry applied while the load goes on", func() bool { return rec.times("first") == 1 })
+}

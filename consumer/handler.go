@@ -35,7 +35,9 @@ func (m *Message) CheckTarget(ctx context.Context, target event.BrandID) (event.
 	return m.guard.CheckTarget(ctx, m.Envelope, target)
 }
 
-// Handler applies one event. Returning nil acknowledges it. An error is
+// Handler applies one event. The Message is valid until the handler
+// returns (its memory is reused for the next batch): copy what must outlive
+// the call. Returning nil acknowledges it. An error is
 // retried in process (Config.Retry), then left pending for redelivery, and
 // dead-lettered once Redis has delivered it Config.MaxDeliveries times; an
 // error wrapping [ErrPermanent] or brandguard.ErrBrandMismatch is

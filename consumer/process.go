@@ -34,8 +34,7 @@ type item struct {
 	err        error
 	// rejectReason is brandguard's reason for an entry to dead-letter.
 	rejectReason string
-	m            Message    // handed to the handler, with the envelope; part of the item to save an allocation
-	actx         attemptCtx // the context of the running attempt, likewise
+	m            Message // handed to the handler, with the envelope; part of the item to save an allocation
 }
 
 var laneSeed = maphash.MakeSeed()
@@ -47,6 +46,7 @@ type batch struct {
 	jobs      []*item // accepted entries with a handler
 	rejected  []*item // to dead-letter, with reject set
 	reclaimed bool
+	abandon   bool // shutting down before it started: run no handler
 }
 
 // processBatch takes a batch through the whole pipeline at once.
@@ -124,6 +124,10 @@ func (c *Consumer) run(ctx context.Context, b *batch) {
 		if it.outcome != "" { // settled by the claim: duplicate or busy
 			continue
 		}
+		if b.abandon {
+			it.outcome = OutcomeDeferred
+			continue
+		}
 		if _, held := c.blocked[it.m.Envelope.AggregateID]; held && !b.reclaimed {
 			it.outcome = OutcomeDeferred
 			continue
@@ -188,11 +192,7 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
 		if len(lane) == 0 {
 			continue
 		}
-		wg.Go(func() {
-			clock := newLaneClock(hctx, c.cfg.HandlerTimeout)
-			defer clock.close()
-			c.runLane(ctx, hctx, clock, lane)
-		})
+		wg.Go(func() { c.runLane(ctx, hctx, lane) })
 	}
 	// The loop is alive while it waits for its handlers: keep the
 	// heartbeat, so a hung handler shows as a stall (no progress with a
@@ -216,7 +216,7 @@ const heartbeatInterval = time.Second
 
 // runLane runs one lane's jobs in order. After a job of an aggregate stays
 // pending, the lane's later jobs of that aggregate stay pending too.
-func (c *Consumer) runLane(ctx, hctx context.Context, clock *laneClock, lane []*item) {
+func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
 	var stuck map[string]bool
 	for _, it := range lane {
 		agg := it.m.Envelope.AggregateID
@@ -228,7 +228,7 @@ func (c *Consumer) runLane(ctx, hctx context.Context, clock *laneClock, lane []*
 			stuck[agg] = true
 			continue
 		}
-		c.runJob(ctx, hctx, clock, it)
+		c.runJob(ctx, hctx, it)
 		if !it.ack && !it.resolved {
 			if stuck == nil {
 				stuck = map[string]bool{}
@@ -239,7 +239,7 @@ func (c *Consumer) runLane(ctx, hctx context.Context, clock *laneClock, lane []*
 }
 
 // runJob runs one job to an outcome.
-func (c *Consumer) runJob(ctx, hctx context.Context, clock *laneClock, it *item) {
+func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
 	it.m.ID, it.m.Stream, it.m.Group, it.m.Consumer = it.msg.ID, c.cfg.Stream, c.cfg.Group, c.cfg.Consumer
 	it.m.Deliveries, it.m.guard = it.deliveries, c.guard
 	m := &it.m
@@ -247,7 +247,7 @@ func (c *Consumer) runJob(ctx, hctx context.Context, clock *laneClock, it *item)
 	if c.store != nil && c.batcher == nil {
 		var o dedup.Outcome
 		o, err = c.store.Process(hctx, dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID},
-			func(pctx context.Context) error { return c.attempts(ctx, pctx, nil, it, m) })
+			func(pctx context.Context) error { return c.attempts(ctx, pctx, it, m) })
 		switch o {
 		case dedup.Duplicate:
 			it.ack, it.outcome = true, OutcomeDuplicate
@@ -257,7 +257,7 @@ func (c *Consumer) runJob(ctx, hctx context.Context, clock *laneClock, it *item)
 			return
 		}
 	} else {
-		err = c.attempts(ctx, hctx, clock, it, m)
+		err = c.attempts(ctx, hctx, it, m)
 	}
 	if err == nil {
 		it.ack, it.outcome = true, OutcomeApplied
@@ -288,25 +288,19 @@ func (c *Consumer) runJob(ctx, hctx context.Context, clock *laneClock, it *item)
 	}
 }
 
-// attempts runs the handler with the in-process retry policy. It stops
-// retrying when the consumer is shutting down. With a lane clock the
-// attempts share its context; without one (a dedup store passed its own
-// context) each attempt gets a context.WithTimeout of parent.
-func (c *Consumer) attempts(ctx, parent context.Context, clock *laneClock, it *item, m *Message) error {
+// attempts runs the handler with the in-process retry policy, each attempt
+// under its own context.WithTimeout(parent, HandlerTimeout). (A shared,
+// re-armed lane context saved four allocations an attempt but broke the
+// context contract for handlers that keep or derive from their context.)
+// It stops retrying when the consumer is shutting down.
+func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message) error {
 	obs := c.series.observe(it.m.Envelope.EventType)
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
 		start := time.Now()
-		var err error
-		if clock != nil {
-			clock.begin(&it.actx, start)
-			err = it.handler(&it.actx, m)
-			clock.end()
-		} else {
-			actx, cancel := context.WithTimeout(parent, c.cfg.HandlerTimeout)
-			err = it.handler(actx, m)
-			cancel()
-		}
+		actx, cancel := context.WithTimeout(parent, c.cfg.HandlerTimeout)
+		err := it.handler(actx, m)
+		cancel()
 		obs.Observe(time.Since(start).Seconds())
 		if err == nil {
 			return nil

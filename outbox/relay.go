@@ -322,7 +322,7 @@ func (r *Relay) cycle(ctx context.Context) (int, error) {
 	}
 	if len(failed) > 0 {
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = $2,
-			next_attempt_at = now() + least($3::interval * power(2, attempts), $4::interval)
+			next_attempt_at = now() + least($3::interval * power(2, least(attempts, 30)), $4::interval)
 			WHERE id = ANY($1)`, r.cfg.Table), failed, truncate(lastErr, 1024), r.cfg.RetryInitial, r.cfg.RetryMax); err != nil {
 			return len(claimed), fmt.Errorf("record failure: %w", err)
 		}
@@ -401,6 +401,10 @@ type listener struct {
 
 // connect opens the listening connection; it reports whether it did.
 func (l *listener) connect(ctx context.Context) bool {
+	// Bounded, so a database that drops packets cannot hold the loop (and
+	// its heartbeat) in a connect.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	c, err := pgx.ConnectConfig(ctx, l.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return false

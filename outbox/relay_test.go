@@ -300,3 +300,34 @@ func TestRelayRecoversFromTerminatedConnections(t *testing.T) {
 		t.Fatalf("%d distinct events on the stream, want 1000", len(seen))
 	}
 }
+
+// TestRelayBackoffAfterManyAttempts: a row that can never be appended (its
+// stream key holds a string) keeps failing with a capped backoff, however
+// many attempts it has, and never blocks the rows behind it.
+func TestRelayBackoffAfterManyAttempts(t *testing.T) {
+	db := migrated(t)
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	writeEvents(t, db, w, "poison", 1, 3)
+	if err := rdb.Set(ctx, prefix+"events:{wallet}", "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, "UPDATE headway_outbox SET attempts = 1000"); err != nil {
+		t.Fatal(err)
+	}
+	w2, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix + "ok:"})
+	writeEvents(t, db, w2, "fine", 5, 3)
+	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond,
+		RetryInitial: time.Second, RetryMax: time.Minute, FailureLimit: 1000})
+	waitFor(t, 10*time.Second, "the poison row's failure recorded with a capped backoff; the others published", func() bool {
+		var attempts int
+		var lastErr string
+		var wait float64
+		err := db.Pool.QueryRow(ctx, `SELECT attempts, coalesce(last_error, ''),
+			extract(epoch FROM next_attempt_at - now())::float8 FROM headway_outbox WHERE event_id = 'poison-0'`).
+			Scan(&attempts, &lastErr, &wait)
+		return err == nil && attempts == 1001 && wait > 0 && wait <= 61 &&
+			count(t, db, "event_id LIKE 'fine-%' AND published_at IS NOT NULL") == 5
+	})
+}
