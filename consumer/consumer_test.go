@@ -656,3 +656,39 @@ func TestReclaimRunsUnderSteadyLoad(t *testing.T) {
 	defer func() { close(stop); producer.Wait() }()
 	eventually(t, 10*time.Second, "the failed entry applied while the load goes on", func() bool { return rec.times("first") == 1 })
 }
+
+// TestDedupLeaseRenewedWhileRunning: a handler that runs longer than the
+// dedup LeaseTTL keeps its lease, so another process cannot run the same
+// event at the same time.
+func TestDedupLeaseRenewedWhileRunning(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	storeCfg := dedup.RedisConfig{Prefix: prefix + "dedup:", LeaseTTL: 300 * time.Millisecond}
+	store, _ := dedup.NewRedis(rdb, storeCfg)
+	other, _ := dedup.NewRedis(rdb, storeCfg) // another process's store
+	running := make(chan struct{})
+	release := make(chan struct{})
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		close(running)
+		<-release
+		return nil
+	}
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Dedup = store
+	// The refresher runs every ReclaimIdle/3 = 200ms, under the 300ms lease.
+	cfg.ReclaimIdle = 600 * time.Millisecond
+	cfg.HandlerTimeout = 500 * time.Millisecond
+	h := start(t, cfg)
+	publish(t, rdb, stream, envelope("long", event.BetSettledConfirmed, "bet-1", 3, nil))
+	<-running
+	// Let more than LeaseTTL pass while the handler runs (the state to
+	// check is "later than the lease", not an event to wait for).
+	time.Sleep(450 * time.Millisecond)
+	out := make([]dedup.Outcome, 1)
+	err := other.Claim(context.Background(), []dedup.Key{{Scope: "rolling_service", EventID: "long"}}, out)
+	close(release)
+	if err != nil || out[0] != dedup.Busy {
+		t.Fatalf("another store could claim a running event after LeaseTTL: %v %v", out, err)
+	}
+	eventually(t, 5*time.Second, "applied", func() bool { return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 })
+}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/dedup"
 )
 
 // freshness keeps the entries this consumer holds — the batch running and
@@ -16,8 +18,38 @@ import (
 // consumer's reclaim takes an entry that is still in this process, however
 // long its batch takes (ADR-010).
 type freshness struct {
-	mu   sync.Mutex
-	held map[string]struct{}
+	mu     sync.Mutex
+	held   map[string]struct{}
+	leases map[dedup.Key]struct{} // dedup leases of held entries, renewed too
+}
+
+func (f *freshness) holdLeases(keys []dedup.Key) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.leases == nil {
+		f.leases = make(map[dedup.Key]struct{}, 2*len(keys))
+	}
+	for _, k := range keys {
+		f.leases[k] = struct{}{}
+	}
+}
+
+func (f *freshness) releaseLeases(keys []dedup.Key) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, k := range keys {
+		delete(f.leases, k)
+	}
+}
+
+func (f *freshness) leaseKeys() []dedup.Key {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]dedup.Key, 0, len(f.leases))
+	for k := range f.leases {
+		out = append(out, k)
+	}
+	return out
 }
 
 func (f *freshness) hold(msgs []redis.XMessage) {
@@ -49,10 +81,14 @@ func (f *freshness) ids() []string {
 	return out
 }
 
-// refresh runs until ctx ends, re-claiming the held entries every
-// ReclaimIdle/3.
+// refreshEvery bounds the refresh period, so dedup leases (LeaseTTL,
+// default 1m) are renewed well before they expire.
+const refreshEvery = 10 * time.Second
+
+// refresh runs until ctx ends, re-claiming the held entries and renewing
+// their dedup leases every ReclaimIdle/3 (at most every 10s).
 func (c *Consumer) refresh(ctx context.Context) {
-	t := time.NewTicker(c.cfg.ReclaimIdle / 3)
+	t := time.NewTicker(min(c.cfg.ReclaimIdle/3, refreshEvery))
 	defer t.Stop()
 	for {
 		select {
@@ -70,6 +106,14 @@ func (c *Consumer) refresh(ctx context.Context) {
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				c.log.Warn("refreshing entries in flight failed", slog.String(AttrError, err.Error()))
+			}
+		}
+		if keys := c.fresh.leaseKeys(); c.batcher != nil && len(keys) > 0 {
+			rctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err := c.batcher.Extend(rctx, keys)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("renewing dedup leases failed", slog.String(AttrError, err.Error()))
 			}
 		}
 	}

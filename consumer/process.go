@@ -161,16 +161,19 @@ func (c *Consumer) claim(ctx context.Context, jobs []*item) {
 	if err := c.batcher.Claim(ctx, keys, out); err != nil {
 		c.log.Warn("dedup claim failed: the batch stays pending", slog.String(AttrError, err.Error()))
 	}
+	var leased []dedup.Key
 	for i, it := range jobs {
 		switch out[i] {
 		case dedup.Processed:
 			it.claimed = true
+			leased = append(leased, keys[i])
 		case dedup.Duplicate:
 			it.ack, it.outcome = true, OutcomeDuplicate
 		default:
 			it.outcome = OutcomeDeferred
 		}
 	}
+	c.fresh.holdLeases(leased)
 }
 
 // runLanes runs jobs on Concurrency lanes: one aggregate always maps to one
@@ -330,6 +333,7 @@ func (c *Consumer) settle(ctx context.Context, jobs []*item) {
 		return
 	}
 	var done, failed []dedup.Key
+	defer func() { c.fresh.releaseLeases(done); c.fresh.releaseLeases(failed) }()
 	for _, it := range jobs {
 		if !it.claimed {
 			continue

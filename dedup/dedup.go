@@ -80,6 +80,10 @@ type Batcher interface {
 	Claim(ctx context.Context, keys []Key, out []Outcome) error
 	// Settle records done as processed and releases the leases of failed.
 	Settle(ctx context.Context, done, failed []Key) error
+	// Extend renews the leases this store holds on keys for another lease
+	// period, so a batch that runs long keeps them; keys it does not hold
+	// are left alone.
+	Extend(ctx context.Context, keys []Key) error
 }
 
 var (

@@ -20,7 +20,9 @@ type RedisConfig struct {
 	Prefix string
 	// LeaseTTL bounds how long a claim lives without a result: after it, a
 	// crashed worker's event can be claimed again. Keep it above the
-	// handler timeout. Default 1 minute.
+	// handler timeout (Process) or above the refresh period of a consumer
+	// that renews its batch's leases with Extend (at most 10s). Default 1
+	// minute.
 	LeaseTTL time.Duration
 	// DoneTTL is how long a processed event is remembered; redeliveries
 	// later than that run the handler again. Keep it above the longest
@@ -60,6 +62,7 @@ type RedisStore struct {
 	claimMany   *redis.Script
 	settleMany  *redis.Script
 	releaseMany *redis.Script
+	extendMany  *redis.Script
 }
 
 var _ Batcher = (*RedisStore)(nil)
@@ -85,6 +88,14 @@ const settleManyScript = `
 for _, k in ipairs(KEYS) do redis.call('SET', k, 'D', 'PX', ARGV[1]) end
 return #KEYS`
 
+// extendManyScript renews the leases this store still holds.
+const extendManyScript = `
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then n = n + redis.call('PEXPIRE', k, ARGV[2]) end
+end
+return n`
+
 // releaseManyScript drops the leases this store still holds.
 const releaseManyScript = `
 local n = 0
@@ -104,7 +115,8 @@ func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*RedisStore, error) {
 	}
 	s := &RedisStore{rdb: rdb, prefix: cfg.Prefix, lease: cfg.LeaseTTL, done: cfg.DoneTTL,
 		release: redis.NewScript(releaseScript), claimMany: redis.NewScript(claimManyScript),
-		settleMany: redis.NewScript(settleManyScript), releaseMany: redis.NewScript(releaseManyScript)}
+		settleMany: redis.NewScript(settleManyScript), releaseMany: redis.NewScript(releaseManyScript),
+		extendMany: redis.NewScript(extendManyScript)}
 	if s.prefix == "" {
 		s.prefix = DefaultRedisPrefix
 	}
@@ -232,6 +244,23 @@ func (s *RedisStore) Settle(ctx context.Context, done, failed []Key) error {
 	}
 	run(s.settleMany, done, s.done.Milliseconds(), "record done")
 	run(s.releaseMany, failed, s.token, "release")
+	return errors.Join(errs...)
+}
+
+// Extend implements [Batcher]: one script call per scope renews the leases
+// this store holds (compare-and-expire, so a lease taken over by another
+// store is left alone).
+func (s *RedisStore) Extend(ctx context.Context, keys []Key) error {
+	var errs []error
+	for _, g := range groupByScope(keys) {
+		names := make([]string, len(g))
+		for j, i := range g {
+			names[j] = s.key(keys[i])
+		}
+		if err := s.extendMany.Run(ctx, s.rdb, names, s.token, s.lease.Milliseconds()).Err(); err != nil {
+			errs = append(errs, fmt.Errorf("%w: extend: %w", ErrStore, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

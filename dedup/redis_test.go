@@ -9,6 +9,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/dedup/deduptest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 )
 
 func newRedisStore(t *testing.T, cfg dedup.RedisConfig) *dedup.RedisStore {
@@ -90,4 +91,34 @@ func TestRedisStoreErrorsWrapErrStore(t *testing.T) {
 	if _, err := dedup.NewRedis(nil, dedup.RedisConfig{}); err == nil {
 		t.Error("nil client accepted")
 	}
+}
+
+func TestRedisExtendKeepsLease(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	cfg := dedup.RedisConfig{Prefix: prefix, LeaseTTL: 200 * time.Millisecond}
+	a, _ := dedup.NewRedis(rdb, cfg)
+	b, _ := dedup.NewRedis(rdb, cfg)
+	ctx := context.Background()
+	k := []dedup.Key{{Scope: "g", EventID: "long"}}
+	out := make([]dedup.Outcome, 1)
+	if err := a.Claim(ctx, k, out); err != nil || out[0] != dedup.Processed {
+		t.Fatal(out, err)
+	}
+	// a keeps renewing for three lease periods: b never gets the event.
+	for end := time.Now().Add(600 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := a.Extend(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Claim(ctx, k, out); err != nil || out[0] != dedup.Busy {
+			t.Fatalf("b claimed a renewed lease: %v %v", out, err)
+		}
+	}
+	// b's Extend of a lease it does not hold changes nothing.
+	if err := b.Extend(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	// a stops renewing: the lease expires and b may take the event.
+	testkit.Eventually(t, 5*time.Second, "the lease expires once a stops renewing", func() bool {
+		return b.Claim(ctx, k, out) == nil && out[0] == dedup.Processed
+	})
 }
