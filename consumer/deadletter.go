@@ -26,44 +26,59 @@ const (
 // both gone from the group and absent from the dead-letter stream. When the
 // write fails the entry stays pending and comes back later.
 func (c *Consumer) deadLetter(ctx context.Context, it *item, reason string, cause error) {
-	errText := "unknown"
-	if cause != nil {
-		errText = cause.Error()
-	}
-	if len(errText) > maxDeadLetterErrorText {
-		errText = errText[:maxDeadLetterErrorText]
-	}
-	values := make([]any, 0, 2*len(it.msg.Values)+16)
-	for k, v := range it.msg.Values {
-		values = append(values, k, v)
-	}
-	values = append(values,
-		DLQFieldReason, reason,
-		DLQFieldError, errText,
-		DLQFieldStream, c.cfg.Stream,
-		DLQFieldGroup, c.cfg.Group,
-		DLQFieldConsumer, c.cfg.Consumer,
-		DLQFieldID, it.msg.ID,
-		DLQFieldDeliveries, strconv.FormatInt(it.deliveries, 10),
-		DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano),
-	)
-	dctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	_, err := c.rdb.TxPipelined(dctx, func(p redis.Pipeliner) error {
-		p.XAdd(dctx, &redis.XAddArgs{Stream: c.cfg.DeadLetterStream, Values: values})
-		p.XAck(dctx, c.cfg.Stream, c.cfg.Group, it.msg.ID)
-		return nil
-	})
-	attrs := []slog.Attr{slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.m.Envelope.EventID),
-		slog.String(AttrEventType, string(it.m.Envelope.EventType)), slog.String(AttrReason, reason),
-		slog.Int64(AttrDeliveries, it.deliveries), slog.String(AttrError, errText)}
-	if err != nil {
-		it.outcome = OutcomeRetryLater
-		c.log.LogAttrs(ctx, slog.LevelError, "dead-lettering failed: the entry stays pending",
-			append(attrs, slog.String("dlq_error", err.Error()))...)
+	it.rejectReason, it.err = reason, cause
+	c.deadLetterAll(ctx, []*item{it})
+}
+
+// deadLetterAll dead-letters items (each with rejectReason and err set) in
+// one MULTI/EXEC: an XADD to the dead-letter stream and an XACK for each.
+func (c *Consumer) deadLetterAll(ctx context.Context, items []*item) {
+	if len(items) == 0 {
 		return
 	}
-	it.resolved, it.outcome = true, OutcomeDeadLettered
-	c.series.deadLetter(reason).Inc()
-	c.log.LogAttrs(ctx, slog.LevelWarn, "entry dead-lettered", attrs...)
+	dctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	texts := make([]string, len(items))
+	_, err := c.rdb.TxPipelined(dctx, func(p redis.Pipeliner) error {
+		for i, it := range items {
+			texts[i] = "unknown"
+			if it.err != nil {
+				texts[i] = it.err.Error()
+			}
+			if len(texts[i]) > maxDeadLetterErrorText {
+				texts[i] = texts[i][:maxDeadLetterErrorText]
+			}
+			values := make([]any, 0, 2*len(it.msg.Values)+16)
+			for k, v := range it.msg.Values {
+				values = append(values, k, v)
+			}
+			values = append(values,
+				DLQFieldReason, it.rejectReason,
+				DLQFieldError, texts[i],
+				DLQFieldStream, c.cfg.Stream,
+				DLQFieldGroup, c.cfg.Group,
+				DLQFieldConsumer, c.cfg.Consumer,
+				DLQFieldID, it.msg.ID,
+				DLQFieldDeliveries, strconv.FormatInt(it.deliveries, 10),
+				DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano),
+			)
+			p.XAdd(dctx, &redis.XAddArgs{Stream: c.cfg.DeadLetterStream, Values: values})
+			p.XAck(dctx, c.cfg.Stream, c.cfg.Group, it.msg.ID)
+		}
+		return nil
+	})
+	for i, it := range items {
+		attrs := []slog.Attr{slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.m.Envelope.EventID),
+			slog.String(AttrEventType, string(it.m.Envelope.EventType)), slog.String(AttrReason, it.rejectReason),
+			slog.Int64(AttrDeliveries, it.deliveries), slog.String(AttrError, texts[i])}
+		if err != nil {
+			it.outcome = OutcomeRetryLater
+			c.log.LogAttrs(ctx, slog.LevelError, "dead-lettering failed: the entry stays pending",
+				append(attrs, slog.String("dlq_error", err.Error()))...)
+			continue
+		}
+		it.resolved, it.outcome = true, OutcomeDeadLettered
+		c.series.deadLetter(it.rejectReason).Inc()
+		c.log.LogAttrs(ctx, slog.LevelWarn, "entry dead-lettered", attrs...)
+	}
 }

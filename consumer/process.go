@@ -116,9 +116,7 @@ func (c *Consumer) run(ctx context.Context, b *batch) {
 	defer clear(b.items) // hold no entry longer than the batch
 	defer c.fresh.release(b.items)
 	opCtx := context.WithoutCancel(ctx)
-	for _, it := range b.rejected {
-		c.deadLetter(opCtx, it, it.rejectReason, it.err)
-	}
+	c.deadLetterAll(opCtx, b.rejected) // one MULTI/EXEC for the batch's rejects
 	runnable := make([]*item, 0, len(b.jobs))
 	for _, it := range b.jobs {
 		if it.outcome != "" { // settled by the claim: duplicate or busy
