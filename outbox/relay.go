@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -31,15 +30,20 @@ const (
 	DefaultPruneBatch    = 1000
 )
 
-// RelayConfig configures a [Relay]. Pool and Client are required; zero
-// fields mean the defaults listed in [NewRelay].
+// RelayConfig configures a [Relay]. Client and one of Store and Pool are
+// required; zero fields mean the defaults listed in [NewRelay].
 type RelayConfig struct {
-	// Pool is the PostgreSQL pool of the outbox's database. The relay also
-	// opens one connection of its own for LISTEN.
+	// Store is where the outbox rows are. Default: a [PostgresStore] of
+	// Table in Pool.
+	Store Store
+	// Pool is the PostgreSQL pool of the outbox's database, used when
+	// Store is nil. The relay also opens one connection of its own for
+	// LISTEN.
 	Pool *pgxpool.Pool
 	// Client is the Redis the streams live on (node or cluster).
 	Client redis.UniversalClient
-	// Table is the outbox table and NOTIFY channel. Default DefaultTable.
+	// Table is the outbox table and NOTIFY channel of the default store.
+	// Default DefaultTable; ignored when Store is set (its Table counts).
 	Table string
 	// BatchSize is how many rows one cycle claims and appends. Default 500.
 	BatchSize int
@@ -53,7 +57,8 @@ type RelayConfig struct {
 	// an error wrapping ErrRelayFailing (the supervisor restarts it and
 	// shows it). Default 10.
 	FailureLimit int
-	// InfoInterval is how often the backlog is counted. Default 5s.
+	// InfoInterval is how often the backlog is counted; an idle relay
+	// wakes for it, whatever PollInterval is. Default 5s.
 	InfoInterval time.Duration
 	// Retention is how long published rows are kept before pruning.
 	// Default 7 days; negative disables pruning.
@@ -75,10 +80,11 @@ type RelayConfig struct {
 // relays may run against one table: each cycle claims its rows with FOR
 // UPDATE SKIP LOCKED. It is a suture.Service.
 type Relay struct {
-	cfg RelayConfig
-	wm  *readiness.Watermark
-	log *slog.Logger
-	m   relayMetrics
+	cfg   RelayConfig
+	store Store
+	wm    *readiness.Watermark
+	log   *slog.Logger
+	m     relayMetrics
 }
 
 var _ suture.Service = (*Relay)(nil)
@@ -100,15 +106,17 @@ type relayMetrics struct {
 // Watermark named "relay/<Table>", no metrics registration,
 // slog.Default().
 func NewRelay(cfg RelayConfig) (*Relay, error) {
-	if cfg.Pool == nil || cfg.Client == nil {
-		return nil, fmt.Errorf("%w: Pool and Client are required", ErrInvalidConfig)
+	if (cfg.Pool == nil && cfg.Store == nil) || cfg.Client == nil {
+		return nil, fmt.Errorf("%w: Client and one of Store and Pool are required", ErrInvalidConfig)
 	}
-	if cfg.Table == "" {
-		cfg.Table = DefaultTable
+	store := cfg.Store
+	if store == nil {
+		var err error
+		if store, err = NewPostgresStore(cfg.Pool, cfg.Table); err != nil {
+			return nil, err
+		}
 	}
-	if !validTable(cfg.Table) {
-		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
-	}
+	cfg.Table = store.Table()
 	def := func(p *time.Duration, d time.Duration) {
 		if *p == 0 {
 			*p = d
@@ -135,7 +143,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Relay{cfg: cfg, wm: cfg.Watermark, log: cfg.Logger.With(slog.String("relay", cfg.Table))}
+	r := &Relay{cfg: cfg, store: store, wm: cfg.Watermark, log: cfg.Logger.With(slog.String("relay", cfg.Table))}
 	if r.wm == nil {
 		var err error
 		if r.wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay/" + cfg.Table}); err != nil {
@@ -195,9 +203,8 @@ func (r *Relay) String() string { return "relay " + r.cfg.Table }
 func (r *Relay) Serve(ctx context.Context) error {
 	// Listen before the first cycle, so that no commit between a cycle and
 	// the wait after it goes unnoticed.
-	l := &listener{pool: r.cfg.Pool, channel: r.cfg.Table}
-	l.connect(ctx)
-	defer l.close()
+	l := r.store.Subscribe(ctx)
+	defer l.Close()
 	var nextInfo, nextPrune time.Time
 	failures := 0
 	for {
@@ -226,7 +233,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 			if failures >= r.cfg.FailureLimit {
 				return fmt.Errorf("%w: %d cycles in a row: %w", ErrRelayFailing, failures, err)
 			}
-			l.wait(ctx, min(r.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond+r.cfg.PollInterval/10))
+			l.Wait(ctx, min(r.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond+r.cfg.PollInterval/10))
 			continue
 		}
 		if failures > 0 || r.wm.ConsecutiveFailures() > 0 {
@@ -239,65 +246,36 @@ func (r *Relay) Serve(ctx context.Context) error {
 		if n == 0 {
 			r.m.cycles.WithLabelValues("empty").Inc()
 		}
-		l.wait(ctx, r.cfg.PollInterval)
+		// Wake for the next backlog count too, so an idle relay keeps its
+		// heartbeat and backlog fresh whatever PollInterval is.
+		l.Wait(ctx, max(min(r.cfg.PollInterval, time.Until(nextInfo)), time.Millisecond))
 	}
-}
-
-// row is one claimed outbox row.
-type row struct {
-	id        int64
-	env       event.Envelope
-	stream    string
-	createdAt time.Time
 }
 
 // cycle claims up to BatchSize due rows, appends them in one pipeline and
-// records the result, all in one transaction. It returns how many rows it
-// claimed.
+// records the result in the claim. It returns how many rows it claimed.
 func (r *Relay) cycle(ctx context.Context) (int, error) {
-	tx, err := r.cfg.Pool.Begin(ctx)
+	claim, err := r.store.Claim(ctx, r.cfg.BatchSize)
 	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
+		return 0, err
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT id, event_id, stream, event_type, schema_version, brand_id,
-		aggregate_id, occurred_at, payload::text, coalesce(traceparent, ''), coalesce(tracestate, ''), created_at
-		FROM %s WHERE published_at IS NULL AND next_attempt_at <= now()
-		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, r.cfg.Table), r.cfg.BatchSize)
-	if err != nil {
-		return 0, fmt.Errorf("claim: %w", err)
-	}
-	var claimed []row
-	for rows.Next() {
-		var rw row
-		var typ, payload string
-		var brand int64
-		if err := rows.Scan(&rw.id, &rw.env.EventID, &rw.stream, &typ, &rw.env.SchemaVersion, &brand,
-			&rw.env.AggregateID, &rw.env.OccurredAt, &payload, &rw.env.TraceParent, &rw.env.TraceState, &rw.createdAt); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("claim: %w", err)
-		}
-		rw.env.EventType, rw.env.BrandID, rw.env.Payload = event.Type(typ), event.BrandID(brand), []byte(payload)
-		claimed = append(claimed, rw)
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("claim: %w", err)
-	}
+	defer claim.Release()
+	claimed := claim.Rows()
 	r.m.batch.Observe(float64(len(claimed)))
 	if len(claimed) == 0 {
-		return 0, tx.Commit(ctx)
+		return 0, nil
 	}
 
 	pipe := r.cfg.Client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(claimed))
 	encErrs := make([]error, len(claimed))
 	for i := range claimed {
-		fields, err := event.Encode(claimed[i].env)
+		fields, err := event.Encode(claimed[i].Envelope)
 		if err != nil {
 			encErrs[i] = err
 			continue
 		}
-		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: claimed[i].stream, Values: fields})
+		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: claimed[i].Stream, Values: fields})
 	}
 	_, _ = pipe.Exec(ctx) // per-command errors are read below
 	var published, failed []int64
@@ -309,34 +287,22 @@ func (r *Relay) cycle(ctx context.Context) (int, error) {
 			err = cmds[i].Err()
 		}
 		if err != nil {
-			failed = append(failed, claimed[i].id)
+			failed = append(failed, claimed[i].ID)
 			failErr, lastErr = err, err.Error()
 			continue
 		}
-		published = append(published, claimed[i].id)
+		published = append(published, claimed[i].ID)
 	}
-	if len(published) > 0 {
-		if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET published_at = now() WHERE id = ANY($1)", r.cfg.Table), published); err != nil {
-			return len(claimed), fmt.Errorf("mark published (the rows will be appended again): %w", err)
-		}
-	}
-	if len(failed) > 0 {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = $2,
-			next_attempt_at = now() + least($3::interval * power(2, least(attempts, 30)), $4::interval)
-			WHERE id = ANY($1)`, r.cfg.Table), failed, truncate(lastErr, 1024), r.cfg.RetryInitial, r.cfg.RetryMax); err != nil {
-			return len(claimed), fmt.Errorf("record failure: %w", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return len(claimed), fmt.Errorf("commit (appended rows will be appended again): %w", err)
+	if err := claim.Finish(ctx, published, failed, lastErr, Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax}); err != nil {
+		return len(claimed), err
 	}
 	now := time.Now()
 	last := int64(0)
 	for i := range claimed {
 		if cmds[i] != nil && cmds[i].Err() == nil {
-			r.m.published.WithLabelValues(claimed[i].stream).Inc()
-			r.m.latency.Observe(now.Sub(claimed[i].createdAt).Seconds())
-			last = max(last, claimed[i].id)
+			r.m.published.WithLabelValues(claimed[i].Stream).Inc()
+			r.m.latency.Observe(now.Sub(claimed[i].CreatedAt).Seconds())
+			last = max(last, claimed[i].ID)
 		}
 	}
 	if last > 0 {
@@ -359,92 +325,28 @@ func truncate(s string, n int) string {
 
 // updateInfo counts the backlog for the watermark and the gauges.
 func (r *Relay) updateInfo(ctx context.Context) {
-	var n int64
-	var age float64
-	err := r.cfg.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT count(*),
-		coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
-		FROM %s WHERE published_at IS NULL`, r.cfg.Table)).Scan(&n, &age)
+	n, age, err := r.store.Backlog(ctx)
 	if err != nil {
 		r.wm.BacklogUnknown()
 		return
 	}
 	r.wm.SetBacklog(n)
 	r.m.backlog.Set(float64(n))
-	r.m.oldest.Set(max(age, 0))
+	r.m.oldest.Set(age.Seconds())
 }
 
 // prune deletes published rows older than Retention, PruneBatch at a
 // time, so no statement holds a long lock.
 func (r *Relay) prune(ctx context.Context) {
 	for ctx.Err() == nil {
-		tag, err := r.cfg.Pool.Exec(ctx, fmt.Sprintf(`DELETE FROM %[1]s WHERE id IN (
-			SELECT id FROM %[1]s WHERE published_at < now() - $1::interval ORDER BY published_at LIMIT $2)`, r.cfg.Table),
-			r.cfg.Retention, r.cfg.PruneBatch)
+		n, err := r.store.Prune(ctx, r.cfg.Retention, r.cfg.PruneBatch)
 		if err != nil {
 			r.log.Warn("pruning published rows failed", slog.String("error", err.Error()))
 			return
 		}
-		r.m.pruned.Add(float64(tag.RowsAffected()))
-		if tag.RowsAffected() < int64(r.cfg.PruneBatch) {
+		r.m.pruned.Add(float64(n))
+		if n < int64(r.cfg.PruneBatch) {
 			return
 		}
-	}
-}
-
-// listener waits for NOTIFY on its own connection, reconnecting when it
-// breaks; while it has none it just sleeps (polling).
-type listener struct {
-	pool    *pgxpool.Pool
-	channel string
-	conn    *pgx.Conn
-}
-
-// connect opens the listening connection; it reports whether it did.
-func (l *listener) connect(ctx context.Context) bool {
-	// Bounded, so a database that drops packets cannot hold the loop (and
-	// its heartbeat) in a connect.
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := pgx.ConnectConfig(ctx, l.pool.Config().ConnConfig.Copy())
-	if err != nil {
-		return false
-	}
-	if _, err = c.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		_ = c.Close(context.WithoutCancel(ctx))
-		return false
-	}
-	l.conn = c
-	return true
-}
-
-// wait returns on a notification, after d, or when ctx ends. Without a
-// listening connection it tries to open one and, when that works, returns
-// at once: notifications sent while there was none are lost, so the caller
-// must look for rows now.
-func (l *listener) wait(ctx context.Context, d time.Duration) {
-	if l.conn != nil && l.conn.IsClosed() {
-		l.conn = nil
-	}
-	if l.conn == nil && l.connect(ctx) {
-		return
-	}
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	if l.conn == nil {
-		<-wctx.Done()
-		return
-	}
-	if _, err := l.conn.WaitForNotification(wctx); err != nil && wctx.Err() == nil {
-		// Failed before its time (the connection broke): drop it, wait out
-		// the interval, and reconnect on the next wait.
-		_ = l.conn.Close(context.WithoutCancel(ctx))
-		l.conn = nil
-		<-wctx.Done()
-	}
-}
-
-func (l *listener) close() {
-	if l.conn != nil {
-		_ = l.conn.Close(context.Background())
 	}
 }

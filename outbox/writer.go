@@ -141,20 +141,57 @@ func (w *Writer) Write(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID,
 // Many events go in with one COPY. The caller commits or rolls back tx;
 // an error from the database leaves tx aborted.
 func (w *Writer) WriteBatch(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID, envs []event.Envelope) error {
-	if len(envs) == 0 {
-		return nil
+	rows, err := w.Prepare(ctx, ownerBrand, envs)
+	if err != nil || len(rows) == 0 {
+		return err
 	}
-	streams := make([]string, len(envs))
+	if len(rows) == 1 {
+		e := &rows[0].Envelope
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (event_id, stream, event_type, schema_version, brand_id,
+			owner_brand_id, aggregate_id, occurred_at, payload, traceparent, tracestate)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), NULLIF($11, ''))`, w.table),
+			e.EventID, rows[0].Stream, string(e.EventType), e.SchemaVersion, int64(e.BrandID), int64(ownerBrand),
+			e.AggregateID, e.OccurredAt, string(e.Payload), e.TraceParent, e.TraceState); err != nil {
+			return fmt.Errorf("outbox: insert %s: %w", e.EventID, err)
+		}
+	} else {
+		values := make([][]any, len(rows))
+		for i := range rows {
+			e := &rows[i].Envelope
+			values[i] = []any{e.EventID, rows[i].Stream, string(e.EventType), int32(e.SchemaVersion), int64(e.BrandID),
+				int64(ownerBrand), e.AggregateID, e.OccurredAt, string(e.Payload), nullIfEmpty(e.TraceParent), nullIfEmpty(e.TraceState)}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{w.table}, []string{"event_id", "stream", "event_type",
+			"schema_version", "brand_id", "owner_brand_id", "aggregate_id", "occurred_at", "payload", "traceparent", "tracestate"},
+			pgx.CopyFromRows(values)); err != nil {
+			return fmt.Errorf("outbox: copy %d events: %w", len(rows), err)
+		}
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", w.table); err != nil {
+		return fmt.Errorf("outbox: notify: %w", err)
+	}
+	w.Written(rows)
+	return nil
+}
+
+// Prepare runs the checks of [Writer.WriteBatch] on events owned by a row
+// of brand ownerBrand and returns the rows to insert, with their stream
+// keys; refusals are counted and surfaced as WriteBatch describes. It is
+// for stores other than PostgreSQL (see headway/outbox/sqliteoutbox),
+// which insert the rows in their own transaction and then call
+// [Writer.Written].
+func (w *Writer) Prepare(ctx context.Context, ownerBrand event.BrandID, envs []event.Envelope) ([]Row, error) {
+	rows := make([]Row, len(envs))
 	for i := range envs {
 		e := &envs[i]
 		if err := e.Validate(); err != nil {
 			w.refused.WithLabelValues("invalid_event").Inc()
-			return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		}
 		stream, ok := w.streams[e.EventType]
 		if !ok {
 			w.refused.WithLabelValues("not_emitted").Inc()
-			return fmt.Errorf("%w: %s: %s", ErrNotEmitted, e.EventType, w.whyNotEmitted(e.EventType))
+			return nil, fmt.Errorf("%w: %s: %s", ErrNotEmitted, e.EventType, w.whyNotEmitted(e.EventType))
 		}
 		if err := w.guard.CheckProducer(ctx, stream, ownerBrand, *e); err != nil {
 			w.refused.WithLabelValues("brand_mismatch").Inc()
@@ -163,39 +200,18 @@ func (w *Writer) WriteBatch(ctx context.Context, tx pgx.Tx, ownerBrand event.Bra
 				w.reason.Store(&msg)
 				w.violated.Store(time.Now().UnixNano())
 			}
-			return err
+			return nil, err
 		}
-		streams[i] = stream
+		rows[i] = Row{Stream: stream, OwnerBrand: ownerBrand, Envelope: *e}
 	}
-	if len(envs) == 1 {
-		e := &envs[0]
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (event_id, stream, event_type, schema_version, brand_id,
-			owner_brand_id, aggregate_id, occurred_at, payload, traceparent, tracestate)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), NULLIF($11, ''))`, w.table),
-			e.EventID, streams[0], string(e.EventType), e.SchemaVersion, int64(e.BrandID), int64(ownerBrand),
-			e.AggregateID, e.OccurredAt, string(e.Payload), e.TraceParent, e.TraceState); err != nil {
-			return fmt.Errorf("outbox: insert %s: %w", e.EventID, err)
-		}
-	} else {
-		rows := make([][]any, len(envs))
-		for i := range envs {
-			e := &envs[i]
-			rows[i] = []any{e.EventID, streams[i], string(e.EventType), int32(e.SchemaVersion), int64(e.BrandID),
-				int64(ownerBrand), e.AggregateID, e.OccurredAt, string(e.Payload), nullIfEmpty(e.TraceParent), nullIfEmpty(e.TraceState)}
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{w.table}, []string{"event_id", "stream", "event_type",
-			"schema_version", "brand_id", "owner_brand_id", "aggregate_id", "occurred_at", "payload", "traceparent", "tracestate"},
-			pgx.CopyFromRows(rows)); err != nil {
-			return fmt.Errorf("outbox: copy %d events: %w", len(envs), err)
-		}
+	return rows, nil
+}
+
+// Written counts rows inserted after [Writer.Prepare].
+func (w *Writer) Written(rows []Row) {
+	for i := range rows {
+		w.written.WithLabelValues(rows[i].Stream).Inc()
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", w.table); err != nil {
-		return fmt.Errorf("outbox: notify: %w", err)
-	}
-	for _, s := range streams {
-		w.written.WithLabelValues(s).Inc()
-	}
-	return nil
 }
 
 func nullIfEmpty(s string) any {

@@ -1,0 +1,361 @@
+package sqliteoutbox
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/outbox"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrInvalidConfig is returned for an invalid table name or a nil
+// database.
+var ErrInvalidConfig = errors.New("sqliteoutbox: invalid config")
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
+
+// Open opens (creating if needed) the SQLite database file at path for an
+// outbox: write-ahead logging, a 10 s busy timeout, foreign keys on, and
+// every transaction begun with BEGIN IMMEDIATE, so that a transaction that
+// writes never fails half-way on a lock upgrade.
+func Open(path string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqliteoutbox: open %s: %w", path, err)
+	}
+	if err := db.Ping(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqliteoutbox: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Config configures a [Store]. The zero value is valid.
+type Config struct {
+	// Table is the outbox table. Default outbox.DefaultTable.
+	Table string
+	// Now is the clock of created_at, published_at and the backoff.
+	// Default time.Now.
+	Now func() time.Time
+}
+
+// Store is an [outbox.Store] on SQLite. It is safe for concurrent use.
+type Store struct {
+	db    *sql.DB
+	table string
+	now   func() time.Time
+
+	mu   sync.Mutex
+	seq  uint64        // notifications so far
+	wake chan struct{} // closed and replaced by Notify
+}
+
+var _ outbox.Store = (*Store)(nil)
+
+// New applies the embedded migrations to db (idempotent, each once,
+// recorded in <table>_migrations) and returns the store of the table.
+func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: nil database", ErrInvalidConfig)
+	}
+	if cfg.Table == "" {
+		cfg.Table = outbox.DefaultTable
+	}
+	if !identRE.MatchString(cfg.Table) {
+		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Store{db: db, table: cfg.Table, now: cfg.Now, wake: make(chan struct{})}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	files, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s_migrations (
+			version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`, s.table)); err != nil {
+			return fmt.Errorf("sqliteoutbox: migrations table: %w", err)
+		}
+		for _, f := range files {
+			version := strings.TrimSuffix(strings.TrimPrefix(f, "migrations/"), ".sql")
+			var n int
+			if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s_migrations WHERE version = ?", s.table),
+				version).Scan(&n); err != nil {
+				return fmt.Errorf("sqliteoutbox: migration %s: %w", version, err)
+			}
+			if n > 0 {
+				continue
+			}
+			body, err := migrations.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, strings.ReplaceAll(string(body), "{{table}}", s.table)); err != nil {
+				return fmt.Errorf("sqliteoutbox: migration %s: %w", version, err)
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s_migrations (version, applied_at) VALUES (?, ?)", s.table),
+				version, s.now().UnixNano()); err != nil {
+				return fmt.Errorf("sqliteoutbox: migration %s: %w", version, err)
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Table returns the outbox table name.
+func (s *Store) Table() string { return s.table }
+
+// DB returns the database the store is in.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Notify wakes the relays of this process that wait on the store: call it
+// after committing a transaction that wrote outbox rows.
+func (s *Store) Notify() {
+	s.mu.Lock()
+	s.seq++
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Claim begins an immediate transaction (it holds SQLite's write lock
+// until finished or released) and reads up to limit due rows in it.
+func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	c := &claim{s: s, tx: tx}
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf(`SELECT id, event_id, stream, event_type, schema_version, brand_id,
+		owner_brand_id, aggregate_id, occurred_at, payload, coalesce(traceparent, ''), coalesce(tracestate, ''),
+		created_at, attempts
+		FROM %s WHERE published_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?`, s.table),
+		s.now().UnixNano(), limit)
+	if err != nil {
+		c.Release()
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var rw outbox.Row
+		var typ, payload string
+		var brand, owner, occurred, created int64
+		if err := rows.Scan(&rw.ID, &rw.Envelope.EventID, &rw.Stream, &typ, &rw.Envelope.SchemaVersion, &brand, &owner,
+			&rw.Envelope.AggregateID, &occurred, &payload, &rw.Envelope.TraceParent, &rw.Envelope.TraceState,
+			&created, &rw.Attempts); err != nil {
+			c.Release()
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		rw.Envelope.EventType, rw.Envelope.BrandID, rw.OwnerBrand = event.Type(typ), event.BrandID(brand), event.BrandID(owner)
+		rw.Envelope.OccurredAt, rw.CreatedAt = time.Unix(0, occurred).UTC(), time.Unix(0, created)
+		rw.Envelope.Payload = []byte(payload)
+		c.rows = append(c.rows, rw)
+	}
+	if err := rows.Err(); err != nil {
+		c.Release()
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	return c, nil
+}
+
+type claim struct {
+	s    *Store
+	tx   *sql.Tx
+	rows []outbox.Row
+}
+
+func (c *claim) Rows() []outbox.Row { return c.rows }
+
+func (c *claim) Finish(ctx context.Context, published, failed []int64, lastErr string, b outbox.Backoff) error {
+	defer c.Release()
+	now := c.s.now()
+	if len(published) > 0 {
+		if _, err := c.tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET published_at = ?
+			WHERE id IN (SELECT value FROM json_each(?))`, c.s.table), now.UnixNano(), idList(published)); err != nil {
+			return fmt.Errorf("mark published (the rows will be appended again): %w", err)
+		}
+	}
+	if len(failed) > 0 {
+		attempts := make(map[int64]int, len(c.rows))
+		for _, r := range c.rows {
+			attempts[r.ID] = r.Attempts
+		}
+		if len(lastErr) > 1024 {
+			lastErr = lastErr[:1024]
+		}
+		for _, id := range failed {
+			if _, err := c.tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = ?,
+				next_attempt_at = ? WHERE id = ?`, c.s.table), lastErr, now.Add(b.Delay(attempts[id])).UnixNano(), id); err != nil {
+				return fmt.Errorf("record failure: %w", err)
+			}
+		}
+	}
+	if len(published) == 0 && len(failed) == 0 {
+		return nil
+	}
+	if err := c.tx.Commit(); err != nil {
+		return fmt.Errorf("commit (appended rows will be appended again): %w", err)
+	}
+	return nil
+}
+
+func (c *claim) Release() { _ = c.tx.Rollback() }
+
+// idList renders ids as a JSON array, for json_each.
+func idList(ids []int64) string {
+	b := make([]byte, 0, len(ids)*8+2)
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, ']'))
+}
+
+// Backlog counts the unpublished rows and the age of the oldest.
+func (s *Store) Backlog(ctx context.Context) (int64, time.Duration, error) {
+	var n int64
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*), min(created_at) FROM %s WHERE published_at IS NULL",
+		s.table)).Scan(&n, &oldest); err != nil {
+		return 0, 0, err
+	}
+	if !oldest.Valid {
+		return n, 0, nil
+	}
+	return n, max(s.now().Sub(time.Unix(0, oldest.Int64)), 0), nil
+}
+
+// Prune deletes up to limit rows published more than olderThan ago,
+// oldest first.
+func (s *Store) Prune(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
+	res, err := s.db.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %[1]s WHERE id IN (
+		SELECT id FROM %[1]s WHERE published_at < ? ORDER BY published_at LIMIT ?)`, s.table),
+		s.now().Add(-olderThan).UnixNano(), limit)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// Subscribe returns a subscription to [Store.Notify].
+func (s *Store) Subscribe(context.Context) outbox.Subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &subscription{s: s, seen: s.seq}
+}
+
+type subscription struct {
+	s    *Store
+	seen uint64
+}
+
+// Wait returns at once if Notify was called since the last Wait returned
+// (so a notification between a claim and this wait is not lost), else on
+// the next Notify, after d, or when ctx ends.
+func (sub *subscription) Wait(ctx context.Context, d time.Duration) {
+	sub.s.mu.Lock()
+	seq, wake := sub.s.seq, sub.s.wake
+	sub.s.mu.Unlock()
+	if seq != sub.seen {
+		sub.seen = seq
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	sub.s.mu.Lock()
+	sub.seen = sub.s.seq
+	sub.s.mu.Unlock()
+}
+
+func (sub *subscription) Close() {}
+
+// Writer writes outbox rows in the caller's SQLite transaction, after the
+// checks of an [outbox.Writer]. It is safe for concurrent use.
+type Writer struct {
+	w *outbox.Writer
+	s *Store
+}
+
+// NewWriter returns a Writer that checks with w and inserts into s's
+// table.
+func NewWriter(w *outbox.Writer, s *Store) *Writer { return &Writer{w: w, s: s} }
+
+// Write writes events owned by a row of brand ownerBrand inside tx, the
+// caller's transaction. It refuses them all, writing none, for the
+// reasons [outbox.Writer.WriteBatch] gives (errors match the same
+// sentinels). The caller commits tx and then calls [Store.Notify].
+func (w *Writer) Write(ctx context.Context, tx *sql.Tx, ownerBrand event.BrandID, envs ...event.Envelope) error {
+	rows, err := w.w.Prepare(ctx, ownerBrand, envs)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	stmt, err := tx.PrepareContext(ctx, fmt.Sprintf(`INSERT INTO %s (event_id, stream, event_type, schema_version,
+		brand_id, owner_brand_id, aggregate_id, occurred_at, payload, traceparent, tracestate, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?)`, w.s.table))
+	if err != nil {
+		return fmt.Errorf("sqliteoutbox: insert: %w", err)
+	}
+	defer func() { _ = stmt.Close() }()
+	now := w.s.now().UnixNano()
+	for i := range rows {
+		e := &rows[i].Envelope
+		if _, err := stmt.ExecContext(ctx, e.EventID, rows[i].Stream, string(e.EventType), e.SchemaVersion,
+			int64(e.BrandID), int64(ownerBrand), e.AggregateID, e.OccurredAt.UnixNano(), string(e.Payload),
+			e.TraceParent, e.TraceState, now); err != nil {
+			return fmt.Errorf("sqliteoutbox: insert %s: %w", e.EventID, err)
+		}
+	}
+	w.w.Written(rows)
+	return nil
+}

@@ -1,0 +1,90 @@
+package outbox
+
+import (
+	"context"
+	"time"
+
+	"github.com/headwaylabs/headway/event"
+)
+
+// Row is one outbox row: an event with the stream key it goes to.
+type Row struct {
+	// ID is the store's increasing row id (0 before the row is stored).
+	ID int64
+	// Stream is the Redis stream key the event is appended to.
+	Stream string
+	// OwnerBrand is the brand of the business row that owns the event;
+	// the writer has checked that it equals Envelope.BrandID.
+	OwnerBrand event.BrandID
+	Envelope   event.Envelope
+	// CreatedAt is when the row was inserted (zero before).
+	CreatedAt time.Time
+	// Attempts counts the failed appends so far.
+	Attempts int
+}
+
+// Backoff is the retry schedule of a row whose append failed: it is due
+// again after Initial × 2^attempts, at most Max.
+type Backoff struct {
+	Initial, Max time.Duration
+}
+
+// Delay returns the wait before the next attempt of a row that has failed
+// attempts times before this failure. The exponent is capped, so the
+// result never overflows.
+func (b Backoff) Delay(attempts int) time.Duration {
+	d := b.Initial
+	for i := 0; i < min(max(attempts, 0), 40) && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
+// Store is where a [Relay] finds outbox rows. [PostgresStore] is the
+// production store; headway/outbox/sqliteoutbox is an embedded one for
+// demos and tests without a database server. A store must let several
+// relays run at once without publishing a row twice in one round (each
+// claim excludes rows another open claim holds) and must never skip a row
+// committed late (no "id greater than the last seen" cursor).
+type Store interface {
+	// Table names the store's outbox table; it labels the relay's metrics
+	// and watermark.
+	Table() string
+	// Claim opens a claim on up to limit unpublished rows that are due,
+	// in id order. The claim holds them until it is finished or released.
+	Claim(ctx context.Context, limit int) (Claim, error)
+	// Backlog counts the unpublished rows and the age of the oldest.
+	Backlog(ctx context.Context) (rows int64, oldest time.Duration, err error)
+	// Prune deletes up to limit rows published more than olderThan ago and
+	// returns how many it deleted.
+	Prune(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
+	// Subscribe returns a source of wake-ups: writes that may have made
+	// rows due. The relay subscribes once, before its first claim, so that
+	// no write between a claim and the wait after it goes unnoticed.
+	Subscribe(ctx context.Context) Subscription
+}
+
+// Claim is an open claim on outbox rows (a transaction holding row locks
+// in PostgreSQL).
+type Claim interface {
+	// Rows returns the claimed rows, in id order.
+	Rows() []Row
+	// Finish marks the rows published, records a failed append on the
+	// rows failed (attempts + 1, lastErr, next attempt after b) and
+	// commits. After an error nothing is recorded: the rows stay
+	// unpublished and are claimed again.
+	Finish(ctx context.Context, published, failed []int64, lastErr string, b Backoff) error
+	// Release gives the rows back unchanged. It may be called after
+	// Finish, and then does nothing.
+	Release()
+}
+
+// Subscription wakes a waiting relay.
+type Subscription interface {
+	// Wait returns when rows may have been written, after d, or when ctx
+	// ends, whichever is first. It may return early; the relay then just
+	// looks for rows.
+	Wait(ctx context.Context, d time.Duration)
+	// Close releases the subscription's resources.
+	Close()
+}
