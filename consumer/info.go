@@ -40,6 +40,7 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 	if err != nil {
 		if ctx.Err() == nil {
 			c.wm.BacklogUnknown()
+			c.wm.SetLag(-1) // unknown, not the last reading
 			c.series.lag.Set(-1)
 			c.log.Debug("reading group info failed", slog.String(AttrError, err.Error()))
 		}
@@ -47,6 +48,7 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 	}
 	c.series.lag.Set(float64(gi.lag))
 	c.series.lagSec.Set(gi.lagSeconds)
+	c.wm.SetLag(time.Duration(gi.lagSeconds * float64(time.Second)))
 	c.series.pending.Set(float64(gi.pending))
 	c.series.oldest.Set(gi.oldestAge)
 	if gi.lag < 0 {

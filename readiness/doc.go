@@ -15,6 +15,7 @@
 //	wm.Progress(id)       // position advanced / unit of work finished
 //	wm.SetBacklog(n)      // lag + pending, unpublished rows, … (-1: unknown)
 //	wm.BacklogUnknown()   // the measurement failed
+//	wm.SetLag(d)          // age of the oldest waiting work, for display (-1: unknown)
 //	wm.Succeed()          // an iteration worked but moved nothing
 //	wm.Fail(err)          // an iteration failed
 //	wm.Alert(reason, t)   // another component holds the loop not ready until t

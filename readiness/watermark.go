@@ -12,6 +12,9 @@ const never = math.MinInt64
 // backlogUnknown marks a backlog that cannot be measured.
 const backlogUnknown = math.MinInt64
 
+// lagUnknown marks a lag that has not been measured, or cannot be.
+const lagUnknown = math.MinInt64
+
 // Watermark is what a loop reports about itself and what the rules judge:
 // heartbeat (the loop iterated), progress (its position advanced or a unit
 // of work finished), backlog (work known to be waiting, or unknown),
@@ -47,6 +50,7 @@ type Watermark struct {
 	idleAt   atomic.Int64 // offset of the last zero backlog, or never
 	runStart atomic.Int64 // backlog when it last fell (start of a growth run)
 	runSince atomic.Int64 // offset when it last fell, or never
+	lag      atomic.Int64 // nanoseconds, or lagUnknown
 
 	failures      atomic.Int64 // consecutive
 	failuresTotal atomic.Uint64
@@ -82,6 +86,7 @@ func NewWatermark(cfg WatermarkConfig) (*Watermark, error) {
 	w.heartbeat.Store(never)
 	w.progress.Store(never)
 	w.backlog.Store(backlogUnknown)
+	w.lag.Store(lagUnknown)
 	w.idleAt.Store(never)
 	w.runSince.Store(never)
 	w.alertUntil.Store(never)
@@ -154,6 +159,29 @@ func (w *Watermark) SetBacklog(n int64) {
 // backlog: without progress the loop stalls. It is the state of a new
 // Watermark.
 func (w *Watermark) BacklogUnknown() { w.backlog.Store(backlogUnknown) }
+
+// SetLag records how far behind the loop is in time: the age of the oldest
+// entry not yet delivered to a consumer group, of the oldest unpublished
+// outbox row, … A negative d means the lag cannot be measured; it is
+// unknown until the first SetLag. The lag is shown to people (the status
+// page) and does not enter the rules: it is no heartbeat and never changes
+// the state. It takes no lock and does not allocate.
+func (w *Watermark) SetLag(d time.Duration) {
+	if d < 0 {
+		d = lagUnknown
+	}
+	w.lag.Store(int64(d))
+}
+
+// Lag returns the last lag given to [Watermark.SetLag]; known is false
+// before the first, or after a negative one.
+func (w *Watermark) Lag() (d time.Duration, known bool) {
+	n := w.lag.Load()
+	if n == lagUnknown {
+		return 0, false
+	}
+	return time.Duration(n), true
+}
 
 // Succeed records an iteration that worked without necessarily advancing
 // (for example a read that returned nothing): consecutive failures go back

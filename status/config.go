@@ -1,0 +1,70 @@
+package status
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/headwaylabs/headway/readiness"
+	"github.com/headwaylabs/headway/supervisor"
+)
+
+// Defaults of [Config], used when a field is zero.
+const (
+	DefaultTitle   = "headway"
+	DefaultRefresh = 5 * time.Second
+)
+
+// processStart approximates the start of the process: package variables
+// are initialised before main runs.
+var processStart = time.Now()
+
+// Config configures a [Handler]. The zero value works: it serves a page
+// with nothing on it but the process's start time.
+type Config struct {
+	// Title heads the page and its JSON: the service's name, such as
+	// "wallet-consumer". Default [DefaultTitle].
+	Title string
+	// Tree supplies the supervised workers ([supervisor.Tree.Statuses]).
+	// Nil: the page has no workers.
+	Tree *supervisor.Tree
+	// Probes supply the loops, the jobs and the overall verdict
+	// ([readiness.Probes.Check]). Nil: the page has no loops and no jobs,
+	// and the verdict is taken from the workers alone.
+	Probes *readiness.Probes
+	// Refresh is how often the browser reloads the page (a meta refresh),
+	// in whole seconds. Default [DefaultRefresh] (5s); negative: never.
+	// A positive value must be at least one second.
+	Refresh time.Duration
+	// Started is when the process started, shown with the uptime.
+	// Default: when package status was initialised, at program start.
+	Started time.Time
+	// Now is the clock of the page: the time rendered, the uptime and the
+	// ages of the times shown. Give it the clock of the watermarks and
+	// jobs. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first invalid field, wrapping [ErrInvalidConfig].
+// It never panics.
+func (c Config) Validate() error {
+	if c.Refresh > 0 && c.Refresh < time.Second {
+		return fmt.Errorf("%w: Refresh %v is below one second (negative: no refresh)", ErrInvalidConfig, c.Refresh)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Title == "" {
+		c.Title = DefaultTitle
+	}
+	if c.Refresh == 0 {
+		c.Refresh = DefaultRefresh
+	}
+	if c.Started.IsZero() {
+		c.Started = processStart
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
