@@ -19,7 +19,7 @@ import (
 
 // Defaults of [RelayConfig].
 const (
-	DefaultBatchSize     = 500
+	DefaultBatchSize     = 1000
 	DefaultPollInterval  = time.Second
 	DefaultRetryInitial  = time.Second
 	DefaultRetryMax      = 5 * time.Minute
@@ -45,7 +45,7 @@ type RelayConfig struct {
 	// Table is the outbox table and NOTIFY channel of the default store.
 	// Default DefaultTable; ignored when Store is set (its Table counts).
 	Table string
-	// BatchSize is how many rows one cycle claims and appends. Default 500.
+	// BatchSize is how many rows one cycle claims and appends. Default 1000.
 	BatchSize int
 	// PollInterval is how long the relay waits for a notification before
 	// looking anyway (the fallback if a NOTIFY is missed). Default 1s.
@@ -101,7 +101,7 @@ type relayMetrics struct {
 }
 
 // NewRelay returns a Relay. Defaults: Table "headway_outbox", BatchSize
-// 500, PollInterval 1s, RetryInitial 1s, RetryMax 5m, FailureLimit 10,
+// 1000, PollInterval 1s, RetryInitial 1s, RetryMax 5m, FailureLimit 10,
 // InfoInterval 5s, Retention 7 days, PruneInterval 1m, PruneBatch 1000, a
 // Watermark named "relay/<Table>", no metrics registration,
 // slog.Default().
@@ -183,6 +183,10 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 	pruned := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("pruned_total", "Published rows deleted after the retention period."))))
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
+	}
+	// Every outcome exists from the start, so increase() sees the first one.
+	for _, o := range []string{"published", "empty", "failed"} {
+		cycles.(*prometheus.CounterVec).WithLabelValues(o)
 	}
 	r.m = relayMetrics{published: published.(*prometheus.CounterVec), failures: failures.(prometheus.Counter),
 		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram), backlog: backlog.(prometheus.Gauge),
@@ -328,11 +332,13 @@ func (r *Relay) updateInfo(ctx context.Context) {
 	n, age, err := r.store.Backlog(ctx)
 	if err != nil {
 		r.wm.BacklogUnknown()
+		r.wm.SetLag(-1)
 		return
 	}
 	r.wm.SetBacklog(n)
 	r.m.backlog.Set(float64(n))
 	r.m.oldest.Set(age.Seconds())
+	r.wm.SetLag(age)
 }
 
 // prune deletes published rows older than Retention, PruneBatch at a

@@ -116,6 +116,9 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	}, []string{"reason"})); err != nil {
 		return nil, err
 	}
+	for _, r := range []string{"brand_mismatch", "not_emitted", "invalid_event"} {
+		w.refused.WithLabelValues(r) // exists from the start, so increase() sees the first refusal
+	}
 	return w, nil
 }
 
