@@ -24,7 +24,7 @@ const (
 	DefaultMaxDeliveries   = 5
 	DefaultReclaimIdle     = time.Minute
 	DefaultConsumerIdle    = time.Hour
-	DefaultDrainTimeout    = 10 * time.Second
+	DefaultDrainTimeout    = 8 * time.Second
 	DefaultInfoInterval    = 5 * time.Second
 	DefaultAlertWindow     = 5 * time.Minute
 	DefaultFailureLimit    = 30
@@ -133,7 +133,9 @@ type Config struct {
 	// skipped (see docs/adr/ADR-010-consumer-semantics.md).
 	StartID string
 	// DrainTimeout bounds graceful shutdown: after the context is
-	// cancelled, handlers in flight get this long to finish. Default 10s.
+	// cancelled, handlers in flight get this long to finish. Default 8s,
+	// so that the drain, the last acknowledgement and a blocked read fit
+	// in the supervisor's default StopTimeout (10s).
 	DrainTimeout time.Duration
 	// InfoInterval is how often lag and pending are polled. Default 5s.
 	InfoInterval time.Duration

@@ -69,7 +69,7 @@ var _ suture.Service = (*Consumer)(nil)
 // Concurrency 8, HandlerTimeout 30s, Retry 3 attempts from 100ms doubling
 // to 2s, MaxDeliveries 5, ReclaimIdle 1m, ReclaimInterval ReclaimIdle/2,
 // ConsumerIdleTimeout 1h, DeadLetterStream Stream+":dlq", StartID "0",
-// DrainTimeout 10s, InfoInterval 5s, AlertWindow 5m, FailureLimit 30, a
+// DrainTimeout 8s, InfoInterval 5s, AlertWindow 5m, FailureLimit 30, a
 // Watermark named "<Group>@<Stream>", no metrics registration,
 // slog.Default().
 //
