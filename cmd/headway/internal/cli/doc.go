@@ -1,0 +1,33 @@
+// Package cli is the operator command line of headway, run by cmd/headway:
+// the status of streams, groups and consumers; listing, showing and
+// redriving dead-lettered entries; exporting and checking the event
+// catalog. docs/cli.md shows its use.
+//
+// [Run] is the whole program: it parses the arguments with one
+// flag.FlagSet per command, writes results to stdout (aligned tables, or
+// JSON with --json) and diagnostics to stderr, and returns the exit code:
+// [ExitOK] (0), [ExitFailure] (1: Redis unreachable, an entry not found, a
+// failed check) or [ExitUsage] (2: unknown command or flag, bad or missing
+// argument). Tests call it in process.
+//
+// # Redis
+//
+// The commands that read Redis take --redis-url (default $REDIS_URL, else
+// [DefaultRedisURL]), parsed with redis.ParseURL (redis.ParseClusterURL with
+// --cluster), and --prefix, a key prefix put before every stream key. The
+// client honours context deadlines (ContextTimeoutEnabled), and --timeout
+// bounds each call. Streams come from the catalog: event.Platform(), or a
+// JSON export of another catalog given with --catalog.
+//
+// # Redrive
+//
+// dlq redrive moves one dead letter at a time with one Lua script call that
+// reads it from the dead-letter stream, appends its original fields (the
+// dlq_* fields removed) to the source stream and deletes it from the
+// dead-letter stream. A script runs atomically, so a redrive killed at any
+// point has moved each entry entirely or not at all; a dead letter that is
+// no longer there is not appended, so two redrives running at once, or a
+// go-redis retry of a script that did run, do not double it. The stream and
+// its dead-letter stream share a hash tag ("events:{wallet}",
+// "events:{wallet}:dlq"), so the script runs on a cluster as well.
+package cli

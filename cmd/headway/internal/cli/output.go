@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+)
+
+// table writes aligned columns.
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer) *table {
+	return &table{tw: tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)}
+}
+
+// row writes one line; tabs and line breaks inside cells become spaces so
+// that they cannot break the alignment.
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		cells[i] = cleanCell(c)
+	}
+	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+var cellReplacer = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ", "\v", " ", "\f", " ")
+
+func cleanCell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return cellReplacer.Replace(s)
+}
+
+// truncate shortens s to at most n runes, marking the cut with "…".
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// fmtAge renders seconds for people: 850ms, 4.2s, 3m04s, 2h03m, 3d04h.
+func fmtAge(sec float64) string {
+	if sec < 0 || math.IsNaN(sec) {
+		return "-"
+	}
+	d := time.Duration(sec * float64(time.Second))
+	switch {
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+	}
+}
+
+// idAge returns the age in seconds of a stream ID's millisecond part at
+// now; 0 for an ID without time.
+func idAge(id string, now time.Time) float64 {
+	ms, ok := idMillis(id)
+	if !ok || ms == 0 {
+		return 0
+	}
+	return max(now.Sub(time.UnixMilli(ms)).Seconds(), 0)
+}
+
+// idMillis returns the millisecond part of a stream ID "ms-seq" or "ms".
+func idMillis(id string) (int64, bool) {
+	ms, _, _ := strings.Cut(id, "-")
+	v, err := strconv.ParseInt(ms, 10, 64)
+	return v, err == nil
+}
+
+// validID reports whether s is a complete stream entry ID, "ms-seq".
+func validID(s string) bool {
+	ms, seq, ok := strings.Cut(s, "-")
+	if !ok {
+		return false
+	}
+	_, err1 := strconv.ParseUint(ms, 10, 64)
+	_, err2 := strconv.ParseUint(seq, 10, 64)
+	return err1 == nil && err2 == nil
+}
+
+// seconds rounds to milliseconds for JSON.
+func seconds(sec float64) float64 { return math.Round(sec*1000) / 1000 }

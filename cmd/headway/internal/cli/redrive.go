@@ -1,0 +1,412 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/event"
+)
+
+var dlqRedriveCommand = &command{
+	path:    "dlq redrive",
+	summary: "append dead-lettered entries back to their source stream",
+	help: `Redrive appends the selected dead letters back to the stream they were
+dead-lettered from, with their original fields (the dlq_* fields removed), and
+deletes them from the dead-letter stream. Choose the entries with --id, or
+with --reason and --type, or take every one with --all; --limit bounds how
+many are redriven. --dry-run prints what would be redriven and changes
+nothing.
+
+Each entry moves in one Lua script call: the append to the source stream and
+the delete from the dead-letter stream happen together or not at all, so a
+redrive killed at any point neither loses nor doubles an entry; run it again
+to finish. An entry already gone from the dead-letter stream (another redrive
+took it) is reported as gone and not appended. Both keys carry the stream's
+hash tag, so this works on a Redis Cluster too.
+
+The entry gets a new ID at the end of the stream, and every group of the
+stream reads it again: a group that already applied the event relies on its
+deduplication (event_id) to skip it. The consumer that dead-lettered it runs
+its handler again (a dead letter is not marked done).
+
+An entry the consumers would reject again is refused: a legacy
+schema_version 1 entry (reason legacy_schema), or one that does not decode
+(malformed, unsupported_schema, missing_brand, ...). --force redrives these
+anyway. With --id, a refused or missing entry makes the exit status 1; with
+--reason, --type or --all, refused entries are listed and left in place.
+
+Examples:
+  headway dlq redrive --stream wallet --reason handler_permanent --dry-run
+  headway dlq redrive --id 1747300000000-0,1747300000001-0
+  headway dlq redrive --stream wallet --all --rate 200`,
+	run: (*app).dlqRedrive,
+}
+
+// Outcomes of a redrive, in RedriveResult.Outcome.
+const (
+	OutcomeRedriven     = "redriven"      // appended to the source stream, deleted from the dead-letter stream
+	OutcomeWouldRedrive = "would_redrive" // dry run
+	OutcomeRefused      = "refused"       // left in place: see Why
+	OutcomeGone         = "gone"          // no longer in the dead-letter stream when its turn came
+	OutcomeNotFound     = "not_found"     // an --id that no dead-letter stream holds
+)
+
+// RedriveResult is what happened to one selected dead letter.
+type RedriveResult struct {
+	Stream    string `json:"stream"`
+	ID        string `json:"id"`
+	EventID   string `json:"event_id,omitempty"`
+	EventType string `json:"event_type,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Outcome   string `json:"outcome"`
+	NewID     string `json:"new_id,omitempty"` // the entry's ID in the source stream
+	Why       string `json:"why,omitempty"`
+}
+
+// redriveScript moves one dead letter back to its source stream: KEYS[1]
+// is the dead-letter stream, KEYS[2] the source stream, ARGV[1] the dead
+// letter's ID and ARGV[2:] the field names to drop. It returns the new
+// entry ID, or nil when the dead letter is no longer there. The append
+// runs before the delete: if the append fails, nothing has changed.
+var redriveScript = redis.NewScript(`
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #e == 0 then return false end
+local drop = {}
+for i = 2, #ARGV do drop[ARGV[i]] = true end
+local f, out = e[1][2], {}
+for i = 1, #f, 2 do
+  if not drop[f[i]] then
+    out[#out + 1] = f[i]
+    out[#out + 1] = f[i + 1]
+  end
+end
+if #out == 0 then
+  return redis.error_reply('dead letter ' .. ARGV[1] .. ' has no original fields')
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+`)
+
+// redriveOne moves the dead letter id of ref back to ref's stream and
+// returns its new ID; redis.Nil when it is no longer a dead letter.
+func redriveOne(ctx context.Context, rdb redis.UniversalClient, ref streamRef, id string) (string, error) {
+	argv := make([]any, 0, 1+len(dlqFields))
+	argv = append(argv, id)
+	for _, f := range dlqFields {
+		argv = append(argv, f)
+	}
+	return redriveScript.Run(ctx, rdb, []string{ref.DLQ, ref.Key}, argv...).Text()
+}
+
+// refusal says why dl must not be redriven, or "" when it may.
+func refusal(ref streamRef, dl DeadLetter, force bool) string {
+	if dl.SourceStream != "" && dl.SourceStream != ref.Key {
+		return fmt.Sprintf("dead-lettered from %s, not from %s", dl.SourceStream, ref.Key)
+	}
+	if len(dl.original) == 0 {
+		return "no original fields"
+	}
+	if force {
+		return ""
+	}
+	if dl.Legacy {
+		return "legacy schema_version 1: consumers reject it again (--force redrives it anyway)"
+	}
+	fields := make(map[string]any, len(dl.original))
+	for k, v := range dl.original {
+		fields[k] = v
+	}
+	if _, err := event.Decode(fields); err != nil {
+		return fmt.Sprintf("does not decode (%v): consumers reject it again (--force redrives it anyway)", err)
+	}
+	return ""
+}
+
+func (a *app) dlqRedrive(ctx context.Context, c *command, args []string) error {
+	fs := flagSet(c)
+	var (
+		rf      redisFlags
+		cf      catalogFlag
+		ff      filterFlags
+		names   listFlag
+		ids     listFlag
+		all     bool
+		limit   int
+		dryRun  bool
+		force   bool
+		rate    float64
+		jsonOut bool
+	)
+	rf.register(fs)
+	cf.register(fs)
+	fs.Var(&names, "stream", "catalog stream `name` (repeatable or comma-separated; default every stream)")
+	fs.Var(&ids, "id", "dead letter `ID` to redrive, as 'dlq list' prints it (repeatable or comma-separated)")
+	ff.register(fs)
+	fs.BoolVar(&all, "all", false, "redrive every dead letter of the selected streams")
+	fs.IntVar(&limit, "limit", 0, "redrive at most `n` entries; 0 means no limit")
+	fs.BoolVar(&dryRun, "dry-run", false, "print what would be redriven; change nothing")
+	fs.BoolVar(&force, "force", false, "redrive entries that consumers would reject again (legacy schema_version 1, undecodable)")
+	fs.Float64Var(&rate, "rate", 0, "redrive at most `n` entries per second; 0 means as fast as Redis answers")
+	fs.BoolVar(&jsonOut, "json", false, "write JSON instead of a table")
+	if _, err := a.parse(c, fs, args, 0, 0); err != nil {
+		return err
+	}
+	switch {
+	case len(ids) == 0 && !ff.any() && !all:
+		return usagef("choose the entries: --id, --reason, --type or --all")
+	case len(ids) > 0 && (ff.any() || all):
+		return usagef("--id names the entries: it does not combine with --reason, --type or --all")
+	case all && ff.any():
+		return usagef("--all takes every entry: it does not combine with --reason or --type")
+	case limit < 0:
+		return usagef("--limit must not be negative")
+	case rate < 0:
+		return usagef("--rate must not be negative")
+	}
+	for _, id := range ids {
+		if !validID(id) {
+			return usagef("--id %q is not a stream entry ID (like 1747300000000-0)", id)
+		}
+	}
+	ids = unique(ids) // a repeated ID is redriven once
+	f, err := ff.filter()
+	if err != nil {
+		return err
+	}
+	cat, err := cf.load()
+	if err != nil {
+		return err
+	}
+	refs, err := selectStreams(cat, rf.prefix, names)
+	if err != nil {
+		return err
+	}
+	rdb, err := a.connect(ctx, &rf)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rdb.Close() }()
+
+	r := &redriver{a: a, rdb: rdb, limit: limit, dryRun: dryRun, force: force, explicit: len(ids) > 0}
+	if rate > 0 {
+		r.interval = time.Duration(float64(time.Second) / rate)
+	}
+	var runErr error
+	if len(ids) > 0 {
+		runErr = r.byID(ctx, refs, ids)
+	} else {
+		for _, ref := range refs {
+			if runErr = scan(ctx, rdb, ref, f, func(dl DeadLetter) (bool, error) { return r.one(ctx, ref, dl) }); runErr != nil || r.full() {
+				break
+			}
+		}
+	}
+	var ue *usageError
+	if errors.As(runErr, &ue) {
+		return runErr
+	}
+	if err := r.print(jsonOut); err != nil {
+		return err
+	}
+	if runErr != nil {
+		return fmt.Errorf("stopped after %d entries: %w", r.moved, runErr)
+	}
+	if r.explicit {
+		if failed := len(r.results) - r.moved; failed > 0 {
+			return fmt.Errorf("%d of %d entries named by --id not redriven", failed, len(r.results))
+		}
+	}
+	return nil
+}
+
+// redriver runs one dlq redrive.
+type redriver struct {
+	a        *app
+	rdb      redis.UniversalClient
+	limit    int
+	dryRun   bool
+	force    bool
+	explicit bool          // entries named by --id
+	interval time.Duration // --rate
+	next     time.Time
+
+	results []RedriveResult
+	moved   int // redriven, or would be in a dry run
+}
+
+func (r *redriver) full() bool { return r.limit > 0 && r.moved >= r.limit }
+
+// byID resolves every ID first, so that an ambiguous one stops the
+// redrive before anything moved, then redrives them in the order given.
+func (r *redriver) byID(ctx context.Context, refs []streamRef, ids []string) error {
+	type target struct {
+		ref streamRef
+		dl  DeadLetter
+		ok  bool
+	}
+	targets := make([]target, 0, len(ids))
+	for _, id := range ids {
+		var found []target
+		for _, ref := range refs {
+			dl, ok, err := find(ctx, r.rdb, ref, id)
+			if err != nil {
+				return err
+			}
+			if ok {
+				found = append(found, target{ref, dl, true})
+			}
+		}
+		switch len(found) {
+		case 0:
+			targets = append(targets, target{dl: DeadLetter{ID: id}})
+		case 1:
+			targets = append(targets, found[0])
+		default:
+			return usagef("dead letter %s is in several streams: name one with --stream", id)
+		}
+	}
+	for _, t := range targets {
+		if r.full() {
+			break
+		}
+		if !t.ok {
+			r.results = append(r.results, RedriveResult{Stream: "", ID: t.dl.ID, Outcome: OutcomeNotFound,
+				Why: "no such dead letter in " + dlqKeys(refs)})
+			continue
+		}
+		if _, err := r.one(ctx, t.ref, t.dl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// one redrives (or, in a dry run, judges) one dead letter; it reports
+// whether to go on.
+func (r *redriver) one(ctx context.Context, ref streamRef, dl DeadLetter) (bool, error) {
+	res := RedriveResult{Stream: ref.Name, ID: dl.ID, EventID: dl.EventID, EventType: dl.EventType, Reason: dl.Reason}
+	if why := refusal(ref, dl, r.force); why != "" {
+		res.Outcome, res.Why = OutcomeRefused, why
+		r.results = append(r.results, res)
+		return true, nil
+	}
+	if r.dryRun {
+		res.Outcome = OutcomeWouldRedrive
+		r.results = append(r.results, res)
+		r.moved++
+		return !r.full(), nil
+	}
+	if err := r.pace(ctx); err != nil {
+		return false, err
+	}
+	newID, err := redriveOne(ctx, r.rdb, ref, dl.ID)
+	switch {
+	case errors.Is(err, redis.Nil):
+		res.Outcome, res.Why = OutcomeGone, "no longer in the dead-letter stream (redriven or deleted meanwhile)"
+		r.results = append(r.results, res)
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("redriving %s of %s: %w", dl.ID, ref.DLQ, err)
+	}
+	res.Outcome, res.NewID = OutcomeRedriven, newID
+	r.results = append(r.results, res)
+	r.moved++
+	if r.a.afterRedrive != nil {
+		r.a.afterRedrive(r.moved)
+	}
+	return !r.full(), nil
+}
+
+// pace waits for the next slot of --rate.
+func (r *redriver) pace(ctx context.Context) error {
+	if r.interval <= 0 {
+		return ctx.Err()
+	}
+	now := time.Now()
+	if wait := r.next.Sub(now); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		now = r.next
+	}
+	r.next = now.Add(r.interval)
+	return nil
+}
+
+func (r *redriver) counts() map[string]int {
+	n := map[string]int{}
+	for _, res := range r.results {
+		n[res.Outcome]++
+	}
+	return n
+}
+
+func (r *redriver) print(jsonOut bool) error {
+	w := r.a.stdout
+	n := r.counts()
+	if jsonOut {
+		results := r.results
+		if results == nil {
+			results = []RedriveResult{}
+		}
+		return writeJSON(w, struct {
+			DryRun  bool            `json:"dry_run"`
+			Entries []RedriveResult `json:"entries"`
+			Counts  map[string]int  `json:"counts"`
+		}{r.dryRun, results, n})
+	}
+	if len(r.results) == 0 {
+		fmt.Fprintln(w, "no dead letters selected")
+		return nil
+	}
+	t := newTable(w)
+	t.row("STREAM", "ID", "EVENT ID", "TYPE", "REASON", "RESULT")
+	for _, res := range r.results {
+		result := strings.ReplaceAll(res.Outcome, "_", " ")
+		switch {
+		case res.NewID != "":
+			result += " as " + res.NewID
+		case res.Why != "":
+			result += ": " + res.Why
+		}
+		t.row(res.Stream, res.ID, res.EventID, res.EventType, res.Reason, result)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	var parts []string
+	for _, o := range []string{OutcomeRedriven, OutcomeWouldRedrive, OutcomeRefused, OutcomeGone, OutcomeNotFound} {
+		if n[o] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n[o], strings.ReplaceAll(o, "_", " ")))
+		}
+	}
+	summary := strings.Join(parts, ", ")
+	if r.dryRun {
+		summary = "dry run, nothing changed: " + summary
+	}
+	fmt.Fprintf(w, "\n%s\n", summary)
+	return nil
+}
+
+// unique returns ss without repeats, in first-seen order.
+func unique(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	out := ss[:0:0]
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,383 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
+)
+
+// redriveOutput is the JSON of dlq redrive.
+type redriveOutput struct {
+	DryRun  bool            `json:"dry_run"`
+	Entries []RedriveResult `json:"entries"`
+	Counts  map[string]int  `json:"counts"`
+}
+
+// startConsumer runs a rolling consumer on the wallet stream under prefix,
+// with Redis dedup, until the test ends.
+func startConsumer(t *testing.T, rdb redis.UniversalClient, prefix string, h consumer.Handler) {
+	t.Helper()
+	stream, _ := walletKeys(prefix)
+	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(consumer.Config{
+		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet,
+		Group: event.ServiceRolling, Consumer: "pod-a",
+		Handlers: map[event.Type]consumer.Handler{event.BetSettledConfirmed: h, event.BetRolledBackConfirmed: h},
+		Dedup:    store, Block: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
+		Retry:  consumer.RetryPolicy{Attempts: 1},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("consumer did not stop")
+		}
+	})
+}
+
+func publish(t *testing.T, rdb redis.UniversalClient, stream string, e event.Envelope) string {
+	t.Helper()
+	id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: fieldsOf(t, e)}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestRedriveRoundTrip dead-letters an event through a real consumer (its
+// handler fails permanently the first time), lists, shows and redrives it
+// with the command line, and sees the consumer apply it exactly once.
+func TestRedriveRoundTrip(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	stream, dlq := walletKeys(prefix)
+
+	var (
+		mu      sync.Mutex
+		calls   = map[string]int{}
+		applied = map[string]int{}
+	)
+	startConsumer(t, rdb, prefix, func(_ context.Context, m *consumer.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		id := m.Envelope.EventID
+		calls[id]++
+		if id == "rt-1" && calls[id] == 1 {
+			return consumer.Permanent(errors.New("ledger row missing"))
+		}
+		applied[id]++
+		return nil
+	})
+	count := func(m map[string]int, id string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return m[id]
+	}
+
+	sourceID := publish(t, rdb, stream, envelope("rt-1", event.BetSettledConfirmed))
+	testkit.Eventually(t, 10*time.Second, "the event dead-lettered", func() bool { return rdb.XLen(ctx, dlq).Val() == 1 })
+
+	var list struct {
+		DeadLetters []DeadLetter `json:"dead_letters"`
+	}
+	decodeJSON(t, mustRun(t, "dlq", "list", "--prefix", prefix, "--json").stdout, &list)
+	if len(list.DeadLetters) != 1 {
+		t.Fatalf("list: %+v", list)
+	}
+	dl := list.DeadLetters[0]
+	if dl.EventID != "rt-1" || dl.Reason != consumer.ReasonHandlerPermanent || dl.SourceID != sourceID ||
+		dl.SourceStream != stream || dl.Deliveries != 1 || !strings.Contains(dl.Error, "ledger row missing") {
+		t.Fatalf("dead letter: %+v", dl)
+	}
+	show := mustRun(t, "dlq", "show", "--prefix", prefix, dl.ID)
+	if !strings.Contains(show.stdout, `"id":"rt-1"`) || !strings.Contains(show.stdout, "handler_permanent") {
+		t.Errorf("show:\n%s", show.stdout)
+	}
+
+	// A dry run changes nothing.
+	var dry redriveOutput
+	decodeJSON(t, mustRun(t, "dlq", "redrive", "--prefix", prefix, "--id", dl.ID, "--dry-run", "--json").stdout, &dry)
+	if !dry.DryRun || len(dry.Entries) != 1 || dry.Entries[0].Outcome != OutcomeWouldRedrive {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	if n := rdb.XLen(ctx, dlq).Val(); n != 1 {
+		t.Fatalf("the dry run changed the dead-letter stream: %d entries", n)
+	}
+
+	r := mustRun(t, "dlq", "redrive", "--prefix", prefix, "--id", dl.ID)
+	if !strings.Contains(r.stdout, "redriven as ") || !strings.Contains(r.stdout, "1 redriven") {
+		t.Errorf("redrive output:\n%s", r.stdout)
+	}
+	testkit.Eventually(t, 10*time.Second, "the redriven event applied", func() bool { return count(applied, "rt-1") == 1 })
+
+	// A later event applied means the consumer is past the redriven one.
+	publish(t, rdb, stream, envelope("rt-2", event.BetSettledConfirmed))
+	testkit.Eventually(t, 10*time.Second, "a later event applied", func() bool { return count(applied, "rt-2") == 1 })
+	if a, c := count(applied, "rt-1"), count(calls, "rt-1"); a != 1 || c != 2 {
+		t.Errorf("rt-1 applied %d times in %d calls, want once in 2", a, c)
+	}
+	if n := rdb.XLen(ctx, dlq).Val(); n != 0 {
+		t.Errorf("%d dead letters left", n)
+	}
+	if ids := eventIDs(t, rdb, stream); ids["rt-1"] != 2 {
+		t.Errorf("rt-1 is %d times on the stream, want the original and the redriven", ids["rt-1"])
+	}
+	testkit.Eventually(t, 10*time.Second, "nothing pending", func() bool {
+		p, err := rdb.XPending(ctx, stream, event.ServiceRolling).Result()
+		return err == nil && p.Count == 0
+	})
+
+	// Redriving it again finds nothing.
+	r = run(t, "dlq", "redrive", "--prefix", prefix, "--id", dl.ID)
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "not found") || !strings.Contains(r.stderr, "1 of 1 entries named by --id not redriven") {
+		t.Errorf("second redrive: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestRedriveRestoresOriginalFields checks what lands on the stream: the
+// original fields, exactly, without the dlq_* fields.
+func TestRedriveRestoresOriginalFields(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	stream, _ := walletKeys(prefix)
+	e := envelope("f1", event.BetSettledConfirmed)
+	e.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	want := fieldsOf(t, e)
+	want["x_producer_extra"] = "kept"
+	id := deadLetterRaw(t, rdb, prefix, want, "handler_permanent", 2)
+
+	var out redriveOutput
+	decodeJSON(t, mustRun(t, "dlq", "redrive", "--prefix", prefix, "--id", id+","+id, "--json").stdout, &out)
+	if len(out.Entries) != 1 || out.Entries[0].Outcome != OutcomeRedriven || out.Counts[OutcomeRedriven] != 1 {
+		t.Fatalf("redrive: %+v", out)
+	}
+	msgs, err := rdb.XRange(context.Background(), stream, "-", "+").Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("stream: %v %v", msgs, err)
+	}
+	if msgs[0].ID != out.Entries[0].NewID {
+		t.Errorf("new ID %s, reported %s", msgs[0].ID, out.Entries[0].NewID)
+	}
+	if len(msgs[0].Values) != len(want) {
+		t.Errorf("fields %v, want %v", msgs[0].Values, want)
+	}
+	for k, v := range want {
+		if msgs[0].Values[k] != v {
+			t.Errorf("field %s = %v, want %v", k, msgs[0].Values[k], v)
+		}
+	}
+	if _, err := event.Decode(msgs[0].Values); err != nil {
+		t.Errorf("the redriven entry does not decode: %v", err)
+	}
+}
+
+func TestRedriveRefusesWhatConsumersRejectAgain(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	stream, dlq := walletKeys(prefix)
+	legacy := deadLetterRaw(t, rdb, prefix, legacyFields("old"), "legacy_schema", 1)
+	broken := fieldsOf(t, envelope("broken", event.BetSettledConfirmed))
+	delete(broken, event.FieldOccurredAt)
+	malformed := deadLetterRaw(t, rdb, prefix, broken, "malformed", 1)
+	good := deadLetter(t, rdb, prefix, envelope("good", event.BetSettledConfirmed), "max_deliveries")
+
+	// Named by --id: refused, exit 1, nothing moved.
+	r := run(t, "dlq", "redrive", "--prefix", prefix, "--id", legacy)
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "legacy schema_version 1") || !strings.Contains(r.stdout, "--force") {
+		t.Fatalf("legacy by id: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if rdb.XLen(ctx, stream).Val() != 0 || rdb.XLen(ctx, dlq).Val() != 3 {
+		t.Fatalf("a refused entry moved")
+	}
+
+	// Selected by --all: listed as refused, left in place, exit 0.
+	var out redriveOutput
+	decodeJSON(t, mustRun(t, "dlq", "redrive", "--prefix", prefix, "--all", "--json").stdout, &out)
+	got := map[string]string{}
+	for _, e := range out.Entries {
+		got[e.ID] = e.Outcome
+	}
+	if got[legacy] != OutcomeRefused || got[malformed] != OutcomeRefused || got[good] != OutcomeRedriven {
+		t.Fatalf("--all: %+v", out)
+	}
+	if ids := eventIDs(t, rdb, dlq); len(ids) != 2 || ids["old"] != 1 || ids["broken"] != 1 {
+		t.Fatalf("dead letters left: %v", ids)
+	}
+	for _, e := range out.Entries {
+		if e.ID == malformed && !strings.Contains(e.Why, "does not decode") {
+			t.Errorf("malformed refused for %q", e.Why)
+		}
+	}
+
+	// --force redrives them.
+	mustRun(t, "dlq", "redrive", "--prefix", prefix, "--id", legacy+","+malformed, "--force")
+	if ids := eventIDs(t, rdb, stream); len(ids) != 3 || ids["old"] != 1 || ids["broken"] != 1 || ids["good"] != 1 {
+		t.Fatalf("stream after --force: %v", ids)
+	}
+	if n := rdb.XLen(ctx, dlq).Val(); n != 0 {
+		t.Fatalf("%d dead letters left", n)
+	}
+}
+
+func TestRedriveSelection(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	stream, dlq := walletKeys(prefix)
+	deadLetter(t, rdb, prefix, envelope("m1", event.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("p1", event.BetSettledConfirmed), "handler_permanent")
+	deadLetter(t, rdb, prefix, envelope("m2", event.BetRolledBackConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("m3", event.BetSettledConfirmed), "max_deliveries")
+
+	var dry redriveOutput
+	decodeJSON(t, mustRun(t, "dlq", "redrive", "--prefix", prefix, "--reason", "max_deliveries", "--limit", "2", "--dry-run", "--json").stdout, &dry)
+	if len(dry.Entries) != 2 || dry.Entries[0].EventID != "m1" || dry.Entries[1].EventID != "m2" || dry.Counts[OutcomeWouldRedrive] != 2 {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	r := mustRun(t, "dlq", "redrive", "--prefix", prefix, "--reason", "max_deliveries", "--limit", "2", "--dry-run")
+	if !strings.Contains(r.stdout, "dry run, nothing changed: 2 would redrive") {
+		t.Errorf("dry-run table:\n%s", r.stdout)
+	}
+
+	// The real run takes the same entries.
+	mustRun(t, "dlq", "redrive", "--prefix", prefix, "--reason", "max_deliveries", "--limit", "2")
+	if ids := eventIDs(t, rdb, stream); len(ids) != 2 || ids["m1"] != 1 || ids["m2"] != 1 {
+		t.Fatalf("stream: %v", ids)
+	}
+	mustRun(t, "dlq", "redrive", "--prefix", prefix, "--type", "BET_SETTLED_CONFIRMED", "--reason", "max_deliveries")
+	if ids := eventIDs(t, rdb, dlq); len(ids) != 1 || ids["p1"] != 1 {
+		t.Fatalf("dead letters left: %v", ids)
+	}
+	if r := mustRun(t, "dlq", "redrive", "--prefix", prefix, "--reason", "malformed"); r.stdout != "no dead letters selected\n" {
+		t.Errorf("empty selection: %q", r.stdout)
+	}
+}
+
+// fillDLQ dead-letters n distinct events and returns their event IDs.
+func fillDLQ(t *testing.T, rdb redis.UniversalClient, prefix string, n int) []string {
+	t.Helper()
+	_, dlq := walletKeys(prefix)
+	stream, _ := walletKeys(prefix)
+	ids := make([]string, n)
+	ctx := context.Background()
+	pipe := rdb.Pipeline()
+	for i := range ids {
+		ids[i] = "bulk-" + strconv.Itoa(i)
+		values := []any{}
+		for k, v := range fieldsOf(t, envelope(ids[i], event.BetSettledConfirmed)) {
+			values = append(values, k, v)
+		}
+		values = append(values, consumer.DLQFieldReason, consumer.ReasonMaxDeliveries, consumer.DLQFieldStream, stream,
+			consumer.DLQFieldDeliveries, "5", consumer.DLQFieldError, "timeout")
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: dlq, Values: values})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// checkExactlyOnce fails unless every event of ids is in exactly one of
+// the stream and the dead-letter stream, once, and nothing else is there.
+// It returns how many are on the stream.
+func checkExactlyOnce(t *testing.T, rdb redis.UniversalClient, prefix string, ids []string) int {
+	t.Helper()
+	stream, dlq := walletKeys(prefix)
+	onStream, inDLQ := eventIDs(t, rdb, stream), eventIDs(t, rdb, dlq)
+	for _, id := range ids {
+		if n := onStream[id] + inDLQ[id]; n != 1 {
+			t.Errorf("%s: %d on the stream, %d in the dead-letter stream", id, onStream[id], inDLQ[id])
+		}
+	}
+	if total := len(onStream) + len(inDLQ); total != len(ids) {
+		t.Errorf("%d distinct events, want %d", total, len(ids))
+	}
+	return len(onStream)
+}
+
+// TestRedriveInterruptedInProcess stops a redrive between entries (the
+// context is cancelled after the fifth) and finishes it with a second run.
+func TestRedriveInterruptedInProcess(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	ids := fillDLQ(t, rdb, prefix, 50)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &app{now: time.Now, afterRedrive: func(n int) {
+		if n == 5 {
+			cancel()
+		}
+	}}
+	r := runApp(t, ctx, a, "dlq", "redrive", "--prefix", prefix, "--all")
+	if r.code != ExitFailure || !strings.Contains(r.stderr, "stopped after 5 entries") || !strings.Contains(r.stdout, "5 redriven") {
+		t.Fatalf("interrupted redrive: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := checkExactlyOnce(t, rdb, prefix, ids); n != 5 {
+		t.Fatalf("%d moved, want 5", n)
+	}
+	mustRun(t, "dlq", "redrive", "--prefix", prefix, "--all")
+	if n := checkExactlyOnce(t, rdb, prefix, ids); n != len(ids) {
+		t.Fatalf("%d moved after the second run, want %d", n, len(ids))
+	}
+}
+
+// TestConcurrentRedrivesDoNotDouble runs two redrives of the same entries
+// at once: each entry moves once, by one of them.
+func TestConcurrentRedrivesDoNotDouble(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	ids := fillDLQ(t, rdb, prefix, 300)
+	var (
+		wg    sync.WaitGroup
+		moved atomic.Int64
+		outs  [2]redriveOutput
+	)
+	for i := range outs {
+		wg.Go(func() {
+			r := runApp(t, context.Background(), &app{now: time.Now}, "dlq", "redrive", "--prefix", prefix, "--all", "--json")
+			if r.code != ExitOK {
+				t.Errorf("redrive %d: exit %d: %s", i, r.code, r.stderr)
+				return
+			}
+			if err := jsonUnmarshal(r.stdout, &outs[i]); err != nil {
+				t.Error(err)
+			}
+			moved.Add(int64(outs[i].Counts[OutcomeRedriven]))
+		})
+	}
+	wg.Wait()
+	if n := checkExactlyOnce(t, rdb, prefix, ids); n != len(ids) {
+		t.Fatalf("%d on the stream, want %d", n, len(ids))
+	}
+	if m := moved.Load(); m != int64(len(ids)) {
+		t.Errorf("the two runs report %d redriven together, want %d", m, len(ids))
+	}
+}

@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"context"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+)
+
+// TestStatusMatchesXINFO prepares a wallet stream with three groups — one
+// with two consumers and pending entries, one created at an arbitrary ID
+// (lag unknown to Redis), one caught up — and dead letters, and checks
+// status against what XINFO and XPENDING report.
+func TestStatusMatchesXINFO(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	stream, dlq := walletKeys(prefix)
+
+	now := time.Now().Truncate(time.Millisecond)
+	base := now.Add(-time.Hour).UnixMilli()
+	ids := make([]string, 10)
+	for i := range ids {
+		ids[i] = strconv.FormatInt(base+int64(i)*1000, 10) + "-0"
+		fields := fieldsOf(t, envelope("s"+strconv.Itoa(i), event.BetSettledConfirmed))
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: ids[i], Values: fields}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(rdb.XGroupCreate(ctx, stream, "rolling_service", "0").Err())
+	must(rdb.XGroupCreate(ctx, stream, "late_group", ids[4]).Err())
+	must(rdb.XGroupCreate(ctx, stream, "caught_up", "$").Err())
+	read := func(consumer string, n int64) {
+		t.Helper()
+		must(rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: consumer,
+			Streams: []string{stream, ">"}, Count: n}).Err())
+	}
+	read("pod-a", 4) // ids 0..3
+	must(rdb.XAck(ctx, stream, "rolling_service", ids[0]).Err())
+	read("pod-b", 2) // ids 4..5
+	deadLetter(t, rdb, prefix, envelope("d1", event.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("d2", event.BetSettledConfirmed), "handler_permanent")
+
+	r := runApp(t, ctx, &app{now: func() time.Time { return now }}, "status", "--prefix", prefix, "--stream", "wallet", "--json")
+	if r.code != ExitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var got struct{ Streams []StreamStatus }
+	decodeJSON(t, r.stdout, &got)
+	if len(got.Streams) != 1 {
+		t.Fatalf("%d streams, want 1", len(got.Streams))
+	}
+	s := got.Streams[0]
+
+	info, err := rdb.XInfoStream(ctx, stream).Result()
+	must(err)
+	dlqLen, err := rdb.XLen(ctx, dlq).Result()
+	must(err)
+	if !s.Exists || s.Key != stream || s.Length != info.Length || s.LastID != info.LastGeneratedID ||
+		s.FirstID != info.FirstEntry.ID || s.DeadLetters != dlqLen || s.DeadLetters != 2 || s.DeadLetterKey != dlq {
+		t.Errorf("stream: %+v; XINFO STREAM length %d last %s, XLEN dlq %d", s, info.Length, info.LastGeneratedID, dlqLen)
+	}
+
+	groups, err := rdb.XInfoGroups(ctx, stream).Result()
+	must(err)
+	if len(s.Groups) != len(groups) {
+		t.Fatalf("%d groups, XINFO GROUPS has %d", len(s.Groups), len(groups))
+	}
+	byName := map[string]GroupStatus{}
+	for _, g := range s.Groups {
+		byName[g.Name] = g
+	}
+	for _, xg := range groups {
+		g, ok := byName[xg.Name]
+		if !ok {
+			t.Errorf("group %s missing", xg.Name)
+			continue
+		}
+		if g.LastDeliveredID != xg.LastDeliveredID || g.Pending != xg.Pending || len(g.Consumers) != int(xg.Consumers) {
+			t.Errorf("group %s: %+v; XINFO GROUPS %+v", xg.Name, g, xg)
+		}
+		switch {
+		case xg.Lag < 0 && g.Lag != nil:
+			t.Errorf("group %s: lag %d where Redis cannot tell it", xg.Name, *g.Lag)
+		case xg.Lag >= 0 && (g.Lag == nil || *g.Lag != xg.Lag):
+			t.Errorf("group %s: lag %v, XINFO says %d", xg.Name, g.Lag, xg.Lag)
+		}
+		p, err := rdb.XPending(ctx, stream, xg.Name).Result()
+		must(err)
+		if g.Pending != p.Count || (p.Count > 0 && g.OldestPendingID != p.Lower) {
+			t.Errorf("group %s: pending %d oldest %s; XPENDING %+v", xg.Name, g.Pending, g.OldestPendingID, p)
+		}
+		cons, err := rdb.XInfoConsumers(ctx, stream, xg.Name).Result()
+		must(err)
+		for i, co := range cons {
+			gc := g.Consumers[i]
+			if gc.Name != co.Name || gc.Pending != co.Pending || math.Abs(gc.IdleSeconds-co.Idle.Seconds()) > 5 {
+				t.Errorf("group %s consumer %d: %+v; XINFO CONSUMERS %+v", xg.Name, i, gc, co)
+			}
+		}
+	}
+
+	// The figures themselves, from the prepared stream.
+	rs := byName["rolling_service"]
+	if rs.Lag == nil || *rs.Lag != 4 || rs.Pending != 5 || rs.OldestPendingID != ids[1] || len(rs.Consumers) != 2 {
+		t.Errorf("rolling_service: %+v", rs)
+	}
+	ageOf := func(i int) float64 { return float64(now.UnixMilli()-(base+int64(i)*1000)) / 1000 }
+	if rs.LagSeconds != ageOf(6) {
+		t.Errorf("lag seconds %v, want the age of the first undelivered entry %v", rs.LagSeconds, ageOf(6))
+	}
+	if rs.OldestPendingAgeSeconds != ageOf(1) {
+		t.Errorf("oldest pending age %v, want %v", rs.OldestPendingAgeSeconds, ageOf(1))
+	}
+	if rs.Consumers[0].Name != "pod-a" || rs.Consumers[0].Pending != 3 || rs.Consumers[1].Name != "pod-b" || rs.Consumers[1].Pending != 2 {
+		t.Errorf("consumers %+v", rs.Consumers)
+	}
+	if lg := byName["late_group"]; lg.Lag != nil || lg.LagSeconds != ageOf(5) {
+		t.Errorf("late_group: lag %v (want unknown), lag seconds %v (want %v)", lg.Lag, lg.LagSeconds, ageOf(5))
+	}
+	if cu := byName["caught_up"]; cu.Lag == nil || *cu.Lag != 0 || cu.LagSeconds != 0 || cu.Pending != 0 {
+		t.Errorf("caught_up: %+v", cu)
+	}
+
+	// The tables say the same, aligned.
+	r = runApp(t, ctx, &app{now: func() time.Time { return now }}, "status", "--prefix", prefix, "--stream", "wallet")
+	if r.code != ExitOK {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	row := func(prefix string) string {
+		t.Helper()
+		for _, l := range lines {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		t.Fatalf("no line %q in:\n%s", prefix, r.stdout)
+		return ""
+	}
+	groupHeader := row("STREAM  GROUP ")
+	for _, tc := range []struct{ line, column, value string }{
+		{row("wallet  rolling_service"), "LAG ", "4 "},
+		{row("wallet  rolling_service"), "LAG AGE", "59m54s"},
+		{row("wallet  rolling_service"), "PENDING", "5 "},
+		{row("wallet  rolling_service"), "OLDEST PENDING", "59m59s"},
+		{row("wallet  late_group"), "LAG ", "unknown"},
+		{row("wallet  caught_up"), "LAG ", "0 "},
+	} {
+		col := strings.Index(groupHeader, tc.column)
+		if col < 0 || !strings.HasPrefix(tc.line[col:], tc.value) {
+			t.Errorf("column %q of %q is not %q (header %q)", tc.column, tc.line, tc.value, groupHeader)
+		}
+	}
+	header := row("STREAM  LENGTH")
+	if col := strings.Index(header, "DEAD LETTERS"); !strings.HasPrefix(row("wallet ")[col:], "2") {
+		t.Errorf("dead letters column of %q", row("wallet "))
+	}
+	if !strings.Contains(r.stdout, "pod-a") || !strings.Contains(r.stdout, "pod-b") {
+		t.Errorf("consumers missing:\n%s", r.stdout)
+	}
+}
+
+func TestStatusOfAbsentStreams(t *testing.T) {
+	t.Parallel()
+	_, prefix := redistest.Client(t)
+	r := mustRun(t, "status", "--prefix", prefix, "--json")
+	var got struct{ Streams []StreamStatus }
+	decodeJSON(t, r.stdout, &got)
+	if len(got.Streams) != len(event.Platform().Streams) {
+		t.Fatalf("%d streams, want every catalog stream", len(got.Streams))
+	}
+	for _, s := range got.Streams {
+		if s.Exists || s.Length != 0 || s.DeadLetters != 0 || len(s.Groups) != 0 {
+			t.Errorf("absent stream reported as %+v", s)
+		}
+	}
+	r = mustRun(t, "status", "--prefix", prefix)
+	if !strings.Contains(r.stdout, "(no stream)") || strings.Contains(r.stdout, "LAG") {
+		t.Errorf("table:\n%s", r.stdout)
+	}
+}
