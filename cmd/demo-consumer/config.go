@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/headwaylabs/headway/brandguard"
+)
+
+// config is everything the demo can be told, from flags and environment.
+type config struct {
+	listen      string
+	redisURL    string // empty: embedded miniredis
+	databaseURL string // empty: embedded SQLite
+	dataDir     string // where the embedded SQLite file goes; empty: a temporary directory
+	mode        brandguard.Mode
+	rate        float64 // business operations per second
+	players     int     // players per brand
+	title       string
+	stallWindow time.Duration
+	reconcile   time.Duration // job interval
+	grace       time.Duration // how long projections may disagree before the job fails
+	consumer    string        // consumer name; empty: hostname
+
+	// Faults: shares of produced operations, each in [0, 1].
+	legacy, malformed, mismatch, fail float64
+	hang                              string // "", "rolling" or "promotion"
+	hostile                           bool
+}
+
+// consumerNames are the values -hang accepts.
+var consumerNames = []string{"rolling", "promotion"}
+
+func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Writer) (config, error) {
+	env := func(k string) string { v, _ := lookup(k); return v }
+	c := config{}
+	fs := flag.NewFlagSet("demo-consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `demo-consumer runs headway's whole transport path in one process: a wallet
+producer writing business rows and outbox rows in one transaction, the outbox
+relay, a rolling and a promotion consumer with projections, and a
+reconciliation job, supervised, with /live, /ready, /metrics and /status.
+
+With no REDIS_URL and no DATABASE_URL it needs nothing installed: Redis is
+embedded (miniredis) and the outbox is an embedded SQLite file.
+
+Usage: demo-consumer [flags]
+
+Environment:
+  REDIS_URL                 redis://host:port/db of a real Redis (default: embedded)
+  DATABASE_URL              postgres://… of a real PostgreSQL (default: embedded SQLite)
+  MULTI_BRAND_ENFORCEMENT   enforce (default) or observe
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "`address` of the HTTP server (/live, /ready, /metrics, /status)")
+	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL"), "Redis `URL`; empty runs an embedded Redis (env REDIS_URL)")
+	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL"), "PostgreSQL `URL`; empty uses an embedded SQLite outbox (env DATABASE_URL)")
+	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` of the embedded SQLite file (default: a temporary directory, removed at exit)")
+	fs.Float64Var(&c.rate, "rate", 50, "business operations per `second` by the wallet producer")
+	fs.IntVar(&c.players, "players", 20, "players per brand (three brands)")
+	fs.StringVar(&c.title, "title", "headway demo", "`title` of the status page")
+	fs.DurationVar(&c.stallWindow, "stall-window", 30*time.Second, "how long a loop with backlog may go without progress before it is not ready")
+	fs.DurationVar(&c.reconcile, "reconcile-interval", 10*time.Second, "interval of the reconciliation job")
+	fs.DurationVar(&c.grace, "reconcile-grace", 30*time.Second, "how long the projections may disagree before reconciliation fails")
+	fs.StringVar(&c.consumer, "consumer", "", "consumer `name` in both groups (default: the hostname)")
+	fs.Float64Var(&c.legacy, "fault-legacy", 0, "`share` of operations followed by a legacy schema_version 1 entry")
+	fs.Float64Var(&c.malformed, "fault-malformed", 0, "`share` of operations followed by a malformed entry")
+	fs.Float64Var(&c.mismatch, "fault-mismatch", 0, "`share` of operations followed by an event whose envelope brand is not its player's")
+	fs.Float64Var(&c.fail, "fault-fail", 0, "`share` of handler attempts that fail (retried, then left pending)")
+	fs.StringVar(&c.hang, "fault-hang", "", "`consumer` (rolling or promotion) whose handler hangs until its timeout")
+	fs.BoolVar(&c.hostile, "fault-hostile", false, "inject one legacy entry whose event type is markup, to show /status escapes it")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if c.mode, err = brandguard.ModeFromEnv(lookup); err != nil {
+		return c, err
+	}
+	var errs []error
+	for name, v := range map[string]float64{"-fault-legacy": c.legacy, "-fault-malformed": c.malformed,
+		"-fault-mismatch": c.mismatch, "-fault-fail": c.fail} {
+		if v < 0 || v > 1 {
+			errs = append(errs, fmt.Errorf("%s %v: a share must be between 0 and 1", name, v))
+		}
+	}
+	if c.rate <= 0 || c.rate > 10000 {
+		errs = append(errs, fmt.Errorf("-rate %v: must be above 0 and at most 10000", c.rate))
+	}
+	if c.players < 1 {
+		errs = append(errs, fmt.Errorf("-players %d: must be at least 1", c.players))
+	}
+	if c.hang != "" && c.hang != consumerNames[0] && c.hang != consumerNames[1] {
+		errs = append(errs, fmt.Errorf("-fault-hang %q: must be rolling or promotion", c.hang))
+	}
+	if c.stallWindow <= 0 || c.reconcile <= 0 || c.grace <= 0 {
+		errs = append(errs, errors.New("-stall-window, -reconcile-interval and -reconcile-grace must be positive"))
+	}
+	return c, errors.Join(errs...)
+}

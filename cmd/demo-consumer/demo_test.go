@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/headwaylabs/headway/internal/testkit"
+)
+
+// The end-to-end tests build the demo and run it as a process, in embedded
+// mode, the way a user's first `go run ./cmd/demo-consumer` does.
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "headway-demo-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "demo-consumer")
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func build(t *testing.T) {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
+
+// demo is a running demo process.
+type demo struct {
+	cmd  *exec.Cmd
+	base string // http://host:port
+	mu   sync.Mutex
+	logs bytes.Buffer
+	done chan error
+}
+
+func startDemo(t *testing.T, args ...string) *demo {
+	t.Helper()
+	build(t)
+	cmd := exec.Command(binary, append([]string{"-listen", "127.0.0.1:0", "-rate", "100"}, args...)...)
+	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &demo{cmd: cmd, done: make(chan error, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<16), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			d.mu.Lock()
+			d.logs.Write(line)
+			d.logs.WriteByte('\n')
+			d.mu.Unlock()
+			var rec struct{ Msg, HTTP string }
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "demo running" {
+				addr <- strings.TrimSuffix(rec.HTTP, "/status")
+			}
+		}
+		d.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-d.done
+		if t.Failed() {
+			t.Logf("demo logs:\n%s", d.log())
+		}
+	})
+	select {
+	case d.base = <-addr:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the demo did not start within 60s; logs:\n%s", d.log())
+	}
+	return d
+}
+
+func (d *demo) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+func (d *demo) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.base+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// counter sums the samples of a metric whose labels contain every one of
+// match (label="value" strings) in a Prometheus text scrape.
+func counter(scrape, metric string, match ...string) float64 {
+	var sum float64
+	for _, line := range strings.Split(scrape, "\n") {
+		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range match {
+			ok = ok && strings.Contains(line, m)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+func TestDemoEventsFlowAndItShutsDownCleanly(t *testing.T) {
+	d := startDemo(t)
+	var scrape string
+	testkit.Eventually(t, 30*time.Second, "both consumers applying relayed events", func() bool {
+		_, scrape = d.get(t, "/metrics")
+		return counter(scrape, "headway_outbox_published_total") >= 50 &&
+			counter(scrape, "headway_consumer_entries_total", `group="rolling_service"`, `outcome="applied"`) >= 20 &&
+			counter(scrape, "headway_consumer_entries_total", `group="promotion_service"`, `outcome="applied"`) >= 20
+	})
+	// Producer-only types reach the consumers and are acknowledged as
+	// unhandled, never dead-lettered.
+	testkit.Eventually(t, 30*time.Second, "producer-only types counted as unhandled", func() bool {
+		_, scrape = d.get(t, "/metrics")
+		return counter(scrape, "headway_consumer_entries_total", `outcome="unhandled"`) > 0
+	})
+	if n := counter(scrape, "headway_consumer_dead_lettered_total"); n != 0 {
+		t.Fatalf("%v entries dead-lettered without any fault injected", n)
+	}
+	testkit.Eventually(t, 20*time.Second, "/ready 200", func() bool { code, _ := d.get(t, "/ready"); return code == 200 })
+	if code, body := d.get(t, "/ready?full=1"); code != 200 || !strings.Contains(body, `"loop/rolling_service@events:{wallet}": "OK"`) {
+		t.Fatalf("/ready?full=1 = %d %s", code, body)
+	}
+	if code, _ := d.get(t, "/live"); code != 200 {
+		t.Fatalf("/live = %d", code)
+	}
+	code, page := d.get(t, "/status")
+	for _, want := range []string{"wallet-producer", "relay", "rolling", "promotion", "reconcile"} {
+		if code != 200 || !strings.Contains(page, want) {
+			t.Fatalf("/status (%d) does not show %s", code, want)
+		}
+	}
+
+	// promtool lints the scrape when it is installed (.ci/run installs it).
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(scrape)
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Fatalf("promtool check metrics: %v\n%s", err, out)
+		}
+	} else if os.Getenv("HEADWAY_REQUIRE_TOOLS") != "" {
+		t.Fatal("promtool is required (HEADWAY_REQUIRE_TOOLS) and not installed")
+	}
+
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-d.done:
+		d.done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the demo did not stop within 30s of SIGTERM")
+	}
+	if !strings.Contains(d.log(), "demo stopped cleanly") {
+		t.Fatal("no clean-shutdown log line")
+	}
+}
+
+func TestDemoHungHandlerMakesItNotReadyButLive(t *testing.T) {
+	const window = 3 * time.Second
+	d := startDemo(t, "-fault-hang", "promotion", "-stall-window", window.String())
+	testkit.Eventually(t, 30*time.Second, "rolling applying events", func() bool {
+		_, scrape := d.get(t, "/metrics")
+		return counter(scrape, "headway_consumer_entries_total", `group="rolling_service"`, `outcome="applied"`) >= 20
+	})
+	// The promotion consumer's first handler call hangs; its watermark has
+	// backlog and no progress, so it stalls once the window has passed.
+	var body string
+	testkit.Eventually(t, window+15*time.Second, "/ready 503 naming the promotion consumer as stalled", func() bool {
+		var code int
+		code, body = d.get(t, "/ready?full=1")
+		return code == 503 && regexp.MustCompile(`"loop/promotion_service@events:\{wallet\}": "stalled`).MatchString(body)
+	})
+	if !strings.Contains(body, `"loop/rolling_service@events:{wallet}": "OK"`) {
+		t.Fatalf("the rolling consumer should stay ready: %s", body)
+	}
+	for range 3 {
+		if code, _ := d.get(t, "/live"); code != 200 {
+			t.Fatalf("/live = %d while a handler hangs; a restart would not help", code)
+		}
+	}
+}
+
+func TestDemoFaultsAreDeadLetteredAndCounted(t *testing.T) {
+	d := startDemo(t, "-fault-legacy", "0.05", "-fault-malformed", "0.05", "-fault-mismatch", "0.05")
+	testkit.Eventually(t, 40*time.Second, "every fault class dead-lettered by both consumers", func() bool {
+		_, s := d.get(t, "/metrics")
+		for _, g := range []string{"rolling_service", "promotion_service"} {
+			for _, r := range []string{"legacy_schema", "malformed", "brand_mismatch"} {
+				if counter(s, "headway_consumer_dead_lettered_total", `group="`+g+`"`, `reason="`+r+`"`) == 0 {
+					return false
+				}
+			}
+		}
+		return counter(s, "event_legacy_schema_total", `consumer="rolling_service"`) > 0
+	})
+	// Legacy events hold both consumers not ready, with the reason.
+	code, body := d.get(t, "/ready?full=1")
+	if code != 503 || !strings.Contains(body, "legacy_schema") {
+		t.Fatalf("/ready?full=1 = %d %s; want 503 naming legacy_schema", code, body)
+	}
+}
+
+func TestStatusPageInHeadlessChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("HEADWAY_REQUIRE_TOOLS") != "" {
+			t.Fatal("chromium is required (HEADWAY_REQUIRE_TOOLS) and not installed")
+		}
+		t.Skip("chromium is not installed")
+	}
+	d := startDemo(t, "-fault-hostile")
+	testkit.Eventually(t, 30*time.Second, "the hostile entry judged", func() bool {
+		_, s := d.get(t, "/status?format=json")
+		return strings.Contains(s, "onerror=alert(1)")
+	})
+	dir := t.TempDir()
+	shot := filepath.Join(dir, "status.png")
+	browser := func(extra ...string) []byte {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir=" + filepath.Join(dir, "profile"), "--window-size=1400,1000"}, extra...)
+		out, err := exec.CommandContext(ctx, chromium, append(args, d.base+"/status")...).Output()
+		if err != nil {
+			t.Fatalf("chromium %v: %v", extra, err)
+		}
+		return out
+	}
+	dom := string(browser("--dump-dom"))
+	for _, want := range []string{"wallet-producer", "relay", "rolling", "promotion", "reconcile",
+		"rolling_service@events:{wallet}", "promotion_service@events:{wallet}", "relay/headway_outbox"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the rendered page does not show %s", want)
+		}
+	}
+	// The markup in the event type is text in the rendered DOM: escaped when
+	// serialised, never an element.
+	if !strings.Contains(dom, "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;H") {
+		t.Errorf("the hostile event type is not shown as escaped text")
+	}
+	if regexp.MustCompile(`<img[^>]*onerror`).MatchString(dom) || strings.Contains(dom, "<b>H") {
+		t.Errorf("the hostile event type became markup in the page")
+	}
+	browser("--screenshot=" + shot)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 800 || b.Dy() < 600 {
+		t.Fatalf("screenshot is %v", b)
+	}
+	if out := os.Getenv("HEADWAY_SCREENSHOT"); out != "" {
+		if b, err := os.ReadFile(shot); err == nil {
+			_ = os.WriteFile(out, b, 0o644)
+		}
+	}
+}
