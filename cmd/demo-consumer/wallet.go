@@ -245,7 +245,7 @@ func newProducer(db walletDB, dir *directory, rdb redis.UniversalClient, cfg con
 	return p
 }
 
-func (p *producer) String() string                    { return "wallet producer" }
+func (p *producer) String() string                  { return "wallet producer" }
 func (p *producer) Watermark() *readiness.Watermark { return p.wm }
 
 func (p *producer) Serve(ctx context.Context) error {
