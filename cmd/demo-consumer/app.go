@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"github.com/thejerf/suture/v4"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
@@ -29,6 +30,14 @@ import (
 
 // serve builds the demo and runs it until ctx ends.
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	started := time.Now()
+	faulty := func() bool { return cfg.faultFor == 0 || time.Since(started) < cfg.faultFor }
+	add := func(tree *supervisor.Tree, name string, svc suture.Service) error {
+		if cfg.crash == name {
+			svc = &crashing{Service: svc, active: faulty}
+		}
+		return tree.Add(name, svc)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -79,7 +88,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := tree.Add("wallet-producer", newProducer(wallet, dir, rdb, cfg, prodWM, log)); err != nil {
+	if err := add(tree, "wallet-producer", newProducer(wallet, dir, rdb, cfg, prodWM, log)); err != nil {
 		return err
 	}
 	relayWM, err := newWM("relay/" + wallet.store().Table())
@@ -91,7 +100,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := tree.Add("relay", relay); err != nil {
+	if err := add(tree, "relay", relay); err != nil {
 		return err
 	}
 
@@ -116,7 +125,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if err := tree.Add(name, c); err != nil {
+		if err := add(tree, name, c); err != nil {
 			return err
 		}
 	}
@@ -124,6 +133,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// The reconciliation job.
 	if _, err := tree.AddJob(supervisor.JobConfig{Name: "reconcile", Interval: cfg.reconcile, RunAtStart: true,
 		Run: func(ctx context.Context) error {
+			if cfg.jobHang && faulty() {
+				// -fault-job-hang: ignores ctx, as a job stuck in a call
+				// without a deadline does, until the fault ends.
+				if cfg.faultFor == 0 {
+					select {} // for ever: shutdown abandons it after the supervisor's StopTimeout
+				}
+				time.Sleep(time.Until(started.Add(cfg.faultFor)))
+			}
 			return reconcile(projections["rolling"], projections["promotion"], cfg.grace, time.Now())
 		}}); err != nil {
 		return err
@@ -157,6 +174,29 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return errors.Join(err, herr)
 	}
 	return err
+}
+
+// crashing is a worker whose Serve fails at once while the -fault-crash
+// fault lasts: the supervisor restarts it, then holds it in backoff.
+type crashing struct {
+	suture.Service
+	active func() bool
+}
+
+func (c *crashing) Serve(ctx context.Context) error {
+	if c.active() {
+		return errors.New("injected crash (-fault-crash)")
+	}
+	return c.Service.Serve(ctx)
+}
+
+// Watermark passes the worker's watermark on, so the supervisor parks it
+// during backoff.
+func (c *crashing) Watermark() *readiness.Watermark {
+	if r, ok := c.Service.(supervisor.WatermarkReporter); ok {
+		return r.Watermark()
+	}
+	return nil
 }
 
 // openRedis connects to REDIS_URL or starts an embedded Redis.

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/headwaylabs/headway/brandguard"
@@ -29,7 +31,13 @@ type config struct {
 	legacy, malformed, mismatch, fail float64
 	hang                              string // "", "rolling" or "promotion"
 	hostile                           bool
+	crash                             string        // worker whose Serve fails at once while faults last
+	jobHang                           bool          // the reconciliation job ignores its context and hangs while faults last
+	faultFor                          time.Duration // how long -fault-crash and -fault-job-hang last; 0: for ever
 }
+
+// workerNames are the supervised workers, the values -fault-crash accepts.
+var workerNames = []string{"wallet-producer", "relay", "rolling", "promotion"}
 
 // consumerNames are the values -hang accepts.
 var consumerNames = []string{"rolling", "promotion"}
@@ -76,6 +84,9 @@ Flags:
 	fs.Float64Var(&c.fail, "fault-fail", 0, "`share` of handler attempts that fail (retried, then left pending)")
 	fs.StringVar(&c.hang, "fault-hang", "", "`consumer` (rolling or promotion) whose handler hangs until its timeout")
 	fs.BoolVar(&c.hostile, "fault-hostile", false, "inject one legacy entry whose event type is markup, to show /status escapes it")
+	fs.StringVar(&c.crash, "fault-crash", "", "`worker` (wallet-producer, relay, rolling or promotion) whose Serve fails at once, so it crash-loops into backoff")
+	fs.BoolVar(&c.jobHang, "fault-job-hang", false, "the reconciliation job hangs, ignoring its context, so it becomes overdue (for ever: shutdown then waits out the stop timeout)")
+	fs.DurationVar(&c.faultFor, "fault-for", 0, "how long -fault-crash and -fault-job-hang last from start; 0: for ever")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -101,6 +112,12 @@ Flags:
 	}
 	if c.hang != "" && c.hang != consumerNames[0] && c.hang != consumerNames[1] {
 		errs = append(errs, fmt.Errorf("-fault-hang %q: must be rolling or promotion", c.hang))
+	}
+	if c.crash != "" && !slices.Contains(workerNames, c.crash) {
+		errs = append(errs, fmt.Errorf("-fault-crash %q: must be one of %s", c.crash, strings.Join(workerNames, ", ")))
+	}
+	if c.faultFor < 0 {
+		errs = append(errs, errors.New("-fault-for must not be negative"))
 	}
 	if c.stallWindow <= 0 || c.reconcile <= 0 || c.grace <= 0 {
 		errs = append(errs, errors.New("-stall-window, -reconcile-interval and -reconcile-grace must be positive"))
