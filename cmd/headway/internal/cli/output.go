@@ -30,13 +30,39 @@ func (t *table) row(cells ...string) {
 
 func (t *table) flush() error { return t.tw.Flush() }
 
-var cellReplacer = strings.NewReplacer("\t", " ", "\n", " ", "\r", " ", "\v", " ", "\f", " ")
-
+// cleanCell makes s safe for one table cell on a terminal: tabs and line
+// breaks become spaces, and every other control character (an ANSI escape
+// sequence in a hostile entry, say), every bidirectional-text control and
+// every byte that is not UTF-8 is shown escaped (\x1b, \u202e), so stream
+// content can neither break the table nor drive the operator's terminal.
 func cleanCell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return cellReplacer.Replace(s)
+	var b strings.Builder
+	b.Grow(len(s))
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError && isBadByte(s[i:]):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f':
+			b.WriteByte(' ')
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// isBadByte reports whether s starts with a byte that is not valid UTF-8
+// (as opposed to a literal U+FFFD, which is valid and printed as is).
+func isBadByte(s string) bool {
+	r, size := utf8.DecodeRuneInString(s)
+	return r == utf8.RuneError && size == 1
 }
 
 // truncate shortens s to at most n runes, marking the cut with "…".
