@@ -71,7 +71,7 @@ func (c WatermarkConfig) withDefaults() WatermarkConfig {
 // JobConfig configures a [Job]. The zero value of every field but Name and
 // Interval means its documented default.
 type JobConfig struct {
-	// Name identifies the job in checks ("job/<Name>"), reasons and the job
+	// Name identifies the job in checks ("job/<Name>"), reasons and the job_name
 	// label of metrics. Required.
 	Name string
 	// Interval is how often the job is meant to succeed. Required (> 0).

@@ -27,7 +27,7 @@ type collector struct {
 
 func newCollector() *collector {
 	loop := []string{"loop"}
-	job := []string{"job"}
+	job := []string{"job_name"}
 	d := prometheus.NewDesc
 	return &collector{
 		loopProgress:      d("headway_loop_last_progress_timestamp_seconds", "Unix time of the loop's last forward progress; absent before the first.", loop, nil),
@@ -41,13 +41,13 @@ func newCollector() *collector {
 
 		jobSuccess:  d("headway_job_last_success_timestamp_seconds", "Unix time of the job's last successful run; absent before the first.", job, nil),
 		jobRun:      d("headway_job_last_run_timestamp_seconds", "Unix time the job's last run ended; absent before the first.", job, nil),
-		jobRuns:     d("headway_job_runs_total", "Runs of the job by outcome (success, failure).", []string{"job", "outcome"}, nil),
+		jobRuns:     d("headway_job_runs_total", "Runs of the job by outcome (success, failure).", []string{"job_name", "outcome"}, nil),
 		jobFailures: d("headway_job_consecutive_failures", "Runs of the job that failed in a row.", job, nil),
 		jobInterval: d("headway_job_interval_seconds", "Interval the job is meant to succeed at.", job, nil),
 		jobOverdueAfter: d("headway_job_overdue_after_seconds",
 			"Age of the job's last success (or of its start, before the first) past which it is overdue: (interval + slack) × tolerance.", job, nil),
 		jobReady:  d("headway_job_ready", "1 if the job passes its readiness rules, else 0.", job, nil),
-		jobStatus: d("headway_job_status", "Current status of the job (1 for the current status, 0 for the others): waiting, ok, overdue, failing.", []string{"job", "status"}, nil),
+		jobStatus: d("headway_job_status", "Current status of the job (1 for the current status, 0 for the others): waiting, ok, overdue, failing.", []string{"job_name", "status"}, nil),
 	}
 }
 

@@ -66,26 +66,26 @@ headway_loop_ready{loop="fresh"} 1
 headway_loop_ready{loop="wallet"} 0
 # HELP headway_job_consecutive_failures Runs of the job that failed in a row.
 # TYPE headway_job_consecutive_failures gauge
-headway_job_consecutive_failures{job="prune"} 1
+headway_job_consecutive_failures{job_name="prune"} 1
 # HELP headway_job_interval_seconds Interval the job is meant to succeed at.
 # TYPE headway_job_interval_seconds gauge
-headway_job_interval_seconds{job="prune"} 60
+headway_job_interval_seconds{job_name="prune"} 60
 # HELP headway_job_overdue_after_seconds Age of the job's last success (or of its start, before the first) past which it is overdue: (interval + slack) × tolerance.
 # TYPE headway_job_overdue_after_seconds gauge
-headway_job_overdue_after_seconds{job="prune"} 120
+headway_job_overdue_after_seconds{job_name="prune"} 120
 # HELP headway_job_last_run_timestamp_seconds Unix time the job's last run ended; absent before the first.
 # TYPE headway_job_last_run_timestamp_seconds gauge
-headway_job_last_run_timestamp_seconds{job="prune"} 1.778846402e+09
+headway_job_last_run_timestamp_seconds{job_name="prune"} 1.778846402e+09
 # HELP headway_job_last_success_timestamp_seconds Unix time of the job's last successful run; absent before the first.
 # TYPE headway_job_last_success_timestamp_seconds gauge
-headway_job_last_success_timestamp_seconds{job="prune"} 1.778846401e+09
+headway_job_last_success_timestamp_seconds{job_name="prune"} 1.778846401e+09
 # HELP headway_job_ready 1 if the job passes its readiness rules, else 0.
 # TYPE headway_job_ready gauge
-headway_job_ready{job="prune"} 1
+headway_job_ready{job_name="prune"} 1
 # HELP headway_job_runs_total Runs of the job by outcome (success, failure).
 # TYPE headway_job_runs_total counter
-headway_job_runs_total{job="prune",outcome="failure"} 1
-headway_job_runs_total{job="prune",outcome="success"} 1
+headway_job_runs_total{job_name="prune",outcome="failure"} 1
+headway_job_runs_total{job_name="prune",outcome="success"} 1
 `
 	names := []string{
 		"headway_loop_backlog", "headway_loop_consecutive_failures", "headway_loop_failures_total",
@@ -117,7 +117,7 @@ headway_job_runs_total{job="prune",outcome="success"} 1
 					labels[lp.GetName()] = lp.GetValue()
 				}
 				if m.GetGauge().GetValue() == 1 {
-					ones[labels["loop"]+labels["job"]] = labels["status"]
+					ones[labels["loop"]+labels["job_name"]] = labels["status"]
 				}
 			}
 			if mf.GetName() == "headway_loop_status" {

@@ -18,7 +18,7 @@ const DefaultJobJitter = 0.1
 // JobConfig configures a scheduled [Job]. Name, Run and Interval are
 // required; every other zero field means its documented default.
 type JobConfig struct {
-	// Name of the job: its worker name, log attribute and job label.
+	// Name of the job: its worker name, log attribute and job_name label.
 	Name string
 	// Run does one run of the job. It gets a context cancelled at the
 	// run's Timeout or at shutdown, and returns nil on success. Its error

@@ -52,7 +52,7 @@ func TestJobFailureIsNeverSwallowed(t *testing.T) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
-	if got := h.counter(t, "headway_job_runs_total", "job", "outbox-prune", "outcome", "failure"); got < 3 {
+	if got := h.counter(t, "headway_job_runs_total", "job_name", "outbox-prune", "outcome", "failure"); got < 3 {
 		t.Errorf("headway_job_runs_total{failure} = %v", got)
 	}
 	_ = stop()
@@ -92,7 +92,7 @@ func TestJobPanic(t *testing.T) {
 	if err := job.Health().LastError(); !errors.Is(err, ErrJobPanicked) || !strings.Contains(err.Error(), "index out of range") {
 		t.Errorf("LastError = %v", err)
 	}
-	if got := h.counter(t, "headway_supervisor_panics_total", "service", "reconcile"); got != 1 {
+	if got := h.counter(t, "headway_supervisor_panics_total", "worker", "reconcile"); got != 1 {
 		t.Errorf("panics_total = %v", got)
 	}
 	_ = stop()

@@ -19,10 +19,10 @@ const (
 )
 
 type metrics struct {
-	restarts     *prometheus.CounterVec // service, reason
-	panics       *prometheus.CounterVec // service
-	backoffs     *prometheus.CounterVec // service
-	stopTimeouts *prometheus.CounterVec // service
+	restarts     *prometheus.CounterVec // worker, reason
+	panics       *prometheus.CounterVec // worker
+	backoffs     *prometheus.CounterVec // worker
+	stopTimeouts *prometheus.CounterVec // worker
 	dropped      prometheus.Counter
 	state        *stateCollector // nil without a registerer; shared by the trees on it
 }
@@ -32,19 +32,19 @@ func newMetrics(reg prometheus.Registerer, t *Tree) (*metrics, error) {
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "headway", Subsystem: "supervisor", Name: "restarts_total",
 			Help: "Times a supervised service ended unexpectedly and was (or, after backoff, will be) restarted, by reason (error, returned, panic).",
-		}, []string{"service", "reason"}),
+		}, []string{"worker", "reason"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "headway", Subsystem: "supervisor", Name: "panics_total",
 			Help: "Panics recovered from a supervised service.",
-		}, []string{"service"}),
+		}, []string{"worker"}),
 		backoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "headway", Subsystem: "supervisor", Name: "backoffs_total",
 			Help: "Times a service's restarts were paused because it failed too often.",
-		}, []string{"service"}),
+		}, []string{"worker"}),
 		stopTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "headway", Subsystem: "supervisor", Name: "stop_timeouts_total",
 			Help: "Times a service did not return from Serve within its stop timeout.",
-		}, []string{"service"}),
+		}, []string{"worker"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "headway", Subsystem: "supervisor", Name: "log_events_dropped_total",
 			Help: "Supervision events not logged because the log queue was full (metrics and readiness still saw them).",
@@ -116,10 +116,10 @@ func newStateCollector() *stateCollector {
 		names: make(map[string]*Tree),
 		status: prometheus.NewDesc("headway_supervisor_service_status",
 			"Current state of a supervised service (1 for the current state, 0 for the others): pending, running, backoff, stopped, stopping.",
-			[]string{"service", "status"}, nil),
+			[]string{"worker", "status"}, nil),
 		ready: prometheus.NewDesc("headway_supervisor_service_ready",
 			"1 if the supervised service counts as ready (running, not in backoff, not stopped), else 0.",
-			[]string{"service"}, nil),
+			[]string{"worker"}, nil),
 	}
 }
 

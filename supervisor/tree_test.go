@@ -68,13 +68,13 @@ func TestBackoffMakesWorkerUnready(t *testing.T) {
 	if st, _ := h.tree.Status("consumer"); st.State != ServiceBackoff || st.Ready {
 		t.Errorf("Status(consumer) = %+v", st)
 	}
-	if got := h.counter(t, "headway_supervisor_backoffs_total", "service", "consumer"); got < 1 {
+	if got := h.counter(t, "headway_supervisor_backoffs_total", "worker", "consumer"); got < 1 {
 		t.Errorf("backoffs_total = %v", got)
 	}
-	if got := h.counter(t, "headway_supervisor_service_status", "service", "consumer", "status", "backoff"); got != 1 {
+	if got := h.counter(t, "headway_supervisor_service_status", "worker", "consumer", "status", "backoff"); got != 1 {
 		t.Errorf("service_status{backoff} = %v", got)
 	}
-	if got := h.counter(t, "headway_supervisor_restarts_total", "service", "consumer", "reason", "error"); got < 4 {
+	if got := h.counter(t, "headway_supervisor_restarts_total", "worker", "consumer", "reason", "error"); got < 4 {
 		t.Errorf("restarts_total{error} = %v, want more than the threshold", got)
 	}
 
@@ -87,7 +87,7 @@ func TestBackoffMakesWorkerUnready(t *testing.T) {
 	if st.State != ServiceRunning || st.LastError != "read stream: redis: connection refused" || st.Failures < 4 {
 		t.Errorf("after recovery Status = %+v", st)
 	}
-	if got := h.counter(t, "headway_supervisor_service_ready", "service", "consumer"); got != 1 {
+	if got := h.counter(t, "headway_supervisor_service_ready", "worker", "consumer"); got != 1 {
 		t.Errorf("service_ready = %v after recovery", got)
 	}
 
@@ -144,7 +144,7 @@ func TestPermanentErrorStaysVisible(t *testing.T) {
 	if code, body := h.ready(t); code != http.StatusServiceUnavailable || body["service/bad"] != want {
 		t.Errorf("later: %d %v", code, body)
 	}
-	if got := h.counter(t, "headway_supervisor_service_status", "service", "bad", "status", "stopped"); got != 1 {
+	if got := h.counter(t, "headway_supervisor_service_status", "worker", "bad", "status", "stopped"); got != 1 {
 		t.Errorf("service_status{stopped} = %v", got)
 	}
 	_ = stop()
@@ -191,12 +191,12 @@ func TestPanicIsCountedAndLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, func() (bool, string) {
-		p := h.counter(t, "headway_supervisor_restarts_total", "service", "panicky", "reason", "panic")
-		r := h.counter(t, "headway_supervisor_restarts_total", "service", "returns", "reason", "returned")
+		p := h.counter(t, "headway_supervisor_restarts_total", "worker", "panicky", "reason", "panic")
+		r := h.counter(t, "headway_supervisor_restarts_total", "worker", "returns", "reason", "returned")
 		st, _ := h.tree.Status("panicky")
 		return p == 1 && r == 1 && st.Ready && st.Starts == 2, fmt.Sprint(p, r, st)
 	})
-	if got := h.counter(t, "headway_supervisor_panics_total", "service", "panicky"); got != 1 {
+	if got := h.counter(t, "headway_supervisor_panics_total", "worker", "panicky"); got != 1 {
 		t.Errorf("panics_total = %v", got)
 	}
 	_ = stop()
@@ -245,10 +245,10 @@ func TestShutdownDeadline(t *testing.T) {
 	if took > cfg.ShutdownTimeout+time.Second {
 		t.Errorf("shutdown took %v, deadline %v", took, cfg.ShutdownTimeout)
 	}
-	if got := h.counter(t, "headway_supervisor_stop_timeouts_total", "service", "stuck"); got != 1 {
+	if got := h.counter(t, "headway_supervisor_stop_timeouts_total", "worker", "stuck"); got != 1 {
 		t.Errorf("stop_timeouts_total{stuck} = %v", got)
 	}
-	if got := h.counter(t, "headway_supervisor_stop_timeouts_total", "service", "polite"); got != 0 {
+	if got := h.counter(t, "headway_supervisor_stop_timeouts_total", "worker", "polite"); got != 0 {
 		t.Errorf("stop_timeouts_total{polite} = %v", got)
 	}
 	if !strings.Contains(h.logs.String(), `"event":"stop_timeout"`) {
