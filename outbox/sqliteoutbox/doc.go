@@ -19,10 +19,17 @@
 //
 // # How it differs from PostgreSQL
 //
-//   - SQLite has one writer at a time. [Open] starts every transaction
-//     with BEGIN IMMEDIATE, so a relay's claim holds the write lock while
-//     it appends its batch to Redis, and writers wait (busy_timeout) for
-//     that round trip. Several relays on one file are safe but take turns.
+//   - SQLite has one writer at a time. A claim leases its rows in one
+//     short statement (lease_token, lease_until; Config.LeaseTTL) and
+//     finishes them in another, so the write lock is never held while the
+//     relay talks to Redis: a hung Redis delays no business transaction.
+//     Several relays on one file are safe; a relay that dies leaves its
+//     rows leased until the lease runs out, and they are appended again
+//     (at least once, as with PostgreSQL).
+//   - Business transactions share the one write lock. Open begins them
+//     with BEGIN IMMEDIATE; a database opened otherwise must do the same,
+//     or a transaction that reads before it writes can fail with
+//     SQLITE_BUSY when another commits in between.
 //   - There is no LISTEN/NOTIFY across processes: [Store.Notify] wakes the
 //     relays of this process, and relays in other processes find rows at
 //     their poll interval.

@@ -1,14 +1,18 @@
 package sqliteoutbox
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,14 +35,17 @@ var ErrInvalidConfig = errors.New("sqliteoutbox: invalid config")
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
 
 // Open opens (creating if needed) the SQLite database file at path for an
-// outbox: write-ahead logging, a 10 s busy timeout, foreign keys on, and
-// every transaction begun with BEGIN IMMEDIATE, so that a transaction that
-// writes never fails half-way on a lock upgrade.
+// outbox: write-ahead logging with synchronous FULL (a commit that
+// returned survives a power loss), a 10 s busy timeout, foreign keys on,
+// and every transaction begun with BEGIN IMMEDIATE, so that a business
+// transaction that reads before it writes never fails half-way on a lock
+// upgrade. The store itself does not depend on these settings; the
+// caller's transactions do.
 func Open(path string) (*sql.DB, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
@@ -56,9 +63,14 @@ func Open(path string) (*sql.DB, error) {
 type Config struct {
 	// Table is the outbox table. Default outbox.DefaultTable.
 	Table string
-	// Now is the clock of created_at, published_at and the backoff.
-	// Default time.Now.
+	// Now is the clock of created_at, published_at, leases and the
+	// backoff. Default time.Now.
 	Now func() time.Time
+	// LeaseTTL is how long a claim holds its rows. A relay that dies
+	// mid-claim leaves them leased this long; one slower than this may see
+	// them claimed and appended again by another (at least once, as with
+	// PostgreSQL). Default 1 minute.
+	LeaseTTL time.Duration
 }
 
 // Store is an [outbox.Store] on SQLite. It is safe for concurrent use.
@@ -66,6 +78,7 @@ type Store struct {
 	db    *sql.DB
 	table string
 	now   func() time.Time
+	lease time.Duration
 
 	mu   sync.Mutex
 	seq  uint64        // notifications so far
@@ -89,7 +102,10 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Store{db: db, table: cfg.Table, now: cfg.Now, wake: make(chan struct{})}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = time.Minute
+	}
+	s := &Store{db: db, table: cfg.Table, now: cfg.Now, lease: cfg.LeaseTTL, wake: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
@@ -102,7 +118,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	sort.Strings(files)
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *sql.Conn) error {
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s_migrations (
 			version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`, s.table)); err != nil {
 			return fmt.Errorf("sqliteoutbox: migrations table: %w", err)
@@ -133,16 +149,31 @@ func (s *Store) migrate(ctx context.Context) error {
 	})
 }
 
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+// inTx runs fn in a transaction begun with BEGIN IMMEDIATE on a connection
+// of its own, whatever the database's DSN says, so that it holds the write
+// lock from its first statement and never fails half-way on an upgrade.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Conn) error) error {
+	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
+	defer func() { _ = conn.Close() }()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := fn(conn); err != nil {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+			// The connection's state is unknown: never give it back to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		return err
+	}
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return err
+	}
+	return nil
 }
 
 // Table returns the outbox table name.
@@ -161,24 +192,23 @@ func (s *Store) Notify() {
 	s.mu.Unlock()
 }
 
-// Claim begins an immediate transaction (it holds SQLite's write lock
-// until finished or released) and reads up to limit due rows in it.
+// Claim leases up to limit due rows to this claim in one short statement,
+// so SQLite's write lock is never held while the relay talks to Redis: a
+// producer's transaction waits at most for that statement. Leased rows are
+// not claimed again until the lease is finished, released or run out.
 func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	now := s.now()
+	c := &claim{s: s, token: rand.Text()}
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET lease_token = ?, lease_until = ?
+		WHERE id IN (SELECT id FROM %[1]s WHERE published_at IS NULL AND next_attempt_at <= ? AND lease_until <= ?
+			ORDER BY id LIMIT ?)
+		RETURNING id, event_id, stream, event_type, schema_version, brand_id, owner_brand_id, aggregate_id,
+			occurred_at, payload, coalesce(traceparent, ''), coalesce(tracestate, ''), created_at, attempts`, s.table),
+		c.token, now.Add(s.lease).UnixNano(), now.UnixNano(), now.UnixNano(), limit)
 	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	c := &claim{s: s, tx: tx}
-	rows, err := tx.QueryContext(ctx, fmt.Sprintf(`SELECT id, event_id, stream, event_type, schema_version, brand_id,
-		owner_brand_id, aggregate_id, occurred_at, payload, coalesce(traceparent, ''), coalesce(tracestate, ''),
-		created_at, attempts
-		FROM %s WHERE published_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?`, s.table),
-		s.now().UnixNano(), limit)
-	if err != nil {
-		c.Release()
 		return nil, fmt.Errorf("claim: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	for rows.Next() {
 		var rw outbox.Row
 		var typ, payload string
@@ -186,6 +216,7 @@ func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 		if err := rows.Scan(&rw.ID, &rw.Envelope.EventID, &rw.Stream, &typ, &rw.Envelope.SchemaVersion, &brand, &owner,
 			&rw.Envelope.AggregateID, &occurred, &payload, &rw.Envelope.TraceParent, &rw.Envelope.TraceState,
 			&created, &rw.Attempts); err != nil {
+			_ = rows.Close()
 			c.Release()
 			return nil, fmt.Errorf("claim: %w", err)
 		}
@@ -195,54 +226,69 @@ func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 		c.rows = append(c.rows, rw)
 	}
 	if err := rows.Err(); err != nil {
+		_ = rows.Close()
 		c.Release()
 		return nil, fmt.Errorf("claim: %w", err)
 	}
+	slices.SortFunc(c.rows, func(a, b outbox.Row) int { return cmp.Compare(a.ID, b.ID) }) // RETURNING has no order
 	return c, nil
 }
 
 type claim struct {
-	s    *Store
-	tx   *sql.Tx
-	rows []outbox.Row
+	s     *Store
+	token string
+	rows  []outbox.Row
+	done  bool
 }
 
 func (c *claim) Rows() []outbox.Row { return c.rows }
 
+// Finish records the outcome in one short transaction, only on rows this
+// claim still leases: rows whose lease ran out and were claimed again are
+// left to the claim that holds them now.
 func (c *claim) Finish(ctx context.Context, published, failed []int64, lastErr string, b outbox.Backoff) error {
-	defer c.Release()
-	now := c.s.now()
-	if len(published) > 0 {
-		if _, err := c.tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET published_at = ?
-			WHERE id IN (SELECT value FROM json_each(?))`, c.s.table), now.UnixNano(), idList(published)); err != nil {
-			return fmt.Errorf("mark published (the rows will be appended again): %w", err)
-		}
+	if len(published) == 0 && len(failed) == 0 {
+		c.Release()
+		return nil
 	}
-	if len(failed) > 0 {
-		attempts := make(map[int64]int, len(c.rows))
-		for _, r := range c.rows {
-			attempts[r.ID] = r.Attempts
-		}
-		if len(lastErr) > 1024 {
-			lastErr = lastErr[:1024]
+	now := c.s.now()
+	attempts := make(map[int64]int, len(c.rows))
+	for _, r := range c.rows {
+		attempts[r.ID] = r.Attempts
+	}
+	if len(lastErr) > 1024 {
+		lastErr = lastErr[:1024]
+	}
+	err := c.s.inTx(ctx, func(tx *sql.Conn) error {
+		if len(published) > 0 {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET published_at = ?, lease_token = NULL, lease_until = 0
+				WHERE id IN (SELECT value FROM json_each(?)) AND lease_token = ?`, c.s.table),
+				now.UnixNano(), idList(published), c.token); err != nil {
+				return fmt.Errorf("mark published (the rows will be appended again): %w", err)
+			}
 		}
 		for _, id := range failed {
-			if _, err := c.tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = ?,
-				next_attempt_at = ? WHERE id = ?`, c.s.table), lastErr, now.Add(b.Delay(attempts[id])).UnixNano(), id); err != nil {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = ?,
+				next_attempt_at = ?, lease_token = NULL, lease_until = 0 WHERE id = ? AND lease_token = ?`, c.s.table),
+				lastErr, now.Add(b.Delay(attempts[id])).UnixNano(), id, c.token); err != nil {
 				return fmt.Errorf("record failure: %w", err)
 			}
 		}
-	}
-	if len(published) == 0 && len(failed) == 0 {
 		return nil
-	}
-	if err := c.tx.Commit(); err != nil {
-		return fmt.Errorf("commit (appended rows will be appended again): %w", err)
-	}
-	return nil
+	})
+	c.Release() // rows of the claim that were in neither list
+	return err
 }
 
-func (c *claim) Release() { _ = c.tx.Rollback() }
+// Release gives back the rows this claim still leases.
+func (c *claim) Release() {
+	if c.done {
+		return
+	}
+	c.done = true
+	_, _ = c.s.db.ExecContext(context.Background(), fmt.Sprintf(
+		"UPDATE %s SET lease_token = NULL, lease_until = 0 WHERE lease_token = ?", c.s.table), c.token)
+}
 
 // idList renders ids as a JSON array, for json_each.
 func idList(ids []int64) string {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -297,5 +298,117 @@ func TestBackoffDelay(t *testing.T) {
 		if got := b.Delay(c.attempts); got != c.want {
 			t.Errorf("Delay(%d) = %v, want %v", c.attempts, got, c.want)
 		}
+	}
+}
+
+// TestHungRedisNeverBlocksBusinessWrites: the relay's claim must not hold
+// SQLite's write lock while it waits on Redis. With Redis frozen (SIGSTOP)
+// and the relay stuck in its append, producer transactions still commit
+// at once; after Redis is back every event is on the stream.
+func TestHungRedisNeverBlocksBusinessWrites(t *testing.T) {
+	srv := redistest.StartServer(t, redistest.ServerOptions{})
+	rdb := srv.Client()
+	f := newFixture(t, "", sqliteoutbox.Config{LeaseTTL: 2 * time.Second})
+	r, _ := runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, PollInterval: 20 * time.Millisecond,
+		RetryInitial: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond, FailureLimit: 1000})
+	f.write(t, "before", 5, 3)
+	testkit.Eventually(t, 10*time.Second, "relay running", func() bool { return f.count(t, "published_at IS NULL") == 0 })
+	srv.Pause()
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			srv.Resume()
+		}
+	})
+	f.write(t, "stuck", 10, 3) // the relay claims these and hangs on Redis
+	testkit.Eventually(t, 5*time.Second, "a claim in flight", func() bool { return f.count(t, "lease_token IS NOT NULL") > 0 })
+	for i := range 5 {
+		start := time.Now()
+		f.write(t, fmt.Sprintf("during-%d", i), 1, 3)
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("a business transaction took %v while Redis hung; the claim holds the write lock", d)
+		}
+	}
+	srv.Resume()
+	resumed = true
+	testkit.Eventually(t, 30*time.Second, "everything published once Redis is back", func() bool {
+		return f.count(t, "published_at IS NULL") == 0
+	})
+	seen := map[string]bool{}
+	for _, id := range streamIDs(t, rdb, "events:{wallet}") {
+		seen[id] = true
+	}
+	if len(seen) != 20 {
+		t.Fatalf("%d distinct events on the stream, want 20", len(seen))
+	}
+	_ = r
+}
+
+// TestPlainDSNStillPublishesOnce: a database opened without Open's
+// settings (no _txlock=immediate), as an application may pass its own
+// handle, still never has two relays publish one row.
+func TestPlainDSNStillPublishesOnce(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "plain.db")+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	store, err := sqliteoutbox.New(context.Background(), db, sqliteoutbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ow, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix, Logger: quiet()})
+	f := &fixture{db: db, store: store, w: sqliteoutbox.NewWriter(ow, store)}
+	var wg sync.WaitGroup
+	for p := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.writeRetry(t, fmt.Sprintf("p%d", p), 100)
+		}()
+	}
+	for range 2 {
+		runRelay(t, outbox.RelayConfig{Store: store, Client: rdb, BatchSize: 25, PollInterval: 10 * time.Millisecond})
+	}
+	wg.Wait()
+	testkit.Eventually(t, 15*time.Second, "300 rows published", func() bool { return f.count(t, "published_at IS NULL") == 0 })
+	seen := map[string]int{}
+	for _, id := range streamIDs(t, rdb, prefix+"events:{wallet}") {
+		seen[id]++
+	}
+	if len(seen) != 300 {
+		t.Fatalf("%d distinct events, want 300", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s appended %d times", id, n)
+		}
+	}
+}
+
+// writeRetry writes n events one per transaction, retrying a transaction
+// that SQLite refused as busy (a plain DSN begins them deferred).
+func (f *fixture) writeRetry(t *testing.T, idPrefix string, n int) {
+	ctx := context.Background()
+	for i := 0; i < n; {
+		tx, err := f.db.BeginTx(ctx, nil)
+		if err == nil {
+			err = f.w.Write(ctx, tx, 3, env(fmt.Sprintf("%s-%d", idPrefix, i), "bet-1", 3))
+			if err == nil {
+				err = tx.Commit()
+			} else {
+				_ = tx.Rollback()
+			}
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "locked") {
+				continue
+			}
+			t.Error(err)
+			return
+		}
+		f.store.Notify()
+		i++
 	}
 }
