@@ -40,6 +40,12 @@ func Example_supervised() {
 	// A unique key for the example; a service uses event.StreamKey(event.StreamWallet).
 	stream := fmt.Sprintf("example:%d:%s", time.Now().UnixNano(), event.StreamKey(event.StreamWallet))
 	defer rdb.Del(context.Background(), stream, stream+":dlq")
+	defer func() { // the dedup keys of the example
+		keys, _ := rdb.Keys(context.Background(), stream+":dedup:*").Result()
+		if len(keys) > 0 {
+			rdb.Del(context.Background(), keys...)
+		}
+	}()
 
 	mode, err := brandguard.ModeFromEnv(os.LookupEnv) // MULTI_BRAND_ENFORCEMENT; default enforce
 	if err != nil {
@@ -62,7 +68,10 @@ func Example_supervised() {
 				if _, err := m.CheckTarget(ctx, 3); err != nil { // the player's brand
 					return err
 				}
-				turnover <- 1250
+				select {
+				case turnover <- 1250:
+				default: // a redelivery: already counted
+				}
 				return nil
 			},
 			event.BetRolledBackConfirmed: func(context.Context, *consumer.Message) error { return nil },
@@ -103,8 +112,15 @@ func Example_supervised() {
 
 	fields, _ := event.Encode(event.Envelope{EventID: "evt-1", EventType: event.BetSettledConfirmed,
 		SchemaVersion: 2, BrandID: 3, OccurredAt: time.Now(), AggregateID: "bet-77", Payload: []byte(`{"amount":"12.50"}`)})
-	rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields})
-	fmt.Println("applied, turnover +", <-turnover)
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields}).Err(); err != nil {
+		panic(fmt.Sprintf("Redis at %s: %v (start it: redis-server --daemonize yes)", addr, err))
+	}
+	select {
+	case n := <-turnover:
+		fmt.Println("applied, turnover +", n)
+	case <-ctx.Done():
+		panic("the event was not applied within the example's deadline")
+	}
 
 	for ctx.Err() == nil { // ready once the loop has made progress
 		resp, err := http.Get(srv.URL + "/ready")

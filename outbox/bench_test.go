@@ -103,7 +103,12 @@ func BenchmarkRelay(b *testing.B) {
 		go func() { done <- r.Serve(rctx) }()
 		// One relay publishes in id order, so it is done when its position
 		// (the last published id, in memory) is the last row's id.
+		deadline := time.Now().Add(5 * time.Minute)
 		for r.Watermark().Position() != last {
+			if time.Now().After(deadline) {
+				b.Fatalf("the relay did not publish %d rows within 5 minutes (position %q, want %s): %v",
+					n, r.Watermark().Position(), last, r.Watermark().LastError())
+			}
 			time.Sleep(time.Millisecond)
 		}
 		batched += float64(n) / time.Since(start).Seconds()

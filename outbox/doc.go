@@ -38,10 +38,13 @@
 //
 // # Relay
 //
-// A [Relay] (a suture.Service) claims unpublished rows with FOR UPDATE SKIP
-// LOCKED, appends them to their streams in one pipelined round trip, marks
-// them published and commits; it wakes on the writer's NOTIFY and polls as
-// a fallback. Failed appends keep their rows with attempts, last_error and
+// A [Relay] (a suture.Service) claims unpublished rows from a [Store],
+// appends them to their streams in one pipelined round trip and marks them
+// published. On [PostgresStore] a claim is a transaction that locks its
+// rows with FOR UPDATE SKIP LOCKED, and the relay wakes on the writer's
+// NOTIFY and polls as a fallback. headway/outbox/sqliteoutbox is an
+// embedded store on SQLite for demos and tests without a database server
+// (docs/adr/ADR-012-embedded-stores-for-the-demo.md). Failed appends keep their rows with attempts, last_error and
 // a backoff; repeated failure makes the relay not ready and, past
 // FailureLimit, Serve returns ErrRelayFailing. Delivery to the stream is
 // at least once; order guarantees are in

@@ -76,9 +76,12 @@ type RelayConfig struct {
 	Logger *slog.Logger
 }
 
-// Relay appends unpublished outbox rows to their Redis streams. Several
-// relays may run against one table: each cycle claims its rows with FOR
-// UPDATE SKIP LOCKED. It is a suture.Service.
+// Relay appends unpublished outbox rows to their Redis streams. It reads
+// them from a [Store]: [PostgresStore] (claims with FOR UPDATE SKIP
+// LOCKED) in production, or an embedded store such as
+// headway/outbox/sqliteoutbox. Several relays may run against one store;
+// each cycle claims rows no other open claim holds. It is a
+// suture.Service.
 type Relay struct {
 	cfg   RelayConfig
 	store Store

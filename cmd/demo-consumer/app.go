@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -204,7 +205,12 @@ func openRedis(cfg config, log *slog.Logger) (redis.UniversalClient, func(), err
 	if cfg.redisURL != "" {
 		opts, err := redis.ParseURL(cfg.redisURL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+			// Never the URL itself: it may carry a password.
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err
+			}
+			return nil, nil, fmt.Errorf("REDIS_URL is not a valid redis:// URL: %v", err)
 		}
 		opts.ContextTimeoutEnabled = true
 		rdb := redis.NewClient(opts)

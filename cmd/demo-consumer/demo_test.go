@@ -68,7 +68,7 @@ type demo struct {
 func startDemo(t *testing.T, args ...string) *demo {
 	t.Helper()
 	build(t)
-	cmd := exec.Command(binary, append([]string{"-listen", "127.0.0.1:0", "-rate", "100"}, args...)...)
+	cmd := exec.Command(binary, append([]string{"-listen", "127.0.0.1:0", "-rate", "100", "-data-dir", t.TempDir()}, args...)...)
 	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -50,8 +51,16 @@ func TestHealthRedisUnreachable(t *testing.T) {
 	d := startDemo(t, "-redis-url", "redis://"+srv.Addr+"/0", "-stall-window", "3s")
 	d.waitReady(t, 30*time.Second, "ready on a real Redis")
 	srv.Stop()
-	d.waitNotReady(t, 30*time.Second, `"loop/rolling_service@events:{wallet}": "`, `"loop/promotion_service@events:{wallet}": "`,
-		`"loop/relay/headway_outbox": "`)
+	body := d.waitNotReady(t, 30*time.Second)
+	testkit.Eventually(t, 30*time.Second, "both consumer loops and the relay not ready", func() bool {
+		_, body = d.get(t, "/ready?full=1")
+		for _, loop := range []string{"rolling_service@events:{wallet}", "promotion_service@events:{wallet}", "relay/headway_outbox"} {
+			if !regexp.MustCompile(`"loop/` + regexp.QuoteMeta(loop) + `": "(failing|stalled|parked|wedged)`).MatchString(body) {
+				return false
+			}
+		}
+		return true
+	})
 	for range 5 { // and it stays live while Redis is away
 		if code, _ := d.get(t, "/live"); code != 200 {
 			t.Fatalf("/live = %d while Redis is unreachable", code)
