@@ -106,7 +106,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	var err error
 	if w.written, err = promutil.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "headway", Subsystem: "outbox", Name: "written_total",
-		Help: "Outbox rows written, by stream.",
+		Help: "Outbox rows inserted into a transaction by the writer, by stream (counted at insert, before the caller commits).",
 	}, []string{"stream"})); err != nil {
 		return nil, err
 	}
