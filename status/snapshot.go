@@ -7,8 +7,10 @@ import (
 	"github.com/headwaylabs/headway/supervisor"
 )
 
-// Snapshot is everything the page shows, read at one instant; ?format=json
-// serves it as it is. Times are in UTC; ages count back from RenderedAt.
+// Snapshot is everything the page shows, read from in-memory state in one
+// pass (each worker, loop and job and the verdict are read one after the
+// other, without a lock across them, so a change in between can make the
+// banner and a row briefly disagree); ?format=json serves it as it is. Times are in UTC; ages count back from RenderedAt.
 // Lists keep the order in which their items were added, and are empty
 // (never null) when there is nothing to list.
 type Snapshot struct {
