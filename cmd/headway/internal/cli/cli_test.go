@@ -223,3 +223,63 @@ func TestFmtAge(t *testing.T) {
 		}
 	}
 }
+
+// TestBadRedisURLKeepsThePassword gives malformed URLs with a password:
+// url.Parse's error quotes the whole URL, and some errors quote a part of
+// it, so a careless message repeats the password or a piece of it.
+func TestBadRedisURLKeepsThePassword(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url    string
+		secret []string // none may appear in the output
+		want   string   // in stderr
+	}{
+		// A space in the host: url.Parse fails, quoting the URL.
+		{"redis://user:s3cret@ho st:6379/0", []string{"s3cret", "user:"}, `invalid character " " in host name`},
+		// A bad %-escape: the error quotes the escape, inside the password.
+		{"redis://user:pa%zzs3cret@127.0.0.1:1/0", []string{"s3cret", "%zz", "zzs3"}, "invalid %-escape"},
+		// An unescaped '/' in the password: part of it becomes the port.
+		{"redis://user:s3/cret@127.0.0.1:1/0", []string{"s3/cret", ":s3", "cret@"}, "invalid port"},
+		// ... or, when numeric, a valid port, and the rest the path.
+		{"redis://user:12/34s3cret@127.0.0.1:1/0", []string{"s3cret", "user:12", "34s3"}, "bad --redis-url"},
+		// An unescaped '#': the rest of the password and the host are a
+		// fragment, which go-redis ignores; it would dial user:12.
+		{"redis://user:12#s3cret@127.0.0.1:1/0", []string{"s3cret", "user:12", "12#"}, "an '@' after the host"},
+		// A bad database number, quoted by go-redis (a cluster URL has none).
+		{"redis://user:s3cret@127.0.0.1:1/x", []string{"s3cret"}, "invalid database number"},
+	} {
+		for _, cluster := range []bool{false, true} {
+			if cluster && strings.HasSuffix(tc.url, "/x") {
+				continue
+			}
+			args := []string{"status", "--redis-url", tc.url, "--timeout", "200ms"}
+			if cluster {
+				args = append(args, "--cluster")
+			}
+			r := run(t, args...)
+			for _, s := range tc.secret {
+				if strings.Contains(r.stderr+r.stdout, s) {
+					t.Errorf("%q (cluster %v): the output holds %q:\n%s", tc.url, cluster, s, r.stderr)
+				}
+			}
+			if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("%q (cluster %v): exit %d, stderr %q, want exit 2 and %q", tc.url, cluster, r.code, r.stderr, tc.want)
+			}
+		}
+	}
+}
+
+func TestURLSecretsAreRedacted(t *testing.T) {
+	t.Parallel()
+	raw := "redis://admin:p%40ss%2Fw0rd@cache.internal:6379/0"
+	msg := redactURL("dial "+raw+": AUTH admin:p@ss/w0rd failed p%40ss%2Fw0rd", raw)
+	for _, s := range []string{"p@ss/w0rd", "p%40ss%2Fw0rd", raw} {
+		if strings.Contains(msg, s) {
+			t.Errorf("%q holds %q", msg, s)
+		}
+	}
+	// A message without secrets is left alone.
+	if got := redactURL("Redis at cache.internal:6379 does not answer", raw); got != "Redis at cache.internal:6379 does not answer" {
+		t.Errorf("changed to %q", got)
+	}
+}

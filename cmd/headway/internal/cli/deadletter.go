@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -96,6 +97,21 @@ func newDeadLetter(ref streamRef, msg redis.XMessage) DeadLetter {
 	return dl
 }
 
+// deadLetterTime returns when dl was dead-lettered: its dlq_at, else the
+// time of its entry ID in the source stream (dlq_id), else the time of its
+// own ID in the dead-letter stream.
+func (dl DeadLetter) deadLetterTime() (time.Time, bool) {
+	if t, err := time.Parse(time.RFC3339Nano, dl.DeadLetteredAt); err == nil {
+		return t, true
+	}
+	for _, id := range []string{dl.SourceID, dl.ID} {
+		if ms, ok := idMillis(id); ok && ms > 0 && validID(id) {
+			return time.UnixMilli(ms), true
+		}
+	}
+	return time.Time{}, false
+}
+
 // dlFilter selects dead letters; empty sets match everything.
 type dlFilter struct {
 	reasons map[string]bool
@@ -138,11 +154,23 @@ func (ff *filterFlags) any() bool { return len(ff.reasons) > 0 || len(ff.types) 
 const scanPage = 200
 
 // scan calls fn for every dead letter of ref that f matches, in ID order,
-// until fn returns false. Entries deleted while it runs are not seen.
+// until fn returns false. It takes the entries that were there when it
+// started: it reads the dead-letter stream's last ID first and stops there,
+// so entries added while it runs (a consumer dead-lettering again what a
+// redrive just put back) are not part of this scan, and a redrive cannot
+// chase its own output. Entries deleted while it runs are not seen.
 func scan(ctx context.Context, rdb redis.UniversalClient, ref streamRef, f dlFilter, fn func(DeadLetter) (bool, error)) error {
+	last, err := rdb.XRevRangeN(ctx, ref.DLQ, "+", "-", 1).Result()
+	if err != nil {
+		return fmt.Errorf("XREVRANGE %s: %w", ref.DLQ, err)
+	}
+	if len(last) == 0 {
+		return nil // no dead-letter stream, or an empty one
+	}
+	end := last[0].ID
 	start := "-"
 	for {
-		msgs, err := rdb.XRangeN(ctx, ref.DLQ, start, "+", scanPage).Result()
+		msgs, err := rdb.XRangeN(ctx, ref.DLQ, start, end, scanPage).Result()
 		if err != nil {
 			return fmt.Errorf("XRANGE %s: %w", ref.DLQ, err)
 		}
@@ -156,7 +184,7 @@ func scan(ctx context.Context, rdb redis.UniversalClient, ref streamRef, f dlFil
 				return err
 			}
 		}
-		if len(msgs) < scanPage {
+		if len(msgs) < scanPage || msgs[len(msgs)-1].ID == end {
 			return nil
 		}
 		start = "(" + msgs[len(msgs)-1].ID

@@ -29,5 +29,8 @@
 // no longer there is not appended, so two redrives running at once, or a
 // go-redis retry of a script that did run, do not double it. The stream and
 // its dead-letter stream share a hash tag ("events:{wallet}",
-// "events:{wallet}:dlq"), so the script runs on a cluster as well.
+// "events:{wallet}:dlq"), so the script runs on a cluster as well. A scan
+// (dlq list, and redrive by --reason, --type or --all) stops at the
+// dead-letter stream's last ID as read when it starts, so it never reaches
+// the entries that consumers dead-letter again while a redrive runs.
 package cli

@@ -20,7 +20,9 @@ dead-lettered from, with their original fields (the dlq_* fields removed), and
 deletes them from the dead-letter stream. Choose the entries with --id, or
 with --reason and --type, or take every one with --all; --limit bounds how
 many are redriven. --dry-run prints what would be redriven and changes
-nothing.
+nothing. --reason, --type and --all take the dead letters there when the run
+starts: an entry dead-lettered while it runs (a consumer rejecting a
+redriven event again) waits for the next run.
 
 Each entry moves in one Lua script call: the append to the source stream and
 the delete from the dead-letter stream happen together or not at all, so a
@@ -31,8 +33,14 @@ hash tag, so this works on a Redis Cluster too.
 
 The entry gets a new ID at the end of the stream, and every group of the
 stream reads it again: a group that already applied the event relies on its
-deduplication (event_id) to skip it. The consumer that dead-lettered it runs
-its handler again (a dead letter is not marked done).
+deduplication (event_id) to skip it. That holds only while the dedup store
+still remembers the event: 7 days by default with the Redis store (its
+DoneTTL), until pruned with the PostgreSQL inbox. Past that, a group that
+applied the event applies it again. For each entry dead-lettered longer ago
+than --dedup-window (dlq_at, else the time of its source entry ID), redrive
+prints a warning to stderr; set the flag to the store's memory. The consumer
+that dead-lettered it runs its handler again (a dead letter is not marked
+done).
 
 An entry the consumers would reject again is refused: a legacy
 schema_version 1 entry (reason legacy_schema), or one that does not decode
@@ -46,6 +54,10 @@ Examples:
   headway dlq redrive --stream wallet --all --rate 200`,
 	run: (*app).dlqRedrive,
 }
+
+// DefaultDedupWindow is --dedup-window's default: the Redis dedup store's
+// default DoneTTL (dedup.DefaultDoneTTL), how long it remembers an event.
+const DefaultDedupWindow = 7 * 24 * time.Hour
 
 // Outcomes of a redrive, in RedriveResult.Outcome.
 const (
@@ -141,6 +153,7 @@ func (a *app) dlqRedrive(ctx context.Context, c *command, args []string) error {
 		dryRun  bool
 		force   bool
 		rate    float64
+		window  time.Duration
 		jsonOut bool
 	)
 	rf.register(fs)
@@ -153,11 +166,14 @@ func (a *app) dlqRedrive(ctx context.Context, c *command, args []string) error {
 	fs.BoolVar(&dryRun, "dry-run", false, "print what would be redriven; change nothing")
 	fs.BoolVar(&force, "force", false, "redrive entries that consumers would reject again (legacy schema_version 1, undecodable)")
 	fs.Float64Var(&rate, "rate", 0, "redrive at most `n` entries per second; 0 means as fast as Redis answers")
+	fs.DurationVar(&window, "dedup-window", DefaultDedupWindow, "how long the consumers' dedup store remembers an event (Redis store: DoneTTL; PostgreSQL inbox: the prune age); an entry dead-lettered longer ago gets a warning, 0 turns it off")
 	fs.BoolVar(&jsonOut, "json", false, "write JSON instead of a table")
 	if _, err := a.parse(c, fs, args, 0, 0); err != nil {
 		return err
 	}
 	switch {
+	case window < 0:
+		return usagef("--dedup-window must not be negative")
 	case len(ids) == 0 && !ff.any() && !all:
 		return usagef("choose the entries: --id, --reason, --type or --all")
 	case len(ids) > 0 && (ff.any() || all):
@@ -193,7 +209,7 @@ func (a *app) dlqRedrive(ctx context.Context, c *command, args []string) error {
 	}
 	defer func() { _ = rdb.Close() }()
 
-	r := &redriver{a: a, rdb: rdb, limit: limit, dryRun: dryRun, force: force, explicit: len(ids) > 0}
+	r := &redriver{a: a, rdb: rdb, limit: limit, dryRun: dryRun, force: force, explicit: len(ids) > 0, window: window}
 	if rate > 0 {
 		r.interval = time.Duration(float64(time.Second) / rate)
 	}
@@ -235,6 +251,7 @@ type redriver struct {
 	explicit bool          // entries named by --id
 	interval time.Duration // --rate
 	next     time.Time
+	window   time.Duration // --dedup-window; 0: no warning
 
 	results []RedriveResult
 	moved   int // redriven, or would be in a dry run
@@ -300,6 +317,7 @@ func (r *redriver) one(ctx context.Context, ref streamRef, dl DeadLetter) (bool,
 		res.Outcome = OutcomeWouldRedrive
 		r.results = append(r.results, res)
 		r.moved++
+		r.warnPastWindow(ref, dl)
 		return !r.full(), nil
 	}
 	if err := r.pace(ctx); err != nil {
@@ -317,10 +335,34 @@ func (r *redriver) one(ctx context.Context, ref streamRef, dl DeadLetter) (bool,
 	res.Outcome, res.NewID = OutcomeRedriven, newID
 	r.results = append(r.results, res)
 	r.moved++
+	r.warnPastWindow(ref, dl)
 	if r.a.afterRedrive != nil {
 		r.a.afterRedrive(r.moved)
 	}
 	return !r.full(), nil
+}
+
+// warnPastWindow warns on stderr when dl, redriven or about to be, was
+// dead-lettered longer ago than --dedup-window: the groups that applied the
+// event before may no longer remember it, and apply it again.
+func (r *redriver) warnPastWindow(ref streamRef, dl DeadLetter) {
+	if r.window <= 0 {
+		return
+	}
+	at, ok := dl.deadLetterTime()
+	if !ok {
+		return
+	}
+	age := r.a.now().Sub(at)
+	if age <= r.window {
+		return
+	}
+	ev := ""
+	if dl.EventID != "" {
+		ev = " (event " + cleanCell(dl.EventID) + ")"
+	}
+	fmt.Fprintf(r.a.stderr, "warning: %s %s%s: dead-lettered %s ago, past the dedup window: groups that applied it before may apply it again\n",
+		ref.Name, dl.ID, ev, fmtAge(age.Seconds()))
 }
 
 // pace waits for the next slot of --rate.

@@ -381,3 +381,220 @@ func TestConcurrentRedrivesDoNotDouble(t *testing.T) {
 		t.Errorf("the two runs report %d redriven together, want %d", m, len(ids))
 	}
 }
+
+// rejectAgain stands for a consumer that rejects every entry redriven to
+// the wallet stream under prefix: each entry that appears on the stream is
+// dead-lettered again (appended to the dead-letter stream with its dlq_*
+// fields), and one token per entry is sent on the returned channel. The
+// returned stop function ends it and waits for it.
+func rejectAgain(t *testing.T, rdb redis.UniversalClient, prefix string) (<-chan struct{}, func()) {
+	t.Helper()
+	stream, dlq := walletKeys(prefix)
+	ctx, cancel := context.WithCancel(context.Background())
+	redead := make(chan struct{}, 100_000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		last := "0"
+		for ctx.Err() == nil {
+			res, err := rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, last}, Block: 50 * time.Millisecond}).Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("reading the stream: %v", err)
+				}
+				return
+			}
+			for _, m := range res[0].Messages {
+				last = m.ID
+				values := make([]any, 0, 2*len(m.Values)+12)
+				for k, v := range m.Values {
+					values = append(values, k, v)
+				}
+				values = append(values, consumer.DLQFieldReason, consumer.ReasonMaxDeliveries,
+					consumer.DLQFieldStream, stream, consumer.DLQFieldGroup, event.ServiceRolling,
+					consumer.DLQFieldID, m.ID, consumer.DLQFieldDeliveries, "5",
+					consumer.DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano))
+				if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: dlq, Values: values}).Err(); err != nil {
+					t.Errorf("dead-lettering %s again: %v", m.ID, err)
+					return
+				}
+				redead <- struct{}{}
+			}
+		}
+	}()
+	return redead, func() { cancel(); <-done }
+}
+
+// TestRedriveTakesTheEntriesOfItsStart redrives more than one page of dead
+// letters while a consumer dead-letters every redriven entry again. One run
+// takes the entries there when it started: each event lands on the stream
+// once, and the run does not go on to the entries it caused itself.
+func TestRedriveTakesTheEntriesOfItsStart(t *testing.T) {
+	t.Parallel()
+	for _, sel := range [][]string{{"--all"}, {"--reason", consumer.ReasonMaxDeliveries}} {
+		t.Run(sel[0], func(t *testing.T) {
+			t.Parallel()
+			rdb, prefix := redistest.Client(t)
+			stream, dlq := walletKeys(prefix)
+			ids := fillDLQ(t, rdb, prefix, 2*scanPage+50) // three pages
+			redead, stop := rejectAgain(t, rdb, prefix)
+			defer stop()
+
+			// Each move waits until the consumer has dead-lettered the entry
+			// again, so the re-dead-lettered entries are in the dead-letter
+			// stream before the scan reaches its end. A run that goes past
+			// the entries it started with is stopped.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			a := &app{now: time.Now, afterRedrive: func(n int) {
+				if n > len(ids) {
+					cancel()
+					return
+				}
+				select {
+				case <-redead:
+				case <-time.After(20 * time.Second):
+					t.Errorf("redriven entry %d not dead-lettered again", n)
+					cancel()
+				}
+			}}
+			args := append([]string{"dlq", "redrive", "--prefix", prefix, "--json"}, sel...)
+			r := runApp(t, ctx, a, args...)
+			stop()
+			if r.code != ExitOK {
+				t.Errorf("redrive: exit %d (a run that goes on past its %d entries is stopped)\n%s", r.code, len(ids), r.stderr)
+			} else {
+				var out redriveOutput
+				decodeJSON(t, r.stdout, &out)
+				if out.Counts[OutcomeRedriven] != len(ids) || len(out.Entries) != len(ids) {
+					t.Errorf("%d entries, %d redriven, want %d", len(out.Entries), out.Counts[OutcomeRedriven], len(ids))
+				}
+			}
+			onStream := eventIDs(t, rdb, stream)
+			for _, id := range ids {
+				if onStream[id] != 1 {
+					t.Errorf("%s is %d times on the stream, want once", id, onStream[id])
+				}
+			}
+			if len(onStream) != len(ids) {
+				t.Errorf("%d distinct events on the stream, want %d", len(onStream), len(ids))
+			}
+			// Every entry was dead-lettered again, and is there for the next run.
+			if n := rdb.XLen(context.Background(), dlq).Val(); n != int64(len(ids)) {
+				t.Errorf("%d dead letters after the run, want the %d dead-lettered again", n, len(ids))
+			}
+		})
+	}
+}
+
+// TestRedriveWarnsPastTheDedupWindow redrives dead letters of various ages:
+// each one dead-lettered longer ago than --dedup-window gets a warning on
+// stderr, dated by dlq_at, else its source entry ID, else its own ID.
+func TestRedriveWarnsPastTheDedupWindow(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	stream, dlq := walletKeys(prefix)
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	msID := func(d time.Duration) string { return strconv.FormatInt(now.Add(-d).UnixMilli(), 10) + "-0" }
+	add := func(id, eventID string, dlqFields ...any) string {
+		t.Helper()
+		values := []any{}
+		for k, v := range fieldsOf(t, envelope(eventID, event.BetSettledConfirmed)) {
+			values = append(values, k, v)
+		}
+		values = append(values, consumer.DLQFieldReason, consumer.ReasonHandlerPermanent, consumer.DLQFieldStream, stream)
+		values = append(values, dlqFields...)
+		if id == "" {
+			id = "*"
+		}
+		got, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: dlq, ID: id, Values: values}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	day := 24 * time.Hour
+	// Only its own ID dates it: 9 days old (added first: IDs increase).
+	byOwnID := add(msID(9*day), "own-id")
+	byAt := add("", "at-10d", consumer.DLQFieldAt, now.Add(-10*day).Format(time.RFC3339Nano),
+		consumer.DLQFieldID, msID(30*day)) // dlq_at wins over dlq_id
+	recent := add("", "at-1h", consumer.DLQFieldAt, now.Add(-time.Hour).Format(time.RFC3339))
+	bySourceID := add("", "source-id-8d", consumer.DLQFieldID, msID(8*day))
+	atEdge := add("", "at-7d", consumer.DLQFieldAt, now.Add(-7*day).Format(time.RFC3339)) // not past 168h
+	legacy := deadLetterRaw(t, rdb, prefix, legacyFields("legacy"), "legacy_schema", 1)   // refused: no warning
+
+	warned := func(stderr string) map[string]string {
+		out := map[string]string{}
+		for line := range strings.SplitSeq(strings.TrimSpace(stderr), "\n") {
+			if !strings.HasPrefix(line, "warning: wallet ") {
+				continue
+			}
+			id := strings.Fields(line)[2]
+			out[id] = line
+		}
+		return out
+	}
+	redrive := func(args ...string) result {
+		t.Helper()
+		r := runApp(t, ctx, &app{now: func() time.Time { return now }}, append([]string{"dlq", "redrive", "--prefix", prefix, "--all"}, args...)...)
+		if r.code != ExitOK {
+			t.Fatalf("redrive %q: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+		return r
+	}
+
+	r := redrive("--dry-run")
+	w := warned(r.stderr)
+	for id, age := range map[string]string{byOwnID: "9d00h", byAt: "10d00h", bySourceID: "8d00h"} {
+		want := "dead-lettered " + age + " ago, past the dedup window: groups that applied it before may apply it again"
+		if !strings.Contains(w[id], want) {
+			t.Errorf("%s: warning %q, want %q", id, w[id], want)
+		}
+	}
+	if !strings.Contains(w[byAt], "(event at-10d)") {
+		t.Errorf("the warning does not name the event: %q", w[byAt])
+	}
+	for _, id := range []string{recent, atEdge, legacy} {
+		if _, ok := w[id]; ok {
+			t.Errorf("%s warned: %q", id, w[id])
+		}
+	}
+	if len(w) != 3 {
+		t.Errorf("%d warnings, want 3:\n%s", len(w), r.stderr)
+	}
+	if strings.Contains(r.stdout, "warning") {
+		t.Errorf("a warning on stdout:\n%s", r.stdout)
+	}
+
+	// A wider window, or 0, warns of nothing.
+	for _, window := range []string{"720h", "0"} {
+		if r := redrive("--dry-run", "--dedup-window", window); r.stderr != "" {
+			t.Errorf("--dedup-window %s: stderr %q", window, r.stderr)
+		}
+	}
+	if r := redrive("--dry-run", "--dedup-window", "216h"); len(warned(r.stderr)) != 1 || warned(r.stderr)[byAt] == "" {
+		t.Errorf("--dedup-window 216h: stderr %q, want the 10-day-old entry only", r.stderr)
+	}
+
+	// The run itself warns the same, with --json too.
+	r = redrive("--json")
+	if w := warned(r.stderr); len(w) != 3 || w[byOwnID] == "" || w[byAt] == "" || w[bySourceID] == "" {
+		t.Errorf("redrive warnings:\n%s", r.stderr)
+	}
+	var out redriveOutput
+	decodeJSON(t, r.stdout, &out)
+	if out.Counts[OutcomeRedriven] != 5 || out.Counts[OutcomeRefused] != 1 {
+		t.Errorf("counts %v", out.Counts)
+	}
+
+	if r := run(t, "dlq", "redrive", "--all", "--dedup-window", "-1h"); r.code != ExitUsage || !strings.Contains(r.stderr, "--dedup-window must not be negative") {
+		t.Errorf("negative window: exit %d, %q", r.code, r.stderr)
+	}
+	if DefaultDedupWindow != dedup.DefaultDoneTTL {
+		t.Errorf("DefaultDedupWindow %v, the Redis dedup store's DoneTTL %v", DefaultDedupWindow, dedup.DefaultDoneTTL)
+	}
+}

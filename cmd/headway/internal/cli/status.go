@@ -133,11 +133,22 @@ func readStatus(ctx context.Context, rdb redis.UniversalClient, ref streamRef, n
 		return st, fmt.Errorf("XINFO STREAM: %w", err)
 	}
 	st.Exists, st.Length, st.LastID, st.FirstID = true, info.Length, info.LastGeneratedID, info.FirstEntry.ID
-	if info.Groups == 0 {
-		return st, nil
+	if st.FirstID == "" && st.Length > 0 { // a server whose XINFO STREAM omits first-entry
+		first, err := rdb.XRangeN(ctx, ref.Key, "-", "+", 1).Result()
+		if err != nil {
+			return st, fmt.Errorf("XRANGE %s: %w", ref.Key, err)
+		}
+		if len(first) > 0 {
+			st.FirstID = first[0].ID
+		}
 	}
+	// XINFO STREAM's group count is not trusted: a server may omit the
+	// field (miniredis, the demo's embedded Redis, does), which reads as 0.
 	groups, err := rdb.XInfoGroups(ctx, ref.Key).Result()
-	if err != nil {
+	switch {
+	case isNoSuchKey(err) || isNoGroup(err): // deleted meanwhile: no groups
+		groups = nil
+	case err != nil:
 		return st, fmt.Errorf("XINFO GROUPS: %w", err)
 	}
 	for _, g := range groups {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/event"
@@ -191,5 +192,69 @@ func TestStatusOfAbsentStreams(t *testing.T) {
 	r = mustRun(t, "status", "--prefix", prefix)
 	if !strings.Contains(r.stdout, "(no stream)") || strings.Contains(r.stdout, "LAG") {
 		t.Errorf("table:\n%s", r.stdout)
+	}
+}
+
+// TestStatusOnMiniredis runs status against miniredis, the demo's embedded
+// Redis, whose XINFO STREAM has neither the groups count nor the first
+// entry: the groups are listed all the same, read from XINFO GROUPS.
+func TestStatusOnMiniredis(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	stream, _ := walletKeys("")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := make([]string, 5)
+	for i := range ids {
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fieldsOf(t, envelope("m"+strconv.Itoa(i), event.BetSettledConfirmed))}).Result()
+		must(err)
+		ids[i] = id
+	}
+	must(rdb.XGroupCreate(ctx, stream, event.ServiceRolling, "0").Err())
+	must(rdb.XGroupCreate(ctx, stream, "promotion_service", "$").Err())
+	must(rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: event.ServiceRolling, Consumer: "pod-a",
+		Streams: []string{stream, ">"}, Count: 3}).Err())
+	must(rdb.XAck(ctx, stream, event.ServiceRolling, ids[0]).Err())
+	deadLetter(t, rdb, "", envelope("d1", event.BetSettledConfirmed), "max_deliveries")
+
+	url := "redis://" + mr.Addr() + "/0"
+	var got struct{ Streams []StreamStatus }
+	decodeJSON(t, mustRun(t, "status", "--redis-url", url, "--stream", "wallet", "--json").stdout, &got)
+	if len(got.Streams) != 1 {
+		t.Fatalf("%d streams, want 1", len(got.Streams))
+	}
+	s := got.Streams[0]
+	if !s.Exists || s.Length != 5 || s.FirstID != ids[0] || s.LastID != ids[4] || s.DeadLetters != 1 {
+		t.Errorf("stream: %+v", s)
+	}
+	if len(s.Groups) != 2 {
+		t.Fatalf("%d groups, want 2: %+v", len(s.Groups), s.Groups)
+	}
+	if p := s.Groups[0]; p.Name != "promotion_service" || p.Pending != 0 || p.Lag == nil || *p.Lag != 0 ||
+		p.LastDeliveredID != ids[4] || len(p.Consumers) != 0 {
+		t.Errorf("promotion_service: %+v", p)
+	}
+	r := s.Groups[1]
+	if r.Name != event.ServiceRolling || r.Pending != 2 || r.OldestPendingID != ids[1] || r.LastDeliveredID != ids[2] ||
+		len(r.Consumers) != 1 || r.Consumers[0].Name != "pod-a" || r.Consumers[0].Pending != 2 {
+		t.Errorf("rolling_service: %+v", r)
+	}
+
+	table := mustRun(t, "status", "--redis-url", url, "--stream", "wallet").stdout
+	lines := strings.Split(table, "\n")
+	if col := strings.Index(lines[0], "GROUPS"); col < 0 || len(lines) < 2 || !strings.HasPrefix(lines[1][col:], "2 ") {
+		t.Errorf("GROUPS column is not 2:\n%s", table)
+	}
+	for _, want := range []string{"wallet  promotion_service", "wallet  rolling_service", "pod-a"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
 	}
 }
