@@ -132,6 +132,10 @@ func (c Codec) Decode(fields map[string]any) (Envelope, error) {
 		return fail(fieldErr(FieldOccurredAt, ErrBadTimestamp, "%s is not RFC 3339", quoteShort(ts)))
 	}
 	e.OccurredAt = t.UTC()
+	if y := e.OccurredAt.Year(); y < 1 || y > 9999 {
+		// As Envelope.Validate: what is decoded can be encoded again.
+		return fail(fieldErr(FieldOccurredAt, ErrBadTimestamp, "year %d is outside RFC 3339", y))
+	}
 
 	if e.AggregateID, err = required(fields, FieldAggregateID); err != nil {
 		return fail(err)
