@@ -50,7 +50,7 @@ func BenchmarkDrain(b *testing.B) {
 	b.ReportMetric(deduped/raw, "dedup/raw")
 }
 
-func prefill(b *testing.B, rdb redis.UniversalClient, stream string, n int) string {
+func prefill(b testing.TB, rdb redis.UniversalClient, stream string, n int) string {
 	b.Helper()
 	ctx := context.Background()
 	pipe := rdb.Pipeline()
@@ -79,7 +79,7 @@ func prefill(b *testing.B, rdb redis.UniversalClient, stream string, n int) stri
 
 // drainRaw is the ceiling: XREADGROUP COUNT 500 and one XACK per batch,
 // nothing decoded.
-func drainRaw(b *testing.B, rdb redis.UniversalClient, stream string, n int) float64 {
+func drainRaw(b testing.TB, rdb redis.UniversalClient, stream string, n int) float64 {
 	b.Helper()
 	ctx := context.Background()
 	start := time.Now()
@@ -102,7 +102,7 @@ func drainRaw(b *testing.B, rdb redis.UniversalClient, stream string, n int) flo
 	return float64(n) / time.Since(start).Seconds()
 }
 
-func drainHeadway(b *testing.B, rdb redis.UniversalClient, stream string, n int, store dedup.Store) float64 {
+func drainHeadway(b testing.TB, rdb redis.UniversalClient, stream string, n int, store dedup.Store) float64 {
 	b.Helper()
 	var applied atomic.Int64
 	finished := make(chan struct{})

@@ -51,11 +51,10 @@ type Consumer struct {
 	// their later entries wait (stay pending) so that order is kept. Only
 	// the Serve goroutine touches it.
 	blocked map[string]struct{}
-	// bufs are the two reused item buffers of prepare and run (a batch
-	// runs while the next is prepared); nextBuf is the next to use. Only
-	// the Serve goroutine prepares.
-	bufs    [2][]item
-	nextBuf int
+	// bufs are the reused item buffers of the batches in the pipeline:
+	// the batch read n-th uses bufs[n%pipelineDepth], which the batch
+	// read pipelineDepth before it has finished with.
+	bufs [pipelineDepth][]item
 	// fresh holds the IDs of the entries in this process, kept fresh by
 	// the refresh goroutine.
 	fresh freshness
@@ -182,56 +181,66 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	}
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
-	// The loop reads the next batch while the current one is processed
-	// (so at most two batches are in memory), and processes batches one
-	// after another, which keeps each aggregate in stream order.
+	// The loop is a pipeline of three stages: while a batch runs (its
+	// handlers, dedup settle and acknowledgement), the one read after it
+	// is prepared (decoded, judged, claimed in dedup) and the next one is
+	// read. Each batch read gets a goroutine that prepares it, waits for
+	// the batch before it to finish and runs it; so batches run one after
+	// another in the order they were read, which keeps each aggregate in
+	// stream order, and at most three batches are in memory.
 	readID := "0" // first our own pending entries, then new ones
-	var cur *batch
+	var done [pipelineDepth]chan struct{}
+	for i := range done {
+		done[i] = make(chan struct{})
+		close(done[i])
+	}
+	seq := 0 // batches read
+	last := func() chan struct{} { return done[(seq+pipelineDepth-1)%pipelineDepth] }
+	// Serve returns only after every batch it read has finished (the
+	// refresher stops after this, so entries still draining stay ours).
+	defer func() { <-last() }()
 	nextReclaim := time.Now()
 	failures := 0
 	for {
 		if ctx.Err() != nil {
-			if cur != nil {
-				// Prepared but not started: run no handler after the
-				// cancel (the drain covers only work already in flight);
-				// its entries stay pending, their leases are released.
-				cur.abandon = true
-				c.run(ctx, cur)
-			}
+			// Batches prepared but not started run no handler after the
+			// cancel (the drain covers only work already in flight);
+			// their entries stay pending, their leases are released.
+			<-last()
 			c.log.Info("consumer stopped")
 			return ctx.Err()
 		}
 		c.wm.Heartbeat()
 		if !time.Now().Before(nextReclaim) {
-			// Under steady load there is always a prepared batch: run it
-			// first, so reclaiming (dead consumers' entries, our own
-			// failed and deferred ones) is never starved.
-			if cur != nil {
-				c.run(ctx, cur)
-				cur = nil
-			}
-			c.reclaim(ctx)
+			// Under steady load batches are always in flight: let them
+			// finish first, so reclaiming (dead consumers' entries, our
+			// own failed and deferred ones) is never starved.
+			<-last()
+			c.reclaim(ctx, &c.bufs[seq%pipelineDepth])
 			nextReclaim = time.Now().Add(c.cfg.ReclaimInterval)
 		}
-		// Run the current batch while reading and preparing the next.
-		ran := make(chan struct{})
-		go func(b *batch) {
-			defer close(ran)
-			if b != nil {
-				c.run(ctx, b)
-			}
-		}(cur)
+		slot := seq % pipelineDepth
+		<-done[slot] // the batch read three batches ago has finished
+		pending := readID != ">"
 		next, err := c.read(ctx, readID)
-		var prepared *batch
-		if err == nil && len(next) > 0 {
-			var counts []int64
-			if readID != ">" {
-				counts = c.deliveryCounts(ctx, next)
-			}
-			prepared = c.prepare(ctx, next, counts, false)
+		if err == nil && len(next) > 0 && ctx.Err() == nil {
+			// Held from now on: kept fresh until it has run.
+			c.fresh.hold(next)
+			prev, finished := last(), make(chan struct{})
+			done[slot] = finished
+			seq++
+			go func(buf *[]item) {
+				defer close(finished)
+				var counts []int64
+				if pending {
+					counts = c.deliveryCounts(ctx, next)
+				}
+				b := c.prepare(ctx, buf, next, counts, false)
+				<-prev
+				b.abandon = ctx.Err() != nil
+				c.run(ctx, b)
+			}(&c.bufs[slot])
 		}
-		<-ran
-		cur = prepared
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
@@ -264,6 +273,10 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		}
 	}
 }
+
+// pipelineDepth is the number of batches in the pipeline: one running,
+// one prepared behind it, one being read.
+const pipelineDepth = 3
 
 // read returns the next batch: pending entries of this consumer after id,
 // or new entries for id ">".

@@ -29,7 +29,10 @@
 // Entries are read in batches (XREADGROUP COUNT BatchSize). Each entry is
 // decoded and judged by brandguard, checked against dedup, dispatched to the
 // handler of its event type through Config.Middleware, and acknowledged —
-// one XACK for the whole batch. The outcomes, each counted in
+// one XACK for the whole batch. Batches are pipelined: while one runs, the
+// batch read after it is prepared (decoded, judged, claimed in dedup) and
+// the next one is read; batches still run one after another, in the order
+// they were read. The outcomes, each counted in
 // headway_consumer_entries_total{outcome}:
 //
 //   - applied: the handler returned nil; acknowledged;
@@ -71,8 +74,8 @@
 // On start the consumer first re-reads its own pending entries (ID 0), then
 // new ones. Every ReclaimInterval it claims entries idle for ReclaimIdle
 // (XAUTOCLAIM) — those of dead consumers and its own deferred or failed
-// ones. Entries held by this consumer (the batch running and the one
-// prepared behind it) are re-claimed to it every ReclaimIdle/3 (XCLAIM
+// ones. Entries held by this consumer (the batch running and the batches
+// read behind it) are re-claimed to it every ReclaimIdle/3 (XCLAIM
 // JUSTID), so a slow batch is never claimed by another consumer and run
 // twice at once. Consumers of the group idle for
 // ConsumerIdleTimeout with nothing pending are removed.
@@ -101,6 +104,15 @@
 //
 // # Memory
 //
-// At most BatchSize entries are in flight. An entry over the codec's size
-// limit is dead-lettered at once, before anything else of its batch runs.
+// Handlers run for at most one batch (BatchSize entries) at a time; with
+// the pipeline, at most three batches are in memory. An entry over the
+// codec's size limit is dead-lettered at once, before anything else of its
+// batch runs.
+//
+// Draining a backlog allocates about 1 KB per entry, two thirds of it in
+// go-redis's parsing of the read reply. On a machine where the consumer
+// competes for CPU, garbage collection is a large share of its cost; a
+// higher GOGC (or a GOMEMLIMIT with GOGC raised or off) trades memory for
+// throughput. The package never sets them: that is the program's choice
+// (docs/performance.md has figures).
 package consumer

@@ -49,24 +49,21 @@ type batch struct {
 	abandon   bool // shutting down before it started: run no handler
 }
 
-// processBatch takes a batch through the whole pipeline at once.
-func (c *Consumer) processBatch(ctx context.Context, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
-	c.run(ctx, c.prepare(ctx, msgs, deliveries, reclaimed))
+// processBatch takes a batch through the whole pipeline at once, in buf.
+func (c *Consumer) processBatch(ctx context.Context, buf *[]item, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
+	c.fresh.hold(msgs)
+	c.run(ctx, c.prepare(ctx, buf, msgs, deliveries, reclaimed))
 }
 
 // prepare decodes and judges every entry and claims the accepted ones in a
-// batch dedup store. It acknowledges and dispatches nothing, so it can run
-// while the previous batch runs. It is only called from the Serve
-// goroutine; at most two batches are alive at once, each in one of two
-// reused buffers.
-func (c *Consumer) prepare(ctx context.Context, msgs []redis.XMessage, deliveries []int64, reclaimed bool) *batch {
-	buf := &c.bufs[c.nextBuf]
-	c.nextBuf ^= 1
+// batch dedup store, using buf for the items. It acknowledges and
+// dispatches nothing, so it can run while the previous batch runs; the
+// caller has put msgs in c.fresh and owns buf until the batch has run.
+func (c *Consumer) prepare(ctx context.Context, buf *[]item, msgs []redis.XMessage, deliveries []int64, reclaimed bool) *batch {
 	if cap(*buf) < len(msgs) {
 		*buf = make([]item, len(msgs))
 	}
 	b := &batch{items: (*buf)[:len(msgs)], reclaimed: reclaimed}
-	c.fresh.hold(msgs)
 	for i := range msgs {
 		it := &b.items[i]
 		it.msg = msgs[i]
@@ -290,19 +287,20 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
 }
 
 // attempts runs the handler with the in-process retry policy, each attempt
-// under its own context.WithTimeout(parent, HandlerTimeout). (A shared,
-// re-armed lane context saved four allocations an attempt but broke the
-// context contract for handlers that keep or derive from their context.)
-// It stops retrying when the consumer is shutting down.
+// under its own context that ends at HandlerTimeout and when the attempt
+// returns (an attemptContext: context.WithTimeout(parent, HandlerTimeout)
+// built only when the handler needs it). It stops retrying when the
+// consumer is shutting down.
 func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message) error {
 	obs := c.series.observe(it.m.Envelope.EventType)
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
 		start := time.Now()
-		actx, cancel := context.WithTimeout(parent, c.cfg.HandlerTimeout)
+		actx := newAttemptContext(parent, start.Add(c.cfg.HandlerTimeout))
 		err := it.handler(actx, m)
-		cancel()
-		obs.Observe(time.Since(start).Seconds())
+		end := time.Now()
+		actx.end(end)
+		obs.Observe(end.Sub(start).Seconds())
 		if err == nil {
 			return nil
 		}

@@ -15,8 +15,9 @@ const maxReclaimRounds = 4
 // and this consumer's own failed or deferred ones — and processes them.
 // Entries held here are never idle that long (see freshness). Entries that
 // were deleted from the stream while pending are counted as lost (Redis 7
-// drops them from the pending list as it reports them).
-func (c *Consumer) reclaim(ctx context.Context) {
+// drops them from the pending list as it reports them). It runs when no
+// batch is in flight, with buf for the items.
+func (c *Consumer) reclaim(ctx context.Context, buf *[]item) {
 	start := "0-0"
 	for range maxReclaimRounds {
 		if ctx.Err() != nil {
@@ -41,7 +42,7 @@ func (c *Consumer) reclaim(ctx context.Context) {
 		if len(msgs) > 0 {
 			c.series.reclaimed.Add(float64(len(msgs)))
 			c.log.Info("reclaimed idle pending entries", slog.Int("entries", len(msgs)))
-			c.processBatch(ctx, msgs, c.deliveryCounts(ctx, msgs), true)
+			c.processBatch(ctx, buf, msgs, c.deliveryCounts(ctx, msgs), true)
 		}
 		if next == "0-0" || next == "" {
 			return

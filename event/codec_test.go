@@ -91,6 +91,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"occurred_at not RFC 3339", with(validFields(), "occurred_at", "2026-05-15 10:20:30"), event.ErrBadTimestamp, "occurred_at", 2},
 		{"occurred_at unix seconds", with(validFields(), "occurred_at", "1747304430"), event.ErrBadTimestamp, "occurred_at", 2},
 		{"occurred_at month 13", with(validFields(), "occurred_at", "2026-13-15T10:20:30Z"), event.ErrBadTimestamp, "occurred_at", 2},
+		{"occurred_at year 0", with(validFields(), "occurred_at", "0000-01-01T00:00:00Z"), event.ErrBadTimestamp, "occurred_at", 2},
+		{"occurred_at year 10000 in UTC", with(validFields(), "occurred_at", "9999-12-31T23:00:00-05:00"), event.ErrBadTimestamp, "occurred_at", 2},
 		{"payload not JSON", with(validFields(), "payload", "not json"), event.ErrPayloadNotJSON, "payload", 2},
 		{"payload truncated", with(validFields(), "payload", `{"bet_id":"b`), event.ErrPayloadNotJSON, "payload", 2},
 		{"payload empty", with(validFields(), "payload", ""), event.ErrPayloadNotJSON, "payload", 2},
@@ -105,6 +107,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"aggregate_id not UTF-8", with(validFields(), "aggregate_id", "bet\xfe"), event.ErrBadField, "aggregate_id", 2},
 		{"aggregate_id control char", with(validFields(), "aggregate_id", "bet\n1"), event.ErrBadField, "aggregate_id", 2},
 		{"field of wrong type", with(validFields(), "event_id", 12), event.ErrBadField, "event_id", 2},
+		{"field with a nil value", with(validFields(), "event_id", nil), event.ErrBadField, "event_id", 2},
+		{"payload with a nil value", with(validFields(), "payload", nil), event.ErrBadField, "payload", 2},
 		{"entry too large", with(validFields(), "payload", `"`+huge+`"`), event.ErrEntryTooLarge, "", 0},
 		{"unknown field makes it too large", with(validFields(), "junk", huge), event.ErrEntryTooLarge, "", 0},
 	}
