@@ -79,9 +79,10 @@ func TestCancelLeavesBatchesBehindTheRunningOnePending(t *testing.T) {
 		{Scope: "rolling_service", EventID: "p-4"}, {Scope: "rolling_service", EventID: "p-5"}}
 	eventually(t, 5*time.Second, "the batches behind the running one are claimed", func() bool {
 		for _, k := range behind {
-			// RedisConfig.Prefix documents the key; a lease is "L:<token>".
+			// RedisConfig.Prefix documents the key; a claimed key points
+			// to its batch: "B:<batch id>".
 			v, err := rdb.Get(context.Background(), dcfg.Prefix+"{"+k.Scope+"}:"+k.EventID).Result()
-			if err != nil || v[0] != 'L' {
+			if err != nil || v[0] != 'B' {
 				return false
 			}
 		}

@@ -16,14 +16,16 @@
 //
 // # Stores
 //
-// [RedisStore] takes a short in-flight lease (SET NX with a TTL), runs the
-// handler, then records "done" with a long TTL. Its effect is exactly-once
-// while the handler succeeds within the lease; a handler whose own writes
-// are elsewhere can still run twice if the process dies after the writes
-// and before the done mark, so its writes should be idempotent. It also
+// [RedisStore] takes a short in-flight lease, runs the handler, then
+// records "done" with a long TTL. Its effect is exactly-once while the
+// handler succeeds within the lease; a handler whose own writes are
+// elsewhere can still run twice if the process dies after the writes and
+// before the done mark, so its writes should be idempotent. It also
 // implements [Batcher]: a consumer leases a whole read batch with one Lua
 // script call and settles it with one more (keys of one scope share a hash
-// tag, so this works on a cluster too).
+// tag, so this works on a cluster too). Each event key is written once, at
+// the claim, and points to a key of its batch, which holds the lease and
+// then the done mark for the whole batch (ADR-013).
 //
 // A store that records the key in the same database transaction as the
 // handler's writes (an inbox table) makes the effect exactly once; such a

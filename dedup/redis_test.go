@@ -122,3 +122,164 @@ func TestRedisExtendKeepsLease(t *testing.T) {
 		return b.Claim(ctx, k, out) == nil && out[0] == dedup.Processed
 	})
 }
+
+// claimAll claims keys in s and fails the test on an error.
+func claimAll(t *testing.T, s *dedup.RedisStore, keys ...dedup.Key) []dedup.Outcome {
+	t.Helper()
+	out := make([]dedup.Outcome, len(keys))
+	if err := s.Claim(context.Background(), keys, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func keysOf(scope string, ids ...string) []dedup.Key {
+	keys := make([]dedup.Key, len(ids))
+	for i, id := range ids {
+		keys[i] = dedup.Key{Scope: scope, EventID: id}
+	}
+	return keys
+}
+
+// TestRedisBatchLayout: a batch settled whole costs one write per event
+// (the claim) and one for the batch: the event keys point to a batch key
+// that holds "D", and all carry DoneTTL.
+func TestRedisBatchLayout(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	cfg := dedup.RedisConfig{Prefix: prefix, DoneTTL: time.Hour}
+	s, _ := dedup.NewRedis(rdb, cfg)
+	ctx := context.Background()
+	keys := keysOf("g", "e1", "e2", "e3")
+	claimAll(t, s, keys...)
+	if err := s.Settle(ctx, keys, nil); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := rdb.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 4 {
+		t.Fatalf("keys after a settled batch of 3: %v, want 3 event keys and 1 batch key", stored)
+	}
+	var pointer string
+	for _, k := range keys {
+		v, err := rdb.Get(ctx, prefix+"{g}:"+k.EventID).Result()
+		if err != nil || len(v) < 3 || v[:2] != "B:" || (pointer != "" && v != pointer) {
+			t.Fatalf("event key %s = %q, %v; want one shared batch pointer", k.EventID, v, err)
+		}
+		pointer = v
+		if ttl := rdb.PTTL(ctx, prefix+"{g}:"+k.EventID).Val(); ttl < 59*time.Minute {
+			t.Errorf("event key TTL %v, want DoneTTL", ttl)
+		}
+	}
+	batchKey := prefix + "{g}#b:" + pointer[2:]
+	if v, err := rdb.Get(ctx, batchKey).Result(); err != nil || v != "D" {
+		t.Fatalf("batch key %s = %q, %v; want D", batchKey, v, err)
+	}
+	if ttl := rdb.PTTL(ctx, batchKey).Val(); ttl < 59*time.Minute {
+		t.Errorf("batch key TTL %v, want DoneTTL", ttl)
+	}
+	// Another store sees them done.
+	other, _ := dedup.NewRedis(rdb, cfg)
+	for i, o := range claimAll(t, other, keys...) {
+		if o != dedup.Duplicate {
+			t.Errorf("%s: %v, want duplicate", keys[i].EventID, o)
+		}
+	}
+}
+
+// TestRedisPartialSettle: settling part of a batch records those keys and
+// leaves the rest leased; the last settle decides for the rest, and a
+// failed key is claimable again at once.
+func TestRedisPartialSettle(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	cfg := dedup.RedisConfig{Prefix: prefix}
+	a, _ := dedup.NewRedis(rdb, cfg)
+	b, _ := dedup.NewRedis(rdb, cfg)
+	ctx := context.Background()
+	k := keysOf("g", "a", "b", "c", "d", "e")
+	claimAll(t, a, k...)
+	if err := a.Settle(ctx, k[:1], k[1:2]); err != nil { // a done, b failed
+		t.Fatal(err)
+	}
+	want := []dedup.Outcome{dedup.Duplicate, dedup.Processed, dedup.Busy, dedup.Busy, dedup.Busy}
+	if got := claimAll(t, b, k...); !equalOutcomes(got, want) {
+		t.Fatalf("after a partial settle: %v, want %v", got, want)
+	}
+	if err := b.Settle(ctx, nil, k[1:2]); err != nil { // b gives "b" back
+		t.Fatal(err)
+	}
+	if err := a.Settle(ctx, k[2:4], k[4:]); err != nil { // c, d done, e failed: the rest
+		t.Fatal(err)
+	}
+	want = []dedup.Outcome{dedup.Duplicate, dedup.Processed, dedup.Duplicate, dedup.Duplicate, dedup.Processed}
+	if got := claimAll(t, b, k...); !equalOutcomes(got, want) {
+		t.Fatalf("after the last settle: %v, want %v", got, want)
+	}
+}
+
+// TestRedisFailedBatchIsFreeAtOnce: a batch whose handlers all failed
+// leaves nothing leased.
+func TestRedisFailedBatchIsFreeAtOnce(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	cfg := dedup.RedisConfig{Prefix: prefix}
+	a, _ := dedup.NewRedis(rdb, cfg)
+	b, _ := dedup.NewRedis(rdb, cfg)
+	k := keysOf("g", "x", "y")
+	claimAll(t, a, k...)
+	if err := a.Settle(context.Background(), nil, k); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAll(t, b, k...); !equalOutcomes(got, []dedup.Outcome{dedup.Processed, dedup.Processed}) {
+		t.Fatalf("after a failed batch: %v, want both claimable", got)
+	}
+}
+
+// TestRedisSettleAfterTakeover: a store whose lease expired and was taken
+// over settles without freeing the new holder's key: a failed key stays
+// leased by the new holder, a done key is leased or recorded done (the
+// handler did succeed), never free.
+func TestRedisSettleAfterTakeover(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	short := dedup.RedisConfig{Prefix: prefix, LeaseTTL: 50 * time.Millisecond}
+	a, _ := dedup.NewRedis(rdb, short)
+	b, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
+	c, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
+	k := keysOf("g", "p", "q")
+	claimAll(t, a, k...)
+	testkit.Eventually(t, 5*time.Second, "a's lease expires and b takes both keys", func() bool {
+		return equalOutcomes(claimAll(t, b, k...), []dedup.Outcome{dedup.Processed, dedup.Processed})
+	})
+	if err := a.Settle(context.Background(), k[:1], k[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAll(t, c, k...); got[0] == dedup.Processed || got[1] != dedup.Busy {
+		t.Fatalf("after the old holder settled: %v, want p busy or duplicate and q busy (b's lease intact)", got)
+	}
+}
+
+// TestRedisEarlierFormat: keys written by the earlier layout ("D" when
+// done, "L:<token>" while leased) keep their meaning.
+func TestRedisEarlierFormat(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	s, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
+	ctx := context.Background()
+	rdb.Set(ctx, prefix+"{g}:old-done", "D", time.Minute)
+	rdb.Set(ctx, prefix+"{g}:old-lease", "L:0123456789abcdef01234567", time.Minute)
+	got := claimAll(t, s, keysOf("g", "old-done", "old-lease", "new")...)
+	if !equalOutcomes(got, []dedup.Outcome{dedup.Duplicate, dedup.Busy, dedup.Processed}) {
+		t.Fatalf("claim over earlier-format keys: %v, want duplicate, busy, processed", got)
+	}
+}
+
+func equalOutcomes(a, b []dedup.Outcome) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
