@@ -3,6 +3,7 @@ package dedup_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -282,4 +283,58 @@ func equalOutcomes(a, b []dedup.Outcome) bool {
 		}
 	}
 	return true
+}
+
+// TestRedisStoreOnCluster: the conformance suite and the batch layout on a
+// three-node Redis Cluster. A claim reads the batch key an event key
+// points to (a key the script is not given); it shares the event key's
+// hash tag, so it is on the same node. Scopes with different tags land on
+// different nodes.
+func TestRedisStoreOnCluster(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	rdb := cl.Client()
+	n := 0
+	deduptest.Run(t, func(t *testing.T) dedup.Store {
+		n++
+		s, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: fmt.Sprintf("conf%d:", n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+	a, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: "layout:"})
+	b, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: "layout:"})
+	ctx := context.Background()
+	var keys []dedup.Key
+	for _, scope := range []string{"rolling_service", "promotion_service", "g3", "g4"} {
+		keys = append(keys, keysOf(scope, "e1", "e2", "e3")...)
+	}
+	out := make([]dedup.Outcome, len(keys))
+	if err := a.Claim(ctx, keys, out); err != nil {
+		t.Fatal(err)
+	}
+	// e1 done, e2 failed, e3 done in every scope.
+	var done, failed []dedup.Key
+	for _, k := range keys {
+		if k.EventID == "e2" {
+			failed = append(failed, k)
+		} else {
+			done = append(done, k)
+		}
+	}
+	if err := a.Settle(ctx, done, failed); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, keys, out); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		want := dedup.Duplicate
+		if k.EventID == "e2" {
+			want = dedup.Processed
+		}
+		if out[i] != want {
+			t.Errorf("%s: %v, want %v", k, out[i], want)
+		}
+	}
 }
