@@ -40,7 +40,11 @@
 //
 // A [Relay] (a suture.Service) claims unpublished rows from a [Store],
 // appends them to their streams in one pipelined round trip and marks them
-// published. On [PostgresStore] a claim is a transaction that locks its
+// published. While the backlog fills whole batches it claims the next
+// batch while the current one is appended and marked, and appends it only
+// once the current one is marked; a failure gives the next batch back
+// unchanged, so the order and delivery guarantees are those of one batch
+// at a time. On [PostgresStore] a claim is a transaction that locks its
 // rows with FOR UPDATE SKIP LOCKED, and the relay wakes on the writer's
 // NOTIFY and polls as a fallback. headway/outbox/sqliteoutbox is an
 // embedded store on SQLite for demos and tests without a database server

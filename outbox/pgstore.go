@@ -1,8 +1,11 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,6 +21,9 @@ import (
 type PostgresStore struct {
 	pool  *pgxpool.Pool
 	table string
+
+	mu   sync.Mutex
+	held map[*pgClaim]struct{} // open claims with rows
 }
 
 var _ Store = (*PostgresStore)(nil)
@@ -34,24 +40,58 @@ func NewPostgresStore(pool *pgxpool.Pool, table string) (*PostgresStore, error) 
 	if !validTable(table) {
 		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, table)
 	}
-	return &PostgresStore{pool: pool, table: table}, nil
+	return &PostgresStore{pool: pool, table: table, held: map[*pgClaim]struct{}{}}, nil
 }
 
 // Table returns the outbox table name.
 func (s *PostgresStore) Table() string { return s.table }
 
+// claimTx begins a claim's transaction. Sorting is disabled in it, so the
+// planner always takes the unpublished rows in id order from the partial
+// index and stops after limit rows. On a table that was never analyzed (a
+// new table before autovacuum's first ANALYZE, or autovacuum off) it
+// otherwise reads every unpublished row in a bitmap scan, sorts them and
+// keeps limit: each claim then costs the whole backlog (28 ms instead of
+// 1.5 ms for 1000 of 20,000 rows), and the relay is slowest when the
+// backlog is largest. With statistics the planner picks the index scan by
+// itself, and the setting changes nothing. It rides on BEGIN (one
+// simple-protocol message), so it costs no round trip.
+var claimTx = pgx.TxOptions{BeginQuery: "BEGIN; SET LOCAL enable_sort = off"}
+
+const claimColumns = `id, event_id, stream, event_type, schema_version, brand_id,
+	owner_brand_id, aggregate_id, occurred_at, payload::text, coalesce(traceparent, ''), coalesce(tracestate, ''),
+	created_at, attempts`
+
 // Claim begins a transaction and locks up to limit due rows in it.
+//
+// While this store holds exactly one other open claim whose ids are
+// consecutive (lo…hi, every id in between — a relay's current batch
+// while it claims the next), the claim leaves that range out of its
+// index scans instead of stepping over the held rows one lock attempt at
+// a time. No other row can have an id in that range, so the rows claimed
+// are the same. The held claim may be given back while this one runs; a
+// relay does that only after a failed Finish, and then gives this claim
+// back too, unappended.
 func (s *PostgresStore) Claim(ctx context.Context, limit int) (Claim, error) {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.pool.BeginTx(ctx, claimTx)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	c := &pgClaim{s: s, tx: tx, ctx: context.WithoutCancel(ctx)}
-	rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT id, event_id, stream, event_type, schema_version, brand_id,
-		owner_brand_id, aggregate_id, occurred_at, payload::text, coalesce(traceparent, ''), coalesce(tracestate, ''),
-		created_at, attempts
-		FROM %s WHERE published_at IS NULL AND next_attempt_at <= now()
-		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, s.table), limit)
+	var rows pgx.Rows
+	if lo, hi, ok := s.heldRange(); ok {
+		rows, err = tx.Query(ctx, fmt.Sprintf(`SELECT * FROM (SELECT %[2]s FROM %[1]s
+			WHERE published_at IS NULL AND next_attempt_at <= now() AND id < $2
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) below
+		UNION ALL
+		SELECT * FROM (SELECT %[2]s FROM %[1]s
+			WHERE published_at IS NULL AND next_attempt_at <= now() AND id > $3
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) above
+		LIMIT $1`, s.table, claimColumns), limit, lo, hi)
+	} else {
+		rows, err = tx.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s WHERE published_at IS NULL AND next_attempt_at <= now()
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, claimColumns, s.table), limit)
+	}
 	if err != nil {
 		c.Release()
 		return nil, fmt.Errorf("claim: %w", err)
@@ -75,14 +115,41 @@ func (s *PostgresStore) Claim(ctx context.Context, limit int) (Claim, error) {
 		c.Release()
 		return nil, fmt.Errorf("claim: %w", err)
 	}
+	// The two halves of a claim around a held range come in id order;
+	// sorting costs nothing on sorted rows and keeps Rows' contract
+	// independent of the plan.
+	if !slices.IsSortedFunc(c.rows, func(a, b Row) int { return cmp.Compare(a.ID, b.ID) }) {
+		slices.SortFunc(c.rows, func(a, b Row) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	if n := len(c.rows); n > 0 {
+		c.lo, c.hi = c.rows[0].ID, c.rows[n-1].ID
+		s.mu.Lock()
+		s.held[c] = struct{}{}
+		s.mu.Unlock()
+	}
 	return c, nil
 }
 
+// heldRange returns the ids of this store's one open claim when they are
+// consecutive.
+func (s *PostgresStore) heldRange() (lo, hi int64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.held) != 1 {
+		return 0, 0, false
+	}
+	for c := range s.held {
+		lo, hi, ok = c.lo, c.hi, c.hi-c.lo+1 == int64(len(c.rows))
+	}
+	return lo, hi, ok
+}
+
 type pgClaim struct {
-	s    *PostgresStore
-	tx   pgx.Tx
-	ctx  context.Context // for the rollback in Release
-	rows []Row
+	s      *PostgresStore
+	tx     pgx.Tx
+	ctx    context.Context // for the rollback in Release
+	rows   []Row
+	lo, hi int64 // the first and last id of rows
 }
 
 func (c *pgClaim) Rows() []Row { return c.rows }
@@ -112,7 +179,12 @@ func (c *pgClaim) Finish(ctx context.Context, published, failed []int64, lastErr
 	return nil
 }
 
-func (c *pgClaim) Release() { _ = c.tx.Rollback(c.ctx) }
+func (c *pgClaim) Release() {
+	_ = c.tx.Rollback(c.ctx)
+	c.s.mu.Lock()
+	delete(c.s.held, c)
+	c.s.mu.Unlock()
+}
 
 // Backlog counts the unpublished rows and the age of the oldest, by the
 // database's clock.

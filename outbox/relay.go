@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -12,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/promutil"
 	"github.com/headwaylabs/headway/readiness"
 )
@@ -37,8 +35,9 @@ type RelayConfig struct {
 	// Table in Pool.
 	Store Store
 	// Pool is the PostgreSQL pool of the outbox's database, used when
-	// Store is nil. The relay also opens one connection of its own for
-	// LISTEN.
+	// Store is nil. The relay holds up to two of its connections at once
+	// (the claim being appended and the next one) and opens one of its
+	// own for LISTEN.
 	Pool *pgxpool.Pool
 	// Client is the Redis the streams live on (node or cluster).
 	Client redis.UniversalClient
@@ -206,12 +205,22 @@ func (r *Relay) String() string { return "relay " + r.cfg.Table }
 // Serve relays until ctx is cancelled (it then returns ctx's error) or
 // until FailureLimit cycles in a row failed (an error wrapping
 // ErrRelayFailing). A failed cycle keeps its rows: they get attempts,
-// last_error and a next_attempt_at with backoff.
+// last_error and a next_attempt_at with backoff. While rows keep coming
+// in full batches, the relay claims the next batch while it appends the
+// current one (see [Relay.cycle]), so it holds at most two claims — and
+// at most two of the store's connections — at once; Serve returns only
+// after both are finished or given back.
 func (r *Relay) Serve(ctx context.Context) error {
 	// Listen before the first cycle, so that no commit between a cycle and
 	// the wait after it goes unnoticed.
 	l := r.store.Subscribe(ctx)
 	defer l.Close()
+	var ahead *claimAhead // the next batch's claim, opened during the last cycle
+	defer func() {
+		if ahead != nil {
+			ahead.drop()
+		}
+	}()
 	var nextInfo, nextPrune time.Time
 	failures := 0
 	for {
@@ -220,15 +229,38 @@ func (r *Relay) Serve(ctx context.Context) error {
 		}
 		r.wm.Heartbeat()
 		now := time.Now()
-		if !now.Before(nextInfo) {
-			r.updateInfo(ctx)
-			nextInfo = now.Add(r.cfg.InfoInterval)
+		infoDue := !now.Before(nextInfo)
+		pruneDue := r.cfg.Retention > 0 && !now.Before(nextPrune)
+		// The backlog count and pruning take a connection of their own.
+		// They never run while a claim is open: with a pool of one
+		// connection that claim would hold it until the cycle after them.
+		// A relay that has its next claim open skips them once and does
+		// not claim ahead in this cycle, so the next round runs them.
+		lookAhead := true
+		if ahead == nil {
+			if infoDue {
+				r.updateInfo(ctx)
+				nextInfo = now.Add(r.cfg.InfoInterval)
+			}
+			if pruneDue {
+				r.prune(ctx)
+				nextPrune = now.Add(r.cfg.PruneInterval)
+			}
+		} else if infoDue || pruneDue {
+			lookAhead = false
 		}
-		if r.cfg.Retention > 0 && !now.Before(nextPrune) {
-			r.prune(ctx)
-			nextPrune = now.Add(r.cfg.PruneInterval)
+		var b *batch
+		var err error
+		if ahead != nil {
+			b, err = ahead.wait()
+			ahead = nil
+		} else {
+			b, err = r.claim(ctx)
 		}
-		n, err := r.cycle(ctx)
+		n := 0
+		if err == nil {
+			n, ahead, err = r.cycle(ctx, b, lookAhead)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -247,7 +279,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 			failures = 0
 			r.wm.Succeed()
 		}
-		if n == r.cfg.BatchSize {
+		if ahead != nil || n == r.cfg.BatchSize {
 			continue // more rows are waiting
 		}
 		if n == 0 {
@@ -257,70 +289,6 @@ func (r *Relay) Serve(ctx context.Context) error {
 		// heartbeat and backlog fresh whatever PollInterval is.
 		l.Wait(ctx, max(min(r.cfg.PollInterval, time.Until(nextInfo)), time.Millisecond))
 	}
-}
-
-// cycle claims up to BatchSize due rows, appends them in one pipeline and
-// records the result in the claim. It returns how many rows it claimed.
-func (r *Relay) cycle(ctx context.Context) (int, error) {
-	claim, err := r.store.Claim(ctx, r.cfg.BatchSize)
-	if err != nil {
-		return 0, err
-	}
-	defer claim.Release()
-	claimed := claim.Rows()
-	r.m.batch.Observe(float64(len(claimed)))
-	if len(claimed) == 0 {
-		return 0, nil
-	}
-
-	pipe := r.cfg.Client.Pipeline()
-	cmds := make([]*redis.StringCmd, len(claimed))
-	encErrs := make([]error, len(claimed))
-	for i := range claimed {
-		fields, err := event.Encode(claimed[i].Envelope)
-		if err != nil {
-			encErrs[i] = err
-			continue
-		}
-		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: claimed[i].Stream, Values: fields})
-	}
-	_, _ = pipe.Exec(ctx) // per-command errors are read below
-	var published, failed []int64
-	var failErr error
-	lastErr := ""
-	for i := range claimed {
-		err := encErrs[i]
-		if err == nil {
-			err = cmds[i].Err()
-		}
-		if err != nil {
-			failed = append(failed, claimed[i].ID)
-			failErr, lastErr = err, err.Error()
-			continue
-		}
-		published = append(published, claimed[i].ID)
-	}
-	if err := claim.Finish(ctx, published, failed, lastErr, Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax}); err != nil {
-		return len(claimed), err
-	}
-	now := time.Now()
-	last := int64(0)
-	for i := range claimed {
-		if cmds[i] != nil && cmds[i].Err() == nil {
-			r.m.published.WithLabelValues(claimed[i].Stream).Inc()
-			r.m.latency.Observe(now.Sub(claimed[i].CreatedAt).Seconds())
-			last = max(last, claimed[i].ID)
-		}
-	}
-	if last > 0 {
-		r.wm.Progress(strconv.FormatInt(last, 10))
-		r.m.cycles.WithLabelValues("published").Inc()
-	}
-	if len(failed) > 0 {
-		r.m.failures.Add(float64(len(failed)))
-		return len(claimed), fmt.Errorf("%d of %d rows not appended: %w", len(failed), len(claimed), failErr)
-	}
-	return len(claimed), nil
 }
 
 func truncate(s string, n int) string {

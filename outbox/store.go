@@ -46,6 +46,12 @@ func (b Backoff) Delay(attempts int) time.Duration {
 // relays run at once without publishing a row twice in one round (each
 // claim excludes rows another open claim holds) and must never skip a row
 // committed late (no "id greater than the last seen" cursor).
+//
+// One relay holds up to two claims at once: while it appends a full batch
+// it claims the next one from another goroutine. So Claim must be safe to
+// call while the same process holds another open claim, concurrently with
+// that claim's Finish or Release, and must skip that claim's rows as it
+// skips another relay's.
 type Store interface {
 	// Table names the store's outbox table; it labels the relay's metrics
 	// and watermark.

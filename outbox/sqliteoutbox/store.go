@@ -69,7 +69,9 @@ type Config struct {
 	// LeaseTTL is how long a claim holds its rows. A relay that dies
 	// mid-claim leaves them leased this long; one slower than this may see
 	// them claimed and appended again by another (at least once, as with
-	// PostgreSQL). Default 1 minute.
+	// PostgreSQL). A relay claims its next batch while it appends the
+	// current one, so a lease covers up to two batches' appends. Default 1
+	// minute.
 	LeaseTTL time.Duration
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -410,5 +411,90 @@ func (f *fixture) writeRetry(t *testing.T, idPrefix string, n int) {
 		}
 		f.store.Notify()
 		i++
+	}
+}
+
+// slowPipes delays every pipeline, so that a relay's claim of the next
+// batch is open while the current batch is appended.
+type slowPipes struct{ delay time.Duration }
+
+func (h slowPipes) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h slowPipes) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h slowPipes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		time.Sleep(h.delay)
+		return next(ctx, cmds)
+	}
+}
+
+// TestSQLiteRelayClaimsAheadInOrder: with the next batch leased while the
+// current one is appended, a relay stopped mid-way leaves no lease behind
+// and no row published that is not on the stream; a second relay then
+// finishes, and the first appearances on the stream are every row once,
+// in id order.
+func TestSQLiteRelayClaimsAheadInOrder(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	rdb.AddHook(slowPipes{delay: 20 * time.Millisecond})
+	f := newFixture(t, prefix, sqliteoutbox.Config{})
+	var ids []string
+	for i := range 6 {
+		ids = append(ids, f.write(t, fmt.Sprintf("t%d", i), 50, 3)...)
+	}
+	key := prefix + "events:{wallet}"
+	r, err := outbox.NewRelay(outbox.RelayConfig{Store: f.store, Client: rdb, BatchSize: 10, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	maxLeased := 0
+	testkit.Eventually(t, 10*time.Second, "100 rows published", func() bool {
+		maxLeased = max(maxLeased, f.count(t, "lease_token IS NOT NULL"))
+		return f.count(t, "published_at IS NOT NULL") >= 100
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if maxLeased <= 10 {
+		t.Fatalf("at most %d rows leased at once; the next batch of 10 was never claimed during an append", maxLeased)
+	}
+	if n := f.count(t, "lease_token IS NOT NULL"); n != 0 {
+		t.Fatalf("%d rows still leased after Serve returned", n)
+	}
+	onStream := map[string]bool{}
+	for _, id := range streamIDs(t, rdb, key) {
+		onStream[id] = true
+	}
+	rows, err := f.db.Query("SELECT event_id FROM headway_outbox WHERE published_at IS NOT NULL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if !onStream[id] {
+			t.Fatalf("%s is marked published but not on the stream", id)
+		}
+	}
+	_ = rows.Close()
+
+	runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, BatchSize: 10, PollInterval: 20 * time.Millisecond})
+	testkit.Eventually(t, 20*time.Second, "all published", func() bool { return f.count(t, "published_at IS NULL") == 0 })
+	var first []string
+	seen := map[string]bool{}
+	for _, id := range streamIDs(t, rdb, key) {
+		if !seen[id] {
+			seen[id] = true
+			first = append(first, id)
+		}
+	}
+	if !slices.Equal(first, ids) {
+		t.Fatalf("first appearances on the stream:\n%v\nwant every row once in id order:\n%v", first, ids)
 	}
 }
