@@ -51,10 +51,10 @@ type Consumer struct {
 	// their later entries wait (stay pending) so that order is kept. Only
 	// the Serve goroutine touches it.
 	blocked map[string]struct{}
-	// bufs are the reused item buffers of the batches in the pipeline:
-	// the batch read n-th uses bufs[n%pipelineDepth], which the batch
-	// read pipelineDepth before it has finished with.
-	bufs [pipelineDepth][]item
+	// bufs are the reused buffers of the batches in the pipeline: the
+	// batch read n-th uses bufs[n%pipelineDepth], which the batch read
+	// pipelineDepth before it has finished with.
+	bufs [pipelineDepth]batch
 	// fresh holds the IDs of the entries in this process, kept fresh by
 	// the refresh goroutine.
 	fresh freshness
@@ -229,7 +229,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			prev, finished := last(), make(chan struct{})
 			done[slot] = finished
 			seq++
-			go func(buf *[]item) {
+			go func(buf *batch) {
 				defer close(finished)
 				var counts []int64
 				if pending {

@@ -274,10 +274,13 @@ func TestDuplicatesRunOnce(t *testing.T) {
 			cfg := fastConfig(rdb, stream+tc.name, handlersFor(rec.handle))
 			cfg.Dedup = tc.store
 			cfg.Group = "rolling_service"
+			// Copies read in the batch of the first are busy (its lease)
+			// and come back with the reclaim, as duplicates.
+			cfg.HandlerTimeout, cfg.ReclaimIdle, cfg.ReclaimInterval = 200*time.Millisecond, 500*time.Millisecond, 100*time.Millisecond
 			h := start(t, cfg)
 			e := envelope("dup-"+tc.name, event.BetSettledConfirmed, "bet-1", 3, nil)
 			publish(t, rdb, h.stream, e, e, e)
-			eventually(t, 5*time.Second, "all three resolved", func() bool {
+			eventually(t, 10*time.Second, "all three resolved", func() bool {
 				return h.pending() == 0 &&
 					h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
 			})

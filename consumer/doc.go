@@ -109,7 +109,7 @@
 // codec's size limit is dead-lettered at once, before anything else of its
 // batch runs.
 //
-// Draining a backlog allocates about 1 KB per entry, two thirds of it in
+// Draining a backlog allocates about 1 KB per entry, most of it in
 // go-redis's parsing of the read reply. On a machine where the consumer
 // competes for CPU, garbage collection is a large share of its cost; a
 // higher GOGC (or a GOMEMLIMIT with GOGC raised or off) trades memory for

@@ -17,13 +17,21 @@ import (
 // which resets their idle time without counting a delivery. So no other
 // consumer's reclaim takes an entry that is still in this process, however
 // long its batch takes (ADR-010).
+//
+// It holds whole batches, not entry IDs: holding and releasing a batch is
+// one map operation on the read path, and the IDs are collected only when
+// the refresher needs them. Batches held at once are disjoint (a reclaim
+// runs only when no other batch is in flight).
 type freshness struct {
 	mu     sync.Mutex
-	held   map[string]struct{}
-	leases map[dedup.Key]struct{} // dedup leases of held entries, renewed too
+	held   map[*redis.XMessage][]redis.XMessage // batches by their first entry
+	leases map[dedup.Key]struct{}               // dedup leases of held entries, renewed too
 }
 
 func (f *freshness) holdLeases(keys []dedup.Key) {
+	if len(keys) == 0 {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.leases == nil {
@@ -35,6 +43,9 @@ func (f *freshness) holdLeases(keys []dedup.Key) {
 }
 
 func (f *freshness) releaseLeases(keys []dedup.Key) {
+	if len(keys) == 0 {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, k := range keys {
@@ -52,31 +63,42 @@ func (f *freshness) leaseKeys() []dedup.Key {
 	return out
 }
 
+// hold holds the entries of a batch until release(msgs).
 func (f *freshness) hold(msgs []redis.XMessage) {
+	if len(msgs) == 0 {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.held == nil {
-		f.held = make(map[string]struct{}, 2*len(msgs))
+		f.held = make(map[*redis.XMessage][]redis.XMessage, pipelineDepth)
 	}
-	for i := range msgs {
-		f.held[msgs[i].ID] = struct{}{}
-	}
+	f.held[&msgs[0]] = msgs
 }
 
-func (f *freshness) release(items []item) {
+// release lets go of a batch held by hold.
+func (f *freshness) release(msgs []redis.XMessage) {
+	if len(msgs) == 0 {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i := range items {
-		delete(f.held, items[i].msg.ID)
-	}
+	delete(f.held, &msgs[0])
 }
 
+// ids returns the IDs of the entries held.
 func (f *freshness) ids() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]string, 0, len(f.held))
-	for id := range f.held {
-		out = append(out, id)
+	n := 0
+	for _, msgs := range f.held {
+		n += len(msgs)
+	}
+	out := make([]string, 0, n)
+	for _, msgs := range f.held {
+		for i := range msgs {
+			out = append(out, msgs[i].ID)
+		}
 	}
 	return out
 }

@@ -6,13 +6,16 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/event"
 )
 
 // opTimeout bounds the acknowledgements and dead-letter writes of a batch;
@@ -34,6 +37,9 @@ type item struct {
 	err        error
 	// rejectReason is brandguard's reason for an entry to dead-letter.
 	rejectReason string
+	lane         int           // the lane it runs on (runLanes)
+	took         time.Duration // the successful attempt's duration, when timed
+	timed        bool
 	m            Message // handed to the handler, with the envelope; part of the item to save an allocation
 }
 
@@ -41,29 +47,43 @@ var laneSeed = maphash.MakeSeed()
 
 // batch is a read batch on its way through the pipeline: prepared (decoded,
 // judged, claimed in dedup) while the previous batch still runs, then run.
+// A batch is a reused buffer: prepare fills it, run empties it.
 type batch struct {
+	msgs      []redis.XMessage // held in c.fresh until the batch has run
 	items     []item
 	jobs      []*item // accepted entries with a handler
 	rejected  []*item // to dead-letter, with reject set
 	reclaimed bool
 	abandon   bool // shutting down before it started: run no handler
+
+	// Scratch space of run, kept with the buffer.
+	runnable []*item  // jobs to run now
+	lanes    []*item  // runnable, grouped by lane
+	ids      []string // entry IDs to acknowledge
 }
 
 // processBatch takes a batch through the whole pipeline at once, in buf.
-func (c *Consumer) processBatch(ctx context.Context, buf *[]item, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
+func (c *Consumer) processBatch(ctx context.Context, buf *batch, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
 	c.fresh.hold(msgs)
 	c.run(ctx, c.prepare(ctx, buf, msgs, deliveries, reclaimed))
 }
 
 // prepare decodes and judges every entry and claims the accepted ones in a
-// batch dedup store, using buf for the items. It acknowledges and
+// batch dedup store, in buf, which it returns. It acknowledges and
 // dispatches nothing, so it can run while the previous batch runs; the
 // caller has put msgs in c.fresh and owns buf until the batch has run.
-func (c *Consumer) prepare(ctx context.Context, buf *[]item, msgs []redis.XMessage, deliveries []int64, reclaimed bool) *batch {
-	if cap(*buf) < len(msgs) {
-		*buf = make([]item, len(msgs))
+func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessage, deliveries []int64, reclaimed bool) *batch {
+	b := buf
+	if cap(b.items) < len(msgs) {
+		b.items = make([]item, len(msgs))
 	}
-	b := &batch{items: (*buf)[:len(msgs)], reclaimed: reclaimed}
+	b.msgs, b.items, b.jobs, b.rejected = msgs, b.items[:len(msgs)], b.jobs[:0], b.rejected[:0]
+	b.reclaimed, b.abandon = reclaimed, false
+	// The handler of the last type looked up: a batch is mostly of a few
+	// types, and comparing the name is cheaper than hashing it.
+	var lastType event.Type
+	var lastHandler Handler
+	lastOK := false
 	for i := range msgs {
 		it := &b.items[i]
 		it.msg = msgs[i]
@@ -83,8 +103,12 @@ func (c *Consumer) prepare(ctx context.Context, buf *[]item, msgs []redis.XMessa
 		it.m.Envelope = env
 		switch v.Action {
 		case brandguard.ActionAccept:
-			h, ok := c.handlers[env.EventType]
-			if !ok {
+			if !lastOK || env.EventType != lastType {
+				lastType, lastOK = env.EventType, true
+				lastHandler = c.handlers[env.EventType]
+			}
+			h := lastHandler
+			if h == nil {
 				it.ack, it.outcome = true, OutcomeUnhandled
 				continue
 			}
@@ -110,11 +134,15 @@ func (c *Consumer) prepare(ctx context.Context, buf *[]item, msgs []redis.XMessa
 // and acknowledges. reclaimed batches (idle entries claimed back) run even
 // for aggregates held for order: they carry the held entries, in order.
 func (c *Consumer) run(ctx context.Context, b *batch) {
-	defer clear(b.items) // hold no entry longer than the batch
-	defer c.fresh.release(b.items)
+	defer func() {
+		// Hold no entry longer than the batch.
+		c.fresh.release(b.msgs)
+		clear(b.items)
+		b.msgs = nil
+	}()
 	opCtx := context.WithoutCancel(ctx)
 	c.deadLetterAll(opCtx, b.rejected) // one MULTI/EXEC for the batch's rejects
-	runnable := make([]*item, 0, len(b.jobs))
+	runnable := b.runnable[:0]
 	for _, it := range b.jobs {
 		if it.outcome != "" { // settled by the claim: duplicate or busy
 			continue
@@ -129,18 +157,43 @@ func (c *Consumer) run(ctx context.Context, b *batch) {
 		}
 		runnable = append(runnable, it)
 	}
+	b.runnable = runnable
 	if len(runnable) > 0 {
-		c.runLanes(ctx, runnable)
+		c.runLanes(ctx, runnable, &b.lanes)
 	}
 	// Settling dedup and acknowledging are independent round trips: both
 	// only follow handlers that finished.
-	var settled sync.WaitGroup
-	settled.Go(func() { c.settle(opCtx, b.jobs) })
-	c.acknowledge(opCtx, b.items)
-	settled.Wait()
+	if c.batcher != nil {
+		var settled sync.WaitGroup
+		settled.Go(func() { c.settle(opCtx, b.jobs) })
+		c.acknowledge(opCtx, b.items, &b.ids)
+		settled.Wait()
+	} else {
+		c.acknowledge(opCtx, b.items, &b.ids)
+	}
 	c.updateBlocked(b.jobs)
-	for i := range b.items {
-		c.series.entry(b.items[i].m.Envelope.EventType, b.items[i].outcome).Inc()
+	c.countOutcomes(b.items)
+}
+
+// countOutcomes adds the batch's entries to entries_total, one Add per run
+// of entries with the same event type and outcome.
+func (c *Consumer) countOutcomes(items []item) {
+	n := 0
+	var typ event.Type
+	var outcome string
+	for i := range items {
+		it := &items[i]
+		if n > 0 && it.outcome == outcome && it.m.Envelope.EventType == typ {
+			n++
+			continue
+		}
+		if n > 0 {
+			c.series.entry(typ, outcome).Add(float64(n))
+		}
+		typ, outcome, n = it.m.Envelope.EventType, it.outcome, 1
+	}
+	if n > 0 {
+		c.series.entry(typ, outcome).Add(float64(n))
 	}
 }
 
@@ -172,25 +225,45 @@ func (c *Consumer) claim(ctx context.Context, jobs []*item) {
 }
 
 // runLanes runs jobs on Concurrency lanes: one aggregate always maps to one
-// lane, and a lane runs its jobs in stream order.
-func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
+// lane, and a lane runs its jobs in stream order. order is scratch space.
+func (c *Consumer) runLanes(ctx context.Context, jobs []*item, order *[]*item) {
 	hctx, cancel := c.handlerContext(ctx)
 	defer cancel()
 	n := min(c.cfg.Concurrency, len(jobs))
+	// The lanes share one slice, in stream order within each lane.
 	lanes := make([][]*item, n)
-	for _, it := range jobs {
-		l := 0
-		if n > 1 {
-			l = int(maphash.String(laneSeed, it.m.Envelope.AggregateID) % uint64(n))
+	if n == 1 {
+		lanes[0] = jobs
+	} else {
+		sizes := make([]int, n)
+		for _, it := range jobs {
+			it.lane = int(maphash.String(laneSeed, it.m.Envelope.AggregateID) % uint64(n))
+			sizes[it.lane]++
 		}
-		lanes[l] = append(lanes[l], it)
+		if cap(*order) < len(jobs) {
+			*order = make([]*item, len(jobs))
+		}
+		all, off := (*order)[:len(jobs)], 0
+		for l, size := range sizes {
+			lanes[l] = all[off : off : off+size]
+			off += size
+		}
+		for _, it := range jobs {
+			lanes[it.lane] = append(lanes[it.lane], it)
+		}
 	}
+	// The first attempt of each job gets its context from one slab per
+	// batch (one allocation, not one per job). A slab is never reused, so
+	// a context a handler keeps stays what it was.
+	slab, off := make([]attemptContext, len(jobs)), 0
 	var wg sync.WaitGroup
 	for _, lane := range lanes {
 		if len(lane) == 0 {
 			continue
 		}
-		wg.Go(func() { c.runLane(ctx, hctx, lane) })
+		first := slab[off : off+len(lane) : off+len(lane)]
+		off += len(lane)
+		wg.Go(func() { c.runLane(ctx, hctx, lane, first) })
 	}
 	// The loop is alive while it waits for its handlers: keep the
 	// heartbeat, so a hung handler shows as a stall (no progress with a
@@ -202,6 +275,7 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
 	for {
 		select {
 		case <-finished:
+			c.observeDurations(jobs)
 			return
 		case <-beat.C:
 			c.wm.Heartbeat()
@@ -209,14 +283,37 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item) {
 	}
 }
 
+// observeDurations records the durations of the jobs' successful attempts
+// in handler_duration_seconds (failed attempts are recorded as they end).
+// The lanes leave them in the items so that one goroutine records them: a
+// histogram observed from several cores at once costs several times more.
+func (c *Consumer) observeDurations(jobs []*item) {
+	var typ event.Type
+	var obs prometheus.Observer
+	for _, it := range jobs {
+		if !it.timed {
+			continue
+		}
+		if obs == nil || it.m.Envelope.EventType != typ {
+			typ, obs = it.m.Envelope.EventType, c.series.observe(it.m.Envelope.EventType)
+		}
+		obs.Observe(it.took.Seconds())
+	}
+}
+
 // heartbeatInterval is how often a loop waiting for its handlers beats.
 const heartbeatInterval = time.Second
 
-// runLane runs one lane's jobs in order. After a job of an aggregate stays
-// pending, the lane's later jobs of that aggregate stay pending too.
-func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
+// runLane runs one lane's jobs in order, the i-th job's first attempt
+// under first[i]. After a job of an aggregate stays pending, the lane's
+// later jobs of that aggregate stay pending too.
+func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item, first []attemptContext) {
 	var stuck map[string]bool
-	for _, it := range lane {
+	// now is when the previous job's handler returned, when nothing but
+	// this loop ran since: the next attempt starts then (one clock read
+	// per job instead of two).
+	var now time.Time
+	for i, it := range lane {
 		agg := it.m.Envelope.AggregateID
 		if stuck[agg] || hctx.Err() != nil {
 			it.outcome = OutcomeDeferred
@@ -226,7 +323,7 @@ func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
 			stuck[agg] = true
 			continue
 		}
-		c.runJob(ctx, hctx, it)
+		now = c.runJob(ctx, hctx, it, &first[i], now)
 		if !it.ack && !it.resolved {
 			if stuck == nil {
 				stuck = map[string]bool{}
@@ -236,30 +333,43 @@ func (c *Consumer) runLane(ctx, hctx context.Context, lane []*item) {
 	}
 }
 
-// runJob runs one job to an outcome.
-func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
+// runJob runs one job to an outcome, its first attempt under actx. start,
+// when not zero, is the time the first attempt starts. It returns when the
+// job's handler returned if nothing else ran after it, else the zero time.
+func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptContext, start time.Time) time.Time {
 	it.m.ID, it.m.Stream, it.m.Group, it.m.Consumer = it.msg.ID, c.cfg.Stream, c.cfg.Group, c.cfg.Consumer
 	it.m.Deliveries, it.m.guard = it.deliveries, c.guard
 	m := &it.m
 	var err error
+	var end time.Time
 	if c.store != nil && c.batcher == nil {
 		var o dedup.Outcome
+		used := false
 		o, err = c.store.Process(hctx, dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID},
-			func(pctx context.Context) error { return c.attempts(ctx, pctx, it, m) })
+			func(pctx context.Context) error {
+				first := actx
+				if used { // a store that calls fn again gets a new context
+					first = new(attemptContext)
+				}
+				used = true
+				// The store ran before: the attempt starts now.
+				_, err := c.attempts(ctx, pctx, it, m, first, time.Time{})
+				return err
+			})
 		switch o {
 		case dedup.Duplicate:
 			it.ack, it.outcome = true, OutcomeDuplicate
-			return
+			return time.Time{}
 		case dedup.Busy:
 			it.outcome = OutcomeDeferred
-			return
+			return time.Time{}
 		}
 	} else {
-		err = c.attempts(ctx, hctx, it, m)
+		end, err = c.attempts(ctx, hctx, it, m, actx, start)
 	}
 	if err == nil {
 		it.ack, it.outcome = true, OutcomeApplied
-		return
+		return end
 	}
 	it.err = err
 	opCtx := context.WithoutCancel(ctx)
@@ -284,29 +394,43 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item) {
 			slog.String(AttrEventType, string(it.m.Envelope.EventType)), slog.Int64(AttrDeliveries, it.deliveries),
 			slog.String(AttrError, err.Error()))
 	}
+	return time.Time{}
 }
 
 // attempts runs the handler with the in-process retry policy, each attempt
 // under its own context that ends at HandlerTimeout and when the attempt
 // returns (an attemptContext: context.WithTimeout(parent, HandlerTimeout)
-// built only when the handler needs it). It stops retrying when the
+// built only when the handler needs it). The first attempt runs under
+// first, zero and never used before, and starts at start (now when zero).
+// It returns when the last attempt ended. It stops retrying when the
 // consumer is shutting down.
-func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message) error {
-	obs := c.series.observe(it.m.Envelope.EventType)
+func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, first *attemptContext, start time.Time) (time.Time, error) {
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
-		start := time.Now()
-		actx := newAttemptContext(parent, start.Add(c.cfg.HandlerTimeout))
-		err := it.handler(actx, m)
-		end := time.Now()
-		actx.end(end)
-		obs.Observe(end.Sub(start).Seconds())
-		if err == nil {
-			return nil
+		var actx *attemptContext
+		if attempt == 1 {
+			if start.IsZero() {
+				start = time.Now()
+			}
+			actx = first
+			actx.init(parent, start.Add(c.cfg.HandlerTimeout))
+		} else {
+			start = time.Now()
+			actx = newAttemptContext(parent, start.Add(c.cfg.HandlerTimeout))
 		}
+		err := it.handler(actx, m)
+		// Reading only the monotonic clock costs half of time.Now.
+		took := time.Since(start)
+		end := start.Add(took)
+		actx.end(end)
+		if err == nil {
+			it.took, it.timed = took, true // observed when the lanes are done
+			return end, nil
+		}
+		c.series.observe(it.m.Envelope.EventType).Observe(took.Seconds())
 		if attempt >= c.cfg.Retry.Attempts || errors.Is(err, ErrPermanent) ||
 			errors.Is(err, brandguard.ErrBrandMismatch) || ctx.Err() != nil || parent.Err() != nil {
-			return err
+			return end, err
 		}
 		c.series.retries.Inc()
 		sleep(ctx, c.cfg.Retry.delay(attempt))
@@ -353,14 +477,17 @@ func (c *Consumer) settle(ctx context.Context, jobs []*item) {
 }
 
 // acknowledge sends one XACK for every entry marked ack and advances the
-// watermark to the newest entry that left the pending list.
-func (c *Consumer) acknowledge(ctx context.Context, items []item) {
-	var ids []string
+// watermark to the newest entry that left the pending list. scratch is
+// reused for the IDs.
+func (c *Consumer) acknowledge(ctx context.Context, items []item, scratch *[]string) {
+	ids := (*scratch)[:0]
 	for i := range items {
 		if items[i].ack {
 			ids = append(ids, items[i].msg.ID)
 		}
 	}
+	*scratch = ids
+	defer clear(ids)
 	if len(ids) > 0 {
 		actx, cancel := context.WithTimeout(ctx, opTimeout)
 		err := c.rdb.XAck(actx, c.cfg.Stream, c.cfg.Group, ids...).Err()
@@ -422,26 +549,51 @@ func (c *Consumer) updateBlocked(jobs []*item) {
 }
 
 // streamIDLess reports whether stream ID a sorts before b ("" sorts first).
+// It compares the two numbers of "ms-seq" IDs as decimal strings, without
+// parsing them.
 func streamIDLess(a, b string) bool {
 	if a == "" {
 		return b != ""
 	}
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	if am != bm {
-		return am < bm
+	am, as := cutID(a)
+	bm, bs := cutID(b)
+	if c := cmpDecimal(am, bm); c != 0 {
+		return c < 0
 	}
-	return as < bs
+	return cmpDecimal(as, bs) < 0
+}
+
+// cutID cuts a stream ID into its ms and seq parts (seq "" when absent).
+func cutID(id string) (ms, seq string) {
+	for i := 0; i < len(id); i++ {
+		if id[i] == '-' {
+			return id[:i], id[i+1:]
+		}
+	}
+	return id, ""
+}
+
+// cmpDecimal compares two unsigned decimal numbers written in ASCII digits
+// (leading zeros allowed; "" is 0).
+func cmpDecimal(a, b string) int {
+	for len(a) > 0 && a[0] == '0' {
+		a = a[1:]
+	}
+	for len(b) > 0 && b[0] == '0' {
+		b = b[1:]
+	}
+	if len(a) != len(b) {
+		if len(a) < len(b) {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a, b)
 }
 
 func splitID(id string) (ms, seq uint64) {
-	for i := 0; i < len(id); i++ {
-		if id[i] == '-' {
-			ms, _ = strconv.ParseUint(id[:i], 10, 64)
-			seq, _ = strconv.ParseUint(id[i+1:], 10, 64)
-			return
-		}
-	}
-	ms, _ = strconv.ParseUint(id, 10, 64)
-	return
+	m, sq := cutID(id)
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(sq, 10, 64)
+	return ms, seq
 }

@@ -17,7 +17,7 @@ const maxReclaimRounds = 4
 // were deleted from the stream while pending are counted as lost (Redis 7
 // drops them from the pending list as it reports them). It runs when no
 // batch is in flight, with buf for the items.
-func (c *Consumer) reclaim(ctx context.Context, buf *[]item) {
+func (c *Consumer) reclaim(ctx context.Context, buf *batch) {
 	start := "0-0"
 	for range maxReclaimRounds {
 		if ctx.Err() != nil {

@@ -51,8 +51,15 @@ func parseBrand(s string) (BrandID, *FieldError) {
 	if !isCanonicalDecimal(s) {
 		return 0, fieldErr(FieldBrandID, ErrBadBrandID, "%s is not a positive decimal integer", quoteShort(s))
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
+	var n int64
+	if len(s) <= 18 {
+		// At most 18 digits cannot overflow.
+		for i := 0; i < len(s); i++ {
+			n = n*10 + int64(s[i]-'0')
+		}
+	} else if v, err := strconv.ParseInt(s, 10, 64); err == nil {
+		n = v
+	} else {
 		return 0, fieldErr(FieldBrandID, ErrBadBrandID, "%s overflows a 64-bit integer", quoteShort(s))
 	}
 	if n <= 0 {
