@@ -181,18 +181,24 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	}
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
-	// The loop is a pipeline of three stages: while a batch runs (its
-	// handlers, dedup settle and acknowledgement), the one read after it
-	// is prepared (decoded, judged, claimed in dedup) and the next one is
-	// read. Each batch read gets a goroutine that prepares it, waits for
-	// the batch before it to finish and runs it; so batches run one after
-	// another in the order they were read, which keeps each aggregate in
-	// stream order, and at most three batches are in memory.
+	// The loop is a pipeline: while a batch runs its handlers, the batch
+	// before it may still be settling dedup and acknowledging, the one
+	// after it is prepared (decoded, judged, claimed in dedup) and the
+	// next one is read. Each batch read gets a goroutine that prepares it,
+	// waits for the handlers of the batch before it to finish and runs
+	// its own; so handlers run batch after batch in the order the batches
+	// were read, which keeps each aggregate in stream order, and
+	// acknowledgements follow in the same order. At most three batches are
+	// in memory.
 	readID := "0" // first our own pending entries, then new ones
-	var done [pipelineDepth]chan struct{}
+	// done[i] closes when the batch in slot i has finished (acknowledged);
+	// ran[i] when its handlers have finished (the next batch's handlers
+	// may start).
+	var done, ran [pipelineDepth]chan struct{}
 	for i := range done {
-		done[i] = make(chan struct{})
+		done[i], ran[i] = make(chan struct{}), make(chan struct{})
 		close(done[i])
+		close(ran[i])
 	}
 	seq := 0 // batches read
 	last := func() chan struct{} { return done[(seq+pipelineDepth-1)%pipelineDepth] }
@@ -226,8 +232,9 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		if err == nil && len(next) > 0 && ctx.Err() == nil {
 			// Held from now on: kept fresh until it has run.
 			c.fresh.hold(next)
-			prev, finished := last(), make(chan struct{})
-			done[slot] = finished
+			prevRan, prevDone := ran[(seq+pipelineDepth-1)%pipelineDepth], last()
+			handled, finished := make(chan struct{}), make(chan struct{})
+			ran[slot], done[slot] = handled, finished
 			seq++
 			go func(buf *batch) {
 				defer close(finished)
@@ -236,9 +243,9 @@ func (c *Consumer) Serve(ctx context.Context) error {
 					counts = c.deliveryCounts(ctx, next)
 				}
 				b := c.prepare(ctx, buf, next, counts, false)
-				<-prev
+				<-prevRan
 				b.abandon = ctx.Err() != nil
-				c.run(ctx, b)
+				c.run(ctx, b, handled, prevDone)
 			}(&c.bufs[slot])
 		}
 		if err != nil {
@@ -274,8 +281,9 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	}
 }
 
-// pipelineDepth is the number of batches in the pipeline: one running,
-// one prepared behind it, one being read.
+// pipelineDepth is the number of batches in the pipeline: one running its
+// handlers (while the one before it may still be acknowledging), one
+// prepared behind it, one being read.
 const pipelineDepth = 3
 
 // read returns the next batch: pending entries of this consumer after id,

@@ -29,10 +29,12 @@
 // Entries are read in batches (XREADGROUP COUNT BatchSize). Each entry is
 // decoded and judged by brandguard, checked against dedup, dispatched to the
 // handler of its event type through Config.Middleware, and acknowledged —
-// one XACK for the whole batch. Batches are pipelined: while one runs, the
-// batch read after it is prepared (decoded, judged, claimed in dedup) and
-// the next one is read; batches still run one after another, in the order
-// they were read. The outcomes, each counted in
+// one XACK for the whole batch. Batches are pipelined: while one runs its
+// handlers, the batch before it may still be settling dedup and
+// acknowledging, the batch read after it is prepared (decoded, judged,
+// claimed in dedup) and the next one is read; handlers still run batch
+// after batch, in the order the batches were read, and acknowledgements
+// follow in the same order. The outcomes, each counted in
 // headway_consumer_entries_total{outcome}:
 //
 //   - applied: the handler returned nil; acknowledged;

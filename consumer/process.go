@@ -65,7 +65,7 @@ type batch struct {
 // processBatch takes a batch through the whole pipeline at once, in buf.
 func (c *Consumer) processBatch(ctx context.Context, buf *batch, msgs []redis.XMessage, deliveries []int64, reclaimed bool) {
 	c.fresh.hold(msgs)
-	c.run(ctx, c.prepare(ctx, buf, msgs, deliveries, reclaimed))
+	c.run(ctx, c.prepare(ctx, buf, msgs, deliveries, reclaimed), nil, nil)
 }
 
 // prepare decodes and judges every entry and claims the accepted ones in a
@@ -133,7 +133,14 @@ func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessag
 // run dead-letters the rejected entries, runs the handlers, settles dedup
 // and acknowledges. reclaimed batches (idle entries claimed back) run even
 // for aggregates held for order: they carry the held entries, in order.
-func (c *Consumer) run(ctx context.Context, b *batch) {
+//
+// In the pipeline, run closes ran once the handlers have finished and the
+// aggregates held for order are updated: the next batch may run its
+// handlers from then on, while this one settles dedup and acknowledges. It
+// acknowledges only once acked is closed (the batch before it has
+// acknowledged), so the watermark advances in stream order. Both may be
+// nil (a batch run on its own).
+func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked <-chan struct{}) {
 	defer func() {
 		// Hold no entry longer than the batch.
 		c.fresh.release(b.msgs)
@@ -161,17 +168,23 @@ func (c *Consumer) run(ctx context.Context, b *batch) {
 	if len(runnable) > 0 {
 		c.runLanes(ctx, runnable, &b.lanes)
 	}
+	// The outcomes are final: what the next batch must hold back for
+	// order is known.
+	c.updateBlocked(b.jobs)
+	if ran != nil {
+		close(ran)
+	}
 	// Settling dedup and acknowledging are independent round trips: both
 	// only follow handlers that finished.
+	var settled sync.WaitGroup
 	if c.batcher != nil {
-		var settled sync.WaitGroup
 		settled.Go(func() { c.settle(opCtx, b.jobs) })
-		c.acknowledge(opCtx, b.items, &b.ids)
-		settled.Wait()
-	} else {
-		c.acknowledge(opCtx, b.items, &b.ids)
 	}
-	c.updateBlocked(b.jobs)
+	if acked != nil {
+		<-acked
+	}
+	c.acknowledge(opCtx, b.items, &b.ids)
+	settled.Wait()
 	c.countOutcomes(b.items)
 }
 
