@@ -17,7 +17,7 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultBatchSize       = 256
+	DefaultBatchSize       = 500
 	DefaultBlock           = time.Second
 	DefaultConcurrency     = 8
 	DefaultHandlerTimeout  = 30 * time.Second
@@ -95,8 +95,12 @@ type Config struct {
 	// Dedup records processed events; nil means no deduplication. A store
 	// that implements dedup.Batcher is claimed and settled once per batch.
 	Dedup dedup.Store
-	// BatchSize is the XREADGROUP COUNT and the bound on entries in flight.
-	// Default 256.
+	// BatchSize is the XREADGROUP COUNT and the bound on entries whose
+	// handlers run at once; with the pipeline, at most three batches are
+	// in memory. Default 500: below that, the fixed cost of a batch (read,
+	// claim, settle and acknowledgement round trips) shows in throughput
+	// (on the benchmark VM, 256 drained a backlog at 0.76 × the raw
+	// go-redis loop and 500 at 1.02 × in the same kind of run).
 	BatchSize int
 	// Block is how long a read waits for new entries. It bounds how late
 	// shutdown notices a cancel (go-redis cannot interrupt a blocked read).
