@@ -122,3 +122,57 @@ func TestCancelLeavesBatchesBehindTheRunningOnePending(t *testing.T) {
 		}
 	}
 }
+
+// slowFirstAck delays the first XACK it sees, so that the batch after it
+// could acknowledge first.
+type slowFirstAck struct {
+	delay time.Duration
+	seen  chan struct{} // closed at the first XACK
+}
+
+func (h *slowFirstAck) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowFirstAck) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *slowFirstAck) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "xack" {
+			select {
+			case <-h.seen:
+			default:
+				close(h.seen)
+				time.Sleep(h.delay) // the slow round trip under test, not synchronisation
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestAcknowledgementsInStreamOrder: the batch after a slow acknowledgement
+// runs its handlers at once but acknowledges after it, so the watermark
+// ends at the newest entry, never moved back to an older one.
+func TestAcknowledgementsInStreamOrder(t *testing.T) {
+	base, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	rdb := redis.NewClient(base.Options())
+	t.Cleanup(func() { _ = rdb.Close() })
+	hook := &slowFirstAck{delay: 300 * time.Millisecond, seen: make(chan struct{})}
+	rdb.AddHook(hook)
+	ids := publish(t, base, stream,
+		envelope("ack-1", event.BetSettledConfirmed, "bet-1", 3, nil),
+		envelope("ack-2", event.BetSettledConfirmed, "bet-2", 3, nil))
+	rec := newRecorder()
+	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
+	cfg.BatchSize = 1
+	cfg.StartID = "0"
+	h := start(t, cfg)
+	eventually(t, 5*time.Second, "both entries applied and acknowledged", func() bool {
+		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 2
+	})
+	if rec.times("ack-2") != 1 {
+		t.Fatalf("ack-2 ran %d times", rec.times("ack-2"))
+	}
+	if got := h.wm.Position(); got != ids[1] {
+		t.Fatalf("watermark at %s after both acknowledgements, want the newest entry %s", got, ids[1])
+	}
+}
