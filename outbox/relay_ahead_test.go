@@ -307,16 +307,24 @@ func TestRelayStopReleasesClaimAhead(t *testing.T) {
 	if _, open, _, early := f.store.snapshot(); open != 0 || len(early) > 0 {
 		t.Fatalf("after Serve returned: %d claims still open, rows published before their append: %v", open, early)
 	}
-	// Nothing is locked: a claim of every row gets all unpublished ones.
-	c, err := f.store.Store.Claim(context.Background(), 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Release()
+	// Nothing stays locked: a claim of every row gets all unpublished
+	// ones. A claim whose statement the cancel interrupted loses its
+	// connection (pgx closes it), and PostgreSQL drops that backend's
+	// locks only once it notices, so this is polled; a claim that was
+	// never given back would keep its rows locked for good.
 	unpublished := count(t, f.db, "published_at IS NULL")
-	if len(c.Rows()) != unpublished || unpublished == 0 {
-		t.Fatalf("a claim after stop got %d rows of %d unpublished; rows were left locked (or the relay published all)", len(c.Rows()), unpublished)
+	if unpublished == 0 {
+		t.Fatal("the relay published every row before the stop; the test needs rows left")
 	}
+	waitFor(t, 5*time.Second, "a claim after stop gets every unpublished row", func() bool {
+		c, err := f.store.Store.Claim(context.Background(), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := len(c.Rows())
+		c.Release()
+		return n == unpublished
+	})
 	onStream := f.store.onStream()
 	rows, err := f.db.Pool.Query(context.Background(), "SELECT event_id FROM headway_outbox WHERE published_at IS NOT NULL")
 	if err != nil {
