@@ -40,6 +40,14 @@ const (
 // delivery: Attempts tries in all, waiting Initial, then twice as long each
 // time up to Max. Zero fields mean the defaults (3 attempts, 100ms, 2s);
 // Attempts 1 means no retry.
+//
+// Each attempt starts clean. With a dedup store that is not a
+// dedup.Batcher (the PostgreSQL inbox), every attempt is a Process call of
+// its own: its own transaction, whose writes roll back when the attempt
+// fails, so a retried handler never commits a failed attempt's writes and
+// never inherits an aborted transaction (ADR-014). The attempts stop early
+// on a Permanent error, a brand mismatch, shutdown, or an error of the
+// store itself (dedup.ErrStore: the entry stays pending).
 type RetryPolicy struct {
 	Attempts int
 	Initial  time.Duration

@@ -179,6 +179,11 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		c.wm.Fail(err)
 		return err
 	}
+	if err := c.checkDeadLetterKey(ctx); err != nil && ctx.Err() == nil {
+		c.wm.Fail(err)
+		c.log.Error("consumer not started", slog.String(AttrError, err.Error()))
+		return err
+	}
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
 	// The loop is a pipeline: while a batch runs its handlers, the batch

@@ -2,8 +2,12 @@ package consumer
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,19 +23,56 @@ const (
 	DLQFieldID         = "dlq_id"         // the entry ID in the source stream
 	DLQFieldDeliveries = "dlq_deliveries" // Redis's delivery count at that time
 	DLQFieldAt         = "dlq_at"         // when, RFC 3339 UTC
+	// DLQFieldTruncated is present when the original entry was over the
+	// codec's size limit: it gives the entry's size and which of its fields
+	// were left out (those over 4 KiB). The dead letter keeps the rest, so
+	// the entry can be found and diagnosed; it cannot be redriven whole.
+	DLQFieldTruncated = "dlq_truncated"
 )
 
+// maxCopiedField bounds each field value a dead letter copies from an
+// entry over the size limit.
+const maxCopiedField = 4096
+
+// ErrDeadLetterKey: the dead-letter key holds something other than a
+// stream, so no entry could be dead-lettered; Serve refuses to start.
+var ErrDeadLetterKey = errors.New("consumer: dead-letter key is not a stream")
+
+// deadLetterScript appends each entry to the dead-letter stream and only
+// then acknowledges it, stopping at the first append that fails. Redis runs
+// a script without interleaving, but it does not roll back: unlike
+// MULTI/EXEC, which runs the XACK even after a queued XADD failed at run
+// time (WRONGTYPE, OOM), the script never reaches an entry's XACK unless
+// its XADD succeeded. KEYS[1] is the dead-letter stream, KEYS[2] the
+// source; ARGV[1] the group, then for each entry its ID, the number n of
+// field and value arguments, and those n arguments. It returns {entries
+// done, error of the entry after them or "", "add" or "ack" for which
+// command failed}.
+var deadLetterScript = redis.NewScript(`
+local i, done = 2, 0
+while i <= #ARGV do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local r = redis.pcall('XADD', KEYS[1], '*', unpack(ARGV, i + 2, i + 1 + n))
+  if type(r) == 'table' and r.err then return {done, r.err, 'add'} end
+  r = redis.pcall('XACK', KEYS[2], ARGV[1], id)
+  if type(r) == 'table' and r.err then return {done, r.err, 'ack'} end
+  done = done + 1
+  i = i + 2 + n
+end
+return {done, '', ''}
+`)
+
 // deadLetter appends the entry with its original fields and the reason to
-// the dead-letter stream and acknowledges it, in one MULTI/EXEC: it is never
-// both gone from the group and absent from the dead-letter stream. When the
-// write fails the entry stays pending and comes back later.
+// the dead-letter stream and then acknowledges it, in one script: it is
+// never gone from the group without being in the dead-letter stream. When
+// the append fails the entry stays pending and comes back later.
 func (c *Consumer) deadLetter(ctx context.Context, it *item, reason string, cause error) {
 	it.rejectReason, it.err = reason, cause
 	c.deadLetterAll(ctx, []*item{it})
 }
 
 // deadLetterAll dead-letters items (each with rejectReason and err set) in
-// one MULTI/EXEC: an XADD to the dead-letter stream and an XACK for each.
+// one script call (deadLetterScript), in order.
 func (c *Consumer) deadLetterAll(ctx context.Context, items []*item) {
 	if len(items) == 0 {
 		return
@@ -39,46 +80,107 @@ func (c *Consumer) deadLetterAll(ctx context.Context, items []*item) {
 	dctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	texts := make([]string, len(items))
-	_, err := c.rdb.TxPipelined(dctx, func(p redis.Pipeliner) error {
-		for i, it := range items {
-			texts[i] = "unknown"
-			if it.err != nil {
-				texts[i] = it.err.Error()
-			}
-			if len(texts[i]) > maxDeadLetterErrorText {
-				texts[i] = texts[i][:maxDeadLetterErrorText]
-			}
-			values := make([]any, 0, 2*len(it.msg.Values)+16)
-			for k, v := range it.msg.Values {
-				values = append(values, k, v)
-			}
-			values = append(values,
-				DLQFieldReason, it.rejectReason,
-				DLQFieldError, texts[i],
-				DLQFieldStream, c.cfg.Stream,
-				DLQFieldGroup, c.cfg.Group,
-				DLQFieldConsumer, c.cfg.Consumer,
-				DLQFieldID, it.msg.ID,
-				DLQFieldDeliveries, strconv.FormatInt(it.deliveries, 10),
-				DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano),
-			)
-			p.XAdd(dctx, &redis.XAddArgs{Stream: c.cfg.DeadLetterStream, Values: values})
-			p.XAck(dctx, c.cfg.Stream, c.cfg.Group, it.msg.ID)
+	args := make([]any, 1, 1+len(items)*(2+2*12+16))
+	args[0] = c.cfg.Group
+	for i, it := range items {
+		texts[i] = "unknown"
+		if it.err != nil {
+			texts[i] = it.err.Error()
 		}
-		return nil
-	})
+		if len(texts[i]) > maxDeadLetterErrorText {
+			texts[i] = texts[i][:maxDeadLetterErrorText]
+		}
+		at := len(args)
+		args = append(args, it.msg.ID, 0)
+		for k, v := range it.msg.Values {
+			args = append(args, k, v)
+		}
+		args = append(args,
+			DLQFieldReason, it.rejectReason,
+			DLQFieldError, texts[i],
+			DLQFieldStream, c.cfg.Stream,
+			DLQFieldGroup, c.cfg.Group,
+			DLQFieldConsumer, c.cfg.Consumer,
+			DLQFieldID, it.msg.ID,
+			DLQFieldDeliveries, strconv.FormatInt(it.deliveries, 10),
+			DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano),
+		)
+		args[at+1] = len(args) - at - 2
+	}
+	done, failed, err := 0, "", error(nil)
+	res, rerr := deadLetterScript.Run(dctx, c.rdb, []string{c.cfg.DeadLetterStream, c.cfg.Stream}, args...).Slice()
+	switch {
+	case rerr != nil:
+		err = rerr
+	case len(res) == 3:
+		n, _ := res[0].(int64)
+		done = int(n)
+		if msg, _ := res[1].(string); msg != "" {
+			failed, _ = res[2].(string)
+			err = errors.New(msg)
+		}
+	default:
+		err = fmt.Errorf("dead-letter script: unexpected reply %v", res)
+	}
 	for i, it := range items {
 		attrs := []slog.Attr{slog.String(AttrEntryID, it.msg.ID), slog.String(AttrEventID, it.m.Envelope.EventID),
 			slog.String(AttrEventType, string(it.m.Envelope.EventType)), slog.String(AttrReason, it.rejectReason),
 			slog.Int64(AttrDeliveries, it.deliveries), slog.String(AttrError, texts[i])}
-		if err != nil {
+		switch {
+		case i < done:
+			it.resolved, it.outcome = true, OutcomeDeadLettered
+			c.series.deadLetter(it.rejectReason).Inc()
+			c.log.LogAttrs(ctx, slog.LevelWarn, "entry dead-lettered", attrs...)
+		case i == done && failed == "ack":
+			// In the dead-letter stream, still pending: it comes back and
+			// is dead-lettered again (a duplicate dead letter, nothing lost).
 			it.outcome = OutcomeRetryLater
-			c.log.LogAttrs(ctx, slog.LevelError, "dead-lettering failed: the entry stays pending",
-				append(attrs, slog.String("dlq_error", err.Error()))...)
+			c.series.dlqFailures.Inc()
+			c.log.LogAttrs(ctx, slog.LevelError, "entry dead-lettered but its acknowledgement failed: it stays pending and will be dead-lettered again",
+				append(attrs, slog.String("dlq_failure", err.Error()))...)
+		default:
+			it.outcome = OutcomeRetryLater
+			c.series.dlqFailures.Inc()
+			c.log.LogAttrs(ctx, slog.LevelError, "dead-lettering failed: the entry was not acknowledged and stays pending",
+				append(attrs, slog.String("dlq_failure", err.Error()))...)
+		}
+	}
+}
+
+// boundedFields returns the fields of an entry that was over the codec's
+// size limit, without those over maxCopiedField bytes, plus
+// DLQFieldTruncated saying which were left out: the consumer holds and
+// dead-letters this copy, never the oversized entry itself.
+func boundedFields(values map[string]any) map[string]any {
+	size := 0
+	out := make(map[string]any, len(values)+1)
+	var dropped []string
+	for k, v := range values {
+		s, _ := v.(string)
+		size += len(k) + len(s)
+		if len(k)+len(s) > maxCopiedField {
+			dropped = append(dropped, k)
 			continue
 		}
-		it.resolved, it.outcome = true, OutcomeDeadLettered
-		c.series.deadLetter(it.rejectReason).Inc()
-		c.log.LogAttrs(ctx, slog.LevelWarn, "entry dead-lettered", attrs...)
+		out[k] = v
 	}
+	slices.Sort(dropped)
+	out[DLQFieldTruncated] = fmt.Sprintf("entry of %d bytes over the size limit; left out: %s", size, strings.Join(dropped, ","))
+	return out
+}
+
+// checkDeadLetterKey refuses a dead-letter key that exists and is not a
+// stream: every dead letter would fail, and entries that cannot succeed
+// would stay pending for ever.
+func (c *Consumer) checkDeadLetterKey(ctx context.Context) error {
+	tctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	typ, err := c.rdb.Type(tctx, c.cfg.DeadLetterStream).Result()
+	if err != nil {
+		return fmt.Errorf("check dead-letter key %s: %w", c.cfg.DeadLetterStream, err)
+	}
+	if typ != "none" && typ != "stream" {
+		return fmt.Errorf("%w: %s holds a %s", ErrDeadLetterKey, c.cfg.DeadLetterStream, typ)
+	}
+	return nil
 }

@@ -41,6 +41,7 @@ type metrics struct {
 	retries      *prometheus.CounterVec   // stream, group
 	recreated    *prometheus.CounterVec   // stream, group
 	readErrors   *prometheus.CounterVec   // stream, group
+	dlqFailures  *prometheus.CounterVec   // stream, group
 	lagEntries   *prometheus.GaugeVec     // stream, group
 	lagSeconds   *prometheus.GaugeVec
 	pending      *prometheus.GaugeVec
@@ -66,6 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retries:      counter("handler_retries_total", "In-process handler retries."),
 		recreated:    counter("group_recreated_total", "Times the consumer group (or stream) had vanished and was created again."),
 		readErrors:   counter("read_errors_total", "Failed reads of the stream."),
+		dlqFailures:  counter("dead_letter_failures_total", "Entries whose dead-lettering failed; they stay pending (or, when only the acknowledgement failed, are dead-lettered again)."),
 		lagEntries:   gauge("lag_entries", "Entries in the stream not yet delivered to the group; -1 when unknown."),
 		lagSeconds:   gauge("lag_seconds", "Age of the oldest entry not yet delivered to the group."),
 		pending:      gauge("pending_entries", "Entries delivered to the group and not yet acknowledged."),
@@ -87,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			*g, err = promutil.Register(reg, *g)
 		}
 	}
-	for _, c := range []**prometheus.CounterVec{&m.entries, &m.deadLettered, &m.lost, &m.reclaimed, &m.retries, &m.recreated, &m.readErrors} {
+	for _, c := range []**prometheus.CounterVec{&m.entries, &m.deadLettered, &m.lost, &m.reclaimed, &m.retries, &m.recreated, &m.readErrors, &m.dlqFailures} {
 		reg1(c)
 	}
 	for _, g := range []**prometheus.GaugeVec{&m.lagEntries, &m.lagSeconds, &m.pending, &m.oldestAge} {
@@ -102,36 +104,38 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // series holds the label children of one consumer, looked up once so the
 // hot path does no label lookups.
 type series struct {
-	entries   map[event.Type]map[string]prometheus.Counter // type (or otherType) -> outcome
-	duration  map[event.Type]prometheus.Observer
-	dead      map[string]prometheus.Counter
-	deadVec   *prometheus.CounterVec
-	lost      prometheus.Counter
-	reclaimed prometheus.Counter
-	retries   prometheus.Counter
-	recreated prometheus.Counter
-	readErrs  prometheus.Counter
-	lag       prometheus.Gauge
-	lagSec    prometheus.Gauge
-	pending   prometheus.Gauge
-	oldest    prometheus.Gauge
+	entries     map[event.Type]map[string]prometheus.Counter // type (or otherType) -> outcome
+	duration    map[event.Type]prometheus.Observer
+	dead        map[string]prometheus.Counter
+	deadVec     *prometheus.CounterVec
+	lost        prometheus.Counter
+	reclaimed   prometheus.Counter
+	retries     prometheus.Counter
+	recreated   prometheus.Counter
+	readErrs    prometheus.Counter
+	dlqFailures prometheus.Counter
+	lag         prometheus.Gauge
+	lagSec      prometheus.Gauge
+	pending     prometheus.Gauge
+	oldest      prometheus.Gauge
 }
 
 func newSeries(m *metrics, stream, group string, types []event.Type) *series {
 	s := &series{
-		entries:   map[event.Type]map[string]prometheus.Counter{},
-		duration:  map[event.Type]prometheus.Observer{},
-		dead:      map[string]prometheus.Counter{},
-		deadVec:   m.deadLettered.MustCurryWith(prometheus.Labels{"stream": stream, "group": group}),
-		lost:      m.lost.WithLabelValues(stream, group),
-		reclaimed: m.reclaimed.WithLabelValues(stream, group),
-		retries:   m.retries.WithLabelValues(stream, group),
-		recreated: m.recreated.WithLabelValues(stream, group),
-		readErrs:  m.readErrors.WithLabelValues(stream, group),
-		lag:       m.lagEntries.WithLabelValues(stream, group),
-		lagSec:    m.lagSeconds.WithLabelValues(stream, group),
-		pending:   m.pending.WithLabelValues(stream, group),
-		oldest:    m.oldestAge.WithLabelValues(stream, group),
+		entries:     map[event.Type]map[string]prometheus.Counter{},
+		duration:    map[event.Type]prometheus.Observer{},
+		dead:        map[string]prometheus.Counter{},
+		deadVec:     m.deadLettered.MustCurryWith(prometheus.Labels{"stream": stream, "group": group}),
+		lost:        m.lost.WithLabelValues(stream, group),
+		reclaimed:   m.reclaimed.WithLabelValues(stream, group),
+		retries:     m.retries.WithLabelValues(stream, group),
+		recreated:   m.recreated.WithLabelValues(stream, group),
+		readErrs:    m.readErrors.WithLabelValues(stream, group),
+		dlqFailures: m.dlqFailures.WithLabelValues(stream, group),
+		lag:         m.lagEntries.WithLabelValues(stream, group),
+		lagSec:      m.lagSeconds.WithLabelValues(stream, group),
+		pending:     m.pending.WithLabelValues(stream, group),
+		oldest:      m.oldestAge.WithLabelValues(stream, group),
 	}
 	for _, r := range brandguard.Reasons {
 		s.dead[string(r)] = s.deadVec.WithLabelValues(string(r))

@@ -101,6 +101,11 @@ func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessag
 		}
 		env, v := c.guard.Decode(it.msg.Values)
 		it.m.Envelope = env
+		if v.Reason == brandguard.ReasonTooLarge {
+			// Hold (and dead-letter) a bounded copy, not the entry.
+			it.msg.Values = boundedFields(it.msg.Values)
+			msgs[i].Values = it.msg.Values
+		}
 		switch v.Action {
 		case brandguard.ActionAccept:
 			if !lastOK || env.EventType != lastType {
@@ -150,16 +155,30 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	opCtx := context.WithoutCancel(ctx)
 	c.deadLetterAll(opCtx, b.rejected) // one MULTI/EXEC for the batch's rejects
 	runnable := b.runnable[:0]
+	// An entry deferred for any reason holds back every later entry of its
+	// aggregate: in this batch (held) and in later ones (c.blocked, from
+	// updateBlocked). b.jobs is in stream order.
+	var held map[string]struct{}
 	for _, it := range b.jobs {
-		if it.outcome != "" { // settled by the claim: duplicate or busy
+		agg := it.m.Envelope.AggregateID
+		if it.outcome == OutcomeDeferred { // busy in the claim
+			if held == nil {
+				held = map[string]struct{}{}
+			}
+			held[agg] = struct{}{}
 			continue
 		}
-		if b.abandon {
-			it.outcome = OutcomeDeferred
+		if it.outcome != "" { // a duplicate: done before, nothing to order
 			continue
 		}
-		if _, held := c.blocked[it.m.Envelope.AggregateID]; held && !b.reclaimed {
+		_, inBatch := held[agg]
+		_, blocked := c.blocked[agg]
+		if b.abandon || inBatch || (blocked && !b.reclaimed) {
 			it.outcome = OutcomeDeferred
+			if held == nil {
+				held = map[string]struct{}{}
+			}
+			held[agg] = struct{}{}
 			continue
 		}
 		runnable = append(runnable, it)
@@ -174,17 +193,16 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	if ran != nil {
 		close(ran)
 	}
-	// Settling dedup and acknowledging are independent round trips: both
-	// only follow handlers that finished.
-	var settled sync.WaitGroup
-	if c.batcher != nil {
-		settled.Go(func() { c.settle(opCtx, b.jobs) })
-	}
+	// The done marks are written before the acknowledgement (ADR-010): a
+	// crash between the two leaves an entry pending whose redelivery is a
+	// duplicate, never an acknowledged entry without its mark, which a
+	// replay of the stream (a group recreated from StartID "0") would run
+	// again. The settle overlaps the wait for the batch before this one.
+	c.settle(opCtx, b.jobs)
 	if acked != nil {
 		<-acked
 	}
 	c.acknowledge(opCtx, b.items, &b.ids)
-	settled.Wait()
 	c.countOutcomes(b.items)
 }
 
@@ -353,32 +371,14 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptCont
 	it.m.ID, it.m.Stream, it.m.Group, it.m.Consumer = it.msg.ID, c.cfg.Stream, c.cfg.Group, c.cfg.Consumer
 	it.m.Deliveries, it.m.guard = it.deliveries, c.guard
 	m := &it.m
-	var err error
-	var end time.Time
-	if c.store != nil && c.batcher == nil {
-		var o dedup.Outcome
-		used := false
-		o, err = c.store.Process(hctx, dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID},
-			func(pctx context.Context) error {
-				first := actx
-				if used { // a store that calls fn again gets a new context
-					first = new(attemptContext)
-				}
-				used = true
-				// The store ran before: the attempt starts now.
-				_, err := c.attempts(ctx, pctx, it, m, first, time.Time{})
-				return err
-			})
-		switch o {
-		case dedup.Duplicate:
-			it.ack, it.outcome = true, OutcomeDuplicate
-			return time.Time{}
-		case dedup.Busy:
-			it.outcome = OutcomeDeferred
-			return time.Time{}
-		}
-	} else {
-		end, err = c.attempts(ctx, hctx, it, m, actx, start)
+	end, o, err := c.attempts(ctx, hctx, it, m, actx, start)
+	switch o {
+	case dedup.Duplicate:
+		it.ack, it.outcome = true, OutcomeDuplicate
+		return time.Time{}
+	case dedup.Busy:
+		it.outcome = OutcomeDeferred
+		return time.Time{}
 	}
 	if err == nil {
 		it.ack, it.outcome = true, OutcomeApplied
@@ -415,39 +415,92 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptCont
 // returns (an attemptContext: context.WithTimeout(parent, HandlerTimeout)
 // built only when the handler needs it). The first attempt runs under
 // first, zero and never used before, and starts at start (now when zero).
-// It returns when the last attempt ended. It stops retrying when the
-// consumer is shutting down.
-func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, first *attemptContext, start time.Time) (time.Time, error) {
+// It returns when the last attempt ended, or the zero time when a store
+// ran after it. It stops retrying when the consumer is shutting down.
+//
+// With a dedup store that is not a Batcher (the PostgreSQL inbox), every
+// attempt is a Process call of its own — its own transaction — so a failed
+// attempt's writes roll back before the next attempt starts from a clean
+// transaction (ADR-014). The outcome is then the store's Duplicate or Busy
+// when it ran no handler; 0 otherwise.
+func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, first *attemptContext, start time.Time) (time.Time, dedup.Outcome, error) {
+	inbox := c.store != nil && c.batcher == nil
 	for attempt := 1; ; attempt++ {
 		m.Attempt = attempt
-		var actx *attemptContext
-		if attempt == 1 {
+		actx := first
+		if attempt > 1 {
+			actx, start = new(attemptContext), time.Time{}
+		}
+		var took time.Duration
+		var end time.Time
+		var err error
+		if inbox {
+			var o dedup.Outcome
+			o, took, err = c.inboxAttempt(parent, it, m, actx)
+			if o == dedup.Duplicate || o == dedup.Busy {
+				return time.Time{}, o, nil
+			}
+			if err == nil {
+				it.took, it.timed = took, true
+				return time.Time{}, 0, nil
+			}
+			if o != dedup.Failed || errors.Is(err, dedup.ErrStore) {
+				// The store failed (before the handler, or at its
+				// commit): leave the entry for redelivery.
+				if o == dedup.Failed {
+					c.series.observe(it.m.Envelope.EventType).Observe(took.Seconds())
+				}
+				return time.Time{}, 0, err
+			}
+		} else {
 			if start.IsZero() {
 				start = time.Now()
 			}
-			actx = first
 			actx.init(parent, start.Add(c.cfg.HandlerTimeout))
-		} else {
-			start = time.Now()
-			actx = newAttemptContext(parent, start.Add(c.cfg.HandlerTimeout))
-		}
-		err := it.handler(actx, m)
-		// Reading only the monotonic clock costs half of time.Now.
-		took := time.Since(start)
-		end := start.Add(took)
-		actx.end(end)
-		if err == nil {
-			it.took, it.timed = took, true // observed when the lanes are done
-			return end, nil
+			err = it.handler(actx, m)
+			// Reading only the monotonic clock costs half of time.Now.
+			took = time.Since(start)
+			end = start.Add(took)
+			actx.end(end)
+			if err == nil {
+				it.took, it.timed = took, true // observed when the lanes are done
+				return end, 0, nil
+			}
 		}
 		c.series.observe(it.m.Envelope.EventType).Observe(took.Seconds())
 		if attempt >= c.cfg.Retry.Attempts || errors.Is(err, ErrPermanent) ||
 			errors.Is(err, brandguard.ErrBrandMismatch) || ctx.Err() != nil || parent.Err() != nil {
-			return end, err
+			return end, 0, err
 		}
 		c.series.retries.Inc()
 		sleep(ctx, c.cfg.Retry.delay(attempt))
 	}
+}
+
+// inboxAttempt runs one handler attempt in a Process call of the (not
+// batch) dedup store, under actx, and returns the store's outcome, how long
+// the handler took and its error (or the store's). The call is bounded:
+// HandlerTimeout for the handler and opTimeout for the store around it.
+func (c *Consumer) inboxAttempt(parent context.Context, it *item, m *Message, actx *attemptContext) (dedup.Outcome, time.Duration, error) {
+	pctx, cancel := context.WithTimeout(parent, c.cfg.HandlerTimeout+opTimeout)
+	defer cancel()
+	var took time.Duration
+	used := false
+	o, err := c.store.Process(pctx, dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID},
+		func(tctx context.Context) error {
+			a := actx
+			if used { // a store that calls fn again gets a new context
+				a = new(attemptContext)
+			}
+			used = true
+			start := time.Now()
+			a.init(tctx, start.Add(c.cfg.HandlerTimeout))
+			err := it.handler(a, m)
+			took = time.Since(start)
+			a.end(start.Add(took))
+			return err
+		})
+	return o, took, err
 }
 
 // handlerContext returns the context handlers run under: it survives the

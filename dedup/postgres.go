@@ -195,6 +195,14 @@ type txKey struct{}
 // Rollback return an error and do nothing (return an error from the handler
 // to roll back; Begin opens a savepoint as usual), and it must not be used
 // after the handler returned.
+//
+// A transaction belongs to one handler attempt. The consumer runs each
+// in-process retry in a Process call of its own, so an attempt that fails
+// — after writing, or after an SQL error that aborted the transaction —
+// leaves nothing behind, and the next attempt gets a new transaction
+// (ADR-014). A handler that catches an SQL error and goes on must roll
+// back to a savepoint of its own (tx.Begin) first: otherwise every later
+// statement fails with SQLSTATE 25P02 and the commit rolls everything back.
 func Tx(ctx context.Context) (pgx.Tx, bool) {
 	tx, ok := ctx.Value(txKey{}).(pgx.Tx)
 	return tx, ok

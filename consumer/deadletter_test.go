@@ -1,0 +1,117 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+)
+
+func malformedEntry(id string) map[string]any {
+	return map[string]any{"event_id": id, "event_type": "BET_SETTLED_CONFIRMED", "schema_version": "2",
+		"brand_id": "3", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1", "payload": "{not json"}
+}
+
+// TestDeadLetterFailureKeepsTheEntryPending: when the dead-letter append
+// fails at run time (the key holds another type), the entry must not be
+// acknowledged — MULTI/EXEC would still run the XACK after the failed XADD
+// and lose it. It stays pending, the failure is counted and logged as what
+// happened, and once the key is fixed the entry is dead-lettered.
+func TestDeadLetterFailureKeepsTheEntryPending(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	ctx := context.Background()
+	rec := newRecorder()
+	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
+	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
+	cfg.HandlerTimeout = 100 * time.Millisecond
+	h := start(t, cfg)
+	publish(t, rdb, stream, envelope("warm", event.BetSettledConfirmed, "bet-0", 3, nil))
+	eventually(t, 5*time.Second, "started", func() bool { return rec.times("warm") == 1 })
+	// The key goes wrong after the start-up check.
+	if err := rdb.Set(ctx, h.dlq, "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id := publishRaw(t, rdb, stream, malformedEntry("bad"))
+	eventually(t, 5*time.Second, "the dead-letter failure counted", func() bool {
+		return h.counter("headway_consumer_dead_letter_failures_total", nil) >= 1
+	})
+	pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "rolling_service", Start: id, End: id, Count: 1}).Result()
+	if err != nil || len(pend) != 1 {
+		t.Fatalf("the entry whose dead letter failed is not pending (%v, %v): it left the group without being in any dead-letter stream", pend, err)
+	}
+	if n := h.counter("headway_consumer_dead_lettered_total", nil); n != 0 {
+		t.Fatalf("dead_lettered_total = %v while the dead-letter stream could not be written", n)
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, "not acknowledged and stays pending") {
+		t.Fatalf("the log does not say the entry stays pending:\n%s", logs)
+	}
+	// Fixed: the entry comes back and is dead-lettered, exactly once.
+	if err := rdb.Del(ctx, h.dlq).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "dead-lettered after the fix", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	if got := h.deadLetters()[0].Values[consumer.DLQFieldID]; got != id {
+		t.Fatalf("dead letter of %v, want %s", got, id)
+	}
+}
+
+// TestServeRefusesDeadLetterKeyOfWrongType: a dead-letter key that is not
+// a stream would fail every dead letter; Serve refuses to start, says why,
+// and starts once the key is fixed (a supervisor restarts it).
+func TestServeRefusesDeadLetterKeyOfWrongType(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	ctx := context.Background()
+	if err := rdb.HSet(ctx, stream+":dlq", "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := consumer.New(fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err = c.Serve(sctx)
+	if !errors.Is(err, consumer.ErrDeadLetterKey) || !strings.Contains(err.Error(), "hash") {
+		t.Fatalf("Serve = %v, want ErrDeadLetterKey naming the type", err)
+	}
+	if c.Watermark().LastError() == nil {
+		t.Fatal("the refusal is not on the watermark (readiness would not show it)")
+	}
+}
+
+// TestOversizedEntryDeadLetteredBounded: an entry over the codec's size
+// limit is dead-lettered without its oversized fields, with
+// dlq_truncated saying what was left out; the dead letter stays small.
+func TestOversizedEntryDeadLetteredBounded(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	h := start(t, fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
+	big := malformedEntry("big")
+	big["payload"] = `"` + strings.Repeat("x", 2*event.DefaultMaxEntryBytes) + `"`
+	publishRaw(t, rdb, stream, big)
+	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	dl := h.deadLetters()[0].Values
+	if _, ok := dl["payload"]; ok {
+		t.Fatal("the dead letter copies the oversized payload")
+	}
+	tr, _ := dl[consumer.DLQFieldTruncated].(string)
+	if !strings.Contains(tr, "payload") || dl["event_id"] != "big" || dl[consumer.DLQFieldReason] != "entry_too_large" {
+		t.Fatalf("dead letter %v: want event_id kept, reason entry_too_large, dlq_truncated naming payload", dl)
+	}
+	size := 0
+	for k, v := range dl {
+		size += len(k) + len(v.(string))
+	}
+	if size > 16<<10 {
+		t.Fatalf("dead letter of %d bytes, want it bounded", size)
+	}
+}

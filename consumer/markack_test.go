@@ -1,0 +1,142 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+)
+
+// commandLog records, in order, when commands start and end on a client,
+// and can slow down or fail some of them.
+type commandLog struct {
+	mu       sync.Mutex
+	events   []string
+	armed    atomic.Bool   // set once the handler ran: from then on the hooks act
+	slowEval time.Duration // delay of each EVALSHA once armed
+	failAck  atomic.Bool   // XACK fails once armed, as if the process died before it
+}
+
+func (l *commandLog) add(e string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, e)
+}
+
+func (l *commandLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.events...)
+}
+
+func (l *commandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (l *commandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (l *commandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		name := cmd.Name()
+		if !l.armed.Load() || (name != "evalsha" && name != "eval" && name != "xack") {
+			return next(ctx, cmd)
+		}
+		l.add("start " + name)
+		if name == "xack" && l.failAck.Load() {
+			err := errors.New("injected: the process died before its XACK")
+			cmd.SetErr(err)
+			return err
+		}
+		if name != "xack" && l.slowEval > 0 {
+			time.Sleep(l.slowEval) // a slow settle round trip, the fault under test
+		}
+		err := next(ctx, cmd)
+		l.add("end " + name)
+		return err
+	}
+}
+
+// TestDoneMarkWrittenBeforeAcknowledgement: with a batch dedup store, the
+// batch's done marks are in Redis before its XACK is sent (ADR-010): the
+// settle script has ended before the XACK starts, even when the settle is
+// slow.
+func TestDoneMarkWrittenBeforeAcknowledgement(t *testing.T) {
+	base, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	rdb := redis.NewClient(base.Options())
+	t.Cleanup(func() { _ = rdb.Close() })
+	log := &commandLog{slowEval: 200 * time.Millisecond}
+	rdb.AddHook(log)
+	store, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	handler := func(context.Context, *consumer.Message) error { log.armed.Store(true); return nil }
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Dedup = store
+	h := start(t, cfg)
+	publish(t, base, stream, envelope("m1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	eventually(t, 5*time.Second, "applied and acknowledged", func() bool {
+		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
+	})
+	var settleEnd, ackStart = -1, -1
+	for i, e := range log.all() {
+		switch {
+		case (e == "end evalsha" || e == "end eval") && settleEnd < 0:
+			settleEnd = i
+		case e == "start xack" && ackStart < 0:
+			ackStart = i
+		}
+	}
+	if settleEnd < 0 || ackStart < 0 || ackStart < settleEnd {
+		t.Fatalf("commands after the handler: %v; want the settle script to end before the XACK starts", log.all())
+	}
+}
+
+// TestCrashBetweenMarkAndAck: a process that wrote the done mark and died
+// before its XACK leaves the entry pending; the restarted consumer finds
+// the mark and acknowledges the entry as a duplicate without running the
+// handler again.
+func TestCrashBetweenMarkAndAck(t *testing.T) {
+	base, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	rdb := redis.NewClient(base.Options())
+	t.Cleanup(func() { _ = rdb.Close() })
+	log := &commandLog{}
+	log.failAck.Store(true)
+	rdb.AddHook(log)
+	dcfg := dedup.RedisConfig{Prefix: prefix + "dedup:"}
+	store, _ := dedup.NewRedis(rdb, dcfg)
+	var runs atomic.Int32
+	handler := func(context.Context, *consumer.Message) error { runs.Add(1); log.armed.Store(true); return nil }
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Dedup = store
+	first := start(t, cfg)
+	publish(t, base, stream, envelope("m1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	eventually(t, 5*time.Second, "the XACK attempted (and failed)", func() bool {
+		for _, e := range log.all() {
+			if e == "start xack" {
+				return true
+			}
+		}
+		return false
+	})
+	first.stop() // the process is gone; its entry is still pending
+	if first.pending() != 1 {
+		t.Fatalf("pending = %d after the failed XACK, want 1", first.pending())
+	}
+	store2, _ := dedup.NewRedis(base, dcfg) // the restarted process
+	cfg2 := fastConfig(base, stream, handlersFor(handler))
+	cfg2.Dedup = store2
+	h := start(t, cfg2)
+	eventually(t, 5*time.Second, "acknowledged as a duplicate", func() bool {
+		return h.pending() == 0 && h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) == 1
+	})
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1", n)
+	}
+}
