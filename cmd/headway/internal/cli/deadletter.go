@@ -47,7 +47,7 @@ type DeadLetter struct {
 // dlqFields are the fields a dead letter adds to the original entry.
 var dlqFields = []string{consumer.DLQFieldReason, consumer.DLQFieldError, consumer.DLQFieldStream,
 	consumer.DLQFieldGroup, consumer.DLQFieldConsumer, consumer.DLQFieldID, consumer.DLQFieldDeliveries,
-	consumer.DLQFieldAt}
+	consumer.DLQFieldAt, consumer.DLQFieldTruncated}
 
 // knownReasons are the dead-letter reasons the consumer writes.
 func knownReasons() []string {
