@@ -237,7 +237,9 @@ func (c *Consumer) claim(ctx context.Context, jobs []*item) {
 		keys[i] = dedup.Key{Scope: c.cfg.Group, EventID: it.m.Envelope.EventID}
 	}
 	out := make([]dedup.Outcome, len(jobs))
-	if err := c.batcher.Claim(ctx, keys, out); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := c.batcher.Claim(cctx, keys, out); err != nil {
 		c.log.Warn("dedup claim failed: the batch stays pending", slog.String(AttrError, err.Error()))
 	}
 	var leased []dedup.Key
