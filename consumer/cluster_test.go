@@ -16,7 +16,7 @@ import (
 )
 
 // TestClusterCoreCases runs the consumer's core cases on a three-node Redis
-// Cluster: the dead letter and its acknowledgement in one MULTI/EXEC (the
+// Cluster: the dead letter and its acknowledgement in one script (the
 // stream and dead-letter keys share a hash tag), batch dedup by script (the
 // dedup keys of a group share one), reclaim, and the group info poll.
 func TestClusterCoreCases(t *testing.T) {

@@ -49,11 +49,15 @@
 //     or the handler failed on the MaxDeliveries-th delivery. The entry is
 //     appended to the dead-letter stream with its original fields and
 //     dlq_reason, dlq_error, dlq_stream, dlq_group, dlq_consumer, dlq_id,
-//     dlq_deliveries and dlq_at, and acknowledged in the same MULTI/EXEC;
+//     dlq_deliveries and dlq_at (an entry over the size limit without its
+//     fields over 4 KiB, and dlq_truncated), and acknowledged by the same
+//     script, which acknowledges only an entry whose append succeeded;
 //   - retry_later: the handler failed after its in-process retries; the
 //     entry stays pending and comes back after ReclaimIdle;
 //   - deferred: an earlier entry of the same aggregate is pending (order),
-//     or another worker holds the dedup lease; the entry stays pending;
+//     another worker holds the dedup lease, or the consumer is shutting
+//     down; the entry stays pending, and so do the later entries of its
+//     aggregate;
 //   - lost_to_trim: the entry was trimmed from the stream while pending;
 //     acknowledged, counted in headway_consumer_lost_to_trim_total and
 //     logged as an error: that is data loss by retention.
@@ -64,9 +68,9 @@
 // # Order and concurrency
 //
 // Up to Concurrency handlers run at once. Entries of one aggregate_id run
-// one after another in stream order; when one of them stays pending after a
-// failure, the later ones wait (deferred) and run after it when the
-// pending entries are reclaimed. Order holds within one consumer; Redis
+// one after another in stream order; when one of them stays pending (a
+// failure, a busy dedup lease, shutdown), the later ones wait (deferred)
+// and run after it when the pending entries are reclaimed. Order holds within one consumer; Redis
 // hands entries of a group to its consumers without regard to aggregates,
 // so across several consumers of a group only the dedup and each handler's
 // own checks keep effects consistent (docs/adr/ADR-010-consumer-semantics.md).

@@ -153,7 +153,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 		b.msgs = nil
 	}()
 	opCtx := context.WithoutCancel(ctx)
-	c.deadLetterAll(opCtx, b.rejected) // one MULTI/EXEC for the batch's rejects
+	c.deadLetterAll(opCtx, b.rejected) // one script call for the batch's rejects
 	runnable := b.runnable[:0]
 	// An entry deferred for any reason holds back every later entry of its
 	// aggregate: in this batch (held) and in later ones (c.blocked, from

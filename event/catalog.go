@@ -106,8 +106,8 @@ func (s *StreamInfo) ConsumersOf(t Type) []string {
 
 // StreamKey returns the Redis key of the stream called name:
 // "events:{name}". The braces are a Redis Cluster hash tag, so the stream
-// and its dead-letter stream live in one slot and a MULTI/EXEC may touch
-// both.
+// and its dead-letter stream live in one slot and one script (or
+// MULTI/EXEC) may touch both.
 func StreamKey(name string) string { return "events:{" + name + "}" }
 
 // DeadLetterKey returns the key of the dead-letter stream of the stream
