@@ -248,6 +248,10 @@ func newProducer(db walletDB, dir *directory, rdb redis.UniversalClient, cfg con
 func (p *producer) String() string                  { return "wallet producer" }
 func (p *producer) Watermark() *readiness.Watermark { return p.wm }
 
+// writeTimeout bounds one business write (with its outbox rows) and one
+// injected entry.
+const writeTimeout = 5 * time.Second
+
 func (p *producer) Serve(ctx context.Context) error {
 	if p.cfg.hostile {
 		p.inject(ctx, "hostile")
@@ -262,7 +266,11 @@ func (p *producer) Serve(ctx context.Context) error {
 		}
 		p.wm.Heartbeat()
 		o := p.next()
-		applied, err := p.db.apply(ctx, o)
+		// Bounded, so a database that hangs makes the producer failing,
+		// not wedged (ADR-014).
+		actx, cancel := context.WithTimeout(ctx, writeTimeout)
+		applied, err := p.db.apply(actx, o)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -368,7 +376,9 @@ func (p *producer) inject(ctx context.Context, kind string) {
 		b := p.dir.brand[o.playerID]
 		fields[event.FieldBrandID] = strconv.FormatInt(int64(b%3+1), 10)
 	}
-	if err := p.rdb.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: fields}).Err(); err != nil && ctx.Err() == nil {
+	xctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	if err := p.rdb.XAdd(xctx, &redis.XAddArgs{Stream: p.stream, Values: fields}).Err(); err != nil && ctx.Err() == nil {
 		p.log.Warn("fault injection failed", slog.String("fault", kind), slog.String("error", err.Error()))
 	}
 }
