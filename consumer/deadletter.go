@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/event"
 )
 
 // Fields a dead letter adds to the original entry's fields.
@@ -33,6 +35,12 @@ const (
 // maxCopiedField bounds each field value a dead letter copies from an
 // entry over the size limit.
 const maxCopiedField = 4096
+
+// maxCopiedFields bounds how many fields a dead letter copies: the script
+// passes an entry's fields to XADD as arguments, and Lua unpacks at most
+// about 8,000 values. An entry with more fields is copied as by
+// boundedFields, its envelope fields first.
+const maxCopiedFields = 1000
 
 // ErrDeadLetterKey: the dead-letter key holds something other than a
 // stream, so no entry could be dead-lettered; Serve refuses to start.
@@ -92,7 +100,11 @@ func (c *Consumer) deadLetterAll(ctx context.Context, items []*item) {
 		}
 		at := len(args)
 		args = append(args, it.msg.ID, 0)
-		for k, v := range it.msg.Values {
+		values := it.msg.Values
+		if len(values) > maxCopiedFields {
+			values = boundedFields(values)
+		}
+		for k, v := range values {
 			args = append(args, k, v)
 		}
 		args = append(args,
@@ -147,25 +159,49 @@ func (c *Consumer) deadLetterAll(ctx context.Context, items []*item) {
 	}
 }
 
+// envelopeFields are kept first when a dead letter cannot copy every field.
+var envelopeFields = []string{event.FieldEventID, event.FieldEventType, event.FieldSchemaVersion, event.FieldBrandID,
+	event.FieldOccurredAt, event.FieldAggregateID, event.FieldPayload, event.FieldTraceParent, event.FieldTraceState}
+
 // boundedFields returns the fields of an entry that was over the codec's
-// size limit, without those over maxCopiedField bytes, plus
-// DLQFieldTruncated saying which were left out: the consumer holds and
-// dead-letters this copy, never the oversized entry itself.
+// size limit (or had more than maxCopiedFields fields), without those over
+// maxCopiedField bytes and with at most maxCopiedFields fields, envelope
+// fields first, plus DLQFieldTruncated saying what was left out: the
+// consumer holds and dead-letters this copy, never the entry itself.
 func boundedFields(values map[string]any) map[string]any {
 	size := 0
-	out := make(map[string]any, len(values)+1)
-	var dropped []string
+	keys := make([]string, 0, len(values))
 	for k, v := range values {
 		s, _ := v.(string)
 		size += len(k) + len(s)
-		if len(k)+len(s) > maxCopiedField {
+		keys = append(keys, k)
+	}
+	// Envelope fields first, then the others in a stable order.
+	slices.SortFunc(keys, func(a, b string) int {
+		ea, eb := slices.Contains(envelopeFields, a), slices.Contains(envelopeFields, b)
+		if ea != eb {
+			if ea {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	out := make(map[string]any, min(len(values), maxCopiedFields)+1)
+	var dropped []string
+	for _, k := range keys {
+		s, _ := values[k].(string)
+		if len(k)+len(s) > maxCopiedField || len(out) >= maxCopiedFields {
 			dropped = append(dropped, k)
 			continue
 		}
-		out[k] = v
+		out[k] = values[k]
 	}
-	slices.Sort(dropped)
-	out[DLQFieldTruncated] = fmt.Sprintf("entry of %d bytes over the size limit; left out: %s", size, strings.Join(dropped, ","))
+	note := strings.Join(dropped, ",")
+	if len(dropped) > 20 {
+		note = strings.Join(dropped[:20], ",") + fmt.Sprintf(" and %d more", len(dropped)-20)
+	}
+	out[DLQFieldTruncated] = fmt.Sprintf("entry of %d bytes in %d fields; left out: %s", size, len(values), note)
 	return out
 }
 

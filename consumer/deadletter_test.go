@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,28 @@ func TestOversizedEntryDeadLetteredBounded(t *testing.T) {
 	}
 	if size > 16<<10 {
 		t.Fatalf("dead letter of %d bytes, want it bounded", size)
+	}
+}
+
+// TestEntryWithManyFieldsDeadLettered: an entry with more fields than the
+// dead-letter script can pass to XADD (Lua unpacks about 8,000 values) is
+// still dead-lettered, with its envelope fields and a note, not left
+// pending for ever.
+func TestEntryWithManyFieldsDeadLettered(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	h := start(t, fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
+	wide := malformedEntry("wide")
+	for i := range 9000 {
+		wide[fmt.Sprintf("x%05d", i)] = "v"
+	}
+	publishRaw(t, rdb, stream, wide)
+	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	dl := h.deadLetters()[0].Values
+	if dl["event_id"] != "wide" || dl["payload"] != "{not json" || dl[consumer.DLQFieldReason] != "malformed" {
+		t.Fatalf("dead letter lost its envelope fields: event_id=%v payload=%v reason=%v", dl["event_id"], dl["payload"], dl[consumer.DLQFieldReason])
+	}
+	if tr, _ := dl[consumer.DLQFieldTruncated].(string); !strings.Contains(tr, "9007 fields") {
+		t.Fatalf("dlq_truncated = %q, want the field count", tr)
 	}
 }
