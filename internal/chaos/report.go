@@ -44,7 +44,7 @@ type Report struct {
 	// outbox column that marks a parked row, "" when the table has none;
 	// MaxAttempts is the highest attempts count of a stuck row.
 	BadRows, Parked, Refused, Stuck, MaxAttempts int
-	ParkedColumn                                  string
+	ParkedColumn                                 string
 	// LivePolls and LiveFailures count the harness's GET /live of the
 	// relays and consumers; a failure is an answer other than 200, or
 	// none within a second from a running worker. LiveByPhase splits the
