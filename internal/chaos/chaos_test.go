@@ -88,9 +88,8 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 	t.Cleanup(func() {
 		_ = logs.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			lines := strings.Split(string(b), "\n")
-			t.Logf("last worker log lines:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+			t.Logf("last worker warnings and errors (dead letters and relay retries left out: the report counts them):\n%s",
+				strings.Join(logTail(logs.Name(), 40), "\n"))
 		}
 	})
 	newProc := func(role, name string, extra ...string) *proc {
@@ -224,10 +223,13 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 	report.ParkedColumn, report.Parked, report.Refused, report.Stuck, report.MaxAttempts = classifyBadRows(t, ctx, db.Pool, badRows)
 	report.BadRows = len(badRows)
 	report.LivePolls, report.LiveFailures, report.LiveByPhase = live.polls, live.failures, live.byPhase
-	for _, s := range live.samples {
-		t.Logf("/live failure: %s", s)
+	for _, s := range live.summary() {
+		t.Logf("/live of %s", s)
 	}
 	logDoubles(t, ctx, db)
+	for _, n := range st.notes(injected, cfg.sqlFaults) {
+		t.Log(n)
+	}
 
 	t.Log(report.String())
 	if report.Events != cfg.events {
@@ -285,4 +287,18 @@ func logDoubles(t *testing.T, ctx context.Context, db *pgtest.DB) {
 		}
 		t.Logf("applied more than once: %s: %s", id, effects)
 	}
+}
+
+// logTail returns the last n lines of the workers' log at level WARN or
+// ERROR, without the dead-letter and relay-retry lines.
+func logTail(path string, n int) []string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if (strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`)) &&
+			!strings.Contains(l, `"msg":"entry dead-lettered"`) && !strings.Contains(l, `"msg":"relay cycle failed`) {
+			out = append(out, l)
+		}
+	}
+	return out[max(0, len(out)-n):]
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,16 @@ type livePoller struct {
 	polls    int
 	failures int
 	byPhase  map[string]int
-	samples  []string
+	spells   map[string]*liveSpell // by worker and phase
+	order    []string
+}
+
+// liveSpell is the failures of one worker in one phase: how many, from
+// when to when (seconds into the run), and the first answer.
+type liveSpell struct {
+	n           int
+	first, last float64
+	answer      string
 }
 
 func (l *livePoller) phase() string {
@@ -72,18 +82,42 @@ func (l *livePoller) run(ctx context.Context) {
 					l.byPhase = map[string]int{}
 				}
 				l.byPhase[phase]++
-				if len(l.samples) < 10 {
-					what := fmt.Sprintf("%d %s", status, body)
-					if timedOut {
-						what = "no answer within 1s"
-					}
-					l.samples = append(l.samples, fmt.Sprintf("t=%.1fs %s (frozen: %s): %s",
-						time.Since(l.start).Seconds(), p.name, phase, what))
-				}
+				l.record(p.name+" while frozen: "+phase, status, body, timedOut)
 			}
 			l.mu.Unlock()
 		}
 	}
+}
+
+func (l *livePoller) record(key string, status int, body string, timedOut bool) {
+	at := time.Since(l.start).Seconds()
+	sp := l.spells[key]
+	if sp == nil {
+		answer := fmt.Sprintf("%d %s", status, strings.Join(strings.Fields(body), " "))
+		if timedOut {
+			answer = "no answer within 1s"
+		}
+		sp = &liveSpell{first: at, answer: answer}
+		if l.spells == nil {
+			l.spells = map[string]*liveSpell{}
+		}
+		l.spells[key] = sp
+		l.order = append(l.order, key)
+	}
+	sp.n++
+	sp.last = at
+}
+
+// summary describes the failures, one line per worker and phase.
+func (l *livePoller) summary() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, k := range l.order {
+		sp := l.spells[k]
+		out = append(out, fmt.Sprintf("%s: %d failed polls, t=%.1fs to %.1fs; first: %s", k, sp.n, sp.first, sp.last, sp.answer))
+	}
+	return out
 }
 
 func get(c *http.Client, url string) (int, string, error) {

@@ -2,6 +2,7 @@ package chaos_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -147,4 +148,39 @@ func (s state) report(r *chaos.Report, injected map[string]bool, sqlFaults float
 			}
 		}
 	}
+}
+
+// notes names a few of the events behind each failed count: lost
+// without, and after, an SQL fault (with their dead-letter reasons),
+// dead-lettered though applied, dead-lettered more than once.
+func (s state) notes(injected map[string]bool, sqlFaults float64) []string {
+	var lost, lostFault, deadApplied, deadTwice []string
+	for _, id := range s.good {
+		reasons := strings.Join(s.dead[id], ",")
+		fault := chaos.SQLFault(id, sqlFaults)
+		switch {
+		case s.effects[id] == 0 && fault == "" && len(lost) < 5:
+			lost = append(lost, fmt.Sprintf("%s (dead letters %q)", id, reasons))
+		case s.effects[id] == 0 && fault != "" && len(lostFault) < 3:
+			lostFault = append(lostFault, fmt.Sprintf("%s (%s, dead letters %q)", id, fault, reasons))
+		case s.effects[id] > 0 && len(s.dead[id]) > 0 && len(deadApplied) < 5:
+			deadApplied = append(deadApplied, fmt.Sprintf("%s (%d effects, dead letters %q)", id, s.effects[id], reasons))
+		}
+	}
+	for id, reasons := range s.dead {
+		if len(reasons) > 1 && len(deadTwice) < 5 {
+			deadTwice = append(deadTwice, fmt.Sprintf("%s (%q, injected %t)", id, strings.Join(reasons, ","), injected[id]))
+		}
+	}
+	var out []string
+	add := func(what string, ids []string) {
+		if len(ids) > 0 {
+			out = append(out, what+": "+strings.Join(ids, "; "))
+		}
+	}
+	add("lost without an SQL fault", lost)
+	add("lost after an SQL fault, e.g.", lostFault)
+	add("dead-lettered though applied", deadApplied)
+	add("dead-lettered more than once", deadTwice)
+	return out
 }
