@@ -40,8 +40,8 @@ func loadConfig() config {
 		pgFreeze:    envDuration("HEADWAY_CHAOS_PG_FREEZE", 20*time.Second),
 		redisFreeze: envDuration("HEADWAY_CHAOS_REDIS_FREEZE", 12*time.Second),
 		liveness:    10 * time.Second,
-		transient:   0.10,
-		sqlFaults:   0.05,
+		transient:   envFloat("HEADWAY_CHAOS_TRANSIENT", 0.10),
+		sqlFaults:   envFloat("HEADWAY_CHAOS_SQL_FAULTS", 0.05),
 		converge:    envDuration("HEADWAY_CHAOS_CONVERGE", 90*time.Second),
 	}
 }

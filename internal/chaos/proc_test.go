@@ -18,6 +18,14 @@ func envInt(name string, def int) int {
 	return def
 }
 
+// envFloat reads a fraction such as "0.1"; "0" disables what it sets.
+func envFloat(name string, def float64) float64 {
+	if v, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil && v >= 0 && v <= 1 {
+		return v
+	}
+	return def
+}
+
 // envDuration reads a duration such as "20s"; "0" disables what it times.
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v >= 0 {
