@@ -55,7 +55,7 @@
 // At the end (once everything is applied or dead-lettered and nothing is
 // pending, or after a deadline) the run logs one line, [Report.String]:
 //
-//	chaos-report events=3000 applied=3000 effects=3000 double=0 lost=0 balance=1503916/1503916 dead_lettered=legacy_schema:6,malformed:6 injected=12/12 unexpected_dead=0 unpublished=0 bad_rows=7 parked=7 refused=0 stuck=0 parked_column=parked_at live_failures=0/1125 live_by_phase=- sigkills=18 redis_restarts=1 pg_terminated=4 pg_frozen=20s redis_frozen=12s converged=true took=58s
+//	chaos-report events=3000 applied=3000 effects=3000 double=0 lost=0 balance=1503916/1503916 dead_lettered=legacy_schema:6,malformed:6 injected=12/12 unexpected_dead=0 unpublished=0 reappended=2 bad_rows=7 parked=7 refused=0 stuck=0 parked_column=parked_at live_failures=0/1125 live_by_phase=- sigkills=18 redis_restarts=1 pg_terminated=4 pg_frozen=20s redis_frozen=12s converged=true took=58s
 //
 // and fails with one message per failed check ([Report.Failures]): any
 // event lost (no effect) or applied twice, balances that do not add up to

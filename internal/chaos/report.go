@@ -35,8 +35,12 @@ type Report struct {
 	// stream; InjectedDead how many of them are dead-lettered exactly once;
 	// Unexpected the dead letters that are neither (good events, repeats).
 	Injected, InjectedDead, Unexpected int
-	// Unpublished counts good outbox rows still unpublished at the end.
-	Unpublished int
+	// Unpublished counts good outbox rows still unpublished at the end;
+	// Reappended the stream entries beyond one per event and injected
+	// entry (rows a relay appended again because it was killed, or lost
+	// its connection, before it marked them published; the inbox absorbs
+	// them, ADR-011).
+	Unpublished, Reappended int
 	// BadRows is the number of bad outbox rows inserted with SQL (too
 	// large, or invalid as an envelope); Parked, Refused and Stuck how
 	// they ended: parked by the relay, refused by the database at insert,
@@ -83,12 +87,12 @@ func (r Report) String() string {
 		parked = "absent"
 	}
 	return fmt.Sprintf("chaos-report events=%d applied=%d effects=%d double=%d lost=%d balance=%d/%d "+
-		"dead_lettered=%s injected=%d/%d unexpected_dead=%d unpublished=%d "+
+		"dead_lettered=%s injected=%d/%d unexpected_dead=%d unpublished=%d reappended=%d "+
 		"bad_rows=%d parked=%d refused=%d stuck=%d parked_column=%s "+
 		"live_failures=%d/%d live_by_phase=%s "+
 		"sigkills=%d redis_restarts=%d pg_terminated=%d pg_frozen=%s redis_frozen=%s converged=%t took=%s",
 		r.Events, r.Applied, r.Effects, r.Double, r.Lost, r.BalanceCents, r.AmountCents,
-		counts(r.DeadLettered), r.InjectedDead, r.Injected, r.Unexpected, r.Unpublished,
+		counts(r.DeadLettered), r.InjectedDead, r.Injected, r.Unexpected, r.Unpublished, r.Reappended,
 		r.BadRows, r.Parked, r.Refused, r.Stuck, parked,
 		r.LiveFailures, r.LivePolls, counts(r.LiveByPhase),
 		r.Kills, r.RedisRestarts, r.PGTerminations, r.PGFrozen.Round(time.Second), r.RedisFrozen.Round(time.Second),
@@ -129,7 +133,7 @@ func (r Report) Failures() []string {
 			r.Stuck, r.BadRows, col, r.MaxAttempts))
 	}
 	if r.LiveFailures > 0 {
-		f = append(f, fmt.Sprintf("/live failed %d of %d polls while only dependencies were down (by phase: %s)",
+		f = append(f, fmt.Sprintf("/live failed %d of %d polls of running relays and consumers (by what was frozen: %s)",
 			r.LiveFailures, r.LivePolls, counts(r.LiveByPhase)))
 	}
 	return f

@@ -23,6 +23,7 @@ type state struct {
 	balance     int64
 	dead        map[string][]string // event ID -> reason of each dead letter
 	pending     int64               // in the group; -1 when unknown
+	entries     int64               // in the stream
 }
 
 func readState(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) (state, error) {
@@ -77,6 +78,9 @@ func readState(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) (stat
 		reason, _ := m.Values[consumer.DLQFieldReason].(string)
 		s.dead[id] = append(s.dead[id], reason)
 	}
+	if s.entries, err = rdb.XLen(ctx, event.StreamKey(event.StreamWallet)).Result(); err != nil {
+		return s, err
+	}
 	if p, err := rdb.XPending(ctx, event.StreamKey(event.StreamWallet), event.ServiceRolling).Result(); err == nil {
 		s.pending = p.Count
 	}
@@ -106,6 +110,7 @@ func (s state) settled(events int, injected map[string]bool) bool {
 func (s state) report(r *chaos.Report, injected map[string]bool, sqlFaults float64) {
 	r.Events, r.Unpublished, r.AmountCents, r.BalanceCents = len(s.good), s.unpublished, s.amount, s.balance
 	r.Injected = len(injected)
+	r.Reappended = int(s.entries) - len(s.good) - len(injected)
 	r.DeadLettered = map[string]int{}
 	good := make(map[string]bool, len(s.good))
 	for _, id := range s.good {
