@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,68 +17,37 @@ import (
 
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/chaos"
+	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
-	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 )
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
+// config is one run's shape; see the package doc for the variables.
+type config struct {
+	events, rate          int
+	pgFreeze, redisFreeze time.Duration
+	liveness              time.Duration
+	transient, sqlFaults  float64
+	converge              time.Duration
 }
 
-// proc is one worker slot: a process that the harness kills and restarts
-// under the same name, as a pod keeps its name across container restarts.
-type proc struct {
-	t    *testing.T
-	args []string
-	name string
-	logs *os.File
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	cmd := exec.Command(p.args[0], p.args[1:]...)
-	cmd.Stderr, cmd.Stdout = p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", p.name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-}
-
-func (p *proc) kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
-}
-
-func (p *proc) exited() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+func loadConfig() config {
+	return config{
+		events:      envInt("HEADWAY_CHAOS_EVENTS", 3000),
+		rate:        envInt("HEADWAY_CHAOS_RATE", 150),
+		pgFreeze:    envDuration("HEADWAY_CHAOS_PG_FREEZE", 20*time.Second),
+		redisFreeze: envDuration("HEADWAY_CHAOS_REDIS_FREEZE", 12*time.Second),
+		liveness:    10 * time.Second,
+		transient:   envFloat("HEADWAY_CHAOS_TRANSIENT", 0.10),
+		sqlFaults:   envFloat("HEADWAY_CHAOS_SQL_FAULTS", 0.05),
+		converge:    envDuration("HEADWAY_CHAOS_CONVERGE", 90*time.Second),
 	}
 }
 
 func TestChaosNothingLostNothingTwice(t *testing.T) {
-	events := envInt("HEADWAY_CHAOS_EVENTS", 3000)
-	rate := envInt("HEADWAY_CHAOS_RATE", 150)
+	cfg := loadConfig()
 	const bad = 12
 
 	dir := t.TempDir()
@@ -87,25 +55,31 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./chaosworker").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	// The workers reach Redis and PostgreSQL through fault proxies, which
+	// the harness freezes; the harness itself goes around them.
 	srv := redistest.StartServer(t, redistest.ServerOptions{AppendOnly: true})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1,
 		DialTimeout: 500 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
+	redisProxy, err := faultproxy.Start(srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = redisProxy.Close() })
 	db := pgtest.New(t)
+	pgURL, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgProxy, err := faultproxy.Start(pgURL.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pgProxy.Close() })
+	pgURL.Host = pgProxy.Addr()
+
 	ctx := context.Background()
-	if err := outbox.Migrate(ctx, db.Pool, ""); err != nil {
-		t.Fatal(err)
-	}
-	inbox, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
-	if err := inbox.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// chaos_applied has no unique key: an event applied twice would show
-	// as two rows.
-	if _, err := db.Pool.Exec(ctx, `CREATE TABLE chaos_orders (id text PRIMARY KEY);
-		CREATE TABLE chaos_applied (event_id text NOT NULL, consumer text NOT NULL, at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		t.Fatal(err)
-	}
+	migrate(t, ctx, db)
 
 	logs, err := os.Create(filepath.Join(dir, "workers.log"))
 	if err != nil {
@@ -114,23 +88,29 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 	t.Cleanup(func() {
 		_ = logs.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			lines := strings.Split(string(b), "\n")
-			t.Logf("last worker log lines:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
+			t.Logf("last worker warnings and errors (dead letters and relay retries left out: the report counts them):\n%s",
+				strings.Join(logTail(logs.Name(), 40), "\n"))
 		}
 	})
 	newProc := func(role, name string, extra ...string) *proc {
-		return &proc{t: t, name: name, logs: logs, args: append([]string{bin, "-role", role, "-name", name,
-			"-database-url", db.URL, "-redis", srv.Addr}, extra...)}
+		p := &proc{t: t, name: name, logs: logs, args: append([]string{bin, "-role", role, "-name", name,
+			"-database-url", pgURL.String(), "-redis", redisProxy.Addr()}, extra...)}
+		if role != "producer" {
+			p.http = freeAddr(t)
+			p.args = append(p.args, "-http", p.http, "-liveness-window", cfg.liveness.String())
+		}
+		return p
 	}
-	producer := newProc("producer", "producer", "-count", strconv.Itoa(events), "-rate", strconv.Itoa(rate))
+	producer := newProc("producer", "producer", "-count", strconv.Itoa(cfg.events), "-rate", strconv.Itoa(cfg.rate))
 	var victims []*proc
 	for i := range 2 {
 		victims = append(victims, newProc("relay", fmt.Sprintf("relay-%d", i+1)))
 	}
 	for i := range 3 {
-		victims = append(victims, newProc("consumer", fmt.Sprintf("c%d", i+1)))
+		victims = append(victims, newProc("consumer", fmt.Sprintf("c%d", i+1),
+			"-transient", fmt.Sprint(cfg.transient), "-sql-faults", fmt.Sprint(cfg.sqlFaults)))
 	}
+	start := time.Now()
 	producer.start()
 	for _, p := range victims {
 		p.start()
@@ -142,12 +122,25 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 			}
 		}
 	})
+	live := &livePoller{procs: victims, pg: pgProxy, redis: redisProxy, start: start}
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() { defer close(polled); live.run(pollCtx) }()
+	t.Cleanup(func() { stopPolling(); <-polled })
+	frz := &freezer{t: t, pg: pgProxy, redis: redisProxy, pgFor: cfg.pgFreeze, redisFor: cfg.redisFreeze,
+		first: 4 * time.Second, gap: 3 * time.Second, quiet: 20 * time.Second, start: start,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go frz.run()
+	t.Cleanup(func() { frz.finish() })
 
 	// Chaos until the producer is done: every 1–3 s a SIGKILL of a relay or
 	// consumer (restarted after a moment), a Redis restart, or terminated
-	// PostgreSQL backends; bad entries injected along the way.
+	// PostgreSQL backends (neither while that dependency is frozen); bad
+	// entries appended to the stream and, once, bad rows inserted into the
+	// outbox along the way; the freezes run on their own schedule.
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	kills, restarts, terminations, injected := 0, 0, 0, map[string]bool{}
+	var report chaos.Report
+	injected := map[string]bool{}
 	inject := func() {
 		k := len(injected)
 		id := fmt.Sprintf("bad-%02d", k)
@@ -167,78 +160,145 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 			time.Sleep(100 * time.Millisecond) // Redis is restarting
 		}
 	}
+	var badRows []badRow
+	// A producer that is stuck for good ends the chaos too: the report
+	// then says what was written.
+	produceBy := start.Add(time.Duration(3*cfg.events/cfg.rate)*time.Second + 2*(cfg.pgFreeze+cfg.redisFreeze) + time.Minute)
 	for !producer.exited() {
+		if time.Now().After(produceBy) {
+			t.Errorf("the producer has not finished after %v", time.Since(start).Round(time.Second))
+			break
+		}
 		time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond) // the chaos schedule, not synchronisation
+		if badRows == nil {
+			badRows = insertBadRows(t, ctx, db.Pool)
+		}
 		if len(injected) < bad {
 			inject()
 		}
 		switch r := rng.Float64(); {
-		case r < 0.7:
-			p := victims[rng.IntN(len(victims))]
-			p.kill()
-			kills++
-			time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond) // how long the pod stays down
-			p.start()
-		case r < 0.85:
+		case r >= 0.7 && r < 0.85 && !redisProxy.Frozen():
 			srv.Restart()
-			restarts++
-		default:
+			report.RedisRestarts++
+		case r >= 0.85 && !pgProxy.Frozen():
 			var n int
 			if err := db.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 				WHERE application_name LIKE 'chaos-%'`).Scan(&n); err == nil && n > 0 {
-				terminations += n
+				report.PGTerminations += n
 			}
+		default:
+			p := victims[rng.IntN(len(victims))]
+			p.kill()
+			report.Kills++
+			time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond) // how long the pod stays down
+			p.start()
 		}
+	}
+	report.PGFrozen, report.RedisFrozen = frz.finish()
+	if badRows == nil {
+		badRows = insertBadRows(t, ctx, db.Pool)
 	}
 	for len(injected) < bad {
 		inject()
 	}
 
-	// Converge: every event applied, every bad entry dead-lettered, nothing
-	// pending.
-	dlq := event.DeadLetterKey(event.StreamWallet)
-	applied := func() (rows, distinct int) {
-		_ = db.Pool.QueryRow(ctx, "SELECT count(*), count(DISTINCT event_id) FROM chaos_applied").Scan(&rows, &distinct)
-		return rows, distinct
+	// Converge: every good event applied or dead-lettered, every injected
+	// entry dead-lettered, nothing pending. A run that does not settle in
+	// time is reported as it stands.
+	var st state
+	deadline := time.Now().Add(cfg.converge)
+	for {
+		if st, err = readState(ctx, db.Pool, rdb); err != nil {
+			t.Fatal(err)
+		}
+		if report.Converged = st.settled(cfg.events, injected); report.Converged || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	testkit.Eventually(t, 120*time.Second, "every event applied and every bad entry dead-lettered", func() bool {
-		_, distinct := applied()
-		pend, err := rdb.XPending(ctx, event.StreamKey(event.StreamWallet), event.ServiceRolling).Result()
-		return distinct == events && rdb.XLen(ctx, dlq).Val() == bad && err == nil && pend.Count == 0
-	})
+	stopPolling()
+	<-polled
+	report.Took = time.Since(start)
+	st.report(&report, injected, cfg.sqlFaults)
+	report.ParkedColumn, report.Parked, report.Refused, report.Stuck, report.MaxAttempts = classifyBadRows(t, ctx, db.Pool, badRows)
+	report.BadRows = len(badRows)
+	report.LivePolls, report.LiveFailures, report.LiveByPhase = live.polls, live.failures, live.byPhase
+	for _, s := range live.summary() {
+		t.Logf("/live of %s", s)
+	}
+	logDoubles(t, ctx, db)
+	for _, n := range st.notes(injected, cfg.sqlFaults) {
+		t.Log(n)
+	}
 
-	var produced, unpublished, missing int
-	if err := db.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE published_at IS NULL),
-		count(*) FILTER (WHERE event_id NOT IN (SELECT event_id FROM chaos_applied)) FROM headway_outbox`).
-		Scan(&produced, &unpublished, &missing); err != nil {
+	t.Log(report.String())
+	if report.Events != cfg.events {
+		t.Errorf("the producer wrote %d of %d events", report.Events, cfg.events)
+	}
+	for _, f := range report.Failures() {
+		t.Error(f)
+	}
+}
+
+// migrate creates the outbox, the inbox and the tables of the handlers'
+// effects: chaos_orders (the producer's business rows), chaos_applied (one
+// row per effect, no unique key: an event applied twice shows as two
+// rows), chaos_balances (one row per account) and chaos_constraint (whose
+// CHECK the SQL fault violates).
+func migrate(t *testing.T, ctx context.Context, db *pgtest.DB) {
+	t.Helper()
+	if err := outbox.Migrate(ctx, db.Pool, ""); err != nil {
 		t.Fatal(err)
 	}
-	rows, distinct := applied()
-	streamLen := rdb.XLen(ctx, event.StreamKey(event.StreamWallet)).Val()
-	msgs, err := rdb.XRange(ctx, dlq, "-", "+").Result()
+	inbox, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
+	if err := inbox.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE chaos_orders (id text PRIMARY KEY);
+		CREATE TABLE chaos_applied (event_id text NOT NULL, consumer text NOT NULL, attempt int NOT NULL,
+			deliveries bigint NOT NULL, at timestamptz NOT NULL DEFAULT now());
+		CREATE TABLE chaos_balances (account text PRIMARY KEY, cents bigint NOT NULL DEFAULT 0);
+		CREATE TABLE chaos_constraint (v int CHECK (v > 0))`); err != nil {
+		t.Fatal(err)
+	}
+	var accounts []string
+	for i := range chaos.Accounts {
+		accounts = append(accounts, fmt.Sprintf("acct-%02d", i))
+	}
+	if _, err := db.Pool.Exec(ctx, "INSERT INTO chaos_balances (account) SELECT unnest($1::text[])", accounts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// logDoubles logs a few events that took effect more than once, with the
+// attempt and delivery of each effect.
+func logDoubles(t *testing.T, ctx context.Context, db *pgtest.DB) {
+	t.Helper()
+	rows, err := db.Pool.Query(ctx, `SELECT event_id, string_agg(format('%s attempt %s delivery %s', consumer, attempt, deliveries), '; ' ORDER BY at)
+		FROM chaos_applied GROUP BY event_id HAVING count(*) > 1 ORDER BY event_id LIMIT 5`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := map[string]int{}
-	for _, m := range msgs {
-		id, _ := m.Values[event.FieldEventID].(string)
-		dead[id]++
+	defer rows.Close()
+	for rows.Next() {
+		var id, effects string
+		if err := rows.Scan(&id, &effects); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("applied more than once: %s: %s", id, effects)
 	}
-	t.Logf("chaos: %d events produced (outbox), %d stream entries (%d re-appended by relays), %d applied rows, %d distinct; "+
-		"%d dead letters of %d injected; %d SIGKILLs, %d Redis restarts, %d PostgreSQL backends terminated",
-		produced, streamLen, streamLen-int64(produced)-bad, rows, distinct, len(msgs), bad, kills, restarts, terminations)
-	if produced != events || unpublished != 0 || missing != 0 {
-		t.Errorf("outbox: %d rows (want %d), %d unpublished, %d never applied", produced, events, unpublished, missing)
-	}
-	if rows != events || distinct != events {
-		t.Errorf("applied %d rows for %d distinct events; want exactly %d each: nothing lost, nothing twice", rows, distinct, events)
-	}
-	if len(dead) != bad {
-		t.Errorf("dead letters by event: %v; want exactly the %d injected", dead, bad)
-	}
-	for id, n := range dead {
-		if !injected[id] || n != 1 {
-			t.Errorf("dead letter %q ×%d: want each injected entry once and nothing else", id, n)
+}
+
+// logTail returns the last n lines of the workers' log at level WARN or
+// ERROR, without the dead-letter and relay-retry lines.
+func logTail(path string, n int) []string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if (strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`)) &&
+			!strings.Contains(l, `"msg":"entry dead-lettered"`) && !strings.Contains(l, `"msg":"relay cycle failed`) {
+			out = append(out, l)
 		}
 	}
+	return out[max(0, len(out)-n):]
 }
