@@ -337,16 +337,22 @@ func (c *Consumer) recreateGroup(ctx context.Context, cause error) {
 }
 
 // deliveryCounts returns the delivery count of each message (already raised
-// by the delivery that returned it), read with one XPENDING over their ID
-// range. Unknown counts are 0.
+// by the delivery that returned it). One XPENDING over their ID range,
+// restricted to this consumer, finds them all when they are consecutive in
+// its pending list (a read of its own pending entries). When the range holds
+// other pending entries of this consumer — a reclaim's entries interleaved
+// with this consumer's own failed or deferred ones — the entries it missed
+// are looked up by ID, in one pipelined round trip. Unknown counts are 0.
 func (c *Consumer) deliveryCounts(ctx context.Context, msgs []redis.XMessage) []int64 {
 	counts := make([]int64, len(msgs))
 	if len(msgs) == 0 {
 		return counts
 	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	pend, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: c.cfg.Stream, Group: c.cfg.Group, Start: msgs[0].ID, End: msgs[len(msgs)-1].ID,
-		Count: int64(len(msgs)) * 4, Consumer: c.cfg.Consumer,
+		Count: int64(len(msgs)), Consumer: c.cfg.Consumer,
 	}).Result()
 	if err != nil {
 		c.log.Warn("reading delivery counts failed", slog.String(AttrError, err.Error()))
@@ -356,8 +362,35 @@ func (c *Consumer) deliveryCounts(ctx context.Context, msgs []redis.XMessage) []
 	for _, p := range pend {
 		byID[p.ID] = p.RetryCount
 	}
+	var missing []int
 	for i, m := range msgs {
-		counts[i] = byID[m.ID]
+		if n, ok := byID[m.ID]; ok {
+			counts[i] = n
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 || len(pend) < len(msgs) {
+		// All found, or the range held no more of this consumer's entries:
+		// the missing ones left its pending list meanwhile.
+		return counts
+	}
+	cmds := make([]*redis.XPendingExtCmd, len(missing))
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j, i := range missing {
+			id := msgs[i].ID
+			cmds[j] = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.cfg.Stream, Group: c.cfg.Group,
+				Start: id, End: id, Count: 1})
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Warn("reading delivery counts failed", slog.String(AttrError, err.Error()))
+	}
+	for j, i := range missing {
+		if p, err := cmds[j].Result(); err == nil && len(p) == 1 {
+			counts[i] = p[0].RetryCount
+		}
 	}
 	return counts
 }
