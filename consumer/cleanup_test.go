@@ -14,7 +14,9 @@ import (
 
 // afterHook calls after with each command once it has run; pipelines
 // pass through.
-type afterHook struct{ after func(ctx context.Context, cmd redis.Cmder) }
+type afterHook struct {
+	after func(ctx context.Context, cmd redis.Cmder)
+}
 
 func (h afterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
