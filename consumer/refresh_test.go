@@ -139,7 +139,10 @@ func TestTrimmedWhileInFlightIsCountedAsLost(t *testing.T) {
 			cfg.BatchSize = 50
 			cfg.Retry.Attempts = 1
 			cfg.HandlerTimeout = 500 * time.Millisecond
-			cfg.ReclaimIdle, cfg.ReclaimInterval = 600*time.Millisecond, 50*time.Millisecond // refresh every 200ms
+			// Refresh every 200ms. A reclaim pass waits for the batches in
+			// flight, so the first one after the start comes only once all
+			// three batches have been read.
+			cfg.ReclaimIdle, cfg.ReclaimInterval = 600*time.Millisecond, time.Second
 			envs := make([]event.Envelope, 200)
 			for i := range envs {
 				envs[i] = envelope(fmt.Sprintf("e%d", i), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i), 3, nil)
