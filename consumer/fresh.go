@@ -110,18 +110,28 @@ func (f *freshness) isTaken(id string) bool {
 	return ok
 }
 
-// note records ids in *set and returns those it did not hold before.
+// note records in *set the ids still held (a batch released meanwhile
+// forgets its own) and returns those it did not hold before.
 func (f *freshness) note(set *map[string]struct{}, ids []string) []string {
 	if len(ids) == 0 {
 		return nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	held := make(map[string]struct{}, len(ids))
+	for _, msgs := range f.held {
+		for i := range msgs {
+			held[msgs[i].ID] = struct{}{}
+		}
+	}
 	if *set == nil {
 		*set = make(map[string]struct{}, len(ids))
 	}
 	var added []string
 	for _, id := range ids {
+		if _, ok := held[id]; !ok {
+			continue
+		}
 		if _, ok := (*set)[id]; !ok {
 			(*set)[id] = struct{}{}
 			added = append(added, id)

@@ -28,6 +28,10 @@ func TestFreshnessForgetsTakenWithTheBatch(t *testing.T) {
 	if f.isTaken("1-1") || !f.isTaken("2-0") {
 		t.Fatal("release forgot the wrong batch's IDs")
 	}
+	// A reply about a batch released meanwhile records nothing.
+	if added := f.note(&f.takenIDs, []string{"1-0"}); len(added) != 0 || f.isTaken("1-0") {
+		t.Fatalf("noted %v of a released batch", added)
+	}
 	if ids := f.ids(); len(ids) != 1 || ids[0] != "2-0" {
 		t.Fatalf("held %v", ids)
 	}
