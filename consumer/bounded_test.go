@@ -1,11 +1,15 @@
 package consumer_test
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/readiness"
@@ -72,4 +76,46 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 	eventually(t, 20*time.Second, "applies again and ready", func() bool {
 		return rec.times("after") == 1 && h.pending() == 0 && wm.Status().Ready()
 	})
+}
+
+// TestStartAgainstHungRedisFails: Serve started while Redis hangs (and the
+// client has no timeouts of its own) returns an error once creating the
+// group times out, so its supervisor restarts it with backoff; it does not
+// hang.
+func TestStartAgainstHungRedisFails(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t, redistest.ServerOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: -1, WriteTimeout: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	if err := rdb.Ping(context.Background()).Err(); err != nil { // connected before the hang
+		t.Fatal(err)
+	}
+	srv.Pause()
+	t.Cleanup(srv.Resume) // runs before the server is stopped
+	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "start"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig(rdb, event.StreamKey(event.StreamWallet), handlersFor(newRecorder().handle))
+	cfg.Watermark = wm
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := consumer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil || wm.ConsecutiveFailures() == 0 {
+			t.Fatalf("Serve returned %v with %d failures recorded; want the group creation's error, recorded", err, wm.ConsecutiveFailures())
+		}
+	case <-time.After(15 * time.Second):
+		cancel()
+		srv.Resume()
+		<-done
+		t.Fatal("Serve hung for 15s against a Redis that does not answer")
+	}
 }
