@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 // TestClusterCoreCases runs the consumer's core cases on a three-node Redis
 // Cluster: the dead letter and its acknowledgement in one script (the
 // stream and dead-letter keys share a hash tag), batch dedup by script (the
-// dedup keys of a group share one), reclaim, and the group info poll.
+// dedup keys of a group share one), reclaim, the group info poll, the
+// refresh of entries in flight and the removal of an idle consumer (both
+// scripts on the stream's key).
 func TestClusterCoreCases(t *testing.T) {
 	cl := redistest.StartCluster(t)
 	rdb := cl.Client()
@@ -41,8 +44,11 @@ func TestClusterCoreCases(t *testing.T) {
 	}
 	rec := newRecorder()
 	handler := func(ctx context.Context, m *consumer.Message) error {
-		if m.Envelope.AggregateID == "bet-poison" {
+		switch m.Envelope.AggregateID {
+		case "bet-poison":
 			return errors.New("always fails")
+		case "bet-slow":
+			time.Sleep(400 * time.Millisecond) // past ReclaimIdle: the refresh runs while it is held
 		}
 		return rec.handle(ctx, m)
 	}
@@ -52,18 +58,20 @@ func TestClusterCoreCases(t *testing.T) {
 	cfg.Retry.Attempts = 1
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
+	cfg.ConsumerIdleTimeout = 200 * time.Millisecond
 	h := start(t, cfg)
 
 	dup := envelope("dup", event.BetSettledConfirmed, "bet-d", 3, nil)
 	publish(t, rdb, stream, envelope("ok-1", event.BetSettledConfirmed, "bet-1", 3, nil), dup, dup,
-		envelope("poison", event.BetSettledConfirmed, "bet-poison", 3, nil))
+		envelope("poison", event.BetSettledConfirmed, "bet-poison", 3, nil),
+		envelope("slow", event.BetSettledConfirmed, "bet-slow", 3, nil))
 	publishRaw(t, rdb, stream, map[string]any{"event_id": "legacy", "event_type": "BET_SETTLED_CONFIRMED",
 		"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-l", "payload": "{}"})
 
 	eventually(t, 15*time.Second, "everything resolved", func() bool {
-		return h.pending() == 0 && len(h.deadLetters()) == 2 && rec.n() == 4
+		return h.pending() == 0 && len(h.deadLetters()) == 2 && rec.n() == 5
 	})
-	for _, id := range []string{"orphan-1", "orphan-2", "ok-1", "dup"} {
+	for _, id := range []string{"orphan-1", "orphan-2", "ok-1", "dup", "slow"} {
 		if rec.times(id) != 1 {
 			t.Errorf("%s applied %d times", id, rec.times(id))
 		}
@@ -82,4 +90,19 @@ func TestClusterCoreCases(t *testing.T) {
 		n, known := h.wm.Backlog()
 		return known && n == 0
 	})
+	eventually(t, 5*time.Second, "pod-dead, idle with nothing pending, removed", func() bool {
+		cs, err := rdb.XInfoConsumers(ctx, stream, "rolling_service").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Name == "pod-dead" {
+				return false
+			}
+		}
+		return true
+	})
+	if strings.Contains(h.logs.String(), "refreshing entries in flight failed") {
+		t.Error("the refresh failed on the cluster")
+	}
 }

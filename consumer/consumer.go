@@ -209,7 +209,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	last := func() chan struct{} { return done[(seq+pipelineDepth-1)%pipelineDepth] }
 	// Serve returns only after every batch it read has finished (the
 	// refresher stops after this, so entries still draining stay ours).
-	defer func() { <-last() }()
+	defer func() { c.await(last()) }()
 	nextReclaim := time.Now()
 	failures := 0
 	for {
@@ -217,7 +217,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			// Batches prepared but not started run no handler after the
 			// cancel (the drain covers only work already in flight);
 			// their entries stay pending, their leases are released.
-			<-last()
+			c.await(last())
 			c.log.Info("consumer stopped")
 			return ctx.Err()
 		}
@@ -226,12 +226,13 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			// Under steady load batches are always in flight: let them
 			// finish first, so reclaiming (dead consumers' entries, our
 			// own failed and deferred ones) is never starved.
-			<-last()
+			c.await(last())
 			c.reclaim(ctx, &c.bufs[seq%pipelineDepth])
 			nextReclaim = time.Now().Add(c.cfg.ReclaimInterval)
+			c.wm.Heartbeat()
 		}
 		slot := seq % pipelineDepth
-		<-done[slot] // the batch read three batches ago has finished
+		c.await(done[slot]) // the batch read three batches ago has finished
 		pending := readID != ">"
 		next, err := c.read(ctx, readID)
 		if err == nil && len(next) > 0 && ctx.Err() == nil {
@@ -269,7 +270,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			if failures >= c.cfg.FailureLimit {
 				return fmt.Errorf("%s: %d reads in a row failed: %w", c, failures, err)
 			}
-			sleep(ctx, backoff(failures))
+			c.rest(ctx, backoff(failures))
 			continue
 		}
 		if failures > 0 || c.wm.ConsecutiveFailures() > 0 {
@@ -298,9 +299,13 @@ func (c *Consumer) read(ctx context.Context, id string) ([]redis.XMessage, error
 		Group: c.cfg.Group, Consumer: c.cfg.Consumer, Streams: []string{c.cfg.Stream, id},
 		Count: int64(c.cfg.BatchSize), Block: -1,
 	}
+	bound := opTimeout
 	if id == ">" {
 		args.Block = c.cfg.Block
+		bound += c.cfg.Block // the deadline must outlast the block
 	}
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
 	res, err := c.rdb.XReadGroup(ctx, args).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
@@ -316,8 +321,11 @@ func (c *Consumer) read(ctx context.Context, id string) ([]redis.XMessage, error
 
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
-// ensureGroup creates the group (and the stream) if missing.
+// ensureGroup creates the group (and the stream) if missing, within
+// opTimeout.
 func (c *Consumer) ensureGroup(ctx context.Context, start string) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	err := c.rdb.XGroupCreateMkStream(ctx, c.cfg.Stream, c.cfg.Group, start).Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return fmt.Errorf("create group %s on %s: %w", c.cfg.Group, c.cfg.Stream, err)
@@ -337,21 +345,27 @@ func (c *Consumer) recreateGroup(ctx context.Context, cause error) {
 	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil {
 		c.wm.Fail(err)
 		c.log.Warn("recreating the group failed", slog.String(AttrError, err.Error()))
-		sleep(ctx, time.Second)
+		c.rest(ctx, time.Second)
 	}
 }
 
 // deliveryCounts returns the delivery count of each message (already raised
-// by the delivery that returned it), read with one XPENDING over their ID
-// range. Unknown counts are 0.
+// by the delivery that returned it). One XPENDING over their ID range,
+// restricted to this consumer, finds them all when they are consecutive in
+// its pending list (a read of its own pending entries). When the range holds
+// other pending entries of this consumer — a reclaim's entries interleaved
+// with this consumer's own failed or deferred ones — the entries it missed
+// are looked up by ID, in one pipelined round trip. Unknown counts are 0.
 func (c *Consumer) deliveryCounts(ctx context.Context, msgs []redis.XMessage) []int64 {
 	counts := make([]int64, len(msgs))
 	if len(msgs) == 0 {
 		return counts
 	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	pend, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: c.cfg.Stream, Group: c.cfg.Group, Start: msgs[0].ID, End: msgs[len(msgs)-1].ID,
-		Count: int64(len(msgs)) * 4, Consumer: c.cfg.Consumer,
+		Count: int64(len(msgs)), Consumer: c.cfg.Consumer,
 	}).Result()
 	if err != nil {
 		c.log.Warn("reading delivery counts failed", slog.String(AttrError, err.Error()))
@@ -361,8 +375,35 @@ func (c *Consumer) deliveryCounts(ctx context.Context, msgs []redis.XMessage) []
 	for _, p := range pend {
 		byID[p.ID] = p.RetryCount
 	}
+	var missing []int
 	for i, m := range msgs {
-		counts[i] = byID[m.ID]
+		if n, ok := byID[m.ID]; ok {
+			counts[i] = n
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 || len(pend) < len(msgs) {
+		// All found, or the range held no more of this consumer's entries:
+		// the missing ones left its pending list meanwhile.
+		return counts
+	}
+	cmds := make([]*redis.XPendingExtCmd, len(missing))
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j, i := range missing {
+			id := msgs[i].ID
+			cmds[j] = p.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.cfg.Stream, Group: c.cfg.Group,
+				Start: id, End: id, Count: 1})
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Warn("reading delivery counts failed", slog.String(AttrError, err.Error()))
+	}
+	for j, i := range missing {
+		if p, err := cmds[j].Result(); err == nil && len(p) == 1 {
+			counts[i] = p[0].RetryCount
+		}
 	}
 	return counts
 }
@@ -373,6 +414,46 @@ func backoff(failures int) time.Duration {
 		d *= 2
 	}
 	return min(d, 5*time.Second)
+}
+
+// await waits until ch is closed, beating the heartbeat meanwhile: the
+// loop is alive while the batches it started finish, and every Redis call
+// of a batch is bounded (its handlers are judged by progress, ADR-010), so
+// a dependency that hangs makes the loop stalled or failing, not wedged.
+func (c *Consumer) await(ch <-chan struct{}) {
+	select {
+	case <-ch:
+		return
+	default:
+	}
+	beat := time.NewTicker(heartbeatInterval)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ch:
+			return
+		case <-beat.C:
+			c.wm.Heartbeat()
+		}
+	}
+}
+
+// rest is sleep for the loop: it beats the heartbeat while it waits.
+func (c *Consumer) rest(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	beat := time.NewTicker(heartbeatInterval)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-beat.C:
+			c.wm.Heartbeat()
+		}
+	}
 }
 
 // sleep waits d or until ctx is done.

@@ -82,9 +82,16 @@
 // (XAUTOCLAIM) — those of dead consumers and its own deferred or failed
 // ones. Entries held by this consumer (the batch running and the batches
 // read behind it) are re-claimed to it every ReclaimIdle/3 (XCLAIM
-// JUSTID), so a slow batch is never claimed by another consumer and run
-// twice at once. Consumers of the group idle for
-// ConsumerIdleTimeout with nothing pending are removed.
+// JUSTID, by a script that takes only entries still pending for this
+// consumer and still in the stream), so a slow batch is never claimed by
+// another consumer and run twice at once. An entry another consumer took
+// while this process could not refresh it (paused longer than ReclaimIdle)
+// is never taken back: it is logged and counted in
+// headway_consumer_taken_in_flight_total. An entry trimmed from the stream
+// while held stays pending: acknowledged if its handler applies it, else
+// counted in headway_consumer_lost_to_trim_total when a reclaim finds it
+// deleted. Consumers of the group idle for ConsumerIdleTimeout with nothing
+// pending are removed, by a script that checks both again as it deletes.
 //
 // When the group or stream vanishes (NOGROUP: deleted, or Redis restarted
 // without persistence) the consumer recreates the group at StartID, counts
@@ -99,6 +106,9 @@
 // (undelivered + pending, or unknown when Redis cannot tell the lag) every
 // InfoInterval. A consumer with a backlog that does not move is stalled
 // (not ready); an idle one with no backlog is ready however long it waits.
+// Every Redis call of the loop has a deadline (a blocking read's is Block
+// plus 5s), and the loop beats while it waits for its batches or backs
+// off, so a Redis that hangs makes it stalled or failing, never wedged.
 //
 // # Shutdown
 //

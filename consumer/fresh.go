@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -13,10 +14,14 @@ import (
 
 // freshness keeps the entries this consumer holds — the batch running and
 // the one prepared behind it — from looking idle to the group: every
-// ReclaimIdle/3 it re-claims them to this consumer with XCLAIM JUSTID,
-// which resets their idle time without counting a delivery. So no other
-// consumer's reclaim takes an entry that is still in this process, however
-// long its batch takes (ADR-010).
+// ReclaimIdle/3 it claims them again to this consumer (refreshHeld: XCLAIM
+// JUSTID, which resets their idle time without counting a delivery). So no
+// other consumer's reclaim takes an entry that is still in this process,
+// however long its batch takes (ADR-010). The refresh never takes back an
+// entry that another consumer claimed meanwhile (this process paused longer
+// than ReclaimIdle), and leaves pending an entry trimmed from the stream, so
+// that it is counted as lost unless its handler applies it: it records both
+// kinds of ID, until their batch is released.
 //
 // It holds whole batches, not entry IDs: holding and releasing a batch is
 // one map operation on the read path, and the IDs are collected only when
@@ -26,6 +31,9 @@ type freshness struct {
 	mu     sync.Mutex
 	held   map[*redis.XMessage][]redis.XMessage // batches by their first entry
 	leases map[dedup.Key]struct{}               // dedup leases of held entries, renewed too
+	// takenIDs: held entries another consumer has claimed; trimmedIDs:
+	// held entries deleted from the stream while pending here.
+	takenIDs, trimmedIDs map[string]struct{}
 }
 
 func (f *freshness) holdLeases(keys []dedup.Key) {
@@ -84,6 +92,52 @@ func (f *freshness) release(msgs []redis.XMessage) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.held, &msgs[0])
+	if len(f.takenIDs)+len(f.trimmedIDs) > 0 {
+		for i := range msgs {
+			delete(f.takenIDs, msgs[i].ID)
+			delete(f.trimmedIDs, msgs[i].ID)
+		}
+	}
+}
+
+// isTaken reports whether the held entry id has been claimed by another
+// consumer: its handler may be running there too, and acknowledging it here
+// would remove it from the other consumer's pending list.
+func (f *freshness) isTaken(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.takenIDs[id]
+	return ok
+}
+
+// note records in *set the ids still held (a batch released meanwhile
+// forgets its own) and returns those it did not hold before.
+func (f *freshness) note(set *map[string]struct{}, ids []string) []string {
+	if len(ids) == 0 {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	held := make(map[string]struct{}, len(ids))
+	for _, msgs := range f.held {
+		for i := range msgs {
+			held[msgs[i].ID] = struct{}{}
+		}
+	}
+	if *set == nil {
+		*set = make(map[string]struct{}, len(ids))
+	}
+	var added []string
+	for _, id := range ids {
+		if _, ok := held[id]; !ok {
+			continue
+		}
+		if _, ok := (*set)[id]; !ok {
+			(*set)[id] = struct{}{}
+			added = append(added, id)
+		}
+	}
+	return added
 }
 
 // ids returns the IDs of the entries held.
@@ -107,6 +161,10 @@ func (f *freshness) ids() []string {
 // default 1m) are renewed well before they expire.
 const refreshEvery = 10 * time.Second
 
+// refreshChunk bounds the IDs refreshed by one script call (a few commands
+// each), so that the script holds the server for about a millisecond.
+const refreshChunk = 500
+
 // refresh runs until ctx ends, re-claiming the held entries and renewing
 // their dedup leases every ReclaimIdle/3 (at most every 10s).
 func (c *Consumer) refresh(ctx context.Context) {
@@ -120,15 +178,9 @@ func (c *Consumer) refresh(ctx context.Context) {
 		}
 		ids := c.fresh.ids()
 		for len(ids) > 0 {
-			chunk := ids[:min(len(ids), 1000)]
+			chunk := ids[:min(len(ids), refreshChunk)]
 			ids = ids[len(chunk):]
-			rctx, cancel := context.WithTimeout(ctx, opTimeout)
-			err := c.rdb.XClaimJustID(rctx, &redis.XClaimArgs{Stream: c.cfg.Stream, Group: c.cfg.Group,
-				Consumer: c.cfg.Consumer, Messages: chunk}).Err()
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				c.log.Warn("refreshing entries in flight failed", slog.String(AttrError, err.Error()))
-			}
+			c.refreshChunk(ctx, chunk)
 		}
 		if keys := c.fresh.leaseKeys(); c.batcher != nil && len(keys) > 0 {
 			rctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -139,4 +191,49 @@ func (c *Consumer) refresh(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// refreshChunk refreshes the held entries ids with one call of refreshHeld,
+// bounded by opTimeout, and reports the entries taken by another consumer
+// and those trimmed from the stream, once each.
+func (c *Consumer) refreshChunk(ctx context.Context, ids []string) {
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, c.cfg.Group, c.cfg.Consumer)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	rctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	res, err := refreshHeld.Run(rctx, c.rdb, []string{c.cfg.Stream}, args...).Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("refresh script returned %d values, want 2", len(res))
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("refreshing entries in flight failed", slog.String(AttrError, err.Error()))
+		}
+		return
+	}
+	if taken := c.fresh.note(&c.fresh.takenIDs, replyStrings(res[0])); len(taken) > 0 {
+		c.series.taken.Add(float64(len(taken)))
+		c.log.Error("entries in flight here were claimed by another consumer: this process did not refresh them "+
+			"for ReclaimIdle (paused, or Redis unreachable), so they may run twice",
+			slog.Int("entries", len(taken)), slog.String("first_id", taken[0]))
+	}
+	if trimmed := c.fresh.note(&c.fresh.trimmedIDs, replyStrings(res[1])); len(trimmed) > 0 {
+		c.log.Warn("entries in flight here were trimmed from the stream: each is counted as lost unless its handler applies it",
+			slog.Int("entries", len(trimmed)), slog.String("first_id", trimmed[0]))
+	}
+}
+
+// replyStrings returns the strings in a script's array reply.
+func replyStrings(v any) []string {
+	vs, _ := v.([]any)
+	out := make([]string, 0, len(vs))
+	for _, x := range vs {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }

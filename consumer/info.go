@@ -56,7 +56,8 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 	} else {
 		c.wm.SetBacklog(gi.lag + gi.pending)
 	}
-	c.removeIdleConsumers(ictx)
+	cancel()
+	c.removeIdleConsumers(ctx)
 }
 
 var errNoSuchGroup = errors.New("group not found")
@@ -114,28 +115,32 @@ func ageOf(id string, now time.Time) float64 {
 }
 
 // removeIdleConsumers deletes other consumers of the group that have been
-// idle longer than ConsumerIdleTimeout and own no pending entries (XGROUP
-// DELCONSUMER would drop those).
+// idle longer than ConsumerIdleTimeout and own no pending entries. XINFO
+// CONSUMERS names the candidates; each is deleted by a script that checks
+// both conditions again in the same atomic step (delIdleConsumer), so a
+// consumer that restarted under the same name in between keeps its pending
+// entries (XGROUP DELCONSUMER would drop them).
 func (c *Consumer) removeIdleConsumers(ctx context.Context) {
 	if c.cfg.ConsumerIdleTimeout < 0 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	consumers, err := c.rdb.XInfoConsumers(ctx, c.cfg.Stream, c.cfg.Group).Result()
 	if err != nil {
 		return
 	}
+	minIdle := max(c.cfg.ConsumerIdleTimeout.Milliseconds(), 1)
 	for _, co := range consumers {
 		if co.Name == c.cfg.Consumer || co.Pending != 0 || co.Idle < c.cfg.ConsumerIdleTimeout {
 			continue
 		}
-		n, err := c.rdb.XGroupDelConsumer(ctx, c.cfg.Stream, c.cfg.Group, co.Name).Result()
+		n, err := delIdleConsumer.Run(ctx, c.rdb, []string{c.cfg.Stream}, c.cfg.Group, co.Name, minIdle).Int64()
 		switch {
 		case err != nil:
 			c.log.Warn("removing an idle consumer failed", slog.String("idle_consumer", co.Name), slog.String(AttrError, err.Error()))
-		case n > 0:
-			// It received entries between XINFO and DELCONSUMER.
-			c.log.Error("removed consumer had pending entries after all: they left the pending list",
-				slog.String("idle_consumer", co.Name), slog.Int64("entries", n))
+		case n == 0:
+			c.log.Info("idle consumer came back before it was removed: kept", slog.String("idle_consumer", co.Name))
 		default:
 			c.log.Info("removed idle consumer", slog.String("idle_consumer", co.Name), slog.Duration("idle", co.Idle))
 		}
