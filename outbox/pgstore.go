@@ -90,7 +90,7 @@ func (s *PostgresStore) Claim(ctx context.Context, limit int) (Claim, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	c := &pgClaim{s: s, tx: tx, ctx: context.WithoutCancel(ctx)}
+	c := &pgClaim{s: s, tx: tx, ctx: context.WithoutCancel(ctx), rollback: callBound(ctx)}
 	var rows pgx.Rows
 	if lo, hi, ok := s.heldRange(); ok {
 		rows, err = tx.Query(ctx, fmt.Sprintf(`SELECT * FROM (SELECT %[2]s FROM %[1]s
@@ -158,11 +158,24 @@ func (s *PostgresStore) heldRange() (lo, hi int64, ok bool) {
 }
 
 type pgClaim struct {
-	s      *PostgresStore
-	tx     pgx.Tx
-	ctx    context.Context // for the rollback in Release
-	rows   []Row
-	lo, hi int64 // the first and last id of rows
+	s        *PostgresStore
+	tx       pgx.Tx
+	ctx      context.Context // for the rollback in Release
+	rollback time.Duration   // bound of the rollback in Release
+	rows     []Row
+	lo, hi   int64 // the first and last id of rows
+}
+
+// callBound is how long a call made on behalf of ctx may take when it
+// cannot take ctx itself (a claim's rollback in Release, a connection's
+// close): what ctx has left (the relay's OpTimeout), else DefaultOpTimeout.
+// So a database that stops answering never holds the caller longer than
+// its own call would have.
+func callBound(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return DefaultOpTimeout
 }
 
 func (c *pgClaim) Rows() []Row { return c.rows }
@@ -192,8 +205,13 @@ func (c *pgClaim) Finish(ctx context.Context, published, failed []int64, lastErr
 	return nil
 }
 
+// Release rolls the claim's transaction back, within the time Claim's ctx
+// had (a rollback on a connection that stopped answering gives up and
+// closes it: the server drops the locks when it notices).
 func (c *pgClaim) Release() {
-	_ = c.tx.Rollback(c.ctx)
+	ctx, cancel := context.WithTimeout(c.ctx, c.rollback)
+	defer cancel()
+	_ = c.tx.Rollback(ctx)
 	c.s.mu.Lock()
 	delete(c.s.held, c)
 	c.s.mu.Unlock()
@@ -227,7 +245,9 @@ func (s *PostgresStore) Prune(ctx context.Context, olderThan time.Duration, limi
 
 // Subscribe opens a LISTEN connection on the table's channel (the writer
 // notifies it in the writing transaction). While it has none — the
-// database is down — Wait just sleeps, and the relay polls.
+// database is down — Wait just sleeps, and the relay polls. Opening the
+// connection, in Subscribe or in a Wait, takes at most 5s and never
+// longer than the call's ctx allows.
 func (s *PostgresStore) Subscribe(ctx context.Context) Subscription {
 	l := &listener{pool: s.pool, channel: s.table}
 	l.connect(ctx)
@@ -253,7 +273,9 @@ func (l *listener) connect(ctx context.Context) bool {
 		return false
 	}
 	if _, err = c.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		_ = c.Close(context.WithoutCancel(ctx))
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = c.Close(cctx)
+		cancel()
 		return false
 	}
 	l.conn = c
@@ -280,7 +302,9 @@ func (l *listener) Wait(ctx context.Context, d time.Duration) {
 	if _, err := l.conn.WaitForNotification(wctx); err != nil && wctx.Err() == nil {
 		// Failed before its time (the connection broke): drop it, wait out
 		// the interval, and reconnect on the next wait.
-		_ = l.conn.Close(context.WithoutCancel(ctx))
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callBound(wctx))
+		_ = l.conn.Close(cctx)
+		cancel()
 		l.conn = nil
 		<-wctx.Done()
 	}
@@ -288,6 +312,8 @@ func (l *listener) Wait(ctx context.Context, d time.Duration) {
 
 func (l *listener) Close() {
 	if l.conn != nil {
-		_ = l.conn.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = l.conn.Close(ctx)
 	}
 }

@@ -72,7 +72,9 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 		}
 	}()
 
-	_, _ = b.pipe.Exec(ctx) // per-command errors are read below
+	ectx, cancel := r.op(ctx)
+	_, _ = b.pipe.Exec(ectx) // per-command errors are read below
+	cancel()
 	published := make([]int64, 0, len(claimed))
 	var failed []int64
 	var failErr error
@@ -89,7 +91,10 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 		}
 		published = append(published, claimed[i].ID)
 	}
-	if err := b.claim.Finish(ctx, published, failed, lastErr, Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax}); err != nil {
+	fctx, cancel := r.op(ctx)
+	err = b.claim.Finish(fctx, published, failed, lastErr, Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax})
+	cancel()
+	if err != nil {
 		return len(claimed), next, err
 	}
 	now := time.Now()
@@ -132,7 +137,9 @@ type batch struct {
 
 // claim claims up to BatchSize rows and queues their appends.
 func (r *Relay) claim(ctx context.Context) (*batch, error) {
-	c, err := r.store.Claim(ctx, r.cfg.BatchSize)
+	cctx, cancel := r.op(ctx)
+	c, err := r.store.Claim(cctx, r.cfg.BatchSize)
+	cancel()
 	if err != nil {
 		return nil, err
 	}

@@ -200,7 +200,7 @@ func (s *Store) Notify() {
 // not claimed again until the lease is finished, released or run out.
 func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 	now := s.now()
-	c := &claim{s: s, token: rand.Text()}
+	c := &claim{s: s, token: rand.Text(), bound: callBound(ctx)}
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET lease_token = ?, lease_until = ?
 		WHERE id IN (SELECT id FROM %[1]s WHERE published_at IS NULL AND next_attempt_at <= ? AND lease_until <= ?
 			ORDER BY id LIMIT ?)
@@ -239,8 +239,18 @@ func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 type claim struct {
 	s     *Store
 	token string
+	bound time.Duration // of the statement in Release
 	rows  []outbox.Row
 	done  bool
+}
+
+// callBound is how long Release may take: what Claim's ctx had left (the
+// relay's OpTimeout), else outbox.DefaultOpTimeout.
+func callBound(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return outbox.DefaultOpTimeout
 }
 
 func (c *claim) Rows() []outbox.Row { return c.rows }
@@ -288,7 +298,9 @@ func (c *claim) Release() {
 		return
 	}
 	c.done = true
-	_, _ = c.s.db.ExecContext(context.Background(), fmt.Sprintf(
+	ctx, cancel := context.WithTimeout(context.Background(), c.bound)
+	defer cancel()
+	_, _ = c.s.db.ExecContext(ctx, fmt.Sprintf(
 		"UPDATE %s SET lease_token = NULL, lease_until = 0 WHERE lease_token = ?", c.s.table), c.token)
 }
 
