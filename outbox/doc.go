@@ -31,9 +31,10 @@
 //		return writer.Write(ctx, tx, bet.BrandID, env) // same transaction
 //	})
 //
-// [Writer.WriteBatch] checks every event first — it encodes, its type is
-// emitted on a catalog stream, its brand equals the owner's — and writes
-// none when one fails. A brand violation is counted and makes
+// [Writer.WriteBatch] checks every event first — it encodes as the relay
+// will, within the stream entry size limit (else [ErrEventTooLarge]), its
+// type is emitted on a catalog stream, its brand equals the owner's — and
+// writes none when one fails. A brand violation is counted and makes
 // [Writer.Check] fail for a while, surfacing it to supervision.
 //
 // # Relay

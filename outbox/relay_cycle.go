@@ -8,8 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/headwaylabs/headway/event"
 )
 
 // cycle sends b's appends (queued when b was claimed) in one pipeline,
@@ -147,7 +145,7 @@ func (r *Relay) claim(ctx context.Context) (*batch, error) {
 	b := &batch{claim: c, rows: rows, pipe: r.cfg.Client.Pipeline(),
 		cmds: make([]*redis.StringCmd, len(rows)), encErrs: make([]error, len(rows))}
 	for i := range rows {
-		fields, err := event.Encode(rows[i].Envelope)
+		fields, err := encode(rows[i].Envelope)
 		if err != nil {
 			b.encErrs[i] = err
 			continue
