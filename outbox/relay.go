@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,6 +113,8 @@ type relayMetrics struct {
 	oldest    prometheus.Gauge
 	latency   prometheus.Histogram
 	pruned    prometheus.Counter
+	parked    prometheus.Counter // rows parked
+	parkedNow prometheus.Gauge   // rows parked now
 }
 
 // NewRelay returns a Relay. Defaults: Table "headway_outbox", BatchSize
@@ -230,6 +233,8 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 		Help: "Time from a row's insert to its append to the stream.", ConstLabels: prometheus.Labels{"table": r.cfg.Table},
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}))
 	pruned := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("pruned_total", "Published rows deleted after the retention period."))))
+	parked := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("parked_total", "Rows parked by this relay: they can never be appended (they do not encode) and wait for an operator."))))
+	parkedNow := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("parked_rows", "Rows parked in the table now, whichever relay parked them."))))
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -239,7 +244,8 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 	}
 	r.m = relayMetrics{published: published.(*prometheus.CounterVec), failures: failures.(prometheus.Counter),
 		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram), backlog: backlog.(prometheus.Gauge),
-		oldest: oldest.(prometheus.Gauge), latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter)}
+		oldest: oldest.(prometheus.Gauge), latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter),
+		parked: parked.(prometheus.Counter), parkedNow: parkedNow.(prometheus.Gauge)}
 	return nil
 }
 
@@ -340,27 +346,34 @@ func (r *Relay) Serve(ctx context.Context) error {
 	}
 }
 
+// truncate cuts s to at most n bytes, at a rune boundary (the column is
+// text: PostgreSQL refuses a cut UTF-8 sequence).
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
-// updateInfo counts the backlog for the watermark and the gauges.
+// updateInfo counts the backlog and the parked rows for the watermark and
+// the gauges.
 func (r *Relay) updateInfo(ctx context.Context) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	n, age, err := r.store.Backlog(ctx)
+	b, err := r.store.Backlog(ctx)
 	if err != nil {
 		r.wm.BacklogUnknown()
 		r.wm.SetLag(-1)
 		return
 	}
-	r.wm.SetBacklog(n)
-	r.m.backlog.Set(float64(n))
-	r.m.oldest.Set(age.Seconds())
-	r.wm.SetLag(age)
+	r.wm.SetBacklog(b.Rows)
+	r.m.backlog.Set(float64(b.Rows))
+	r.m.oldest.Set(b.Oldest.Seconds())
+	r.m.parkedNow.Set(float64(b.Parked))
+	r.wm.SetLag(b.Oldest)
 }
 
 // prune deletes published rows older than Retention, PruneBatch at a
