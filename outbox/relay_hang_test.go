@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -90,6 +91,54 @@ func TestRelayStaysLiveWhilePostgresHangs(t *testing.T) {
 
 	proxy.Thaw()
 	waitFor(t, 20*time.Second, "the rows written during the freeze published", func() bool {
+		return count(t, db, "published_at IS NULL") == 0 && len(streamEvents(t, rdb, key)) >= 25
+	})
+	waitFor(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })
+}
+
+// TestRelayStaysLiveWhileRedisHangs: Redis stops answering (the server is
+// paused) for several liveness windows while rows wait. The pipelined
+// appends give up after OpTimeout, the rows are kept, the relay is live
+// and not ready; once Redis answers, every row is published.
+func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
+	db := migrated(t)
+	srv := redistest.StartServer(t, redistest.ServerOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	const liveness = 1500 * time.Millisecond
+	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay", LivenessWindow: liveness,
+		StallWindow: time.Second, FailureBound: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, Watermark: wm, OpTimeout: 300 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
+		RetryInitial: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, FailureLimit: 1_000_000})
+	key := "events:{wallet}"
+	writeEvents(t, db, w, "before", 5, 3)
+	waitFor(t, 10*time.Second, "rows published before the pause", func() bool { return len(streamEvents(t, rdb, key)) == 5 })
+
+	srv.Pause()
+	writeEvents(t, db, w, "during", 20, 3)
+	end := time.Now().Add(3 * liveness)
+	notReady := false
+	for time.Now().Before(end) {
+		st := wm.Status()
+		if !st.State.Live() {
+			srv.Resume()
+			t.Fatalf("the relay's watermark is not live while Redis hangs: %s", st.Reason)
+		}
+		notReady = notReady || !st.Ready()
+		time.Sleep(5 * time.Millisecond)
+	}
+	st := wm.Status()
+	srv.Resume()
+	if !notReady || st.Ready() {
+		t.Fatalf("while Redis hung the relay was %s (seen not ready: %v); want not ready", st.Reason, notReady)
+	}
+	t.Logf("while Redis hung: %s", st.Reason)
+	waitFor(t, 20*time.Second, "the rows written during the pause published", func() bool {
 		return count(t, db, "published_at IS NULL") == 0 && len(streamEvents(t, rdb, key)) >= 25
 	})
 	waitFor(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })

@@ -83,7 +83,9 @@ type Claim interface {
 	// of the claim in none of o's lists are given back unchanged.
 	Finish(ctx context.Context, o Outcome) error
 	// Release gives the rows back unchanged. It may be called after
-	// Finish, and then does nothing.
+	// Finish, and then does nothing. It takes no context but must not
+	// block for long on a dependency that hangs: the stores here bound it
+	// by the time Claim's ctx had left.
 	Release()
 }
 
