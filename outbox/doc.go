@@ -31,9 +31,10 @@
 //		return writer.Write(ctx, tx, bet.BrandID, env) // same transaction
 //	})
 //
-// [Writer.WriteBatch] checks every event first — it encodes, its type is
-// emitted on a catalog stream, its brand equals the owner's — and writes
-// none when one fails. A brand violation is counted and makes
+// [Writer.WriteBatch] checks every event first — it encodes as the relay
+// will, within the stream entry size limit (else [ErrEventTooLarge]), its
+// type is emitted on a catalog stream, its brand equals the owner's — and
+// writes none when one fails. A brand violation is counted and makes
 // [Writer.Check] fail for a while, surfacing it to supervision.
 //
 // # Relay
@@ -48,10 +49,36 @@
 // rows with FOR UPDATE SKIP LOCKED, and the relay wakes on the writer's
 // NOTIFY and polls as a fallback. headway/outbox/sqliteoutbox is an
 // embedded store on SQLite for demos and tests without a database server
-// (docs/adr/ADR-012-embedded-stores-for-the-demo.md). Failed appends keep their rows with attempts, last_error and
-// a backoff; repeated failure makes the relay not ready and, past
-// FailureLimit, Serve returns ErrRelayFailing. Delivery to the stream is
-// at least once; order guarantees are in
+// (docs/adr/ADR-012-embedded-stores-for-the-demo.md). Delivery to the
+// stream is at least once; order guarantees are in
 // docs/adr/ADR-011-outbox-relay-order-and-delivery.md. Its watermark's
 // position is the last published id and its backlog the unpublished rows.
+//
+// # Failures
+//
+// A failed append (Redis refused or did not answer: transient) keeps its
+// row with attempts, last_error and a backoff; repeated failure makes the
+// relay not ready and, past FailureLimit, Serve returns ErrRelayFailing.
+//
+// Every call of the relay to PostgreSQL or Redis is bounded by
+// RelayConfig.OpTimeout, and the relay heartbeats before each one, so a
+// dependency that hangs makes it failing or stalled — not ready — but
+// never wedged: liveness never depends on PostgreSQL or Redis (issue #14;
+// docs/adr/ADR-014-notes-outbox.md lists each call and its bound).
+//
+// # Parked rows
+//
+// A row the relay can never append — it does not encode: over the entry
+// size limit, or an envelope that does not validate, written by an older
+// version or by hand — is parked rather than retried: Claim.Finish records
+// parked_at and the reason ([Outcome].Parked), the row leaves the
+// unpublished set (never claimed again, not backlog, not pruned), the
+// relay counts it (headway_outbox_parked_total, headway_outbox_parked_rows)
+// and logs it at error, and the rows behind it go on at once. The writer
+// refuses such events up front, with the relay's codec and limit. An
+// operator lists parked rows and unparks (after a fix) or drops them with
+// [PostgresStore.ListParked], [PostgresStore.Unpark] and
+// [PostgresStore.DropParked], or "headway outbox parked|unpark|drop";
+// the alert HeadwayOutboxRowsParked fires while any is left.
+// headway/outbox/outboxtest is the conformance suite every [Store] runs.
 package outbox

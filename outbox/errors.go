@@ -12,6 +12,11 @@ var (
 	ErrNotEmitted = errors.New("outbox: event type not emitted by the catalog")
 	// ErrInvalidEvent: the envelope would not encode (see event.Envelope.Validate).
 	ErrInvalidEvent = errors.New("outbox: invalid event")
+	// ErrEventTooLarge: the envelope encodes to a stream entry over the
+	// codec's size limit (event.DefaultMaxEntryBytes), which the relay
+	// could never append. An error that matches it also matches
+	// ErrInvalidEvent and event.ErrEntryTooLarge.
+	ErrEventTooLarge = errors.New("outbox: event too large for a stream entry")
 	// ErrRelayFailing is returned by Relay.Serve after FailureLimit
 	// consecutive failed cycles, so the supervisor restarts it (ADR-004).
 	ErrRelayFailing = errors.New("outbox: relay keeps failing")

@@ -90,19 +90,19 @@ func (s *PostgresStore) Claim(ctx context.Context, limit int) (Claim, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	c := &pgClaim{s: s, tx: tx, ctx: context.WithoutCancel(ctx)}
+	c := &pgClaim{s: s, tx: tx, ctx: context.WithoutCancel(ctx), rollback: callBound(ctx)}
 	var rows pgx.Rows
 	if lo, hi, ok := s.heldRange(); ok {
 		rows, err = tx.Query(ctx, fmt.Sprintf(`SELECT * FROM (SELECT %[2]s FROM %[1]s
-			WHERE published_at IS NULL AND next_attempt_at <= now() AND id < $2
+			WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= now() AND id < $2
 			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) below
 		UNION ALL
 		SELECT * FROM (SELECT %[2]s FROM %[1]s
-			WHERE published_at IS NULL AND next_attempt_at <= now() AND id > $3
+			WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= now() AND id > $3
 			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) above
 		LIMIT $1`, s.table, claimColumns), limit, lo, hi)
 	} else {
-		rows, err = tx.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s WHERE published_at IS NULL AND next_attempt_at <= now()
+		rows, err = tx.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= now()
 			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, claimColumns, s.table), limit)
 	}
 	if err != nil {
@@ -158,32 +158,55 @@ func (s *PostgresStore) heldRange() (lo, hi int64, ok bool) {
 }
 
 type pgClaim struct {
-	s      *PostgresStore
-	tx     pgx.Tx
-	ctx    context.Context // for the rollback in Release
-	rows   []Row
-	lo, hi int64 // the first and last id of rows
+	s        *PostgresStore
+	tx       pgx.Tx
+	ctx      context.Context // for the rollback in Release
+	rollback time.Duration   // bound of the rollback in Release
+	rows     []Row
+	lo, hi   int64 // the first and last id of rows
+}
+
+// callBound is how long a call made on behalf of ctx may take when it
+// cannot take ctx itself (a claim's rollback in Release, a connection's
+// close): what ctx has left (the relay's OpTimeout), else DefaultOpTimeout.
+// So a database that stops answering never holds the caller longer than
+// its own call would have.
+func callBound(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return DefaultOpTimeout
 }
 
 func (c *pgClaim) Rows() []Row { return c.rows }
 
-func (c *pgClaim) Finish(ctx context.Context, published, failed []int64, lastErr string, b Backoff) error {
+func (c *pgClaim) Finish(ctx context.Context, o Outcome) error {
 	defer c.Release()
-	if len(published) > 0 {
-		if _, err := c.tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET published_at = now() WHERE id = ANY($1)", c.s.table), published); err != nil {
+	if len(o.Published) > 0 {
+		if _, err := c.tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET published_at = now() WHERE id = ANY($1)", c.s.table), o.Published); err != nil {
 			return fmt.Errorf("mark published (the rows will be appended again): %w", err)
 		}
 	}
-	if len(failed) > 0 {
+	if len(o.Failed) > 0 {
 		// The database computes the backoff, so that next_attempt_at and
 		// the claim's now() come from one clock.
 		if _, err := c.tx.Exec(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = $2,
 			next_attempt_at = now() + least($3::interval * power(2, least(attempts, 30)), $4::interval)
-			WHERE id = ANY($1)`, c.s.table), failed, truncate(lastErr, 1024), b.Initial, b.Max); err != nil {
+			WHERE id = ANY($1)`, c.s.table), o.Failed, truncate(o.LastError, 1024), o.Backoff.Initial, o.Backoff.Max); err != nil {
 			return fmt.Errorf("record failure: %w", err)
 		}
 	}
-	if len(published) == 0 && len(failed) == 0 {
+	if len(o.Parked) > 0 {
+		ids, reasons := make([]int64, len(o.Parked)), make([]string, len(o.Parked))
+		for i, p := range o.Parked {
+			ids[i], reasons[i] = p.ID, truncate(p.Reason, 1024)
+		}
+		if _, err := c.tx.Exec(ctx, fmt.Sprintf(`UPDATE %s t SET parked_at = now(), park_reason = p.reason
+			FROM unnest($1::bigint[], $2::text[]) AS p(id, reason) WHERE t.id = p.id`, c.s.table), ids, reasons); err != nil {
+			return fmt.Errorf("park: %w", err)
+		}
+	}
+	if len(o.Published) == 0 && len(o.Failed) == 0 && len(o.Parked) == 0 {
 		return nil
 	}
 	if err := c.tx.Commit(ctx); err != nil {
@@ -192,25 +215,33 @@ func (c *pgClaim) Finish(ctx context.Context, published, failed []int64, lastErr
 	return nil
 }
 
+// Release rolls the claim's transaction back, within the time Claim's ctx
+// had (a rollback on a connection that stopped answering gives up and
+// closes it: the server drops the locks when it notices).
 func (c *pgClaim) Release() {
-	_ = c.tx.Rollback(c.ctx)
+	ctx, cancel := context.WithTimeout(c.ctx, c.rollback)
+	defer cancel()
+	_ = c.tx.Rollback(ctx)
 	c.s.mu.Lock()
 	delete(c.s.held, c)
 	c.s.mu.Unlock()
 }
 
-// Backlog counts the unpublished rows and the age of the oldest, by the
-// database's clock.
-func (s *PostgresStore) Backlog(ctx context.Context) (int64, time.Duration, error) {
-	var n int64
+// Backlog counts the unpublished rows that are not parked, the age of the
+// oldest by the database's clock, and the parked rows, in one statement
+// on the two partial indexes.
+func (s *PostgresStore) Backlog(ctx context.Context) (Backlog, error) {
+	var b Backlog
 	var age float64
 	err := s.pool.QueryRow(ctx, fmt.Sprintf(`SELECT count(*),
-		coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
-		FROM %s WHERE published_at IS NULL`, s.table)).Scan(&n, &age)
+		coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8,
+		(SELECT count(*) FROM %[1]s WHERE parked_at IS NOT NULL)
+		FROM %[1]s WHERE published_at IS NULL AND parked_at IS NULL`, s.table)).Scan(&b.Rows, &age, &b.Parked)
 	if err != nil {
-		return 0, 0, err
+		return Backlog{}, err
 	}
-	return n, time.Duration(max(age, 0) * float64(time.Second)), nil
+	b.Oldest = time.Duration(max(age, 0) * float64(time.Second))
+	return b, nil
 }
 
 // Prune deletes up to limit rows published more than olderThan ago, in one
@@ -227,7 +258,9 @@ func (s *PostgresStore) Prune(ctx context.Context, olderThan time.Duration, limi
 
 // Subscribe opens a LISTEN connection on the table's channel (the writer
 // notifies it in the writing transaction). While it has none — the
-// database is down — Wait just sleeps, and the relay polls.
+// database is down — Wait just sleeps, and the relay polls. Opening the
+// connection, in Subscribe or in a Wait, takes at most 5s and never
+// longer than the call's ctx allows.
 func (s *PostgresStore) Subscribe(ctx context.Context) Subscription {
 	l := &listener{pool: s.pool, channel: s.table}
 	l.connect(ctx)
@@ -253,7 +286,9 @@ func (l *listener) connect(ctx context.Context) bool {
 		return false
 	}
 	if _, err = c.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
-		_ = c.Close(context.WithoutCancel(ctx))
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = c.Close(cctx)
+		cancel()
 		return false
 	}
 	l.conn = c
@@ -280,7 +315,9 @@ func (l *listener) Wait(ctx context.Context, d time.Duration) {
 	if _, err := l.conn.WaitForNotification(wctx); err != nil && wctx.Err() == nil {
 		// Failed before its time (the connection broke): drop it, wait out
 		// the interval, and reconnect on the next wait.
-		_ = l.conn.Close(context.WithoutCancel(ctx))
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callBound(wctx))
+		_ = l.conn.Close(cctx)
+		cancel()
 		l.conn = nil
 		<-wctx.Done()
 	}
@@ -288,6 +325,8 @@ func (l *listener) Wait(ctx context.Context, d time.Duration) {
 
 func (l *listener) Close() {
 	if l.conn != nil {
-		_ = l.conn.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = l.conn.Close(ctx)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ const (
 	DefaultRetention     = 7 * 24 * time.Hour
 	DefaultPruneInterval = time.Minute
 	DefaultPruneBatch    = 1000
+	DefaultOpTimeout     = 10 * time.Second
 )
 
 // RelayConfig configures a [Relay]. Client and one of Store and Pool are
@@ -39,7 +41,11 @@ type RelayConfig struct {
 	// (the claim being appended and the next one) and opens one of its
 	// own for LISTEN.
 	Pool *pgxpool.Pool
-	// Client is the Redis the streams live on (node or cluster).
+	// Client is the Redis the streams live on (node or cluster). Set
+	// ContextTimeoutEnabled in its options: without it go-redis ignores
+	// context deadlines, and OpTimeout does not bound the appends (the
+	// client's read and write timeouts and retries do; NewRelay logs a
+	// warning).
 	Client redis.UniversalClient
 	// Table is the outbox table and NOTIFY channel of the default store.
 	// Default DefaultTable; ignored when Store is set (its Table counts).
@@ -66,6 +72,13 @@ type RelayConfig struct {
 	// statement published rows are pruned. Defaults 1m, 1000.
 	PruneInterval time.Duration
 	PruneBatch    int
+	// OpTimeout bounds each call of the relay to PostgreSQL (a claim, a
+	// finish, the backlog count, one prune statement, the LISTEN connect)
+	// and its pipeline of appends to Redis, so that a dependency that
+	// hangs makes the relay failing or stalled, never wedged: the relay
+	// heartbeats before every call. The watermark's LivenessWindow must
+	// exceed OpTimeout + PollInterval. Default 10s.
+	OpTimeout time.Duration
 	// Watermark receives heartbeats, progress (the last published id),
 	// failures and the backlog. Default one named "relay/<Table>".
 	Watermark *readiness.Watermark
@@ -100,13 +113,15 @@ type relayMetrics struct {
 	oldest    prometheus.Gauge
 	latency   prometheus.Histogram
 	pruned    prometheus.Counter
+	parked    prometheus.Counter // rows parked
+	parkedNow prometheus.Gauge   // rows parked now
 }
 
 // NewRelay returns a Relay. Defaults: Table "headway_outbox", BatchSize
 // 1000, PollInterval 1s, RetryInitial 1s, RetryMax 5m, FailureLimit 10,
-// InfoInterval 5s, Retention 7 days, PruneInterval 1m, PruneBatch 1000, a
-// Watermark named "relay/<Table>", no metrics registration,
-// slog.Default().
+// InfoInterval 5s, Retention 7 days, PruneInterval 1m, PruneBatch 1000,
+// OpTimeout 10s, a Watermark named "relay/<Table>", no metrics
+// registration, slog.Default().
 func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if (cfg.Pool == nil && cfg.Store == nil) || cfg.Client == nil {
 		return nil, fmt.Errorf("%w: Client and one of Store and Pool are required", ErrInvalidConfig)
@@ -138,8 +153,10 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	def(&cfg.InfoInterval, DefaultInfoInterval)
 	def(&cfg.Retention, DefaultRetention)
 	def(&cfg.PruneInterval, DefaultPruneInterval)
+	def(&cfg.OpTimeout, DefaultOpTimeout)
 	if cfg.BatchSize < 0 || cfg.FailureLimit < 0 || cfg.PruneBatch < 0 || cfg.PollInterval < 0 ||
-		cfg.RetryInitial < 0 || cfg.RetryMax < cfg.RetryInitial || cfg.InfoInterval < 0 || cfg.PruneInterval < 0 {
+		cfg.RetryInitial < 0 || cfg.RetryMax < cfg.RetryInitial || cfg.InfoInterval < 0 || cfg.PruneInterval < 0 ||
+		cfg.OpTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative or inverted durations or sizes", ErrInvalidConfig)
 	}
 	if cfg.Logger == nil {
@@ -155,7 +172,40 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if err := r.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err
 	}
+	if !contextTimeouts(cfg.Client) {
+		r.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): " +
+			"OpTimeout does not bound the appends; the client's read and write timeouts and retries do")
+	}
 	return r, nil
+}
+
+// contextTimeouts reports whether the go-redis client honours context
+// deadlines (true when it cannot tell).
+func contextTimeouts(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
+}
+
+// op starts one call of the loop to PostgreSQL or Redis: it records a
+// heartbeat and returns ctx bounded by OpTimeout. Every call is an op, so
+// the loop beats at least once per OpTimeout (plus a wait) however the
+// dependency behaves, and liveness never depends on it.
+func (r *Relay) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	r.wm.Heartbeat()
+	return context.WithTimeout(ctx, r.cfg.OpTimeout)
+}
+
+// wait waits on l for up to d; a LISTEN connection it opens on the way is
+// bounded by OpTimeout.
+func (r *Relay) wait(ctx context.Context, l Subscription, d time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, d+r.cfg.OpTimeout)
+	defer cancel()
+	l.Wait(wctx, d)
 }
 
 func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
@@ -183,6 +233,8 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 		Help: "Time from a row's insert to its append to the stream.", ConstLabels: prometheus.Labels{"table": r.cfg.Table},
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}))
 	pruned := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("pruned_total", "Published rows deleted after the retention period."))))
+	parked := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("parked_total", "Rows parked by this relay: they can never be appended (they do not encode) and wait for an operator."))))
+	parkedNow := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("parked_rows", "Rows parked in the table now, whichever relay parked them."))))
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -192,7 +244,8 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 	}
 	r.m = relayMetrics{published: published.(*prometheus.CounterVec), failures: failures.(prometheus.Counter),
 		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram), backlog: backlog.(prometheus.Gauge),
-		oldest: oldest.(prometheus.Gauge), latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter)}
+		oldest: oldest.(prometheus.Gauge), latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter),
+		parked: parked.(prometheus.Counter), parkedNow: parkedNow.(prometheus.Gauge)}
 	return nil
 }
 
@@ -213,7 +266,9 @@ func (r *Relay) String() string { return "relay " + r.cfg.Table }
 func (r *Relay) Serve(ctx context.Context) error {
 	// Listen before the first cycle, so that no commit between a cycle and
 	// the wait after it goes unnoticed.
-	l := r.store.Subscribe(ctx)
+	sctx, cancel := r.op(ctx)
+	l := r.store.Subscribe(sctx)
+	cancel()
 	defer l.Close()
 	var ahead *claimAhead // the next batch's claim, opened during the last cycle
 	defer func() {
@@ -272,7 +327,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 			if failures >= r.cfg.FailureLimit {
 				return fmt.Errorf("%w: %d cycles in a row: %w", ErrRelayFailing, failures, err)
 			}
-			l.Wait(ctx, min(r.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond+r.cfg.PollInterval/10))
+			r.wait(ctx, l, min(r.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond+r.cfg.PollInterval/10))
 			continue
 		}
 		if failures > 0 || r.wm.ConsecutiveFailures() > 0 {
@@ -287,36 +342,47 @@ func (r *Relay) Serve(ctx context.Context) error {
 		}
 		// Wake for the next backlog count too, so an idle relay keeps its
 		// heartbeat and backlog fresh whatever PollInterval is.
-		l.Wait(ctx, max(min(r.cfg.PollInterval, time.Until(nextInfo)), time.Millisecond))
+		r.wait(ctx, l, max(min(r.cfg.PollInterval, time.Until(nextInfo)), time.Millisecond))
 	}
 }
 
+// truncate cuts s to at most n bytes, at a rune boundary (the column is
+// text: PostgreSQL refuses a cut UTF-8 sequence).
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
-// updateInfo counts the backlog for the watermark and the gauges.
+// updateInfo counts the backlog and the parked rows for the watermark and
+// the gauges.
 func (r *Relay) updateInfo(ctx context.Context) {
-	n, age, err := r.store.Backlog(ctx)
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	b, err := r.store.Backlog(ctx)
 	if err != nil {
 		r.wm.BacklogUnknown()
 		r.wm.SetLag(-1)
 		return
 	}
-	r.wm.SetBacklog(n)
-	r.m.backlog.Set(float64(n))
-	r.m.oldest.Set(age.Seconds())
-	r.wm.SetLag(age)
+	r.wm.SetBacklog(b.Rows)
+	r.m.backlog.Set(float64(b.Rows))
+	r.m.oldest.Set(b.Oldest.Seconds())
+	r.m.parkedNow.Set(float64(b.Parked))
+	r.wm.SetLag(b.Oldest)
 }
 
 // prune deletes published rows older than Retention, PruneBatch at a
 // time, so no statement holds a long lock.
 func (r *Relay) prune(ctx context.Context) {
 	for ctx.Err() == nil {
-		n, err := r.store.Prune(ctx, r.cfg.Retention, r.cfg.PruneBatch)
+		octx, cancel := r.op(ctx)
+		n, err := r.store.Prune(octx, r.cfg.Retention, r.cfg.PruneBatch)
+		cancel()
 		if err != nil {
 			r.log.Warn("pruning published rows failed", slog.String("error", err.Error()))
 			return

@@ -110,16 +110,16 @@ type trackingClaim struct {
 	done bool
 }
 
-func (c *trackingClaim) Finish(ctx context.Context, published, failed []int64, lastErr string, b outbox.Backoff) error {
+func (c *trackingClaim) Finish(ctx context.Context, o outbox.Outcome) error {
 	on := c.s.onStream()
 	for _, r := range c.Rows() {
-		if slices.Contains(published, r.ID) && !on[r.Envelope.EventID] {
+		if slices.Contains(o.Published, r.ID) && !on[r.Envelope.EventID] {
 			c.s.mu.Lock()
 			c.s.early = append(c.s.early, r.Envelope.EventID)
 			c.s.mu.Unlock()
 		}
 	}
-	err := c.Claim.Finish(ctx, published, failed, lastErr, b)
+	err := c.Claim.Finish(ctx, o)
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 	c.rec.finished, c.rec.finishErr = c.s.next(), err

@@ -1,15 +1,16 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/headwaylabs/headway/event"
 )
 
 // cycle sends b's appends (queued when b was claimed) in one pipeline,
@@ -72,25 +73,34 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 		}
 	}()
 
-	_, _ = b.pipe.Exec(ctx) // per-command errors are read below
-	published := make([]int64, 0, len(claimed))
-	var failed []int64
+	ectx, cancel := r.op(ctx)
+	_, _ = b.pipe.Exec(ectx) // per-command errors are read below
+	cancel()
+	o := Outcome{Published: make([]int64, 0, len(claimed)), Backoff: Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax}}
 	var failErr error
-	lastErr := ""
 	for i := range claimed {
-		err := b.encErrs[i]
-		if err == nil {
-			err = b.cmds[i].Err()
-		}
-		if err != nil {
-			failed = append(failed, claimed[i].ID)
-			failErr, lastErr = err, err.Error()
+		if err := b.encErrs[i]; err != nil {
+			// Encoding is deterministic: a row that does not encode now
+			// never will. It is parked, not retried, and the cycle goes
+			// on as if it had been published.
+			o.Parked = append(o.Parked, Parked{ID: claimed[i].ID, Reason: err.Error()})
 			continue
 		}
-		published = append(published, claimed[i].ID)
+		if err := b.cmds[i].Err(); err != nil {
+			o.Failed = append(o.Failed, claimed[i].ID)
+			failErr, o.LastError = err, err.Error()
+			continue
+		}
+		o.Published = append(o.Published, claimed[i].ID)
 	}
-	if err := b.claim.Finish(ctx, published, failed, lastErr, Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax}); err != nil {
+	fctx, cancel := r.op(ctx)
+	err = b.claim.Finish(fctx, o)
+	cancel()
+	if err != nil {
 		return len(claimed), next, err
+	}
+	if len(o.Parked) > 0 {
+		r.parked(b, o.Parked)
 	}
 	now := time.Now()
 	last := int64(0)
@@ -113,11 +123,25 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 		r.wm.Progress(strconv.FormatInt(last, 10))
 		r.m.cycles.WithLabelValues("published").Inc()
 	}
-	if len(failed) > 0 {
-		r.m.failures.Add(float64(len(failed)))
-		return len(claimed), next, fmt.Errorf("%d of %d rows not appended: %w", len(failed), len(claimed), failErr)
+	if len(o.Failed) > 0 {
+		r.m.failures.Add(float64(len(o.Failed)))
+		return len(claimed), next, fmt.Errorf("%d of %d rows not appended: %w", len(o.Failed), len(claimed), failErr)
 	}
 	return len(claimed), next, nil
+}
+
+// parked counts and logs the rows of b that Finish parked.
+func (r *Relay) parked(b *batch, parked []Parked) {
+	r.m.parked.Add(float64(len(parked)))
+	r.m.parkedNow.Add(float64(len(parked))) // until the next backlog count
+	for _, p := range parked {
+		i, _ := slices.BinarySearchFunc(b.rows, p.ID, func(rw Row, id int64) int { return cmp.Compare(rw.ID, id) })
+		rw := &b.rows[i]
+		r.log.Error("outbox row parked: it can never be appended to its stream; unpark it once fixed, or drop it "+
+			"(headway outbox parked|unpark|drop)", slog.Int64("id", rw.ID), slog.String("event_id", rw.Envelope.EventID),
+			slog.String("stream", rw.Stream), slog.String("event_type", string(rw.Envelope.EventType)),
+			slog.String("reason", p.Reason))
+	}
 }
 
 // batch is a claim with its rows encoded and queued on a pipeline, ready
@@ -132,7 +156,9 @@ type batch struct {
 
 // claim claims up to BatchSize rows and queues their appends.
 func (r *Relay) claim(ctx context.Context) (*batch, error) {
-	c, err := r.store.Claim(ctx, r.cfg.BatchSize)
+	cctx, cancel := r.op(ctx)
+	c, err := r.store.Claim(cctx, r.cfg.BatchSize)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +166,7 @@ func (r *Relay) claim(ctx context.Context) (*batch, error) {
 	b := &batch{claim: c, rows: rows, pipe: r.cfg.Client.Pipeline(),
 		cmds: make([]*redis.StringCmd, len(rows)), encErrs: make([]error, len(rows))}
 	for i := range rows {
-		fields, err := event.Encode(rows[i].Envelope)
+		fields, err := encode(rows[i].Envelope)
 		if err != nil {
 			b.encErrs[i] = err
 			continue

@@ -59,8 +59,9 @@ type Store interface {
 	// Claim opens a claim on up to limit unpublished rows that are due,
 	// in id order. The claim holds them until it is finished or released.
 	Claim(ctx context.Context, limit int) (Claim, error)
-	// Backlog counts the unpublished rows and the age of the oldest.
-	Backlog(ctx context.Context) (rows int64, oldest time.Duration, err error)
+	// Backlog counts the unpublished rows (parked ones left out), the age
+	// of the oldest, and the parked rows.
+	Backlog(ctx context.Context) (Backlog, error)
 	// Prune deletes up to limit rows published more than olderThan ago and
 	// returns how many it deleted.
 	Prune(ctx context.Context, olderThan time.Duration, limit int) (int64, error)
@@ -75,14 +76,66 @@ type Store interface {
 type Claim interface {
 	// Rows returns the claimed rows, in id order.
 	Rows() []Row
-	// Finish marks the rows published, records a failed append on the
-	// rows failed (attempts + 1, lastErr, next attempt after b) and
-	// commits. After an error nothing is recorded: the rows stay
-	// unpublished and are claimed again.
-	Finish(ctx context.Context, published, failed []int64, lastErr string, b Backoff) error
+	// Finish records o — rows marked published; failed appends with
+	// attempts + 1, the error and the next attempt after the backoff;
+	// rows parked with their reason — and commits. After an error nothing
+	// is recorded: the rows stay unpublished and are claimed again. Rows
+	// of the claim in none of o's lists are given back unchanged.
+	Finish(ctx context.Context, o Outcome) error
 	// Release gives the rows back unchanged. It may be called after
-	// Finish, and then does nothing.
+	// Finish, and then does nothing. It takes no context but must not
+	// block for long on a dependency that hangs: the stores here bound it
+	// by the time Claim's ctx had left.
 	Release()
+}
+
+// Outcome is what a relay cycle did with the rows of a claim, recorded by
+// [Claim.Finish].
+type Outcome struct {
+	// Published rows were appended to their streams: they are marked
+	// published.
+	Published []int64
+	// Failed rows were not appended because Redis refused or did not
+	// answer: a transient failure. They stay unpublished with attempts +
+	// 1 and LastError, due again after Backoff.Delay(attempts).
+	Failed    []int64
+	LastError string
+	Backoff   Backoff
+	// Parked rows can never be appended: they do not encode (a row
+	// written by an older version or by hand, over the size limit, …).
+	// They leave the unpublished set with their reason — never claimed
+	// again, not counted as backlog — until an operator unparks or drops
+	// them.
+	Parked []Parked
+}
+
+// Parked is a row set aside with the reason it can never be published.
+type Parked struct {
+	ID     int64
+	Reason string
+}
+
+// Backlog is what [Store.Backlog] counts.
+type Backlog struct {
+	// Rows is the number of unpublished rows, parked rows left out.
+	Rows int64
+	// Oldest is the age of the oldest of them (zero when there are none).
+	Oldest time.Duration
+	// Parked is the number of parked rows.
+	Parked int64
+}
+
+// ParkedRow is a parked row as an operator sees it (see
+// [PostgresStore.ListParked]).
+type ParkedRow struct {
+	ID        int64
+	EventID   string
+	Stream    string
+	EventType event.Type
+	// Reason is why the relay parked it: the encoding error.
+	Reason    string
+	CreatedAt time.Time
+	ParkedAt  time.Time
 }
 
 // Subscription wakes a waiting relay.

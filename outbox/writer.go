@@ -112,11 +112,11 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	}
 	if w.refused, err = promutil.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "headway", Subsystem: "outbox", Name: "write_refused_total",
-		Help: "Outbox writes refused, by reason (brand_mismatch, not_emitted, invalid_event).",
+		Help: "Outbox writes refused, by reason (brand_mismatch, not_emitted, invalid_event, too_large).",
 	}, []string{"reason"})); err != nil {
 		return nil, err
 	}
-	for _, r := range []string{"brand_mismatch", "not_emitted", "invalid_event"} {
+	for _, r := range []string{"brand_mismatch", "not_emitted", "invalid_event", "too_large"} {
 		w.refused.WithLabelValues(r) // exists from the start, so increase() sees the first refusal
 	}
 	return w, nil
@@ -134,8 +134,9 @@ func (w *Writer) Write(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID,
 // the caller's transaction, and notifies the relay (the notification is
 // delivered when tx commits). Every event is checked before anything is
 // written, and nothing is written when one fails:
-//   - it must encode (schema_version 2, a valid brand, …), else
-//     ErrInvalidEvent;
+//   - it must encode as the relay encodes it (schema_version 2, a valid
+//     brand, …), else ErrInvalidEvent, and fit the size limit of a stream
+//     entry, else ErrEventTooLarge (which matches ErrInvalidEvent too);
 //   - its type must be emitted on a catalog stream, else ErrNotEmitted;
 //   - its envelope brand must equal ownerBrand, else an error matching
 //     brandguard.ErrOwnerBrandMismatch; the violation is counted, logged and
@@ -187,7 +188,11 @@ func (w *Writer) Prepare(ctx context.Context, ownerBrand event.BrandID, envs []e
 	rows := make([]Row, len(envs))
 	for i := range envs {
 		e := &envs[i]
-		if err := e.Validate(); err != nil {
+		if _, err := encode(*e); err != nil {
+			if errors.Is(err, event.ErrEntryTooLarge) {
+				w.refused.WithLabelValues("too_large").Inc()
+				return nil, fmt.Errorf("%w (%w): %s: %w", ErrEventTooLarge, ErrInvalidEvent, e.EventID, err)
+			}
 			w.refused.WithLabelValues("invalid_event").Inc()
 			return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		}
@@ -216,6 +221,11 @@ func (w *Writer) Written(rows []Row) {
 		w.written.WithLabelValues(rows[i].Stream).Inc()
 	}
 }
+
+// encode is the outbox's codec: the relay appends the fields it returns,
+// and the writer refuses what it refuses, with the same size limit, so a
+// row the writer accepted always encodes.
+func encode(e event.Envelope) ([]any, error) { return event.Encode(e) }
 
 func nullIfEmpty(s string) any {
 	if s == "" {

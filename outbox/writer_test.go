@@ -61,10 +61,10 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	if err := outbox.Migrate(context.Background(), db.Pool, ""); err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	_ = db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM headway_outbox_migrations").Scan(&n)
-	if n != 1 {
-		t.Fatalf("migrations recorded %d times", n)
+	var n, distinct int
+	_ = db.Pool.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT version) FROM headway_outbox_migrations").Scan(&n, &distinct)
+	if n != 2 || distinct != 2 {
+		t.Fatalf("%d migrations recorded (%d distinct); want each of the 2 once", n, distinct)
 	}
 	if err := outbox.Migrate(context.Background(), db.Pool, "Bad-Name"); !errors.Is(err, outbox.ErrInvalidConfig) {
 		t.Fatalf("bad table name: %v", err)
@@ -173,15 +173,27 @@ func TestWriterRefuses(t *testing.T) {
 	if err := write(3, legacy); !errors.Is(err, outbox.ErrInvalidEvent) {
 		t.Fatalf("schema_version 1: %v", err)
 	}
+	// Valid, but over the codec's size limit: the relay could never
+	// append it, so the writer refuses it.
+	huge := env("h-1", event.BetSettledConfirmed, "bet-1", 3)
+	huge.Payload = []byte(`"` + strings.Repeat("x", event.DefaultMaxEntryBytes) + `"`)
+	if err := huge.Validate(); err != nil {
+		t.Fatalf("the oversized event must be valid but for its size: %v", err)
+	}
+	err = write(3, huge)
+	if !errors.Is(err, outbox.ErrEventTooLarge) || !errors.Is(err, outbox.ErrInvalidEvent) || !errors.Is(err, event.ErrEntryTooLarge) {
+		t.Fatalf("event over the entry size limit: %v", err)
+	}
 	if n := count(t, db, "true"); n != 0 {
 		t.Fatalf("%d rows written by refused writes", n)
 	}
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP headway_outbox_write_refused_total Outbox writes refused, by reason (brand_mismatch, not_emitted, invalid_event).
+# HELP headway_outbox_write_refused_total Outbox writes refused, by reason (brand_mismatch, not_emitted, invalid_event, too_large).
 # TYPE headway_outbox_write_refused_total counter
 headway_outbox_write_refused_total{reason="brand_mismatch"} 1
 headway_outbox_write_refused_total{reason="invalid_event"} 1
 headway_outbox_write_refused_total{reason="not_emitted"} 2
+headway_outbox_write_refused_total{reason="too_large"} 1
 `), "headway_outbox_write_refused_total"); err != nil {
 		t.Error(err)
 	}

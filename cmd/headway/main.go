@@ -1,4 +1,5 @@
-// Command headway is the operator command line of headway's Redis streams.
+// Command headway is the operator command line of headway's Redis streams
+// and outbox.
 //
 // Usage:
 //
@@ -10,14 +11,19 @@
 //	dlq list        list dead-lettered entries with reason, source, deliveries and error
 //	dlq show ID     show one dead-lettered entry with all its fields
 //	dlq redrive     append dead-lettered entries back to their source stream
+//	outbox parked   list parked outbox rows: rows the relay can never append
+//	outbox unpark   put parked outbox rows back for the relay, after a fix
+//	outbox drop     delete parked outbox rows: their events are never appended
 //	catalog export  print the event catalog as Markdown or JSON
 //	catalog check   check that a consumer's handler types are emitted on its stream
 //
 // Every command has --help. The commands that talk to Redis take
 // --redis-url (default $REDIS_URL, else redis://127.0.0.1:6379/0),
 // --cluster, --prefix (a key prefix before events:{name}), --timeout and
-// --catalog; results go to stdout as aligned tables, or as JSON with
-// --json. docs/cli.md has examples.
+// --catalog; the outbox commands talk to PostgreSQL instead, with
+// --database-url (default $DATABASE_URL), --table and --timeout. Results
+// go to stdout as aligned tables, or as JSON with --json. docs/cli.md has
+// examples.
 //
 // Exit status: 0 success; 1 operational failure (Redis unreachable, entry
 // not found, check failed, redrive interrupted); 2 usage error (unknown

@@ -37,4 +37,8 @@
 //     PostgreSQL. SQLite cannot add a foreign key to an existing table, so
 //     the owner-table pattern of package outbox needs a trigger here.
 //   - Times are stored as Unix nanoseconds by the process's clock.
+//
+// Parked rows behave as in PostgreSQL (the outboxtest conformance suite
+// runs on both): [Store.ListParked], [Store.Unpark] and [Store.DropParked]
+// resolve them.
 package sqliteoutbox

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
@@ -200,9 +201,9 @@ func (s *Store) Notify() {
 // not claimed again until the lease is finished, released or run out.
 func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 	now := s.now()
-	c := &claim{s: s, token: rand.Text()}
+	c := &claim{s: s, token: rand.Text(), bound: callBound(ctx)}
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`UPDATE %[1]s SET lease_token = ?, lease_until = ?
-		WHERE id IN (SELECT id FROM %[1]s WHERE published_at IS NULL AND next_attempt_at <= ? AND lease_until <= ?
+		WHERE id IN (SELECT id FROM %[1]s WHERE published_at IS NULL AND parked_at IS NULL AND next_attempt_at <= ? AND lease_until <= ?
 			ORDER BY id LIMIT ?)
 		RETURNING id, event_id, stream, event_type, schema_version, brand_id, owner_brand_id, aggregate_id,
 			occurred_at, payload, coalesce(traceparent, ''), coalesce(tracestate, ''), created_at, attempts`, s.table),
@@ -239,8 +240,18 @@ func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 type claim struct {
 	s     *Store
 	token string
+	bound time.Duration // of the statement in Release
 	rows  []outbox.Row
 	done  bool
+}
+
+// callBound is how long Release may take: what Claim's ctx had left (the
+// relay's OpTimeout), else outbox.DefaultOpTimeout.
+func callBound(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return max(time.Until(dl), time.Millisecond)
+	}
+	return outbox.DefaultOpTimeout
 }
 
 func (c *claim) Rows() []outbox.Row { return c.rows }
@@ -248,8 +259,9 @@ func (c *claim) Rows() []outbox.Row { return c.rows }
 // Finish records the outcome in one short transaction, only on rows this
 // claim still leases: rows whose lease ran out and were claimed again are
 // left to the claim that holds them now.
-func (c *claim) Finish(ctx context.Context, published, failed []int64, lastErr string, b outbox.Backoff) error {
-	if len(published) == 0 && len(failed) == 0 {
+func (c *claim) Finish(ctx context.Context, o outbox.Outcome) error {
+	published, failed, lastErr, b := o.Published, o.Failed, o.LastError, o.Backoff
+	if len(published) == 0 && len(failed) == 0 && len(o.Parked) == 0 {
 		c.Release()
 		return nil
 	}
@@ -258,9 +270,7 @@ func (c *claim) Finish(ctx context.Context, published, failed []int64, lastErr s
 	for _, r := range c.rows {
 		attempts[r.ID] = r.Attempts
 	}
-	if len(lastErr) > 1024 {
-		lastErr = lastErr[:1024]
-	}
+	lastErr = truncate(lastErr, 1024)
 	err := c.s.inTx(ctx, func(tx *sql.Conn) error {
 		if len(published) > 0 {
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET published_at = ?, lease_token = NULL, lease_until = 0
@@ -276,6 +286,13 @@ func (c *claim) Finish(ctx context.Context, published, failed []int64, lastErr s
 				return fmt.Errorf("record failure: %w", err)
 			}
 		}
+		for _, p := range o.Parked {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET parked_at = ?, park_reason = ?,
+				lease_token = NULL, lease_until = 0 WHERE id = ? AND lease_token = ?`, c.s.table),
+				now.UnixNano(), truncate(p.Reason, 1024), p.ID, c.token); err != nil {
+				return fmt.Errorf("park: %w", err)
+			}
+		}
 		return nil
 	})
 	c.Release() // rows of the claim that were in neither list
@@ -288,7 +305,9 @@ func (c *claim) Release() {
 		return
 	}
 	c.done = true
-	_, _ = c.s.db.ExecContext(context.Background(), fmt.Sprintf(
+	ctx, cancel := context.WithTimeout(context.Background(), c.bound)
+	defer cancel()
+	_, _ = c.s.db.ExecContext(ctx, fmt.Sprintf(
 		"UPDATE %s SET lease_token = NULL, lease_until = 0 WHERE lease_token = ?", c.s.table), c.token)
 }
 
@@ -305,18 +324,32 @@ func idList(ids []int64) string {
 	return string(append(b, ']'))
 }
 
-// Backlog counts the unpublished rows and the age of the oldest.
-func (s *Store) Backlog(ctx context.Context) (int64, time.Duration, error) {
-	var n int64
+// Backlog counts the unpublished rows that are not parked, the age of the
+// oldest, and the parked rows.
+func (s *Store) Backlog(ctx context.Context) (outbox.Backlog, error) {
+	var b outbox.Backlog
 	var oldest sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*), min(created_at) FROM %s WHERE published_at IS NULL",
-		s.table)).Scan(&n, &oldest); err != nil {
-		return 0, 0, err
+	if err := s.db.QueryRowContext(ctx, fmt.Sprintf(`SELECT count(*), min(created_at),
+		(SELECT count(*) FROM %[1]s WHERE parked_at IS NOT NULL)
+		FROM %[1]s WHERE published_at IS NULL AND parked_at IS NULL`, s.table)).Scan(&b.Rows, &oldest, &b.Parked); err != nil {
+		return outbox.Backlog{}, err
 	}
-	if !oldest.Valid {
-		return n, 0, nil
+	if oldest.Valid {
+		b.Oldest = max(s.now().Sub(time.Unix(0, oldest.Int64)), 0)
 	}
-	return n, max(s.now().Sub(time.Unix(0, oldest.Int64)), 0), nil
+	return b, nil
+}
+
+// truncate cuts s to at most n bytes, at a rune boundary (the column is
+// text: PostgreSQL refuses a cut UTF-8 sequence).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Prune deletes up to limit rows published more than olderThan ago,
@@ -367,43 +400,3 @@ func (sub *subscription) Wait(ctx context.Context, d time.Duration) {
 }
 
 func (sub *subscription) Close() {}
-
-// Writer writes outbox rows in the caller's SQLite transaction, after the
-// checks of an [outbox.Writer]. It is safe for concurrent use.
-type Writer struct {
-	w *outbox.Writer
-	s *Store
-}
-
-// NewWriter returns a Writer that checks with w and inserts into s's
-// table.
-func NewWriter(w *outbox.Writer, s *Store) *Writer { return &Writer{w: w, s: s} }
-
-// Write writes events owned by a row of brand ownerBrand inside tx, the
-// caller's transaction. It refuses them all, writing none, for the
-// reasons [outbox.Writer.WriteBatch] gives (errors match the same
-// sentinels). The caller commits tx and then calls [Store.Notify].
-func (w *Writer) Write(ctx context.Context, tx *sql.Tx, ownerBrand event.BrandID, envs ...event.Envelope) error {
-	rows, err := w.w.Prepare(ctx, ownerBrand, envs)
-	if err != nil || len(rows) == 0 {
-		return err
-	}
-	stmt, err := tx.PrepareContext(ctx, fmt.Sprintf(`INSERT INTO %s (event_id, stream, event_type, schema_version,
-		brand_id, owner_brand_id, aggregate_id, occurred_at, payload, traceparent, tracestate, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?)`, w.s.table))
-	if err != nil {
-		return fmt.Errorf("sqliteoutbox: insert: %w", err)
-	}
-	defer func() { _ = stmt.Close() }()
-	now := w.s.now().UnixNano()
-	for i := range rows {
-		e := &rows[i].Envelope
-		if _, err := stmt.ExecContext(ctx, e.EventID, rows[i].Stream, string(e.EventType), e.SchemaVersion,
-			int64(e.BrandID), int64(ownerBrand), e.AggregateID, e.OccurredAt.UnixNano(), string(e.Payload),
-			e.TraceParent, e.TraceState, now); err != nil {
-			return fmt.Errorf("sqliteoutbox: insert %s: %w", e.EventID, err)
-		}
-	}
-	w.w.Written(rows)
-	return nil
-}

@@ -284,9 +284,9 @@ func TestSQLitePruneAndMigrateTwice(t *testing.T) {
 	if n2 != 15 || f.count(t, "1=1") != 0 {
 		t.Fatalf("second Prune = %d, left %d; want 15 and none", n2, f.count(t, "1=1"))
 	}
-	rows, age, err := f.store.Backlog(ctx)
-	if err != nil || rows != 0 || age != 0 {
-		t.Fatalf("Backlog = %d, %v, %v", rows, age, err)
+	b, err := f.store.Backlog(ctx)
+	if err != nil || b != (outbox.Backlog{}) {
+		t.Fatalf("Backlog = %+v, %v", b, err)
 	}
 }
 

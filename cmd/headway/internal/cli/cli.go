@@ -59,12 +59,13 @@ var commands []*command
 
 func init() {
 	commands = []*command{statusCommand, dlqListCommand, dlqShowCommand, dlqRedriveCommand,
-		catalogExportCommand, catalogCheckCommand}
+		outboxParkedCommand, outboxUnparkCommand, outboxDropCommand, catalogExportCommand, catalogCheckCommand}
 }
 
 // groups are the command words with subcommands.
 var groups = map[string]string{
 	"dlq":     "inspect and redrive dead-lettered entries",
+	"outbox":  "see and resolve parked outbox rows (PostgreSQL)",
 	"catalog": "export the event catalog, check a consumer's handler types",
 }
 
@@ -156,7 +157,8 @@ func (a *app) exit(path string, err error) int {
 
 func (a *app) mainUsage(w io.Writer) {
 	fmt.Fprint(w, `headway operates the Redis streams of headway: status of streams, groups and
-consumers; dead-lettered entries and their redrive; the event catalog.
+consumers; dead-lettered entries and their redrive; parked outbox rows; the
+event catalog.
 
 Usage:
   headway <command> [flags] [arguments]
@@ -177,9 +179,10 @@ Run 'headway <command> --help' for a command's flags. Flags may come before or
 after arguments; a flag taking a list accepts commas and repetition.
 
 Environment:
-  %s  default of --redis-url (else %s)
+  %s     default of --redis-url (else %s)
+  %s  default of --database-url (the outbox commands)
 
-%s`, EnvRedisURL, DefaultRedisURL, exitHelp)
+%s`, EnvRedisURL, DefaultRedisURL, EnvDatabaseURL, exitHelp)
 }
 
 func (a *app) groupUsage(w io.Writer, group string) {

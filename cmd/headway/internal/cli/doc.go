@@ -1,7 +1,8 @@
 // Package cli is the operator command line of headway, run by cmd/headway:
 // the status of streams, groups and consumers; listing, showing and
-// redriving dead-lettered entries; exporting and checking the event
-// catalog. docs/cli.md shows its use.
+// redriving dead-lettered entries; listing, unparking and dropping parked
+// outbox rows; exporting and checking the event catalog. docs/cli.md shows
+// its use.
 //
 // [Run] is the whole program: it parses the arguments with one
 // flag.FlagSet per command, writes results to stdout (aligned tables, or
@@ -18,6 +19,14 @@
 // client honours context deadlines (ContextTimeoutEnabled), and --timeout
 // bounds each call. Streams come from the catalog: event.Platform(), or a
 // JSON export of another catalog given with --catalog.
+//
+// # Outbox
+//
+// The outbox commands read --database-url (default $DATABASE_URL) and
+// --table, and call the outbox package's [outbox.PostgresStore.ListParked],
+// [outbox.PostgresStore.Unpark] and [outbox.PostgresStore.DropParked]: the
+// SQL lives with the schema it reads. --timeout bounds each call; messages
+// never repeat the URL.
 //
 // # Redrive
 //
