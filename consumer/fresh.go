@@ -110,6 +110,21 @@ func (f *freshness) isTaken(id string) bool {
 	return ok
 }
 
+// taken returns a copy of the IDs of held entries another consumer has
+// claimed, or nil when there are none (the common case: one lock, no copy).
+func (f *freshness) taken() map[string]struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.takenIDs) == 0 {
+		return nil
+	}
+	out := make(map[string]struct{}, len(f.takenIDs))
+	for id := range f.takenIDs {
+		out[id] = struct{}{}
+	}
+	return out
+}
+
 // note records in *set the ids still held (a batch released meanwhile
 // forgets its own) and returns those it did not hold before.
 func (f *freshness) note(set *map[string]struct{}, ids []string) []string {

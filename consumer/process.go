@@ -159,9 +159,15 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	// aggregate: in this batch (held) and in later ones (c.blocked, from
 	// updateBlocked). b.jobs is in stream order.
 	var held map[string]struct{}
+	taken := c.fresh.taken()
 	for _, it := range b.jobs {
 		agg := it.m.Envelope.AggregateID
-		if it.outcome == OutcomeDeferred { // busy in the claim
+		if _, ok := taken[it.msg.ID]; ok && it.outcome == "" {
+			// Another consumer claimed it while this process could not
+			// refresh it (a pause): it runs there, not here.
+			it.outcome = OutcomeDeferred
+		}
+		if it.outcome == OutcomeDeferred { // busy in the claim, or taken
 			if held == nil {
 				held = map[string]struct{}{}
 			}
@@ -549,7 +555,16 @@ func (c *Consumer) settle(ctx context.Context, jobs []*item) {
 // reused for the IDs.
 func (c *Consumer) acknowledge(ctx context.Context, items []item, scratch *[]string) {
 	ids := (*scratch)[:0]
+	// An entry another consumer claimed meanwhile is its now: XACK does not
+	// check the owner, and would take it off that consumer's pending list
+	// while it runs the entry.
+	taken := c.fresh.taken()
 	for i := range items {
+		if _, ok := taken[items[i].msg.ID]; ok && items[i].ack {
+			items[i].ack = false
+			c.log.Warn("entry claimed by another consumer while it ran here: left to that consumer",
+				slog.String(AttrEntryID, items[i].msg.ID), slog.String(AttrEventID, items[i].m.Envelope.EventID))
+		}
 		if items[i].ack {
 			ids = append(ids, items[i].msg.ID)
 		}

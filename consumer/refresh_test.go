@@ -96,13 +96,18 @@ func TestRefreshNeverTakesBackAnEntryAPeerClaimed(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	closeB()
-	eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
-		return b.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
-	})
+	// pod-a's handler returns first: pod-a must not acknowledge the entry
+	// pod-b now runs (XACK does not check the owner).
 	closeA()
 	eventually(t, 5*time.Second, "pod-a's handler returns", func() bool {
 		return a.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+	})
+	if o := owner(t, shared, stream, id); o != "pod-b" {
+		t.Fatalf("after pod-a's handler returned the entry is owned by %q, want still pending for pod-b: pod-a acknowledged an entry it no longer held", o)
+	}
+	closeB()
+	eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
+		return b.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
 	})
 	if taken() != 1 {
 		t.Errorf("taken_in_flight_total = %v, want 1 (counted once)", taken())
