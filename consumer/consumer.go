@@ -15,6 +15,7 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redisutil"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -125,7 +126,7 @@ func New(cfg Config) (*Consumer, error) {
 		blocked: map[string]struct{}{},
 	}
 	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
-	if !contextTimeouts(cfg.Client) {
+	if !redisutil.ContextTimeouts(cfg.Client) {
 		c.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): " +
 			"while Redis hangs, acknowledgements, dead letters and shutdown wait for the client's read timeouts and retries")
 	}
@@ -133,18 +134,6 @@ func New(cfg Config) (*Consumer, error) {
 		c.handlers[t] = chain(recoverer(h), cfg.Middleware)
 	}
 	return c, nil
-}
-
-// contextTimeouts reports whether the go-redis client honours context
-// deadlines (true when it cannot tell).
-func contextTimeouts(c redis.UniversalClient) bool {
-	switch c := c.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return true
 }
 
 // Watermark returns the consumer's watermark, for probes and supervisors.

@@ -13,6 +13,7 @@ import (
 	"github.com/thejerf/suture/v4"
 
 	"github.com/headwaylabs/headway/internal/promutil"
+	"github.com/headwaylabs/headway/internal/redisutil"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -172,23 +173,11 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if err := r.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err
 	}
-	if !contextTimeouts(cfg.Client) {
+	if !redisutil.ContextTimeouts(cfg.Client) {
 		r.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): " +
 			"OpTimeout does not bound the appends; the client's read and write timeouts and retries do")
 	}
 	return r, nil
-}
-
-// contextTimeouts reports whether the go-redis client honours context
-// deadlines (true when it cannot tell).
-func contextTimeouts(c redis.UniversalClient) bool {
-	switch c := c.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	}
-	return true
 }
 
 // op starts one call of the loop to PostgreSQL or Redis: it records a
