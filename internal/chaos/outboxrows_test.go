@@ -94,8 +94,9 @@ func classifyBadRows(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rows
 		var published, isParked bool
 		var attempts int
 		var lastErr string
-		err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT published_at IS NOT NULL, %s, attempts, coalesce(last_error, '')
-			FROM headway_outbox WHERE event_id = $1`, parkedExpr), r.eventID).Scan(&published, &isParked, &attempts, &lastErr)
+		err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT published_at IS NOT NULL, %s, attempts,
+			coalesce(nullif(to_jsonb(o)->>'park_reason', ''), last_error, '')
+			FROM headway_outbox o WHERE event_id = $1`, parkedExpr), r.eventID).Scan(&published, &isParked, &attempts, &lastErr)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			parked++
@@ -104,7 +105,7 @@ func classifyBadRows(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rows
 			t.Fatal(err)
 		case isParked:
 			parked++
-			t.Logf("bad outbox row %s (%s): parked after %d attempts: %.120s", short, r.kind, attempts, lastErr)
+			t.Logf("bad outbox row %s (%s): parked after %d attempts: %.160s", short, r.kind, attempts, lastErr)
 		default:
 			stuck++
 			maxAttempts = max(maxAttempts, attempts)
