@@ -48,10 +48,12 @@ type Consumer struct {
 	series   *series
 	log      *slog.Logger
 
-	// blocked holds aggregates with an entry left pending after a failure:
-	// their later entries wait (stay pending) so that order is kept. Only
-	// the Serve goroutine touches it.
-	blocked map[string]struct{}
+	// blocked holds, per aggregate with an entry this consumer left
+	// pending, the oldest such entry's ID: the aggregate's later entries
+	// wait (stay pending) until it has left the pending list (order.go).
+	// Batches touch it one after another (the pipeline orders them), so it
+	// needs no lock.
+	blocked map[string]string
 	// bufs are the reused buffers of the batches in the pipeline: the
 	// batch read n-th uses bufs[n%pipelineDepth], which the batch read
 	// pipelineDepth before it has finished with.
@@ -123,7 +125,7 @@ func New(cfg Config) (*Consumer, error) {
 		series:   newSeries(m, cfg.Stream, cfg.Group, labelled),
 		log: cfg.Logger.With(slog.String(AttrStream, cfg.Stream), slog.String(AttrGroup, cfg.Group),
 			slog.String(AttrConsumer, cfg.Consumer)),
-		blocked: map[string]struct{}{},
+		blocked: map[string]string{},
 	}
 	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
 	if !redisutil.ContextTimeouts(cfg.Client) {

@@ -139,3 +139,42 @@ func TestEntryWithManyFieldsDeadLettered(t *testing.T) {
 		t.Fatalf("dlq_truncated = %q, want the field count", tr)
 	}
 }
+
+// TestDeadLetterSkipsAnEntryAnotherConsumerTook: pod-a runs an entry; a peer
+// claims it meanwhile (as its reclaim would after pod-a paused); pod-a's
+// handler then fails permanently. pod-a must not dead-letter it: the
+// script's XACK would take it off the peer's pending list while the peer
+// runs it, and a redrive would apply it a second time.
+func TestDeadLetterSkipsAnEntryAnotherConsumerTook(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	ctx := context.Background()
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	handler := func(_ context.Context, m *consumer.Message) error {
+		started <- struct{}{}
+		<-release
+		return consumer.Permanent(errors.New("bad data"))
+	}
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Retry.Attempts = 1
+	h := start(t, cfg)
+	ids := publish(t, rdb, stream, envelope("e1", event.BetSettledConfirmed, "bet-A", 3, nil))
+	<-started
+	if err := rdb.XClaim(ctx, &redis.XClaimArgs{Stream: stream, Group: "rolling_service", Consumer: "pod-b",
+		MinIdle: 0, Messages: ids}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	eventually(t, 5*time.Second, "pod-a's outcome counted", func() bool {
+		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeferred) == 1
+	})
+	if n := len(h.deadLetters()); n != 0 {
+		t.Fatalf("%d dead letters of an entry pod-b holds", n)
+	}
+	if o := owner(t, rdb, stream, ids[0]); o != "pod-b" {
+		t.Fatalf("entry owned by %q after pod-a gave up, want still pending for pod-b", o)
+	}
+	if !strings.Contains(h.logs.String(), "no longer pending for this consumer") {
+		t.Error("the skip was not logged")
+	}
+}

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -138,5 +139,69 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	})
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("handler ran %d times, want 1", n)
+	}
+}
+
+// failFirstAck fails the first XACK it sees, and the first XAUTOCLAIM.
+type failFirstAck struct{ done, claimed atomic.Bool }
+
+func (h *failFirstAck) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failFirstAck) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *failFirstAck) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "xautoclaim" && h.claimed.CompareAndSwap(false, true) {
+			err := errors.New("injected: XAUTOCLAIM failed")
+			cmd.SetErr(err)
+			return err
+		}
+		if cmd.Name() == "xack" && h.done.CompareAndSwap(false, true) {
+			err := errors.New("injected: XACK failed")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestLostToTrimCountedOnceWhenAckFails: an entry found trimmed is counted
+// as lost when it leaves the pending list, not before: when the
+// acknowledgement fails it stays pending, and the reclaim that finds it
+// later counts it — once in all.
+func TestLostToTrimCountedOnceWhenAckFails(t *testing.T) {
+	base, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	ctx := context.Background()
+	if err := base.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, base, stream, envelope("t1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	if err := base.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-a",
+		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, base, stream, envelope("t2", event.BetSettledConfirmed, "bet-2", 3, nil))
+	if err := base.XTrimMaxLen(ctx, stream, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(base.Options())
+	t.Cleanup(func() { _ = rdb.Close() })
+	rdb.AddHook(&failFirstAck{})
+	rec := newRecorder()
+	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
+	// The first reclaim fails, so the pending read finds t1 first (nil
+	// values), and its XACK fails; a later reclaim finds it again.
+	cfg.ReclaimIdle, cfg.ReclaimInterval = time.Second, 50*time.Millisecond
+	cfg.HandlerTimeout = 100 * time.Millisecond
+	h := start(t, cfg) // pod-a restarts
+	eventually(t, 10*time.Second, "the lost entry off the pending list and t2 applied", func() bool {
+		return h.pending() == 0 && rec.times("t2") == 1 && strings.Contains(h.logs.String(), "acknowledgement failed")
+	})
+	if n := h.counter("headway_consumer_lost_to_trim_total", nil); n != 1 {
+		t.Fatalf("lost_to_trim_total = %v, want 1: one entry lost, counted once", n)
+	}
+	if n := h.counter("headway_consumer_entries_total", map[string]string{"outcome": consumer.OutcomeLostToTrim}); n != 1 {
+		t.Fatalf("entries_total{outcome=lost_to_trim} = %v, want 1", n)
 	}
 }

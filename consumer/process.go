@@ -22,9 +22,6 @@ import (
 // they run on a context that outlives cancellation so a drain can finish.
 const opTimeout = 5 * time.Second
 
-// maxBlocked bounds the set of aggregates held for order.
-const maxBlocked = 100_000
-
 // item is one entry of a batch on its way through the pipeline.
 type item struct {
 	msg        redis.XMessage
@@ -93,10 +90,8 @@ func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessag
 		}
 		if it.msg.Values == nil {
 			// Trimmed from the stream while pending: nothing to apply.
+			// Counted once it has left the pending list (countLost).
 			it.ack, it.outcome = true, OutcomeLostToTrim
-			c.series.lost.Inc()
-			c.log.Error("pending entry was trimmed from the stream before it was processed: its event is lost",
-				slog.String(AttrEntryID, it.msg.ID), slog.Int64(AttrDeliveries, it.deliveries))
 			continue
 		}
 		env, v := c.guard.Decode(it.msg.Values)
@@ -154,48 +149,17 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	}()
 	opCtx := context.WithoutCancel(ctx)
 	c.deadLetterAll(opCtx, b.rejected) // one script call for the batch's rejects
-	runnable := b.runnable[:0]
-	// An entry deferred for any reason holds back every later entry of its
-	// aggregate: in this batch (held) and in later ones (c.blocked, from
-	// updateBlocked). b.jobs is in stream order.
-	var held map[string]struct{}
-	taken := c.fresh.taken()
-	for _, it := range b.jobs {
-		agg := it.m.Envelope.AggregateID
-		if _, ok := taken[it.msg.ID]; ok && it.outcome == "" {
-			// Another consumer claimed it while this process could not
-			// refresh it (a pause): it runs there, not here.
-			it.outcome = OutcomeDeferred
-		}
-		if it.outcome == OutcomeDeferred { // busy in the claim, or taken
-			if held == nil {
-				held = map[string]struct{}{}
-			}
-			held[agg] = struct{}{}
-			continue
-		}
-		if it.outcome != "" { // a duplicate: done before, nothing to order
-			continue
-		}
-		_, inBatch := held[agg]
-		_, blocked := c.blocked[agg]
-		if b.abandon || inBatch || (blocked && !b.reclaimed) {
-			it.outcome = OutcomeDeferred
-			if held == nil {
-				held = map[string]struct{}{}
-			}
-			held[agg] = struct{}{}
-			continue
-		}
-		runnable = append(runnable, it)
-	}
+	runnable, waiting := c.admit(b, b.runnable[:0])
 	b.runnable = runnable
 	if len(runnable) > 0 {
 		c.runLanes(ctx, runnable, &b.lanes)
 	}
 	// The outcomes are final: what the next batch must hold back for
 	// order is known.
-	c.updateBlocked(b.jobs)
+	c.updateHolds(b.jobs)
+	if len(waiting) > 0 {
+		c.checkHolds(opCtx, waiting)
+	}
 	if ran != nil {
 		close(ran)
 	}
@@ -209,7 +173,27 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 		<-acked
 	}
 	c.acknowledge(opCtx, b.items, &b.ids)
+	c.countLost(b.items)
 	c.countOutcomes(b.items)
+}
+
+// countLost counts and logs the entries found trimmed from the stream
+// that the acknowledgement took off the pending list; those it did not
+// stay pending, and the reclaim that finds them later counts them, once.
+func (c *Consumer) countLost(items []item) {
+	for i := range items {
+		it := &items[i]
+		if it.outcome != OutcomeLostToTrim {
+			continue
+		}
+		if !it.resolved {
+			it.outcome = OutcomeRetryLater
+			continue
+		}
+		c.series.lost.Inc()
+		c.log.Error("pending entry was trimmed from the stream before it was processed: its event is lost",
+			slog.String(AttrEntryID, it.msg.ID), slog.Int64(AttrDeliveries, it.deliveries))
+	}
 }
 
 // countOutcomes adds the batch's entries to entries_total, one Add per run
@@ -594,40 +578,6 @@ func (c *Consumer) acknowledge(ctx context.Context, items []item, scratch *[]str
 	}
 	if last != "" {
 		c.wm.Progress(last)
-	}
-}
-
-// updateBlocked holds aggregates with an entry left pending, and frees
-// those whose entries all left the stream.
-func (c *Consumer) updateBlocked(jobs []*item) {
-	if len(c.blocked) == 0 {
-		held := false
-		for _, it := range jobs {
-			held = held || it.outcome == OutcomeRetryLater || it.outcome == OutcomeDeferred
-		}
-		if !held {
-			return // the common case: nothing held before, nothing held now
-		}
-	}
-	waiting := map[string]bool{}
-	for _, it := range jobs {
-		agg := it.m.Envelope.AggregateID
-		if it.outcome == OutcomeRetryLater || it.outcome == OutcomeDeferred {
-			waiting[agg] = true
-		} else if !waiting[agg] {
-			waiting[agg] = false
-		}
-	}
-	for agg, w := range waiting {
-		if w {
-			c.blocked[agg] = struct{}{}
-		} else {
-			delete(c.blocked, agg)
-		}
-	}
-	if len(c.blocked) > maxBlocked {
-		c.log.Warn("too many aggregates held for order: releasing them all", slog.Int("held", len(c.blocked)))
-		clear(c.blocked)
 	}
 }
 

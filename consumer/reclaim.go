@@ -47,7 +47,14 @@ func (c *Consumer) reclaim(ctx context.Context, buf *batch) {
 		if len(msgs) > 0 {
 			c.series.reclaimed.Add(float64(len(msgs)))
 			c.log.Info("reclaimed idle pending entries", slog.Int("entries", len(msgs)))
-			c.processBatch(ctx, buf, msgs, c.deliveryCounts(ctx, msgs), true)
+			// Each call of the batch is bounded, but they follow one
+			// another: beat while they run, as for pipelined batches.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c.processBatch(ctx, buf, msgs, c.deliveryCounts(ctx, msgs), true)
+			}()
+			c.await(done)
 		}
 		if next == "0-0" || next == "" {
 			return
