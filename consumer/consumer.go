@@ -128,6 +128,12 @@ func New(cfg Config) (*Consumer, error) {
 		blocked: map[string]string{},
 	}
 	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
+	if win := wm.LivenessWindow(); cfg.Block+opTimeout >= win {
+		// The loop's longest call is a blocking read, bounded by Block +
+		// opTimeout: below that, a Redis that hangs makes it wedged.
+		c.log.Warn("the watermark's LivenessWindow is shorter than the loop's longest call: a Redis that hangs would make the consumer not live",
+			slog.Duration("liveness_window", win), slog.Duration("longest_call", cfg.Block+opTimeout))
+	}
 	if !redisutil.ContextTimeouts(cfg.Client) {
 		c.log.Warn("the Redis client ignores context deadlines (ContextTimeoutEnabled is off): " +
 			"while Redis hangs, acknowledgements, dead letters and shutdown wait for the client's read timeouts and retries")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/readiness"
 )
 
 func malformedEntry(id string) map[string]any {
@@ -176,5 +178,26 @@ func TestDeadLetterSkipsAnEntryAnotherConsumerTook(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "no longer pending for this consumer") {
 		t.Error("the skip was not logged")
+	}
+}
+
+// TestNewWarnsOfALivenessWindowBelowItsLongestCall: the loop's longest
+// call, a blocking read, is bounded by Block + 5 s; with a shorter liveness
+// window a hung Redis would make the consumer not live, and New says so.
+func TestNewWarnsOfALivenessWindowBelowItsLongestCall(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "short", LivenessWindow: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	cfg := fastConfig(rdb, walletStream(prefix), handlersFor(newRecorder().handle))
+	cfg.Watermark = wm
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	if _, err := consumer.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "LivenessWindow is shorter than the loop's longest call") {
+		t.Fatalf("New did not warn of a 3s liveness window:\n%s", logs.String())
 	}
 }

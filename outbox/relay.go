@@ -78,7 +78,8 @@ type RelayConfig struct {
 	// and its pipeline of appends to Redis, so that a dependency that
 	// hangs makes the relay failing or stalled, never wedged: the relay
 	// heartbeats before every call. The watermark's LivenessWindow must
-	// exceed OpTimeout + PollInterval. Default 10s.
+	// exceed OpTimeout + PollInterval: NewRelay refuses a config where it
+	// does not. Default 10s.
 	OpTimeout time.Duration
 	// Watermark receives heartbeats, progress (the last published id),
 	// failures and the backlog. Default one named "relay/<Table>".
@@ -169,6 +170,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		if r.wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay/" + cfg.Table}); err != nil {
 			return nil, err
 		}
+	}
+	if win := r.wm.LivenessWindow(); cfg.OpTimeout+cfg.PollInterval >= win {
+		// The longest stretch without a heartbeat is one call or one wait:
+		// such a relay would be judged wedged while a dependency hangs.
+		return nil, fmt.Errorf("%w: OpTimeout %v + PollInterval %v must stay below the watermark's LivenessWindow %v",
+			ErrInvalidConfig, cfg.OpTimeout, cfg.PollInterval, win)
 	}
 	if err := r.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err

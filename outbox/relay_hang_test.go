@@ -2,8 +2,10 @@ package outbox_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/internal/faultproxy"
+	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/readiness"
@@ -142,4 +145,24 @@ func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
 		return count(t, db, "published_at IS NULL") == 0 && len(streamEvents(t, rdb, key)) >= 25
 	})
 	waitFor(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })
+}
+
+// TestNewRelayRefusesWaitsLongerThanTheLivenessWindow: the longest stretch
+// without a heartbeat is one call or one wait (OpTimeout + PollInterval);
+// a relay whose watermark would judge that wedged is refused at start, not
+// restarted by Kubernetes in the first outage.
+func TestNewRelayRefusesWaitsLongerThanTheLivenessWindow(t *testing.T) {
+	db := pgtest.New(t)
+	rdb, _ := redistest.Client(t)
+	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay", LivenessWindow: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = outbox.NewRelay(outbox.RelayConfig{Pool: db.Pool, Client: rdb, Watermark: wm}) // 10s + 1s
+	if !errors.Is(err, outbox.ErrInvalidConfig) || !strings.Contains(err.Error(), "LivenessWindow") {
+		t.Fatalf("NewRelay with OpTimeout 10s + PollInterval 1s against a 10s liveness window = %v, want ErrInvalidConfig", err)
+	}
+	if _, err := outbox.NewRelay(outbox.RelayConfig{Pool: db.Pool, Client: rdb, Watermark: wm, OpTimeout: 3 * time.Second}); err != nil {
+		t.Fatalf("NewRelay with 3s + 1s against 10s: %v", err)
+	}
 }

@@ -238,6 +238,11 @@ func (w *Watermark) Position() string { return w.pos.load() }
 // loop has not progressed yet.
 func (w *Watermark) LastProgress() (t time.Time, ok bool) { return w.timeOf(w.progress.Load()) }
 
+// LivenessWindow returns how long the loop may go without a heartbeat
+// before it is judged wedged, so a loop can check that its longest wait
+// fits in it.
+func (w *Watermark) LivenessWindow() time.Duration { return w.livenessWindow }
+
 // LastHeartbeat returns the time of the last heartbeat (any update but
 // SetBacklog, BacklogUnknown and Alert counts); ok is false if none yet.
 func (w *Watermark) LastHeartbeat() (t time.Time, ok bool) {
