@@ -48,12 +48,9 @@ type Consumer struct {
 	series   *series
 	log      *slog.Logger
 
-	// blocked holds, per aggregate with an entry this consumer left
-	// pending, the oldest such entry's ID: the aggregate's later entries
-	// wait (stay pending) until it has left the pending list (order.go).
-	// Batches touch it one after another (the pipeline orders them), so it
-	// needs no lock.
-	blocked map[string]string
+	// holds are the entries this consumer left pending, by aggregate:
+	// their aggregates' later entries wait (order.go).
+	holds holds
 	// bufs are the reused buffers of the batches in the pipeline: the
 	// batch read n-th uses bufs[n%pipelineDepth], which the batch read
 	// pipelineDepth before it has finished with.
@@ -125,7 +122,6 @@ func New(cfg Config) (*Consumer, error) {
 		series:   newSeries(m, cfg.Stream, cfg.Group, labelled),
 		log: cfg.Logger.With(slog.String(AttrStream, cfg.Stream), slog.String(AttrGroup, cfg.Group),
 			slog.String(AttrConsumer, cfg.Consumer)),
-		blocked: map[string]string{},
 	}
 	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
 	if win := wm.LivenessWindow(); cfg.Block+opTimeout >= win {
@@ -181,6 +177,9 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		c.log.Error("consumer not started", slog.String(AttrError, err.Error()))
 		return err
 	}
+	// Holds for order are rebuilt from the pending-first read (a restart
+	// by the supervisor reuses this Consumer).
+	c.holds.clear()
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
 	// The loop is a pipeline: while a batch runs its handlers, the batch
@@ -339,6 +338,7 @@ func (c *Consumer) recreateGroup(ctx context.Context, cause error) {
 	c.log.Error("consumer group vanished (NOGROUP): recreating it; entries pending in the old group cannot be recovered from Redis",
 		slog.String(AttrError, cause.Error()), slog.String("start_id", c.cfg.StartID))
 	c.wm.Alert("consumer group vanished and was recreated from "+c.cfg.StartID+": check for lost events", time.Now().Add(c.cfg.AlertWindow))
+	c.holds.clear() // the entries they name went with the old group
 	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil {
 		c.wm.Fail(err)
 		c.log.Warn("recreating the group failed", slog.String(AttrError, err.Error()))

@@ -189,7 +189,7 @@ func (c *Consumer) deadLetterCall(ctx context.Context, items []*item) {
 			c.series.deadLetter(it.rejectReason).Inc()
 			c.log.LogAttrs(ctx, slog.LevelWarn, "entry dead-lettered", attrs...)
 		case i < len(statuses):
-			it.outcome = OutcomeDeferred
+			it.outcome, it.notOurs = OutcomeDeferred, true
 			c.log.LogAttrs(ctx, slog.LevelWarn, "entry not dead-lettered: it is no longer pending for this consumer (another consumer claimed it, or it was acknowledged)", attrs...)
 		case i == len(statuses) && failed == "ack":
 			// In the dead-letter stream, still pending: it comes back and

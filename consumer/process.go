@@ -35,6 +35,7 @@ type item struct {
 	// rejectReason is brandguard's reason for an entry to dead-letter.
 	rejectReason string
 	lane         int           // the lane it runs on (runLanes)
+	notOurs      bool          // pending for another consumer now: holds nothing here
 	took         time.Duration // the successful attempt's duration, when timed
 	timed        bool
 	m            Message // handed to the handler, with the envelope; part of the item to save an allocation
@@ -156,7 +157,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	}
 	// The outcomes are final: what the next batch must hold back for
 	// order is known.
-	c.updateHolds(b.jobs)
+	c.updateHolds(b.items)
 	if len(waiting) > 0 {
 		c.checkHolds(opCtx, waiting)
 	}

@@ -37,6 +37,9 @@ func (c *Consumer) reclaim(ctx context.Context, buf *batch) {
 			}
 			return
 		}
+		for _, id := range deleted {
+			c.holds.remove(id) // gone from the pending list: it holds nothing
+		}
 		if len(deleted) > 0 {
 			c.series.lost.Add(float64(len(deleted)))
 			c.series.entry("", OutcomeLostToTrim).Add(float64(len(deleted)))
