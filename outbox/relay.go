@@ -78,8 +78,9 @@ type RelayConfig struct {
 	// and its pipeline of appends to Redis, so that a dependency that
 	// hangs makes the relay failing or stalled, never wedged: the relay
 	// heartbeats before every call. The watermark's LivenessWindow must
-	// exceed OpTimeout + PollInterval: NewRelay refuses a config where it
-	// does not. Default 10s.
+	// exceed OpTimeout + min(PollInterval, InfoInterval), the longest
+	// stretch without a heartbeat: NewRelay refuses a config where it does
+	// not. Default 10s.
 	OpTimeout time.Duration
 	// Watermark receives heartbeats, progress (the last published id),
 	// failures and the backlog. Default one named "relay/<Table>".
@@ -171,11 +172,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 			return nil, err
 		}
 	}
-	if win := r.wm.LivenessWindow(); cfg.OpTimeout+cfg.PollInterval >= win {
-		// The longest stretch without a heartbeat is one call or one wait:
-		// such a relay would be judged wedged while a dependency hangs.
-		return nil, fmt.Errorf("%w: OpTimeout %v + PollInterval %v must stay below the watermark's LivenessWindow %v",
-			ErrInvalidConfig, cfg.OpTimeout, cfg.PollInterval, win)
+	// The longest stretch without a heartbeat is one call, or one wait
+	// (at most PollInterval, and an idle relay wakes every InfoInterval):
+	// a relay whose watermark would judge that wedged is refused.
+	if win, wait := r.wm.LivenessWindow(), min(cfg.PollInterval, cfg.InfoInterval); cfg.OpTimeout+wait >= win {
+		return nil, fmt.Errorf("%w: OpTimeout %v + the longest wait %v (PollInterval, at most InfoInterval) must stay below the watermark's LivenessWindow %v",
+			ErrInvalidConfig, cfg.OpTimeout, wait, win)
 	}
 	if err := r.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err

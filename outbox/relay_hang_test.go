@@ -148,7 +148,8 @@ func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
 }
 
 // TestNewRelayRefusesWaitsLongerThanTheLivenessWindow: the longest stretch
-// without a heartbeat is one call or one wait (OpTimeout + PollInterval);
+// without a heartbeat is one call or one wait (OpTimeout + PollInterval,
+// an idle relay waking at least every InfoInterval);
 // a relay whose watermark would judge that wedged is refused at start, not
 // restarted by Kubernetes in the first outage.
 func TestNewRelayRefusesWaitsLongerThanTheLivenessWindow(t *testing.T) {

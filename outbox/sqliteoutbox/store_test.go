@@ -157,7 +157,12 @@ func TestRelayOnSQLiteEndToEnd(t *testing.T) {
 func TestSQLiteNotifyWakesRelay(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	f := newFixture(t, prefix, sqliteoutbox.Config{})
-	r, _ := runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, PollInterval: time.Minute, InfoInterval: time.Minute})
+	// A minute's wait needs a liveness window above it (NewRelay checks).
+	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay", LivenessWindow: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, PollInterval: time.Minute, InfoInterval: time.Minute, Watermark: wm})
 	testkit.Eventually(t, 5*time.Second, "relay waiting", func() bool { _, ok := r.Watermark().LastHeartbeat(); return ok })
 	// The poll and info intervals are a minute: only the notification can
 	// deliver these in time.

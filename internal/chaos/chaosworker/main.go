@@ -128,7 +128,8 @@ func serve(ctx context.Context, o options, pool *pgxpool.Pool, rdb redis.Univers
 		Serve(context.Context) error
 	}
 	if o.role == "relay" {
-		// OpTimeout + PollInterval must stay below the liveness window.
+		// OpTimeout + PollInterval must stay below the liveness window
+		// (NewRelay checks).
 		svc, err = outbox.NewRelay(outbox.RelayConfig{Pool: pool, Client: rdb, PollInterval: 200 * time.Millisecond,
 			OpTimeout:    o.liveness / 3,
 			RetryInitial: 100 * time.Millisecond, RetryMax: time.Second, FailureLimit: 20, Retention: -1,
