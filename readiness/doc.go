@@ -35,12 +35,14 @@
 //
 // [Watermark.StatusAt] applies, in order (see its documentation for the
 // details): parked (its supervisor holds it: not ready, but live), wedged
-// (no heartbeat within the liveness window: not live),
-// alert, failing (consecutive failures at the bound), progressing (behind
-// when the backlog also grew across the whole window: a warning), idle
-// (backlog known to be zero: ready however old the last progress, Burrow's
-// rule), starting, and stalled (backlog present or unknown, no progress
-// within the stall window: not ready). Each [Status] carries a reason a
+// (no heartbeat within the liveness window: not live), failing
+// (consecutive failures at the bound), stalled (backlog present or
+// unknown, no progress within the stall window: not ready), alert (held by
+// [Watermark.Alert]: not ready, but never hiding a failing or stalled
+// loop), progressing (behind when the backlog also grew across the whole
+// window: a warning), idle (backlog known to be zero: ready however old
+// the last progress, Burrow's rule), and starting. A loop's state is the
+// worst of its conditions. Each [Status] carries a reason a
 // person can act on:
 //
 //	stalled: backlog 1200, no progress for 45s (window 30s)

@@ -164,3 +164,48 @@ headway_loop_ready{loop="b"} 1
 		t.Error(err)
 	}
 }
+
+// TestLoopStatusShowsAStallDuringAnAlertHold: headway_loop_status, which
+// the HeadwayLoopStalled alert reads, says stalled — not alert — for a loop
+// with a backlog and no progress while a legacy-event hold is active, so
+// the critical alert can fire.
+func TestLoopStatusShowsAStallDuringAnAlertHold(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	p, err := NewProbes(ProbesConfig{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, clk := newTestWatermark(t, "wallet")
+	if err := p.AddLoop(w); err != nil {
+		t.Fatal(err)
+	}
+	w.Progress("1-0")
+	w.SetBacklog(1000)
+	w.Alert("legacy schema_version 1 on events:{wallet}", clk.Now().Add(5*time.Minute))
+	clk.Advance(45 * time.Second)
+	w.Heartbeat()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := ""
+	for _, mf := range mfs {
+		if mf.GetName() != "headway_loop_status" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetGauge().GetValue() != 1 {
+				continue
+			}
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "status" {
+					current = lp.GetValue()
+				}
+			}
+		}
+	}
+	if current != "stalled" {
+		t.Fatalf("headway_loop_status is %q during a stall under an alert hold, want stalled", current)
+	}
+}

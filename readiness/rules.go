@@ -34,19 +34,24 @@ func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
 //  2. wedged: no heartbeat within LivenessWindow (counted from the start
 //     before the first heartbeat, and from the last [Watermark.Unpark]
 //     when that is later): neither live nor ready;
-//  3. alert: held by [Watermark.Alert] until a time after now: not ready;
-//  4. failing: consecutive failures at or past FailureBound: not ready;
-//  5. progressing: progress within StallWindow: ready; behind (a warning,
+//  3. failing: consecutive failures at or past FailureBound: not ready;
+//  4. stalled: backlog present or unknown, no progress within StallWindow
+//     (and none of the ready states below holds): not ready;
+//  5. alert: held by [Watermark.Alert] until a time after now: not ready.
+//     It comes after failing and stalled, so a warning about the data
+//     never hides a loop that does not move;
+//  6. progressing: progress within StallWindow: ready; behind (a warning,
 //     still ready) when in addition the backlog is known, above zero, and
 //     has grown without falling once for at least StallWindow;
-//  6. idle: backlog known to be zero: ready, however old the last progress
+//  7. idle: backlog known to be zero: ready, however old the last progress
 //     (Burrow's rule: no lag is never a stall); also ready while the loop
 //     was idle less than StallWindow ago (backlog that just appeared is not
 //     a stall yet);
-//  7. starting: never progressed nor idle, started less than StallWindow
-//     ago: ready;
-//  8. stalled: otherwise — backlog present or unknown, no progress within
-//     StallWindow: not ready.
+//  8. starting: never progressed nor idle, started less than StallWindow
+//     ago: ready.
+//
+// So a loop's state is the worst of its conditions: wedged, failing,
+// stalled, alert, behind, then the healthy ones.
 //
 // It reads atomics only and is safe to call from any goroutine.
 func (w *Watermark) StatusAt(now time.Time) Status {
@@ -86,12 +91,22 @@ func (w *Watermark) judge(v *loopVerdict) State {
 	if since(v.now, max(v.heartbeat, v.liveFrom)) > w.livenessWindow {
 		return StateWedged
 	}
-	if v.alertUntil != never && v.now < v.alertUntil {
-		return StateAlert
-	}
 	if w.failureBound > 0 && v.failures >= w.failureBound {
 		return StateFailing
 	}
+	s := w.judgeProgress(v)
+	// An alert hold is a warning about the data (a legacy event, a
+	// recreated group): it never hides a worse state, so it is judged after
+	// stalled and before the ready states.
+	if s != StateStalled && v.alertUntil != never && v.now < v.alertUntil {
+		return StateAlert
+	}
+	return s
+}
+
+// judgeProgress judges a loop that is neither parked, wedged nor failing
+// by its progress and backlog.
+func (w *Watermark) judgeProgress(v *loopVerdict) State {
 	if v.progress != never && since(v.now, v.progress) <= w.stallWindow {
 		if w.behind(v) {
 			return StateBehind

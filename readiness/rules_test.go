@@ -220,6 +220,45 @@ func TestWatermarkRules(t *testing.T) {
 			reason: "alert: legacy schema_version 1 on events:{wallet} (held for 45s more)",
 		},
 		{
+			name: "a stall during an alert hold is a stall",
+			run: func(w *Watermark, c *fakeClock) {
+				w.Progress("1-0")
+				w.SetBacklog(1000)
+				// a trickle of legacy events keeps the hold up
+				for range 4 {
+					w.Alert("legacy schema_version 1 on events:{wallet}", c.Now().Add(5*time.Minute))
+					c.Advance(15 * time.Second)
+					w.Heartbeat()
+				}
+			},
+			want:   StateStalled,
+			reason: "stalled: backlog 1000, no progress for 1m0s (window 30s)",
+		},
+		{
+			name: "failures during an alert hold are failing",
+			run: func(w *Watermark, c *fakeClock) {
+				w.Alert("legacy", c.Now().Add(time.Hour))
+				for range 5 {
+					w.Fail(boom)
+				}
+			},
+			want:   StateFailing,
+			reason: "failing: 5 consecutive failures (bound 3), last error: dial tcp 127.0.0.1:6379: connection refused",
+		},
+		{
+			name: "an alert hold wins over behind",
+			run: func(w *Watermark, c *fakeClock) {
+				w.SetBacklog(100)
+				w.Alert("legacy", c.Now().Add(time.Hour))
+				for i := range 31 {
+					c.Advance(time.Second)
+					w.Progress("x")
+					w.SetBacklog(int64(100 + 10*(i+1)))
+				}
+			},
+			want: StateAlert,
+		},
+		{
 			name: "alerts extend, never shorten, and keep the latest reason",
 			run: func(w *Watermark, c *fakeClock) {
 				w.SetBacklog(0)

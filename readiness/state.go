@@ -31,7 +31,8 @@ const (
 	// ready.
 	StateFailing
 	// StateAlert: another component holds the loop not ready until a given
-	// time ([Watermark.Alert]). Not ready.
+	// time ([Watermark.Alert]). Not ready. A failing or stalled loop shows
+	// that state instead: an alert never hides a worse one.
 	StateAlert
 	// StateWedged: no heartbeat within the liveness window. Neither live
 	// nor ready.
