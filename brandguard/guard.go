@@ -130,6 +130,14 @@ func (g *Guard) Scope(stream, consumer string) *Scope {
 func (s *Scope) Decode(fields map[string]any) (event.Envelope, Verdict) {
 	env, err := s.g.codec.Decode(fields)
 	if err != nil {
+		// A retired type is recognised before anything else: the
+		// historical BRAND_AWARE_PUBLISHING_BEGINS sentinels on old
+		// backlogs predate today's field rules, and current consumers
+		// ignore them whatever else they lack.
+		if typ, ok := fields[event.FieldEventType].(string); ok && s.g.catalog.IsRetired(event.Type(typ)) {
+			return env, s.reject(ActionIgnore, ReasonRetiredType,
+				fmt.Errorf("brandguard: entry of retired type %s (it does not decode: %w)", typ, err))
+		}
 		return env, s.judgeDecodeError(err)
 	}
 	return env, s.Judge(env)
@@ -140,7 +148,8 @@ func (s *Scope) Decode(fields map[string]any) (event.Envelope, Verdict) {
 //     BRAND_AWARE_PUBLISHING_BEGINS sentinel): ignore;
 //   - schema_version 1: count event_legacy_schema_total, reject, and
 //     return a Signal for supervision;
-//   - schema_version 2 or later without a valid brand: reject;
+//   - schema_version 2 or later (read by the version 2 rules) without a
+//     valid brand: reject;
 //   - anything else: accept.
 //
 // The envelope/target comparison needs the handler's entity and is done by
@@ -153,7 +162,7 @@ func (s *Scope) Judge(env event.Envelope) Verdict {
 	switch {
 	case env.SchemaVersion == 1:
 		return s.legacyVerdict(env.EventID, fmt.Errorf("%w: event %s (%s)", ErrLegacySchema, env.EventID, env.EventType))
-	case env.SchemaVersion < event.MinSchemaVersion || env.SchemaVersion > event.MaxSchemaVersion:
+	case env.SchemaVersion < event.MinSchemaVersion:
 		return s.reject(ActionReject, ReasonUnsupportedSchema,
 			fmt.Errorf("%w: %d", ErrUnsupportedSchema, env.SchemaVersion))
 	case env.BrandID == 0:

@@ -36,7 +36,7 @@ const (
 	ReasonNone              Reason = ""                   // accepted
 	ReasonRetiredType       Reason = "retired_type"       // ignored: retired catalog type
 	ReasonLegacySchema      Reason = "legacy_schema"      // schema_version 1
-	ReasonUnsupportedSchema Reason = "unsupported_schema" // schema_version missing, not a number or unknown
+	ReasonUnsupportedSchema Reason = "unsupported_schema" // schema_version missing, 0 or not a number
 	ReasonMissingBrand      Reason = "missing_brand"      // schema_version 2 without brand_id
 	ReasonUnparseableBrand  Reason = "unparseable_brand"  // brand_id not a positive 64-bit decimal
 	ReasonTooLarge          Reason = "entry_too_large"    // over the codec's size limit

@@ -170,7 +170,7 @@ func TestBadInputIsDeadLetteredByReason(t *testing.T) {
 		{mut("event_id", "b2", "brand_id", "<absent>"), brandguard.ReasonMissingBrand},
 		{mut("event_id", "b3", "brand_id", "brand-three"), brandguard.ReasonUnparseableBrand},
 		{mut("event_id", "b4", "payload", "{not json"), brandguard.ReasonMalformed},
-		{mut("event_id", "b5", "schema_version", "7"), brandguard.ReasonUnsupportedSchema},
+		{mut("event_id", "b5", "schema_version", "0"), brandguard.ReasonUnsupportedSchema},
 		{mut("event_id", "b6", "payload", `"`+strings.Repeat("x", event.DefaultMaxEntryBytes)+`"`), brandguard.ReasonTooLarge},
 		{mut("event_id", "<absent>"), brandguard.ReasonMalformed},
 	}

@@ -564,7 +564,7 @@ func parseSchemaVersion(s string) (int, *FieldError) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < MinSchemaVersion || n > MaxSchemaVersion {
 		return 0, fieldErr(FieldSchemaVersion, ErrBadSchemaVersion,
-			"%s is not a version this build reads (%d to %d)", quoteShort(s), MinSchemaVersion, MaxSchemaVersion)
+			"%s is not a version this build reads (%d or more)", quoteShort(s), MinSchemaVersion)
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package event_test
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"schema_version 0", with(validFields(), "schema_version", "0"), event.ErrBadSchemaVersion, "schema_version", 0},
 		{"schema_version -1", with(validFields(), "schema_version", "-1"), event.ErrBadSchemaVersion, "schema_version", 0},
 		{"schema_version 2.5", with(validFields(), "schema_version", "2.5"), event.ErrBadSchemaVersion, "schema_version", 0},
-		{"schema_version 99", with(validFields(), "schema_version", "99"), event.ErrBadSchemaVersion, "schema_version", 0},
+		{"schema_version 2147483648", with(validFields(), "schema_version", "2147483648"), event.ErrBadSchemaVersion, "schema_version", 0},
 		{"schema_version huge", with(validFields(), "schema_version", "99999999999999999999999"), event.ErrBadSchemaVersion, "schema_version", 0},
 		{"schema_version with plus", with(validFields(), "schema_version", "+2"), event.ErrBadSchemaVersion, "schema_version", 0},
 		{"schema_version empty", with(validFields(), "schema_version", ""), event.ErrBadSchemaVersion, "schema_version", 0},
@@ -143,6 +144,26 @@ func TestDecodeLegacyV1WithoutBrand(t *testing.T) {
 	}
 	if env.SchemaVersion != 1 || env.BrandID != 0 {
 		t.Fatalf("got schema %d brand %d, want 1 and 0", env.SchemaVersion, env.BrandID)
+	}
+}
+
+// TestDecodeLaterVersionsByVersion2Rules: the event catalog says
+// "schema_version >= 2: read brand_id from envelope"; a later version is
+// read by the version 2 rules, its extra fields tolerated, and a missing
+// brand is still refused.
+func TestDecodeLaterVersionsByVersion2Rules(t *testing.T) {
+	for _, v := range []string{"3", "99"} {
+		env, err := event.Decode(with(validFields(), "schema_version", v, "x_added_in_v3", "tolerated"))
+		if err != nil {
+			t.Fatalf("schema_version %s: %v", v, err)
+		}
+		if strconv.Itoa(env.SchemaVersion) != v || env.BrandID != 42 {
+			t.Fatalf("schema_version %s: got version %d brand %d", v, env.SchemaVersion, env.BrandID)
+		}
+		_, err = event.Decode(without(with(validFields(), "schema_version", v), "brand_id"))
+		if !errors.Is(err, event.ErrMissingField) {
+			t.Fatalf("schema_version %s without brand_id: %v, want ErrMissingField", v, err)
+		}
 	}
 }
 

@@ -24,7 +24,8 @@
 //	}
 //
 // Decoding checks the entry's size first ([Codec.MaxEntryBytes], default
-// [DefaultMaxEntryBytes]) and tolerates unknown extra fields. Policy — what
+// [DefaultMaxEntryBytes]) and tolerates unknown extra fields; every
+// schema_version from 2 on is read by the version 2 rules. Policy — what
 // to do with a version 1 entry or a brand mismatch — belongs to package
 // brandguard, not here.
 //

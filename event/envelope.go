@@ -12,8 +12,12 @@ const (
 	// version 1 entries predate brand_id and decode so that brandguard can
 	// count and reject them.
 	MinSchemaVersion = 1
-	// MaxSchemaVersion is the newest schema_version the decoder reads.
-	MaxSchemaVersion = 2
+	// MaxSchemaVersion is the largest schema_version the decoder reads.
+	// Every version from 2 on is read by the version 2 rules (the event
+	// catalog: "schema_version >= 2: read brand_id from envelope"): a
+	// later version may add fields, and unknown fields are tolerated. The
+	// bound only keeps the number an int32.
+	MaxSchemaVersion = 1<<31 - 1
 	// CurrentSchemaVersion is the only version producers may emit.
 	CurrentSchemaVersion = 2
 )
