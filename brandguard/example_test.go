@@ -43,7 +43,7 @@ func Example() {
 	// Output:
 	// e-2-3: accept  surface=false
 	// e-1-3: reject legacy_schema surface=true
-	// : reject unparseable_brand surface=false
+	// e-2-three: reject unparseable_brand surface=false
 }
 
 func ExampleScope_CheckTarget() {

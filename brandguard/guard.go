@@ -138,7 +138,7 @@ func (s *Scope) Decode(fields map[string]any) (event.Envelope, Verdict) {
 			return env, s.reject(ActionIgnore, ReasonRetiredType,
 				fmt.Errorf("brandguard: entry of retired type %s (it does not decode: %w)", typ, err))
 		}
-		return env, s.judgeDecodeError(err)
+		return env, s.judgeDecodeError(env, err)
 	}
 	return env, s.Judge(env)
 }
@@ -175,11 +175,13 @@ func (s *Scope) Judge(env event.Envelope) Verdict {
 	return Verdict{Action: ActionAccept}
 }
 
-func (s *Scope) judgeDecodeError(err error) Verdict {
+// judgeDecodeError judges an entry that did not decode; env holds the
+// identity fields that did.
+func (s *Scope) judgeDecodeError(env event.Envelope, err error) Verdict {
 	var fe *event.FieldError
 	if errors.As(err, &fe) && fe.SchemaVersion == 1 {
 		// A version 1 entry is legacy whatever else is wrong with it.
-		return s.legacyVerdict("", fmt.Errorf("%w: %w", ErrLegacySchema, err))
+		return s.legacyVerdict(env.EventID, fmt.Errorf("%w: %w", ErrLegacySchema, err))
 	}
 	switch {
 	case errors.Is(err, event.ErrEntryTooLarge):

@@ -176,7 +176,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		n       float64
 	}{
 		{event.DepositApproved, consumer.OutcomeUnhandled, 1},
-		{event.BrandAwarePublishingBegins, consumer.OutcomeIgnored, 1},
+		{event.BrandAwarePublishingBegins, consumer.OutcomeIgnored, 2}, // one whole, one without most fields
 		{event.BetSettledConfirmed, consumer.OutcomeDuplicate, 1},
 	} {
 		if got := h.outcome(w.typ, w.outcome); got != w.n {

@@ -201,3 +201,24 @@ func TestNewWarnsOfALivenessWindowBelowItsLongestCall(t *testing.T) {
 		t.Fatalf("New did not warn of a 3s liveness window:\n%s", logs.String())
 	}
 }
+
+// TestRejectedEntryKeepsItsIdentity: an entry rejected for a missing brand
+// is logged with its event_id and event_type and counted under its type,
+// not as "other" with empty fields.
+func TestRejectedEntryKeepsItsIdentity(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	h := start(t, fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
+	entry := malformedEntry("nobrand-1")
+	entry["payload"] = "{}"
+	delete(entry, "brand_id")
+	publishRaw(t, rdb, stream, entry)
+	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	if n := h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeadLettered); n != 1 {
+		t.Fatalf("entries_total{event_type=BET_SETTLED_CONFIRMED,outcome=dead_lettered} = %v, want 1", n)
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, "event_id=nobrand-1") || !strings.Contains(logs, "event_type=BET_SETTLED_CONFIRMED") {
+		t.Fatalf("the dead letter's log line lost the entry's identity:\n%s", logs)
+	}
+}

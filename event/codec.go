@@ -64,6 +64,12 @@ func Encode(e Envelope) ([]any, error) { return Codec{}.Encode(e) }
 // required from schema version 2; a version 1 entry may lack it (brandguard
 // rejects version 1 entries; decoding them lets it count them). An invalid
 // traceparent is dropped, not an error.
+//
+// Beside an error it returns the identity fields that are valid each on
+// its own (event_id, event_type, brand_id, aggregate_id, and the
+// schema_version when it parsed), so that a rejected entry can be logged
+// and counted under its type; that envelope is not valid and must not be
+// applied.
 func (c Codec) Decode(fields map[string]any) (Envelope, error) {
 	var e Envelope
 	// One pass over the map sizes the entry and picks out the known
@@ -83,19 +89,19 @@ func (c Codec) Decode(fields map[string]any) (Envelope, error) {
 		}
 	}
 	if size > c.limit() {
-		return e, &FieldError{Err: ErrEntryTooLarge, Detail: strconv.Itoa(size) + " bytes, limit " + strconv.Itoa(c.limit())}
+		return f.identity(0), &FieldError{Err: ErrEntryTooLarge, Detail: strconv.Itoa(size) + " bytes, limit " + strconv.Itoa(c.limit())}
 	}
 
 	sv, err := f.required(fSchemaVersion)
 	if err != nil {
-		return e, err
+		return f.identity(0), err
 	}
 	if e.SchemaVersion, err = parseSchemaVersion(sv); err != nil {
-		return e, err
+		return f.identity(0), err
 	}
 	fail := func(err *FieldError) (Envelope, error) {
 		err.SchemaVersion = e.SchemaVersion
-		return Envelope{}, err
+		return f.identity(e.SchemaVersion), err
 	}
 
 	if e.EventID, err = f.required(fEventID); err != nil {
@@ -510,6 +516,30 @@ func knownField(name string) int {
 		return fTraceState
 	}
 	return -1
+}
+
+// identity returns an envelope with the entry's identity fields that are
+// valid each on its own — event_id, event_type, brand_id, aggregate_id —
+// and schemaVersion: what Decode returns beside an error, so a rejected
+// entry can still be logged and counted under its type. It is not a valid
+// envelope.
+func (f *entryFields) identity(schemaVersion int) Envelope {
+	e := Envelope{SchemaVersion: schemaVersion}
+	if id, _, err := f.optional(fEventID); err == nil && checkEventID(id) == nil {
+		e.EventID = id
+	}
+	if typ, _, err := f.optional(fEventType); err == nil && checkType(typ) == nil {
+		e.EventType = Type(typ)
+	}
+	if b, ok, err := f.optional(fBrandID); err == nil && ok {
+		if brand, perr := parseBrand(b); perr == nil {
+			e.BrandID = brand
+		}
+	}
+	if agg, _, err := f.optional(fAggregateID); err == nil && checkAggregateID(agg) == nil {
+		e.AggregateID = agg
+	}
+	return e
 }
 
 // entryFields holds the known fields of an entry, by index.

@@ -130,8 +130,10 @@ func TestDecodeErrors(t *testing.T) {
 			if fe.SchemaVersion != tt.schemaVer {
 				t.Errorf("FieldError.SchemaVersion = %d, want %d", fe.SchemaVersion, tt.schemaVer)
 			}
-			if env.EventID != "" || env.Payload != nil {
-				t.Errorf("Decode returned a partial envelope with its error: %+v", env)
+			// Beside an error only the identity fields come back: never
+			// something that could pass for a valid envelope.
+			if env.Payload != nil || !env.OccurredAt.IsZero() || env.Validate() == nil {
+				t.Errorf("Decode returned more than the identity fields with its error: %+v", env)
 			}
 		})
 	}
@@ -303,4 +305,25 @@ func equalEnvelope(a, b event.Envelope) bool {
 	return a.EventID == b.EventID && a.EventType == b.EventType && a.SchemaVersion == b.SchemaVersion &&
 		a.BrandID == b.BrandID && a.OccurredAt.Equal(b.OccurredAt) && a.AggregateID == b.AggregateID &&
 		string(a.Payload) == string(b.Payload) && a.TraceParent == b.TraceParent && a.TraceState == b.TraceState
+}
+
+// TestDecodeErrorKeepsTheIdentityFields: a rejected entry keeps the fields
+// that are valid on their own, so it is logged and counted under its
+// event_type, not as "other" with an empty event_id.
+func TestDecodeErrorKeepsTheIdentityFields(t *testing.T) {
+	env, err := event.Decode(without(validFields(), "brand_id"))
+	if !errors.Is(err, event.ErrMissingField) {
+		t.Fatalf("missing brand_id: %v", err)
+	}
+	if env.EventID != "evt-0001" || env.EventType != event.BetSettledConfirmed || env.SchemaVersion != 2 || env.AggregateID == "" {
+		t.Fatalf("identity of a missing-brand entry: %+v", env)
+	}
+	env, _ = event.Decode(with(validFields(), "event_id", strings.Repeat("x", 300), "brand_id", "brand-three"))
+	if env.EventID != "" || env.EventType != event.BetSettledConfirmed || env.BrandID != 0 {
+		t.Fatalf("identity keeps only valid fields: %+v", env)
+	}
+	env, _ = event.Decode(with(validFields(), "payload", "{not json"))
+	if env.EventID != "evt-0001" || env.BrandID != 42 || env.Payload != nil {
+		t.Fatalf("identity of a malformed-payload entry: %+v", env)
+	}
 }
