@@ -192,14 +192,14 @@ func (c *pgClaim) Finish(ctx context.Context, o Outcome) error {
 		// the claim's now() come from one clock.
 		if _, err := c.tx.Exec(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = $2,
 			next_attempt_at = now() + least($3::interval * power(2, least(attempts, 30)), $4::interval)
-			WHERE id = ANY($1)`, c.s.table), o.Failed, truncate(o.LastError, 1024), o.Backoff.Initial, o.Backoff.Max); err != nil {
+			WHERE id = ANY($1)`, c.s.table), o.Failed, o.LastError, o.Backoff.Initial, o.Backoff.Max); err != nil {
 			return fmt.Errorf("record failure: %w", err)
 		}
 	}
 	if len(o.Parked) > 0 {
 		ids, reasons := make([]int64, len(o.Parked)), make([]string, len(o.Parked))
 		for i, p := range o.Parked {
-			ids[i], reasons[i] = p.ID, truncate(p.Reason, 1024)
+			ids[i], reasons[i] = p.ID, p.Reason
 		}
 		if _, err := c.tx.Exec(ctx, fmt.Sprintf(`UPDATE %s t SET parked_at = now(), park_reason = p.reason
 			FROM unnest($1::bigint[], $2::text[]) AS p(id, reason) WHERE t.id = p.id`, c.s.table), ids, reasons); err != nil {

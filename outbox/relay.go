@@ -344,6 +344,9 @@ func (r *Relay) Serve(ctx context.Context) error {
 	}
 }
 
+// maxStoredError bounds the error texts an Outcome carries to a store.
+const maxStoredError = 1024
+
 // truncate cuts s to at most n bytes, at a rune boundary (the column is
 // text: PostgreSQL refuses a cut UTF-8 sequence).
 func truncate(s string, n int) string {

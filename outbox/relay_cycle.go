@@ -83,12 +83,12 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 			// Encoding is deterministic: a row that does not encode now
 			// never will. It is parked, not retried, and the cycle goes
 			// on as if it had been published.
-			o.Parked = append(o.Parked, Parked{ID: claimed[i].ID, Reason: err.Error()})
+			o.Parked = append(o.Parked, Parked{ID: claimed[i].ID, Reason: truncate(err.Error(), maxStoredError)})
 			continue
 		}
 		if err := b.cmds[i].Err(); err != nil {
 			o.Failed = append(o.Failed, claimed[i].ID)
-			failErr, o.LastError = err, err.Error()
+			failErr, o.LastError = err, truncate(err.Error(), maxStoredError)
 			continue
 		}
 		o.Published = append(o.Published, claimed[i].ID)

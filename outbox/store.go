@@ -97,7 +97,8 @@ type Outcome struct {
 	Published []int64
 	// Failed rows were not appended because Redis refused or did not
 	// answer: a transient failure. They stay unpublished with attempts +
-	// 1 and LastError, due again after Backoff.Delay(attempts).
+	// 1 and LastError (at most 1 KiB of UTF-8, cut at a rune boundary),
+	// due again after Backoff.Delay(attempts).
 	Failed    []int64
 	LastError string
 	Backoff   Backoff
@@ -112,7 +113,7 @@ type Outcome struct {
 // Parked is a row set aside with the reason it can never be published.
 type Parked struct {
 	ID     int64
-	Reason string
+	Reason string // at most 1 KiB of UTF-8, cut at a rune boundary
 }
 
 // Backlog is what [Store.Backlog] counts.

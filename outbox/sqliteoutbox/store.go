@@ -18,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
@@ -270,7 +269,6 @@ func (c *claim) Finish(ctx context.Context, o outbox.Outcome) error {
 	for _, r := range c.rows {
 		attempts[r.ID] = r.Attempts
 	}
-	lastErr = truncate(lastErr, 1024)
 	err := c.s.inTx(ctx, func(tx *sql.Conn) error {
 		if len(published) > 0 {
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET published_at = ?, lease_token = NULL, lease_until = 0
@@ -289,7 +287,7 @@ func (c *claim) Finish(ctx context.Context, o outbox.Outcome) error {
 		for _, p := range o.Parked {
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET parked_at = ?, park_reason = ?,
 				lease_token = NULL, lease_until = 0 WHERE id = ? AND lease_token = ?`, c.s.table),
-				now.UnixNano(), truncate(p.Reason, 1024), p.ID, c.token); err != nil {
+				now.UnixNano(), p.Reason, p.ID, c.token); err != nil {
 				return fmt.Errorf("park: %w", err)
 			}
 		}
@@ -338,18 +336,6 @@ func (s *Store) Backlog(ctx context.Context) (outbox.Backlog, error) {
 		b.Oldest = max(s.now().Sub(time.Unix(0, oldest.Int64)), 0)
 	}
 	return b, nil
-}
-
-// truncate cuts s to at most n bytes, at a rune boundary (the column is
-// text: PostgreSQL refuses a cut UTF-8 sequence).
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // Prune deletes up to limit rows published more than olderThan ago,
