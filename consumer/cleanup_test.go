@@ -12,26 +12,6 @@ import (
 	"github.com/headwaylabs/headway/internal/redistest"
 )
 
-// afterHook calls after with each command once it has run; pipelines
-// pass through.
-type afterHook struct {
-	after func(ctx context.Context, cmd redis.Cmder)
-}
-
-func (h afterHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h afterHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		h.after(ctx, cmd)
-		return err
-	}
-}
-
-func (h afterHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 // TestIdleConsumerCleanupKeepsAConsumerThatCameBack: the cleanup of idle
 // consumers reads XINFO CONSUMERS, then deletes. A consumer that restarts
 // under the same name in between (it reads an entry, which is now pending
@@ -61,14 +41,15 @@ func TestIdleConsumerCleanupKeepsAConsumerThatCameBack(t *testing.T) {
 	var fired, infosAfter atomic.Int32
 	rdb := redis.NewClient(&redis.Options{Addr: shared.Options().Addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	rdb.AddHook(afterHook{after: func(ctx context.Context, cmd redis.Cmder) {
+	rdb.AddHook(onCommand(func(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) error {
+		err := next(ctx, cmd)
 		ci, ok := cmd.(*redis.XInfoConsumersCmd)
 		if !ok {
-			return
+			return err
 		}
 		if fired.Load() > 0 {
 			infosAfter.Add(1)
-			return
+			return err
 		}
 		for _, co := range ci.Val() {
 			if co.Name == "pod-old" && co.Pending == 0 && co.Idle >= idleTimeout && fired.CompareAndSwap(0, 1) {
@@ -82,7 +63,8 @@ func TestIdleConsumerCleanupKeepsAConsumerThatCameBack(t *testing.T) {
 				}
 			}
 		}
-	}})
+		return err
+	}))
 	cfg := fastConfig(rdb, stream, handlersFor(newRecorder().handle))
 	cfg.ConsumerIdleTimeout = idleTimeout
 	cfg.HandlerTimeout, cfg.ReclaimIdle = 2*time.Second, time.Minute // pod-a does not reclaim pod-old's entry here

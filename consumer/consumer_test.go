@@ -494,20 +494,7 @@ func TestFailedEntryHoldsItsAggregate(t *testing.T) {
 func TestTrimmedWhilePendingIsCountedAsLost(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	ctx := context.Background()
-	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	publish(t, rdb, stream, envelope("t1", event.BetSettledConfirmed, "bet-1", 3, nil))
-	// pod-a reads it, then crashes; the stream is trimmed by retention.
-	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-a",
-		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	publish(t, rdb, stream, envelope("t2", event.BetSettledConfirmed, "bet-2", 3, nil))
-	if err := rdb.XTrimMaxLen(ctx, stream, 1).Err(); err != nil {
-		t.Fatal(err)
-	}
+	trimWhilePending(t, rdb, stream)
 	rec := newRecorder()
 	h := start(t, fastConfig(rdb, stream, handlersFor(rec.handle))) // pod-a restarts
 	eventually(t, 5*time.Second, "lost entry counted and acknowledged", func() bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -154,6 +155,45 @@ func publishRaw(t *testing.T, rdb redis.UniversalClient, stream string, fields m
 		t.Fatal(err)
 	}
 	return id
+}
+
+// onCommand is a go-redis hook for tests: it sees each single command with
+// the rest of the chain to call (or not); dials and pipelines pass through.
+type onCommand func(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) error
+
+func (onCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (onCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (f onCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { return f(ctx, cmd, next) }
+}
+
+// injected fails cmd with msg without sending it, as a failed round trip.
+func injected(cmd redis.Cmder, msg string) error {
+	err := errors.New("injected: " + msg)
+	cmd.SetErr(err)
+	return err
+}
+
+// trimWhilePending leaves t1 pending for pod-a of rolling_service (read,
+// then pod-a crashed), publishes t2, and trims the stream to its last
+// entry, as retention would: t1's data is gone while it is pending.
+func trimWhilePending(t *testing.T, rdb redis.UniversalClient, stream string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, rdb, stream, envelope("t1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-a",
+		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, rdb, stream, envelope("t2", event.BetSettledConfirmed, "bet-2", 3, nil))
+	if err := rdb.XTrimMaxLen(ctx, stream, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -2,7 +2,6 @@ package consumer_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,29 +38,22 @@ func (l *commandLog) all() []string {
 	return append([]string(nil), l.events...)
 }
 
-func (l *commandLog) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (l *commandLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (l *commandLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		name := cmd.Name()
-		if !l.armed.Load() || (name != "evalsha" && name != "eval" && name != "xack") {
-			return next(ctx, cmd)
-		}
-		l.add("start " + name)
-		if name == "xack" && l.failAck.Load() {
-			err := errors.New("injected: the process died before its XACK")
-			cmd.SetErr(err)
-			return err
-		}
-		if name != "xack" && l.slowEval > 0 {
-			time.Sleep(l.slowEval) // a slow settle round trip, the fault under test
-		}
-		err := next(ctx, cmd)
-		l.add("end " + name)
-		return err
+// process is the hook (onCommand(l.process)).
+func (l *commandLog) process(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) error {
+	name := cmd.Name()
+	if !l.armed.Load() || (name != "evalsha" && name != "eval" && name != "xack") {
+		return next(ctx, cmd)
 	}
+	l.add("start " + name)
+	if name == "xack" && l.failAck.Load() {
+		return injected(cmd, "the process died before its XACK")
+	}
+	if name != "xack" && l.slowEval > 0 {
+		time.Sleep(l.slowEval) // a slow settle round trip, the fault under test
+	}
+	err := next(ctx, cmd)
+	l.add("end " + name)
+	return err
 }
 
 // TestDoneMarkWrittenBeforeAcknowledgement: with a batch dedup store, the
@@ -74,7 +66,7 @@ func TestDoneMarkWrittenBeforeAcknowledgement(t *testing.T) {
 	rdb := redis.NewClient(base.Options())
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := &commandLog{slowEval: 200 * time.Millisecond}
-	rdb.AddHook(log)
+	rdb.AddHook(onCommand(log.process))
 	store, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
 	handler := func(context.Context, *consumer.Message) error { log.armed.Store(true); return nil }
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
@@ -109,7 +101,7 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := &commandLog{}
 	log.failAck.Store(true)
-	rdb.AddHook(log)
+	rdb.AddHook(onCommand(log.process))
 	dcfg := dedup.RedisConfig{Prefix: prefix + "dedup:"}
 	store, _ := dedup.NewRedis(rdb, dcfg)
 	var runs atomic.Int32
@@ -142,29 +134,6 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	}
 }
 
-// failFirstAck fails the first XACK it sees, and the first XAUTOCLAIM.
-type failFirstAck struct{ done, claimed atomic.Bool }
-
-func (h *failFirstAck) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *failFirstAck) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *failFirstAck) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "xautoclaim" && h.claimed.CompareAndSwap(false, true) {
-			err := errors.New("injected: XAUTOCLAIM failed")
-			cmd.SetErr(err)
-			return err
-		}
-		if cmd.Name() == "xack" && h.done.CompareAndSwap(false, true) {
-			err := errors.New("injected: XACK failed")
-			cmd.SetErr(err)
-			return err
-		}
-		return next(ctx, cmd)
-	}
-}
-
 // TestLostToTrimCountedOnceWhenAckFails: an entry found trimmed is counted
 // as lost when it leaves the pending list, not before: when the
 // acknowledgement fails it stays pending, and the reclaim that finds it
@@ -172,22 +141,20 @@ func (h *failFirstAck) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func TestLostToTrimCountedOnceWhenAckFails(t *testing.T) {
 	base, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	ctx := context.Background()
-	if err := base.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	publish(t, base, stream, envelope("t1", event.BetSettledConfirmed, "bet-1", 3, nil))
-	if err := base.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-a",
-		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	publish(t, base, stream, envelope("t2", event.BetSettledConfirmed, "bet-2", 3, nil))
-	if err := base.XTrimMaxLen(ctx, stream, 1).Err(); err != nil {
-		t.Fatal(err)
-	}
+	trimWhilePending(t, base, stream)
 	rdb := redis.NewClient(base.Options())
 	t.Cleanup(func() { _ = rdb.Close() })
-	rdb.AddHook(&failFirstAck{})
+	// The first XAUTOCLAIM and the first XACK fail.
+	var claimFailed, ackFailed atomic.Bool
+	rdb.AddHook(onCommand(func(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) error {
+		if cmd.Name() == "xautoclaim" && claimFailed.CompareAndSwap(false, true) {
+			return injected(cmd, "XAUTOCLAIM failed")
+		}
+		if cmd.Name() == "xack" && ackFailed.CompareAndSwap(false, true) {
+			return injected(cmd, "XACK failed")
+		}
+		return next(ctx, cmd)
+	}))
 	rec := newRecorder()
 	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
 	// The first reclaim fails, so the pending read finds t1 first (nil
