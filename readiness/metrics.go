@@ -33,9 +33,9 @@ func newCollector() *collector {
 		loopProgress:      d("headway_loop_last_progress_timestamp_seconds", "Unix time of the loop's last forward progress; absent before the first.", loop, nil),
 		loopHeartbeat:     d("headway_loop_last_heartbeat_timestamp_seconds", "Unix time of the loop's last heartbeat (any iteration); absent before the first.", loop, nil),
 		loopBacklog:       d("headway_loop_backlog", "Work known to be waiting for the loop; absent while it cannot be measured.", loop, nil),
-		loopFailures:      d("headway_loop_consecutive_failures", "Failed iterations of the loop since its last success or progress.", loop, nil),
+		loopFailures:      d("headway_loop_consecutive_failures", "Failed iterations of the loop since its last success or progress, or failed work items since its last progress, whichever is more.", loop, nil),
 		loopProgressTotal: d("headway_loop_progress_total", "Units of forward progress the loop reported.", loop, nil),
-		loopFailuresTotal: d("headway_loop_failures_total", "Failed iterations the loop reported.", loop, nil),
+		loopFailuresTotal: d("headway_loop_failures_total", "Failed iterations and failed work items the loop reported.", loop, nil),
 		loopReady:         d("headway_loop_ready", "1 if the loop passes its readiness rules, else 0.", loop, nil),
 		loopStatus:        d("headway_loop_status", "Current status of the loop (1 for the current status, 0 for the others): starting, progressing, idle, behind, stalled, failing, alert, wedged, parked.", []string{"loop", "status"}, nil),
 
@@ -106,7 +106,7 @@ func (c *collector) collectLoop(ch chan<- prometheus.Metric, w *Watermark) {
 	if v.backlog != backlogUnknown {
 		gauge(c.loopBacklog, float64(v.backlog), w.name)
 	}
-	gauge(c.loopFailures, float64(v.failures), w.name)
+	gauge(c.loopFailures, float64(max(v.failures, v.work)), w.name)
 	ch <- prometheus.MustNewConstMetric(c.loopProgressTotal, prometheus.CounterValue, float64(w.ProgressTotal()), w.name)
 	ch <- prometheus.MustNewConstMetric(c.loopFailuresTotal, prometheus.CounterValue, float64(w.FailuresTotal()), w.name)
 	gauge(c.loopReady, boolFloat(v.state.Ready()), w.name)

@@ -42,11 +42,11 @@ func TestMetrics(t *testing.T) {
 # HELP headway_loop_backlog Work known to be waiting for the loop; absent while it cannot be measured.
 # TYPE headway_loop_backlog gauge
 headway_loop_backlog{loop="wallet"} 1200
-# HELP headway_loop_consecutive_failures Failed iterations of the loop since its last success or progress.
+# HELP headway_loop_consecutive_failures Failed iterations of the loop since its last success or progress, or failed work items since its last progress, whichever is more.
 # TYPE headway_loop_consecutive_failures gauge
 headway_loop_consecutive_failures{loop="fresh"} 0
 headway_loop_consecutive_failures{loop="wallet"} 1
-# HELP headway_loop_failures_total Failed iterations the loop reported.
+# HELP headway_loop_failures_total Failed iterations and failed work items the loop reported.
 # TYPE headway_loop_failures_total counter
 headway_loop_failures_total{loop="fresh"} 0
 headway_loop_failures_total{loop="wallet"} 1

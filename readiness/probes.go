@@ -1,8 +1,11 @@
 package readiness
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -36,7 +39,9 @@ type ProbesConfig struct {
 //   - GET /ready runs every readiness check (each loop, job, supervised
 //     service and custom check) and the liveness checks.
 //   - ?full=1 on either answers a JSON object mapping each check's name to
-//     "OK" or the reason it fails.
+//     "OK" or the reason it fails. On /ready it also maps
+//     "notice/loop/<name>" to the notice of each loop that shows one
+//     ([Watermark.Notice]): a notice never fails the probe.
 //
 // Both answer 200 when every check passes and 503 otherwise. Checks run on
 // every request (and a scrape reads the same state), so every check here
@@ -256,14 +261,78 @@ func (p *Probes) addCustom(name string, live bool, check func() error) error {
 // ServeHTTP serves GET /live and GET /ready (other paths: 404, other
 // methods: 405). Mount it at the root of the probe listener, or use
 // [Probes.LiveHandler] and [Probes.ReadyHandler] to mount elsewhere.
-func (p *Probes) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.h.ServeHTTP(w, r) }
+func (p *Probes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/ready" {
+		p.ready(w, r)
+		return
+	}
+	p.h.ServeHTTP(w, r)
+}
 
 // LiveHandler returns the handler of /live alone, for mounting at any path.
 func (p *Probes) LiveHandler() http.Handler { return http.HandlerFunc(p.h.LiveEndpoint) }
 
 // ReadyHandler returns the handler of /ready alone, for mounting at any
 // path.
-func (p *Probes) ReadyHandler() http.Handler { return http.HandlerFunc(p.h.ReadyEndpoint) }
+func (p *Probes) ReadyHandler() http.Handler { return http.HandlerFunc(p.ready) }
+
+// ready serves /ready: healthcheck's answer, with the loops' notices added
+// to the ?full=1 body.
+func (p *Probes) ready(w http.ResponseWriter, r *http.Request) {
+	notices := p.notices()
+	if len(notices) == 0 || r.URL.Query().Get("full") != "1" {
+		p.h.ReadyEndpoint(w, r)
+		return
+	}
+	rec := &recorder{header: w.Header()}
+	p.h.ReadyEndpoint(rec, r)
+	results := map[string]string{}
+	if err := json.Unmarshal(rec.body.Bytes(), &results); err != nil {
+		w.WriteHeader(rec.status) // not healthcheck's JSON: pass it on
+		w.Write(rec.body.Bytes())
+		return
+	}
+	maps.Copy(results, notices)
+	w.WriteHeader(rec.status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ") // as healthcheck writes it
+	enc.Encode(results)
+}
+
+// notices returns the notice shown by each loop, by "notice/loop/<name>".
+func (p *Probes) notices() map[string]string {
+	var out map[string]string
+	for _, w := range loadSnapshot(&p.loops) {
+		if reason, ok := w.ActiveNotice(); ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out["notice/"+w.String()] = reason
+		}
+	}
+	return out
+}
+
+// recorder keeps the status and body healthcheck writes, with the real
+// response's header.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
 
 // Check runs every check (liveness checks only when liveOnly) in the order
 // they were added and returns nil when all pass, otherwise the failures

@@ -17,7 +17,9 @@ type loopVerdict struct {
 	backlog    int64
 	runStart   int64
 	runSince   int64
-	failures   int64
+	failures   int64 // failed iterations since the last success
+	work       int64 // failed work items since the last progress
+	retrying   int64
 	alertUntil int64
 	liveFrom   int64   // offset of the last Unpark, or never
 	parked     *string // the park reason, nil when not parked
@@ -34,7 +36,9 @@ func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
 //  2. wedged: no heartbeat within LivenessWindow (counted from the start
 //     before the first heartbeat, and from the last [Watermark.Unpark]
 //     when that is later): neither live nor ready;
-//  3. failing: consecutive failures at or past FailureBound: not ready;
+//  3. failing: consecutive failed iterations ([Watermark.Fail]), or failed
+//     work items with no progress since ([Watermark.FailWork]), at or past
+//     FailureBound: not ready;
 //  4. stalled: backlog present or unknown, no progress within StallWindow
 //     (and none of the ready states below holds): not ready;
 //  5. alert: held by [Watermark.Alert] until a time after now: not ready.
@@ -51,7 +55,9 @@ func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
 //     ago: ready.
 //
 // So a loop's state is the worst of its conditions: wedged, failing,
-// stalled, alert, behind, then the healthy ones.
+// stalled, alert, behind, then the healthy ones. A notice
+// ([Watermark.Notice]) never changes the state: it is appended to the
+// reason.
 //
 // It reads atomics only and is safe to call from any goroutine.
 func (w *Watermark) StatusAt(now time.Time) Status {
@@ -60,17 +66,23 @@ func (w *Watermark) StatusAt(now time.Time) Status {
 }
 
 func (w *Watermark) evaluate(now time.Time) loopVerdict {
+	// parked before liveFrom: Unpark stores liveFrom and then clears
+	// parked, so a reader that sees the loop unparked sees its new
+	// liveness window too.
+	parked := w.parked.Load()
 	v := loopVerdict{
 		now:        w.offset(now),
+		parked:     parked,
+		liveFrom:   w.liveFrom.Load(),
 		progress:   w.progress.Load(),
 		idleAt:     w.idleAt.Load(),
 		backlog:    w.backlog.Load(),
 		runStart:   w.runStart.Load(),
 		runSince:   w.runSince.Load(),
-		failures:   w.failures.Load(),
+		failures:   w.ConsecutiveFailures(),
+		work:       w.ConsecutiveWorkFailures(),
+		retrying:   w.retrying.Load(),
 		alertUntil: w.alertUntil.Load(),
-		liveFrom:   w.liveFrom.Load(),
-		parked:     w.parked.Load(),
 	}
 	v.heartbeat = max(w.heartbeat.Load(), v.progress)
 	v.state = w.judge(&v)
@@ -91,7 +103,7 @@ func (w *Watermark) judge(v *loopVerdict) State {
 	if since(v.now, max(v.heartbeat, v.liveFrom)) > w.livenessWindow {
 		return StateWedged
 	}
-	if w.failureBound > 0 && v.failures >= w.failureBound {
+	if w.failureBound > 0 && (v.failures >= w.failureBound || v.work >= w.failureBound) {
 		return StateFailing
 	}
 	s := w.judgeProgress(v)
@@ -133,10 +145,21 @@ func (w *Watermark) behind(v *loopVerdict) bool {
 
 func (v *loopVerdict) appendBacklog(b []byte) []byte {
 	if v.backlog == backlogUnknown {
-		return append(b, "backlog unknown"...)
+		b = append(b, "backlog unknown"...)
+	} else {
+		b = append(b, "backlog "...)
+		b = strconv.AppendInt(b, v.backlog, 10)
 	}
-	b = append(b, "backlog "...)
-	return strconv.AppendInt(b, v.backlog, 10)
+	return v.appendRetrying(b)
+}
+
+// appendRetrying appends ", retrying n" when work items wait for a retry.
+func (v *loopVerdict) appendRetrying(b []byte) []byte {
+	if v.retrying <= 0 {
+		return b
+	}
+	b = append(b, ", retrying "...)
+	return strconv.AppendInt(b, v.retrying, 10)
 }
 
 // reason formats the human reason for v. Examples:
@@ -180,10 +203,16 @@ func (w *Watermark) reason(v *loopVerdict) string {
 		b = appendHuman(b, time.Duration(v.alertUntil-v.now))
 		b = append(b, " more)"...)
 	case StateFailing:
-		b = strconv.AppendInt(b, v.failures, 10)
-		b = append(b, " consecutive failures (bound "...)
+		if v.failures >= w.failureBound {
+			b = strconv.AppendInt(b, v.failures, 10)
+			b = append(b, " consecutive failures (bound "...)
+		} else {
+			b = strconv.AppendInt(b, v.work, 10)
+			b = append(b, " work items failed with no progress since (bound "...)
+		}
 		b = strconv.AppendInt(b, w.failureBound, 10)
 		b = append(b, ')')
+		b = v.appendRetrying(b)
 		if err := w.LastError(); err != nil {
 			b = append(b, ", last error: "...)
 			b = append(b, err.Error()...)
@@ -208,9 +237,15 @@ func (w *Watermark) reason(v *loopVerdict) string {
 		b = append(b, " while progressing (window "...)
 		b = appendHuman(b, w.stallWindow)
 		b = append(b, ')')
+		b = v.appendRetrying(b)
 	case StateIdle:
 		if v.backlog == 0 {
 			b = append(b, "no backlog, "...)
+			if v.retrying > 0 {
+				b = append(b, "retrying "...)
+				b = strconv.AppendInt(b, v.retrying, 10)
+				b = append(b, ", "...)
+			}
 		} else {
 			b = append(b, "caught up "...)
 			b = appendHuman(b, since(v.now, v.idleAt))
@@ -252,6 +287,13 @@ func (w *Watermark) reason(v *loopVerdict) string {
 		b = append(b, " (window "...)
 		b = appendHuman(b, w.stallWindow)
 		b = append(b, ')')
+	}
+	if notice, ok := w.activeNotice(v.now); ok {
+		b = append(b, "; notice: "...)
+		b = append(b, notice...)
+		b = append(b, " (for "...)
+		b = appendHuman(b, time.Duration(w.noticeUntil.Load()-v.now))
+		b = append(b, " more)"...)
 	}
 	return string(b)
 }

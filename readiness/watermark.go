@@ -52,12 +52,24 @@ type Watermark struct {
 	runSince atomic.Int64 // offset when it last fell, or never
 	lag      atomic.Int64 // nanoseconds, or lagUnknown
 
-	failures      atomic.Int64 // consecutive
-	failuresTotal atomic.Uint64
+	// Consecutive failures are counted as a total and a base: the total
+	// when they were last reset. A reset moves the base up to the total it
+	// read before the event that resets them, so a failure recorded at the
+	// same moment is never lost (it stays counted) and two resets never
+	// undo each other.
+	failuresTotal atomic.Uint64 // failed iterations (Fail)
+	failBase      atomic.Uint64 // failuresTotal at the last Succeed or Progress
+	workTotal     atomic.Uint64 // failed work items (FailWork)
+	workBase      atomic.Uint64 // workTotal at the last Progress
 	lastErr       atomic.Pointer[errBox]
+
+	retrying atomic.Int64 // work items waiting for a retry, outside the backlog
 
 	alertReason atomic.Pointer[string]
 	alertUntil  atomic.Int64 // offset, or never
+
+	noticeReason atomic.Pointer[string]
+	noticeUntil  atomic.Int64 // offset, or never
 
 	parked   atomic.Pointer[string] // the reason while parked, else nil
 	liveFrom atomic.Int64           // offset of the last Unpark, or never
@@ -90,6 +102,7 @@ func NewWatermark(cfg WatermarkConfig) (*Watermark, error) {
 	w.idleAt.Store(never)
 	w.runSince.Store(never)
 	w.alertUntil.Store(never)
+	w.noticeUntil.Store(never)
 	w.liveFrom.Store(never)
 	return w, nil
 }
@@ -113,22 +126,44 @@ func (w *Watermark) at(off int64) time.Time { return w.start.Add(time.Duration(o
 func (w *Watermark) Heartbeat() { w.heartbeat.Store(w.tick()) }
 
 // Progress records forward progress: the position advanced to pos, or a
-// unit of work finished. It also counts as a heartbeat and as a success
-// (consecutive failures go back to zero). pos is the position as text, such
-// as the last stream ID acknowledged or the last outbox row id; "" keeps the
-// previous text. Only the first [MaxPositionLen] bytes are kept. When two
-// goroutines report progress at the same instant one text may be dropped;
-// the time and the count always advance.
+// unit of work finished. It also counts as a heartbeat and as a success:
+// consecutive failures, of iterations ([Watermark.Fail]) and of work items
+// ([Watermark.FailWork]), go back to zero — those recorded before it; one
+// recorded at the same moment from another goroutine stays counted. pos is
+// the position as text, such as the last stream ID acknowledged or the last
+// outbox row id; "" keeps the previous text. Only the first
+// [MaxPositionLen] bytes are kept. When two goroutines report progress at
+// the same instant one text may be dropped; the time and the count always
+// advance.
 func (w *Watermark) Progress(pos string) {
+	failed, workFailed := w.failuresTotal.Load(), w.workTotal.Load()
 	t := w.tick()
 	w.progress.Store(t) // also a heartbeat: readers take the later of the two
 	w.progressTotal.Add(1)
-	if w.failures.Load() != 0 {
-		w.failures.Store(0)
-	}
+	raise(&w.failBase, failed)
+	raise(&w.workBase, workFailed)
 	if pos != "" {
 		w.pos.store(pos)
 	}
+}
+
+// raise sets base to n unless it is already at or past n. It stores only
+// when base changes, so a loop that does not fail writes nothing.
+func raise(base *atomic.Uint64, n uint64) {
+	for {
+		cur := base.Load()
+		if n <= cur || base.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// consecutive returns the failures of total since base. base is read
+// first: a reset between the two reads is then seen as not yet happened,
+// never as a count below zero.
+func consecutive(total, base *atomic.Uint64) int64 {
+	b := base.Load()
+	return int64(total.Load() - b)
 }
 
 // SetBacklog records the work known to be waiting: consumer-group lag plus
@@ -184,28 +219,58 @@ func (w *Watermark) Lag() (d time.Duration, known bool) {
 }
 
 // Succeed records an iteration that worked without necessarily advancing
-// (for example a read that returned nothing): consecutive failures go back
-// to zero. It counts as a heartbeat.
+// (for example a read that returned nothing): consecutive failed
+// iterations go back to zero (failed work items do not: see
+// [Watermark.FailWork]). It counts as a heartbeat.
 func (w *Watermark) Succeed() {
+	failed := w.failuresTotal.Load()
 	w.heartbeat.Store(w.tick())
-	if w.failures.Load() != 0 {
-		w.failures.Store(0)
-	}
+	raise(&w.failBase, failed)
 }
 
 // Fail records a failed iteration with its error (nil is recorded as a
-// failure without an error). It counts as a heartbeat: the loop is alive,
-// only not succeeding. Consecutive failures reaching the failure bound make
-// the loop failing (not ready) until the next [Watermark.Succeed] or
-// [Watermark.Progress]. Fail allocates one small box for the error.
+// failure without an error): the loop could not do its round, such as a
+// read from a dependency that is down. It counts as a heartbeat: the loop
+// is alive, only not succeeding. Consecutive failures reaching the failure
+// bound make the loop failing (not ready) until the next
+// [Watermark.Succeed] or [Watermark.Progress]. Fail allocates one small box
+// for the error.
 func (w *Watermark) Fail(err error) {
 	w.heartbeat.Store(w.tick())
-	w.failures.Add(1)
 	w.failuresTotal.Add(1)
 	if err != nil {
 		w.lastErr.Store(&errBox{err})
 	}
 }
+
+// FailWork records a unit of work that failed (nil is recorded without an
+// error): the loop ran, but what it ran did not succeed — a consumer's
+// handler failed on an entry, so the entry waits for a retry or was
+// dead-lettered. It counts as a heartbeat. Unlike [Watermark.Fail], only
+// [Watermark.Progress] ends a run of failed work items, not
+// [Watermark.Succeed]: a loop whose reads work but whose every entry fails
+// is not making progress. Failed work items reaching the failure bound with
+// no progress since make the loop failing (not ready). Report each item
+// once, however often it is retried, so that one item retried many times
+// does not count as many. FailWork allocates one small box for the error.
+func (w *Watermark) FailWork(err error) {
+	w.heartbeat.Store(w.tick())
+	w.workTotal.Add(1)
+	if err != nil {
+		w.lastErr.Store(&errBox{err})
+	}
+}
+
+// SetRetrying records how many work items wait for a retry (a consumer's
+// entries left pending after a handler failure, until they are delivered
+// again). They are not backlog: the loop reports them with
+// [Watermark.SetBacklog] left out, and its reason shows "retrying n". A
+// wait for redelivery is not a stall; whether the retries fail is for
+// [Watermark.FailWork] to say. Negative n counts as zero.
+func (w *Watermark) SetRetrying(n int64) { w.retrying.Store(max(n, 0)) }
+
+// Retrying returns the last count given to [Watermark.SetRetrying].
+func (w *Watermark) Retrying() int64 { return w.retrying.Load() }
 
 // Alert holds the loop not ready ([StateAlert]) until until, with reason,
 // whatever its progress: another component uses it to surface a condition
@@ -215,20 +280,58 @@ func (w *Watermark) Fail(err error) {
 // only when it differs from the current one. [Watermark.ClearAlert] ends the
 // hold early.
 func (w *Watermark) Alert(reason string, until time.Time) {
-	if cur := w.alertReason.Load(); cur == nil || *cur != reason {
-		w.alertReason.Store(&reason)
-	}
-	u := w.offset(until)
-	for {
-		old := w.alertUntil.Load()
-		if u <= old || w.alertUntil.CompareAndSwap(old, u) {
-			return
-		}
-	}
+	hold(&w.alertReason, &w.alertUntil, reason, w.offset(until))
 }
 
 // ClearAlert ends a hold set by [Watermark.Alert].
 func (w *Watermark) ClearAlert() { w.alertUntil.Store(never) }
+
+// Notice shows reason beside the loop's state until until without changing
+// the state: a condition worth a person's look that does not make the loop
+// unable to work (a consumer's legacy schema_version 1 entry under the
+// notice policy, for example). The reason of the loop's status ends in
+// "; notice: <reason> (for <d> more)", which the status page shows, and
+// /ready?full=1 lists it under "notice/loop/<name>" while the loop's own
+// check stays "OK". Like [Watermark.Alert], notices do not shorten each
+// other, and the latest reason is shown. [Watermark.ClearNotice] ends it
+// early.
+func (w *Watermark) Notice(reason string, until time.Time) {
+	hold(&w.noticeReason, &w.noticeUntil, reason, w.offset(until))
+}
+
+// ClearNotice ends a notice set by [Watermark.Notice].
+func (w *Watermark) ClearNotice() { w.noticeUntil.Store(never) }
+
+// ActiveNotice returns the reason of the notice shown now; ok is false when
+// there is none.
+func (w *Watermark) ActiveNotice() (reason string, ok bool) {
+	return w.activeNotice(w.offset(w.now()))
+}
+
+func (w *Watermark) activeNotice(now int64) (string, bool) {
+	until := w.noticeUntil.Load()
+	if until == never || now >= until {
+		return "", false
+	}
+	if r := w.noticeReason.Load(); r != nil {
+		return *r, true
+	}
+	return "(no reason)", true
+}
+
+// hold records reason and extends until to u, never shortening it: the
+// shared part of Alert and Notice.
+func hold(reason *atomic.Pointer[string], until *atomic.Int64, r string, u int64) {
+	if cur := reason.Load(); cur == nil || *cur != r {
+		reason.Store(&r)
+	}
+	for {
+		old := until.Load()
+		if u <= old || until.CompareAndSwap(old, u) {
+			return
+		}
+	}
+}
 
 // Position returns the text of the last position reported with
 // [Watermark.Progress], or "" if none. It allocates the string.
@@ -274,12 +377,21 @@ func (w *Watermark) Backlog() (n int64, known bool) {
 // ProgressTotal returns how many times [Watermark.Progress] was called.
 func (w *Watermark) ProgressTotal() uint64 { return w.progressTotal.Load() }
 
-// ConsecutiveFailures returns the failures since the last success or
-// progress.
-func (w *Watermark) ConsecutiveFailures() int64 { return w.failures.Load() }
+// ConsecutiveFailures returns the failed iterations since the last success
+// or progress.
+func (w *Watermark) ConsecutiveFailures() int64 {
+	return consecutive(&w.failuresTotal, &w.failBase)
+}
 
-// FailuresTotal returns how many times [Watermark.Fail] was called.
-func (w *Watermark) FailuresTotal() uint64 { return w.failuresTotal.Load() }
+// ConsecutiveWorkFailures returns the failed work items since the last
+// progress ([Watermark.FailWork]).
+func (w *Watermark) ConsecutiveWorkFailures() int64 {
+	return consecutive(&w.workTotal, &w.workBase)
+}
+
+// FailuresTotal returns how many failures were recorded: calls of
+// [Watermark.Fail] and [Watermark.FailWork].
+func (w *Watermark) FailuresTotal() uint64 { return w.failuresTotal.Load() + w.workTotal.Load() }
 
 // LastError returns the error of the last [Watermark.Fail] that had one,
 // even if the loop has succeeded since; nil if none.
@@ -309,21 +421,20 @@ func (w *Watermark) Park(reason string) {
 // Unpark ends a [Watermark.Park]: the supervisor runs the loop again. The
 // liveness window restarts at Unpark, so a loop parked for longer than the
 // window has a whole window to heartbeat before it counts as wedged. It
-// does nothing on a loop that is not parked. It takes no lock and never
-// blocks.
+// does nothing on a loop that is not parked, and a Park made while it runs
+// wins (the loop stays parked with that reason). It takes no lock and
+// never blocks.
 func (w *Watermark) Unpark() {
-	for {
-		cur := w.parked.Load()
-		if cur == nil {
-			return
-		}
-		// Restart the liveness window before unparking, so no reader sees
-		// the loop unparked and judged by its old heartbeat.
-		w.liveFrom.Store(w.tick())
-		if w.parked.CompareAndSwap(cur, nil) {
-			return
-		}
+	cur := w.parked.Load()
+	if cur == nil {
+		return
 	}
+	// Restart the liveness window before unparking, so no reader sees the
+	// loop unparked and judged by its old heartbeat (readers load parked
+	// first, then liveFrom). When a Park replaced cur meanwhile, the swap
+	// fails and that later Park stands.
+	w.liveFrom.Store(w.tick())
+	w.parked.CompareAndSwap(cur, nil)
 }
 
 // Parked returns the reason given to [Watermark.Park]; ok is false when the
