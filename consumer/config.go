@@ -151,8 +151,16 @@ type Config struct {
 	DrainTimeout time.Duration
 	// InfoInterval is how often lag and pending are polled. Default 5s.
 	InfoInterval time.Duration
-	// AlertWindow is how long a legacy schema_version 1 event or a
-	// recreated group keeps the consumer not ready. Default 5m.
+	// AlertPolicy is how a legacy schema_version 1 event or a recreated
+	// group is surfaced on the consumer's watermark, beside the metrics and
+	// alerts that count them under every policy: AlertNotice (the default)
+	// shows it on /status and /ready?full=1 and keeps the consumer ready;
+	// AlertHold makes the consumer not ready ([readiness.StateAlert]). See
+	// docs/adr/ADR-009-multi-brand-envelope.md for the choice and its
+	// effect on rollouts and PodDisruptionBudgets.
+	AlertPolicy AlertPolicy
+	// AlertWindow is how long the notice or hold of AlertPolicy lasts
+	// after the last such event. Default 5m.
 	AlertWindow time.Duration
 	// FailureLimit: after this many consecutive failed reads Serve returns
 	// an error so the supervisor restarts it. Default 30.
@@ -215,6 +223,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.InfoInterval, DefaultInfoInterval)
 	setDefault(&c.AlertWindow, DefaultAlertWindow)
+	setDefault(&c.AlertPolicy, AlertNotice)
 	setDefault(&c.FailureLimit, DefaultFailureLimit)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -231,6 +240,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, configErr("ReclaimIdle %v must exceed HandlerTimeout %v, or entries in flight could be claimed", c.ReclaimIdle, c.HandlerTimeout)
 	case c.DeadLetterStream == c.Stream:
 		return c, configErr("DeadLetterStream equals Stream")
+	case c.AlertPolicy != "" && c.AlertPolicy != AlertNotice && c.AlertPolicy != AlertHold:
+		return c, configErr("AlertPolicy %q is neither %q nor %q", c.AlertPolicy, AlertNotice, AlertHold)
 	}
 	if _, cluster := c.Client.(*redis.ClusterClient); cluster && hashTag(c.Stream) != hashTag(c.DeadLetterStream) {
 		return c, configErr("on a cluster %q and %q must share a hash tag (e.g. events:{wallet} and events:{wallet}:dlq)", c.Stream, c.DeadLetterStream)

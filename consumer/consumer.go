@@ -51,6 +51,8 @@ type Consumer struct {
 	// holds are the entries this consumer left pending, by aggregate:
 	// their aggregates' later entries wait (order.go).
 	holds holds
+	// waiting: the entries left pending for a retry (not backlog).
+	waiting waiting
 	// bufs are the reused buffers of the batches in the pipeline: the
 	// batch read n-th uses bufs[n%pipelineDepth], which the batch read
 	// pipelineDepth before it has finished with.
@@ -180,6 +182,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	// Holds for order are rebuilt from the pending-first read (a restart
 	// by the supervisor reuses this Consumer).
 	c.holds.clear()
+	c.waiting.clear()
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
 	// The loop is a pipeline: while a batch runs its handlers, the batch
@@ -337,8 +340,9 @@ func (c *Consumer) recreateGroup(ctx context.Context, cause error) {
 	c.series.recreated.Inc()
 	c.log.Error("consumer group vanished (NOGROUP): recreating it; entries pending in the old group cannot be recovered from Redis",
 		slog.String(AttrError, cause.Error()), slog.String("start_id", c.cfg.StartID))
-	c.wm.Alert("consumer group vanished and was recreated from "+c.cfg.StartID+": check for lost events", time.Now().Add(c.cfg.AlertWindow))
+	c.surface("consumer group vanished and was recreated from " + c.cfg.StartID + ": check for lost events")
 	c.holds.clear() // the entries they name went with the old group
+	c.waiting.clear()
 	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil {
 		c.wm.Fail(err)
 		c.log.Warn("recreating the group failed", slog.String(AttrError, err.Error()))

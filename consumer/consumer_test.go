@@ -208,19 +208,45 @@ func TestBadInputIsDeadLetteredByReason(t *testing.T) {
 	eventually(t, 5*time.Second, "nothing pending", func() bool { return h.pending() == 0 })
 }
 
-func TestLegacyEventMakesConsumerNotReady(t *testing.T) {
+// A legacy event is counted and surfaced under either policy: the hold
+// makes the consumer not ready, the notice (the default) shows it while
+// the consumer stays ready.
+func TestLegacyEventSurfacedByPolicy(t *testing.T) {
+	for _, policy := range []consumer.AlertPolicy{consumer.AlertHold, "" /* default: notice */} {
+		t.Run(string(policy), func(t *testing.T) {
+			rdb, prefix := redistest.Client(t)
+			stream := walletStream(prefix)
+			cfg := fastConfig(rdb, stream, handlersFor(newRecorder().handle))
+			cfg.AlertPolicy = policy
+			h := start(t, cfg)
+			publishRaw(t, rdb, stream, map[string]any{"event_id": "old-1", "event_type": "BET_SETTLED_CONFIRMED",
+				"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1", "payload": "{}"})
+			eventually(t, 5*time.Second, "legacy counted", func() bool {
+				return h.counter("event_legacy_schema_total", map[string]string{"stream": stream, "consumer": "rolling_service"}) == 1
+			})
+			if policy == consumer.AlertHold {
+				eventually(t, 5*time.Second, "not ready with the legacy reason", func() bool {
+					st := h.wm.Status()
+					return !st.Ready() && strings.HasPrefix(st.Reason, "alert: legacy_schema")
+				})
+				return
+			}
+			eventually(t, 5*time.Second, "ready, with the legacy notice", func() bool {
+				st := h.wm.Status()
+				notice, ok := h.wm.ActiveNotice()
+				return st.Ready() && ok && strings.HasPrefix(notice, "legacy_schema") && strings.Contains(st.Reason, "; notice: legacy_schema")
+			})
+		})
+	}
+}
+
+func TestAlertPolicyValidated(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	stream := walletStream(prefix)
-	h := start(t, fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
-	publishRaw(t, rdb, stream, map[string]any{"event_id": "old-1", "event_type": "BET_SETTLED_CONFIRMED",
-		"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1", "payload": "{}"})
-	eventually(t, 5*time.Second, "legacy counted", func() bool {
-		return h.counter("event_legacy_schema_total", map[string]string{"stream": stream, "consumer": "rolling_service"}) == 1
-	})
-	eventually(t, 5*time.Second, "not ready with the legacy reason", func() bool {
-		st := h.wm.Status()
-		return !st.Ready() && strings.Contains(st.Reason, "legacy_schema")
-	})
+	cfg := fastConfig(rdb, walletStream(prefix), handlersFor(newRecorder().handle))
+	cfg.AlertPolicy = "page-everyone"
+	if _, err := consumer.New(cfg); !errors.Is(err, consumer.ErrInvalidConfig) {
+		t.Fatalf("New with an unknown AlertPolicy: %v, want ErrInvalidConfig", err)
+	}
 }
 
 func TestUnhandledIgnoredAndTargetMismatch(t *testing.T) {

@@ -62,8 +62,11 @@
 //     acknowledged, counted in headway_consumer_lost_to_trim_total and
 //     logged as an error: that is data loss by retention.
 //
-// A legacy schema_version 1 entry also holds the consumer not ready for
-// AlertWindow, with the reason, so /ready?full=1 shows it.
+// A legacy schema_version 1 entry is also surfaced on the watermark for
+// AlertWindow, as AlertPolicy says: a notice on /status and under
+// "notice/loop/<name>" in /ready?full=1 while the consumer stays ready
+// (AlertNotice, the default), or a hold that makes it not ready
+// (AlertHold).
 //
 // # Order and concurrency
 //
@@ -95,17 +98,35 @@
 //
 // When the group or stream vanishes (NOGROUP: deleted, or Redis restarted
 // without persistence) the consumer recreates the group at StartID, counts
-// it in headway_consumer_group_recreated_total, logs an error and holds
-// itself not ready for AlertWindow.
+// it in headway_consumer_group_recreated_total, logs an error and
+// surfaces it for AlertWindow as AlertPolicy says.
 //
 // # Health
 //
 // The consumer's [readiness.Watermark] gets a heartbeat every iteration,
-// progress (the newest acknowledged entry ID) after every batch that
-// resolved an entry, a failure for every failed read, and the backlog
-// (undelivered + pending, or unknown when Redis cannot tell the lag) every
-// InfoInterval. A consumer with a backlog that does not move is stalled
-// (not ready); an idle one with no backlog is ready however long it waits.
+// a failure for every failed read, and after every batch:
+//
+//   - a failed work item ([readiness.Watermark.FailWork]) for each entry
+//     its handler (or its dedup store) failed on — once per entry, however
+//     often it is retried;
+//   - progress (the newest acknowledged entry ID) when the batch resolved
+//     an entry other than by a handler's failure: applied, duplicate,
+//     ignored, unhandled, or dead-lettered as bad input. An entry
+//     dead-lettered because its handler failed (handler_permanent,
+//     max_deliveries) is no progress: a consumer whose every entry fails
+//     turns failing at the watermark's failure bound, whether the entries
+//     wait for a retry or end in the dead-letter stream.
+//
+// Every InfoInterval it gets the backlog (undelivered + pending, or unknown
+// when Redis cannot tell the lag) less the entries this consumer left
+// pending for a retry, which it reports as retrying
+// ([readiness.Watermark.SetRetrying]): waiting ReclaimIdle for a
+// redelivery is no stall, so one entry retrying while others flow, or
+// after they stop, leaves the consumer ready with "retrying 1" in its
+// reason. An entry waiting longer than ReclaimIdle + 2×ReclaimInterval
+// counts as backlog again (its redelivery is overdue). A consumer with a
+// backlog that does not move is stalled (not ready); an idle one with no
+// backlog is ready however long it waits.
 // Every Redis call of the loop has a deadline (a blocking read's is Block
 // plus 5s), and the loop beats while it waits for its batches or backs
 // off, so a Redis that hangs makes it stalled or failing, never wedged.

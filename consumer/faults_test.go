@@ -112,9 +112,10 @@ func TestRedisRestartedEmptyRecreatesGroup(t *testing.T) {
 	eventually(t, 10*time.Second, "group recreated and counted", func() bool {
 		return h.counter("headway_consumer_group_recreated_total", nil) >= 1
 	})
+	// The default policy (notice): ready, with the reason shown.
 	st := h.wm.Status()
-	if st.Ready() || !strings.Contains(st.Reason, "recreated") {
-		t.Errorf("status after NOGROUP = %v %q; want not ready with the reason", st.State, st.Reason)
+	if notice, ok := h.wm.ActiveNotice(); !st.Ready() || !ok || !strings.Contains(notice, "recreated") {
+		t.Errorf("status after NOGROUP = %v %q; want ready with the notice", st.State, st.Reason)
 	}
 	if !strings.Contains(h.logs.String(), "NOGROUP") {
 		t.Error("NOGROUP not logged")

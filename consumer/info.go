@@ -51,10 +51,14 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 	c.wm.SetLag(time.Duration(gi.lagSeconds * float64(time.Second)))
 	c.series.pending.Set(float64(gi.pending))
 	c.series.oldest.Set(gi.oldestAge)
+	// Entries waiting for their redelivery are retrying, not backlog: the
+	// loop is not stalled while it waits ReclaimIdle to retry one.
+	retrying := min(c.waiting.count(time.Now().Add(-c.redeliveryDue())), gi.pending)
+	c.wm.SetRetrying(retrying)
 	if gi.lag < 0 {
 		c.wm.BacklogUnknown()
 	} else {
-		c.wm.SetBacklog(gi.lag + gi.pending)
+		c.wm.SetBacklog(gi.lag + gi.pending - retrying)
 	}
 	cancel()
 	c.removeIdleConsumers(ctx)

@@ -36,6 +36,7 @@ type item struct {
 	rejectReason string
 	lane         int           // the lane it runs on (runLanes)
 	notOurs      bool          // pending for another consumer now: holds nothing here
+	failed       bool          // its handler (or its dedup store) failed on it: err says why
 	took         time.Duration // the successful attempt's duration, when timed
 	timed        bool
 	m            Message // handed to the handler, with the envelope; part of the item to save an allocation
@@ -119,7 +120,7 @@ func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessag
 			it.ack, it.outcome = true, OutcomeIgnored
 		default:
 			if v.Signal != nil {
-				c.wm.Alert(string(v.Reason)+": "+v.Signal.Err.Error(), time.Now().Add(c.cfg.AlertWindow))
+				c.surface(string(v.Reason) + ": " + v.Signal.Err.Error())
 			}
 			it.rejectReason, it.err = string(v.Reason), v.Err
 			b.rejected = append(b.rejected, it)
@@ -174,6 +175,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 		<-acked
 	}
 	c.acknowledge(opCtx, b.items, &b.ids)
+	c.report(b.items)
 	c.countLost(b.items)
 	c.countOutcomes(b.items)
 }
@@ -230,7 +232,8 @@ func (c *Consumer) claim(ctx context.Context, jobs []*item) {
 	out := make([]dedup.Outcome, len(jobs))
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	if err := c.batcher.Claim(cctx, keys, out); err != nil {
+	err := c.batcher.Claim(cctx, keys, out)
+	if err != nil {
 		c.log.Warn("dedup claim failed: the batch stays pending", slog.String(AttrError, err.Error()))
 	}
 	var leased []dedup.Key
@@ -243,6 +246,9 @@ func (c *Consumer) claim(ctx context.Context, jobs []*item) {
 			it.ack, it.outcome = true, OutcomeDuplicate
 		default:
 			it.outcome = OutcomeDeferred
+			if err != nil {
+				it.failed, it.err = true, err // the store failed, not a busy lease
+			}
 		}
 	}
 	c.fresh.holdLeases(leased)
@@ -379,6 +385,9 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptCont
 	}
 	it.err = err
 	opCtx := context.WithoutCancel(ctx)
+	// A failure of the handler (or of the store around it), not of the
+	// entry's envelope and not the drain: it counts against the loop.
+	it.failed = ctx.Err() == nil && !errors.Is(err, brandguard.ErrBrandMismatch)
 	switch {
 	case ctx.Err() != nil:
 		// Draining: whatever the handler says, leave it for redelivery.
@@ -570,15 +579,6 @@ func (c *Consumer) acknowledge(ctx context.Context, items []item, scratch *[]str
 				}
 			}
 		}
-	}
-	last := ""
-	for i := range items {
-		if items[i].resolved && streamIDLess(last, items[i].msg.ID) {
-			last = items[i].msg.ID
-		}
-	}
-	if last != "" {
-		c.wm.Progress(last)
 	}
 }
 

@@ -40,6 +40,7 @@ func (c *Consumer) reclaim(ctx context.Context, buf *batch) {
 		for _, id := range deleted {
 			c.holds.remove(id) // gone from the pending list: it holds nothing
 		}
+		c.waiting.forget(deleted)
 		if len(deleted) > 0 {
 			c.series.lost.Add(float64(len(deleted)))
 			c.series.entry("", OutcomeLostToTrim).Add(float64(len(deleted)))

@@ -122,6 +122,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		c, err := consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(event.StreamWallet), Catalog: catalog,
 			Group: group, Consumer: cfg.consumer, Handlers: p.handlers(), Guard: guard, Dedup: store,
 			HandlerTimeout: 5 * time.Second, ReclaimIdle: 30 * time.Second, Block: 500 * time.Millisecond,
+			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,
 			Watermark: wm, Registerer: reg, Logger: log})
 		if err != nil {
 			return err

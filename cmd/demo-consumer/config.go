@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/consumer"
 )
 
 // config is everything the demo can be told, from flags and environment.
@@ -34,6 +35,8 @@ type config struct {
 	crash                             string        // worker whose Serve fails at once while faults last
 	jobHang                           bool          // the reconciliation job ignores its context and hangs while faults last
 	faultFor                          time.Duration // how long -fault-crash and -fault-job-hang last; 0: for ever
+	alertPolicy                       consumer.AlertPolicy
+	alertWindow                       time.Duration
 }
 
 // workerNames are the supervised workers, the values -fault-crash accepts.
@@ -75,6 +78,8 @@ Flags:
 	fs.IntVar(&c.players, "players", 20, "players per brand (three brands)")
 	fs.StringVar(&c.title, "title", "headway demo", "`title` of the status page")
 	fs.DurationVar(&c.stallWindow, "stall-window", 30*time.Second, "how long a loop with backlog may go without progress before it is not ready")
+	policy := fs.String("alert-policy", string(consumer.AlertNotice), "how the consumers surface a legacy v1 event or a recreated group: `notice` (shown, still ready) or hold (not ready for -alert-window)")
+	fs.DurationVar(&c.alertWindow, "alert-window", consumer.DefaultAlertWindow, "how long the notice or hold of -alert-policy lasts")
 	fs.DurationVar(&c.reconcile, "reconcile-interval", 10*time.Second, "interval of the reconciliation job")
 	fs.DurationVar(&c.grace, "reconcile-grace", 30*time.Second, "how long the projections may disagree before reconciliation fails")
 	fs.StringVar(&c.consumer, "consumer", "", "consumer `name` in both groups (default: the hostname)")
@@ -115,6 +120,13 @@ Flags:
 	}
 	if c.crash != "" && !slices.Contains(workerNames, c.crash) {
 		errs = append(errs, fmt.Errorf("-fault-crash %q: must be one of %s", c.crash, strings.Join(workerNames, ", ")))
+	}
+	c.alertPolicy = consumer.AlertPolicy(*policy)
+	if c.alertPolicy != consumer.AlertNotice && c.alertPolicy != consumer.AlertHold {
+		errs = append(errs, fmt.Errorf("-alert-policy %q: must be notice or hold", *policy))
+	}
+	if c.alertWindow <= 0 {
+		errs = append(errs, errors.New("-alert-window must be positive"))
 	}
 	if c.faultFor < 0 {
 		errs = append(errs, errors.New("-fault-for must not be negative"))

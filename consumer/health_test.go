@@ -1,0 +1,107 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/readiness"
+)
+
+// One entry waiting for its redelivery after a transient handler failure
+// is not a stall: while the others flow and after they stop, the consumer
+// is ready and says "retrying 1". Its redelivery failing again does not
+// count as a new failure. (The harness's stall window is 500ms; the entry
+// is redelivered after ReclaimIdle, 3s.)
+func TestOneEntryRetryingKeepsReady(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	rec := newRecorder()
+	var stuckCalls atomic.Int64
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		if m.Envelope.EventID == "stuck" {
+			stuckCalls.Add(1)
+			return errors.New("wallet service: 503")
+		}
+		return rec.handle(ctx, m)
+	}
+	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
+	publish(t, rdb, stream, envelope("stuck", event.BetSettledConfirmed, "bet-stuck", 3, nil))
+	eventually(t, 5*time.Second, "stuck entry failed once", func() bool { return stuckCalls.Load() >= 3 })
+	var envs []event.Envelope
+	for i := range 20 {
+		envs = append(envs, envelope("ok-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
+	}
+	publish(t, rdb, stream, envs...)
+	eventually(t, 5*time.Second, "the others applied", func() bool { return rec.n() == 20 })
+	eventually(t, 2500*time.Millisecond, "idle and ready, retrying 1", func() bool {
+		st := h.wm.Status()
+		return st.State == readiness.StateIdle && strings.Contains(st.Reason, "retrying 1")
+	})
+	if n, _ := h.wm.Backlog(); n != 0 {
+		t.Errorf("backlog = %d with one entry waiting for a retry, want 0", n)
+	}
+	// Its redelivery fails again: still one entry, not a second failure.
+	eventually(t, 10*time.Second, "stuck entry delivered again", func() bool { return stuckCalls.Load() >= 6 })
+	eventually(t, 2*time.Second, "the retry reported", func() bool { return h.pending() == 1 })
+	if n := h.wm.ConsecutiveWorkFailures(); n != 0 {
+		t.Errorf("failed work items after a redelivery failed again = %d, want 0 (it was counted once, and progress came after)", n)
+	}
+	if st := h.wm.Status(); !st.Ready() {
+		t.Errorf("one entry retrying: %v %q, want ready", st.State, st.Reason)
+	}
+}
+
+// A consumer whose handler dead-letters every entry is failing, not
+// progressing: a dead letter from the handler is no progress (ADR-003).
+// Every entry failing transiently is failing too. Entries rejected as bad
+// input are the consumer doing its job: ready.
+func TestHandlerFailuresMakeTheLoopFailing(t *testing.T) {
+	cases := []struct {
+		name    string
+		handler consumer.Handler
+		raw     bool // publish malformed entries instead
+		failing bool
+	}{
+		{name: "dead-lettered by the handler", failing: true, handler: func(context.Context, *consumer.Message) error {
+			return consumer.Permanent(errors.New("bet not found"))
+		}},
+		{name: "failing transiently", failing: true, handler: func(context.Context, *consumer.Message) error {
+			return errors.New("wallet service: 503")
+		}},
+		{name: "only bad input", raw: true, handler: newRecorder().handle},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb, prefix := redistest.Client(t)
+			stream := walletStream(prefix)
+			h := start(t, fastConfig(rdb, stream, handlersFor(tc.handler))) // failure bound 5
+			for i := range 6 {
+				id := "e-" + strconv.Itoa(i)
+				if tc.raw {
+					publishRaw(t, rdb, stream, map[string]any{"event_id": id, "event_type": "BET_SETTLED_CONFIRMED", "schema_version": "2"})
+					continue
+				}
+				publish(t, rdb, stream, envelope(id, event.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
+			}
+			if tc.failing {
+				eventually(t, 5*time.Second, "failing", func() bool {
+					st := h.wm.Status()
+					return st.State == readiness.StateFailing && strings.Contains(st.Reason, "work items failed with no progress since")
+				})
+				return
+			}
+			eventually(t, 5*time.Second, "all dead-lettered as bad input", func() bool { return len(h.deadLetters()) == 6 })
+			if st := h.wm.Status(); !st.Ready() {
+				t.Errorf("only bad input: %v %q, want ready", st.State, st.Reason)
+			}
+		})
+	}
+}
