@@ -2,6 +2,7 @@ package readiness
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,7 +78,8 @@ func (j *Job) Interval() time.Duration { return j.interval }
 
 // OverdueAfter returns how old the last success (or, before the first,
 // the start of the job's clock) may grow before the job is overdue:
-// (Interval + Slack) × Tolerance.
+// (Interval + Slack) × Tolerance, or the longest Duration when that does
+// not fit in one (the job is then never overdue).
 func (j *Job) OverdueAfter() time.Duration { return j.due() }
 
 func (j *Job) offset(t time.Time) int64 { return int64(t.Sub(j.start)) }
@@ -168,8 +170,19 @@ type jobVerdict struct {
 	failures    int64
 }
 
+// due returns (interval + slack) × tolerance, saturated at the longest
+// Duration: a job whose interval is too long to count in a Duration is
+// never overdue, rather than overdue at once from an overflow.
 func (j *Job) due() time.Duration {
-	return time.Duration(float64(j.interval+j.slack) * j.tolerance)
+	gap := j.interval + j.slack
+	if gap < j.interval { // both are non-negative: the sum overflowed
+		return math.MaxInt64
+	}
+	d := float64(gap) * j.tolerance
+	if d >= 1<<63 { // beyond int64: converting it would be undefined
+		return math.MaxInt64
+	}
+	return time.Duration(d)
 }
 
 func (j *Job) evaluate(now time.Time) jobVerdict {

@@ -2,6 +2,7 @@ package readiness
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -264,5 +265,45 @@ func TestJobDeferred(t *testing.T) {
 	clk.Advance(10*time.Minute + time.Second)
 	if st := j2.Status(); st.State != StateOverdue {
 		t.Fatalf("past due after the first run: %v %q", st.State, st.Reason)
+	}
+}
+
+// An interval too long for (Interval + Slack) × Tolerance to fit in a
+// Duration saturates OverdueAfter: the job is never overdue, where an
+// overflow made it overdue one second after a success.
+func TestJobLongIntervalIsNotOverdue(t *testing.T) {
+	t.Parallel()
+	const year = 8766 * time.Hour
+	tests := []struct {
+		name      string
+		interval  time.Duration
+		slack     time.Duration
+		tolerance float64
+	}{
+		{"100 years", 100 * year, 0, 0},
+		{"100 years, tolerance 3", 100 * year, 0, 3},
+		{"200 years", 200 * year, 0, 0},
+		{"longest interval", math.MaxInt64, 0, 0},
+		{"longest interval, tolerance 1", math.MaxInt64, 0, 1},
+		{"interval plus slack overflows", math.MaxInt64/2 + 1, math.MaxInt64/2 + 1, 1},
+		{"infinite tolerance", time.Hour, 0, math.Inf(1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			clk := newClock()
+			j, err := NewJob(JobConfig{Name: "archive", Interval: tt.interval, Slack: tt.slack, Tolerance: tt.tolerance, Now: clk.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := j.OverdueAfter(); got < tt.interval {
+				t.Errorf("OverdueAfter = %v, want at least the interval %v", got, tt.interval)
+			}
+			j.Record(nil)
+			clk.Advance(time.Second)
+			if st := j.Status(); st.State != StateOK {
+				t.Errorf("a second after a success: %v %q", st.State, st.Reason)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,13 +50,21 @@ func cleanCell(s string) string {
 			b.WriteByte(' ')
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
 			fmt.Fprintf(&b, `\x%02x`, r)
-		case (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c:
+		case bidiControl(r):
 			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
 			b.WriteRune(r)
 		}
 	}
 	return b.String()
+}
+
+// bidiControl reports whether r is a bidirectional-text control, which
+// reorders what a terminal shows: the embeddings and overrides
+// U+202A–U+202E, the isolates U+2066–U+2069, the marks U+200E, U+200F and
+// U+061C.
+func bidiControl(r rune) bool {
+	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // isBadByte reports whether s starts with a byte that is not valid UTF-8
@@ -74,12 +83,43 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-// writeJSON writes v as indented JSON.
+// writeJSON writes v as indented JSON. Like a table cell, it cannot drive
+// the operator's terminal: besides what encoding/json escapes (the C0
+// controls, U+2028 and U+2029), DEL, the C1 controls and the
+// bidirectional-text controls are written as \uXXXX escapes, which decode
+// to the same strings.
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(escapeControls(buf.Bytes()))
+	return err
+}
+
+// escapeControls escapes DEL, the C1 controls and the bidirectional-text
+// controls in the JSON text js as \uXXXX. Outside its strings JSON text is
+// ASCII, so every such character is inside a string, where the escape
+// stands for the same character.
+func escapeControls(js []byte) []byte {
+	var out []byte
+	done := 0 // js[:done] is in out
+	for i := 0; i < len(js); {
+		r, size := utf8.DecodeRune(js[i:])
+		if r == 0x7f || (r >= 0x80 && r < 0xa0) || bidiControl(r) {
+			out = append(out, js[done:i]...)
+			out = fmt.Appendf(out, `\u%04x`, r)
+			done = i + size
+		}
+		i += size
+	}
+	if out == nil {
+		return js
+	}
+	return append(out, js[done:]...)
 }
 
 // fmtAge renders seconds for people: 850ms, 4.2s, 3m04s, 2h03m, 3d04h.

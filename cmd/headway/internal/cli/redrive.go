@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,8 +29,9 @@ Each entry moves in one Lua script call: the append to the source stream and
 the delete from the dead-letter stream happen together or not at all, so a
 redrive killed at any point neither loses nor doubles an entry; run it again
 to finish. An entry already gone from the dead-letter stream (another redrive
-took it) is reported as gone and not appended. Both keys carry the stream's
-hash tag, so this works on a Redis Cluster too.
+took it) is reported as gone and not appended; a call whose reply was lost
+and that is sent again reports the move it made. The keys the script touches
+carry the stream's hash tag, so this works on a Redis Cluster too.
 
 The entry gets a new ID at the end of the stream, and every group of the
 stream reads it again: a group that already applied the event relies on its
@@ -81,15 +83,30 @@ type RedriveResult struct {
 }
 
 // redriveScript moves one dead letter back to its source stream: KEYS[1]
-// is the dead-letter stream, KEYS[2] the source stream, ARGV[1] the dead
-// letter's ID and ARGV[2:] the field names to drop. It returns the new
-// entry ID, or nil when the dead letter is no longer there. The append
-// runs before the delete: if the append fails, nothing has changed.
+// is the dead-letter stream, KEYS[2] the source stream, KEYS[3] the
+// marker of this call (see redriveOne); ARGV[1] is the dead letter's ID,
+// ARGV[2] the marker's time to live in milliseconds and ARGV[3:] the field
+// names to drop. It returns {new entry ID, 0} after the move, {new entry
+// ID, 1} when this call's move was already done, and nil when the dead
+// letter is not there. The append runs before the delete: if the append
+// fails, nothing has changed.
+//
+// go-redis sends a call again when its reply is lost (a read timeout, a
+// dropped connection): that retry finds the dead letter gone although the
+// first try moved it. So the move records its new ID under a marker key
+// named after the dead letter and a token that only this call knows, in
+// the same script, and a retry that finds the dead letter gone returns
+// that ID. Another redrive that took the entry has another token: for it,
+// as for an ID never there, the dead letter is gone.
 var redriveScript = redis.NewScript(`
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #e == 0 then return false end
+if #e == 0 then
+  local done = redis.call('GET', KEYS[3])
+  if done then return {done, 1} end
+  return false
+end
 local drop = {}
-for i = 2, #ARGV do drop[ARGV[i]] = true end
+for i = 3, #ARGV do drop[ARGV[i]] = true end
 local f, out = e[1][2], {}
 for i = 1, #f, 2 do
   if not drop[f[i]] then
@@ -102,18 +119,36 @@ if #out == 0 then
 end
 local id = redis.call('XADD', KEYS[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])
-return id
+redis.call('SET', KEYS[3], id, 'PX', ARGV[2])
+return {id, 0}
 `)
 
 // redriveOne moves the dead letter id of ref back to ref's stream and
-// returns its new ID; redis.Nil when it is no longer a dead letter.
-func redriveOne(ctx context.Context, rdb redis.UniversalClient, ref streamRef, id string) (string, error) {
-	argv := make([]any, 0, 1+len(dlqFields))
-	argv = append(argv, id)
+// returns its new ID; again reports that a retry of the call found the
+// move already done. It returns redis.Nil when id is no longer a dead
+// letter. token names this call: a call made again with the same token
+// (go-redis's retry after a lost reply) reports the move it made. The
+// record of the move lasts ttl, which must cover the client's retries.
+func redriveOne(ctx context.Context, rdb redis.UniversalClient, ref streamRef, id, token string, ttl time.Duration) (newID string, again bool, err error) {
+	argv := make([]any, 0, 2+len(dlqFields))
+	argv = append(argv, id, ttl.Milliseconds())
 	for _, f := range dlqFields {
 		argv = append(argv, f)
 	}
-	return redriveScript.Run(ctx, rdb, []string{ref.DLQ, ref.Key}, argv...).Text()
+	marker := ref.DLQ + ":redriven:" + id + ":" + token // ref.DLQ's hash tag keeps it in the streams' slot
+	res, err := redriveScript.Run(ctx, rdb, []string{ref.DLQ, ref.Key, marker}, argv...).Slice()
+	if err != nil {
+		return "", false, err
+	}
+	if len(res) != 2 {
+		return "", false, fmt.Errorf("redrive script: unexpected reply %v", res)
+	}
+	newID, ok := res[0].(string)
+	n, ok2 := res[1].(int64)
+	if !ok || !ok2 {
+		return "", false, fmt.Errorf("redrive script: unexpected reply %v", res)
+	}
+	return newID, n == 1, nil
 }
 
 // refusal says why dl must not be redriven, or "" when it may.
@@ -209,7 +244,10 @@ func (a *app) dlqRedrive(ctx context.Context, c *command, args []string) error {
 	}
 	defer func() { _ = rdb.Close() }()
 
-	r := &redriver{a: a, rdb: rdb, limit: limit, dryRun: dryRun, force: force, explicit: len(ids) > 0, window: window}
+	r := &redriver{a: a, rdb: rdb, limit: limit, dryRun: dryRun, force: force, explicit: len(ids) > 0, window: window,
+		// Each try of a call waits at most --timeout to connect and as
+		// long for the reply, and go-redis tries a call 4 times.
+		markTTL: max(10*rf.timeout, time.Minute)}
 	if rate > 0 {
 		r.interval = time.Duration(float64(time.Second) / rate)
 	}
@@ -252,6 +290,7 @@ type redriver struct {
 	interval time.Duration // --rate
 	next     time.Time
 	window   time.Duration // --dedup-window; 0: no warning
+	markTTL  time.Duration // how long a move's record outlives it: see redriveOne
 
 	results []RedriveResult
 	moved   int // redriven, or would be in a dry run
@@ -323,7 +362,7 @@ func (r *redriver) one(ctx context.Context, ref streamRef, dl DeadLetter) (bool,
 	if err := r.pace(ctx); err != nil {
 		return false, err
 	}
-	newID, err := redriveOne(ctx, r.rdb, ref, dl.ID)
+	newID, _, err := redriveOne(ctx, r.rdb, ref, dl.ID, rand.Text(), r.markTTL)
 	switch {
 	case errors.Is(err, redis.Nil):
 		res.Outcome, res.Why = OutcomeGone, "no longer in the dead-letter stream (redriven or deleted meanwhile)"
