@@ -126,7 +126,8 @@ type WatermarkReporter interface {
 // Serve returns while the tree runs it is restarted, with backoff when it
 // fails too often; an error wrapping suture.ErrDoNotRestart removes it for
 // good (it stays visible, not ready), and one wrapping
-// suture.ErrTerminateSupervisorTree stops the whole tree.
+// suture.ErrTerminateSupervisorTree stops the whole tree (which is not
+// ready from the moment svc returns it).
 //
 // When svc is a [WatermarkReporter], its watermark is parked until svc
 // first runs, while svc is in backoff ("parked: service in backoff") and
@@ -224,6 +225,12 @@ func (t *Tree) forget(w *worker) {
 	}
 }
 
+// stopping moves a serving tree to treeStopping, which fails its checks
+// and refuses any further Add.
+func (t *Tree) stopping() {
+	t.state.CompareAndSwap(treeServing, treeStopping)
+}
+
 // AddJob builds a scheduled [Job] from cfg (Logger defaults to the tree's)
 // and adds it as the worker cfg.Name; with Config.Probes set, its job
 // health becomes the check "job/<name>" beside "service/<name>". Errors as
@@ -246,8 +253,11 @@ func (t *Tree) AddJob(cfg JobConfig) (*Job, error) {
 // worker's context is cancelled and each gets StopTimeout to return; Serve
 // itself returns at most ShutdownTimeout after ctx is cancelled (plus up to
 // StopTimeout to flush the log queue), leaving behind — and logging — any
-// service that did not stop. It returns ctx's error, or the error of a
-// worker that terminated the tree (suture.ErrTerminateSupervisorTree).
+// service that did not stop. A worker returning an error wrapping
+// suture.ErrTerminateSupervisorTree shuts the tree down the same way. The
+// tree and its workers are not ready from the moment either starts.
+// Serve returns ctx's error, or the error of the worker that terminated
+// the tree.
 // A tree serves once: a second call returns [ErrAlreadyServed].
 func (t *Tree) Serve(ctx context.Context) error {
 	if !t.state.CompareAndSwap(treeNew, treeServing) {
@@ -259,11 +269,11 @@ func (t *Tree) Serve(ctx context.Context) error {
 		defer close(logged)
 		t.logLoop(quit)
 	}()
-	stopping := context.AfterFunc(ctx, func() { t.state.CompareAndSwap(treeServing, treeStopping) })
+	stop := context.AfterFunc(ctx, t.stopping)
 
 	err := t.root.Serve(ctx)
 
-	stopping()
+	stop()
 	t.state.Store(treeStopped)
 	report, _ := t.root.UnstoppedServiceReport()
 	for _, u := range report {

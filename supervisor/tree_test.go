@@ -465,35 +465,3 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
-
-// A worker that returns suture.ErrTerminateSupervisorTree stops the whole
-// tree, and Serve returns its error.
-func TestTerminateTree(t *testing.T) {
-	cfg, h := fastConfig(t)
-	tree, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.tree = tree
-	if err := tree.Add("other", blocker{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tree.Add("fatal", serviceFunc(func(ctx context.Context) error {
-		return fmt.Errorf("lost the outbox schema: %w", suture.ErrTerminateSupervisorTree)
-	})); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tree.Serve(context.Background()) }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, suture.ErrTerminateSupervisorTree) {
-			t.Errorf("Serve() = %v, want ErrTerminateSupervisorTree", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the tree did not stop")
-	}
-	if code, body := h.ready(t); code != http.StatusServiceUnavailable || body["supervisor/test"] != "stopped: the supervisor has stopped" {
-		t.Errorf("after termination: %d %v", code, body)
-	}
-}
