@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/thejerf/suture/v4"
+
+	"github.com/headwaylabs/headway/readiness"
 )
 
 // A worker that returns suture.ErrTerminateSupervisorTree stops the whole
@@ -44,18 +47,28 @@ func TestTerminateTree(t *testing.T) {
 	}
 }
 
-// slowStop is how long the worker "slow" of terminating takes to stop.
+// slowStop is how long the worker "slow" of a slowTree takes to stop.
 const slowStop = 5 * time.Second
 
-// terminating serves a tree with the workers "slow", which takes slowStop
+// slowTree is a serving tree with the workers "slow", which takes slowStop
 // to return once cancelled, and "fatal", which ends the tree with
-// suture.ErrTerminateSupervisorTree. It returns once the tree is going
-// down and slow's context is cancelled: Serve has not returned, and will
-// not before slowStop has passed or release is called. Serve's error is
-// sent on done.
-func terminating(t *testing.T) (cfg Config, h *harness, done <-chan error, release func()) {
+// suture.ErrTerminateSupervisorTree when told to.
+type slowTree struct {
+	cfg       Config
+	h         *harness
+	done      <-chan error    // Serve's error
+	cancelled <-chan struct{} // closed when slow's context ends
+	terminate func()          // makes fatal end the tree
+	cancel    func()          // cancels Serve's context
+	release   func()          // lets slow return at once
+}
+
+// serveSlowTree returns a slowTree whose workers both run. Serve returns
+// neither before slowStop has passed nor before release once slow is
+// cancelled.
+func serveSlowTree(t *testing.T) *slowTree {
 	t.Helper()
-	cfg, h = fastConfig(t)
+	cfg, h := fastConfig(t)
 	cfg.StopTimeout = 2 * slowStop
 	cfg.ShutdownTimeout = 2 * slowStop
 	tree, err := New(cfg)
@@ -89,54 +102,62 @@ func terminating(t *testing.T) (cfg Config, h *harness, done <-chan error, relea
 	if err := tree.Add("fatal", fatal); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		served <- tree.Serve(context.Background())
+		served <- tree.Serve(ctx)
 	}()
-	var once bool
-	release = func() {
-		if !once {
-			once = true
-			close(released)
-		}
+	st := &slowTree{
+		cfg: cfg, h: h, done: served, cancelled: cancelled, cancel: cancel,
+		terminate: sync.OnceFunc(func() { close(quit) }),
+		release:   sync.OnceFunc(func() { close(released) }),
 	}
 	t.Cleanup(func() {
-		release()
+		st.release()
+		cancel()
 		<-exited
 	})
 	eventually(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
-	close(quit)
+	return st
+}
+
+// terminating returns a slowTree that fatal has ended: the tree is going
+// down, slow is cancelled, and Serve has not returned.
+func terminating(t *testing.T) *slowTree {
+	t.Helper()
+	st := serveSlowTree(t)
+	st.terminate()
 	select {
-	case <-cancelled:
+	case <-st.cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the tree did not start stopping slow")
 	}
-	return cfg, h, served, release
+	return st
 }
 
 // The tree, and every worker, is not ready as soon as a worker terminates
 // it, while the others are still stopping.
 func TestTerminateTreeNotReadyWhileStopping(t *testing.T) {
-	_, h, done, release := terminating(t)
+	st := terminating(t)
 	const stopping = "stopping: the supervisor is shutting down"
 	eventually(t, time.Second, func() (bool, string) {
-		code, body := h.ready(t)
+		code, body := st.h.ready(t)
 		return code == http.StatusServiceUnavailable && body["supervisor/test"] == stopping &&
 			body["service/slow"] == stopping, fmt.Sprint(code, body)
 	})
 	select {
-	case err := <-done:
+	case err := <-st.done:
 		t.Fatalf("Serve returned (%v) before slow stopped: the test saw no stopping window", err)
 	default:
 	}
-	release()
+	st.release()
 	select {
-	case err := <-done:
+	case err := <-st.done:
 		if !errors.Is(err, suture.ErrTerminateSupervisorTree) {
 			t.Errorf("Serve() = %v, want ErrTerminateSupervisorTree", err)
 		}
@@ -148,9 +169,9 @@ func TestTerminateTreeNotReadyWhileStopping(t *testing.T) {
 // While a terminated tree stops its workers, Add returns ErrStopped at
 // once instead of waiting for the root supervisor to stop.
 func TestAddWhileTerminatingDoesNotBlock(t *testing.T) {
-	_, h, _, _ := terminating(t)
+	st := terminating(t)
 	added := make(chan error, 1)
-	go func() { added <- h.tree.Add("late", blocker{}) }()
+	go func() { added <- st.h.tree.Add("late", blocker{}) }()
 	select {
 	case err := <-added:
 		if !errors.Is(err, ErrStopped) {
@@ -165,7 +186,8 @@ func TestAddWhileTerminatingDoesNotBlock(t *testing.T) {
 // worker, no check, no metric series, and the name is free for another
 // tree on the same registerer and probes.
 func TestRefusedAddLeavesNothingBehind(t *testing.T) {
-	cfg, h, done, release := terminating(t)
+	st := terminating(t)
+	h := st.h
 	if err := h.tree.Add("late", blocker{}); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Add while terminating = %v, want ErrStopped", err)
 	}
@@ -175,21 +197,12 @@ func TestRefusedAddLeavesNothingBehind(t *testing.T) {
 	if got, want := h.checkNames(t), []string{"service/fatal", "service/slow", "supervisor/test"}; !slices.Equal(got, want) {
 		t.Errorf("checks after the refused Add = %v, want %v", got, want)
 	}
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	if got := h.seriesOf(t, "late"); len(got) > 0 {
+		t.Errorf("series left behind: %v", got)
 	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "worker" && lp.GetValue() == "late" {
-					t.Errorf("series left behind: %s %v", mf.GetName(), m.GetLabel())
-				}
-			}
-		}
-	}
-	release()
-	<-done
+	st.release()
+	<-st.done
+	cfg := st.cfg
 	cfg.Name = "again"
 	again, err := New(cfg)
 	if err != nil {
@@ -197,5 +210,56 @@ func TestRefusedAddLeavesNothingBehind(t *testing.T) {
 	}
 	if err := again.Add("late", blocker{}); err != nil {
 		t.Errorf("Add of the refused name to another tree on the same registerer and probes = %v", err)
+	}
+}
+
+// duringAdd is a service whose Watermark runs f: Add calls it after its
+// state check and before the root supervisor takes the worker.
+type duringAdd struct {
+	blocker
+	f func()
+}
+
+func (s duringAdd) Watermark() *readiness.Watermark {
+	s.f()
+	return nil
+}
+
+// A tree that starts going down while an Add is under way waits for the
+// root supervisor to take the worker: the Add neither blocks until the
+// root has stopped nor is refused after registering the worker.
+func TestTreeGoesDownDuringAdd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		down func(*slowTree)
+	}{
+		{"terminated", func(st *slowTree) { st.terminate() }},
+		{"cancelled", func(st *slowTree) { st.cancel() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := serveSlowTree(t)
+			svc := duringAdd{f: func() {
+				tc.down(st)
+				// The tree must not stop its workers before Add is done:
+				// give it the time to do so wrongly.
+				select {
+				case <-st.cancelled:
+				case <-time.After(200 * time.Millisecond):
+				}
+			}}
+			added := make(chan error, 1)
+			go func() { added <- st.h.tree.Add("late", svc) }()
+			select {
+			case err := <-added:
+				if err != nil {
+					t.Errorf("Add = %v, want the worker taken before the tree went down", err)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatalf("Add blocked for over 2s (slow takes %v to stop)", slowStop)
+			}
+			if _, ok := st.h.tree.Status("late"); !ok {
+				t.Error("the added worker is unknown")
+			}
+		})
 	}
 }

@@ -379,6 +379,9 @@ func TestAddErrors(t *testing.T) {
 		if _, ok := tree.Status(name); ok {
 			t.Errorf("the refused worker %s is still known", name)
 		}
+		if got := h.seriesOf(t, name); len(got) > 0 {
+			t.Errorf("the refused worker %s left series behind: %v", name, got)
+		}
 	}
 	// Only the custom checks service/c and job/d, never a service/d.
 	want := []string{"job/d", "service/a", "service/c", "supervisor/test"}
