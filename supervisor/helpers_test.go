@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -176,6 +177,30 @@ func (h *harness) counter(t *testing.T, name string, labels ...string) float64 {
 		}
 	}
 	return 0
+}
+
+// seriesOf returns the gathered series labelled with the worker name.
+func (h *harness) seriesOf(t *testing.T, worker string) []string {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			mine := false
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+				mine = mine || lp.GetName() == "worker" && lp.GetValue() == worker
+			}
+			if mine {
+				out = append(out, mf.GetName()+"{"+strings.Join(labels, ",")+"}")
+			}
+		}
+	}
+	return out
 }
 
 // blocker is a service that runs until its context is cancelled.

@@ -49,6 +49,14 @@ type Tree struct {
 	state  atomic.Int32
 	events chan logEvent
 
+	// gate orders Add against the tree going down. Add holds it for
+	// reading from its state check until the root supervisor has taken the
+	// worker; stopping holds it for writing while it leaves treeServing. So
+	// the root is still serving, and takes the worker at once, whenever an
+	// Add has passed the check: suture never refuses it, and never makes it
+	// wait for the root to stop.
+	gate sync.RWMutex
+
 	mu      sync.RWMutex
 	workers map[string]*worker
 	bySup   map[*suture.Supervisor]*worker
@@ -126,7 +134,8 @@ type WatermarkReporter interface {
 // Serve returns while the tree runs it is restarted, with backoff when it
 // fails too often; an error wrapping suture.ErrDoNotRestart removes it for
 // good (it stays visible, not ready), and one wrapping
-// suture.ErrTerminateSupervisorTree stops the whole tree.
+// suture.ErrTerminateSupervisorTree stops the whole tree (which is not
+// ready from the moment svc returns it).
 //
 // When svc is a [WatermarkReporter], its watermark is parked until svc
 // first runs, while svc is in backoff ("parked: service in backoff") and
@@ -139,9 +148,11 @@ type WatermarkReporter interface {
 // name or a nil svc, [ErrDuplicateName] if name is taken (in this tree, or
 // in another tree sharing Config.Registerer), [ErrStopped] once the tree
 // is shutting down, or the error of adding its checks to Config.Probes.
-// A refused Add leaves nothing behind: no worker, no check, no claim on
-// the name. It blocks only until the root supervisor takes the worker;
-// never call it from an event hook.
+// A refused Add leaves nothing behind: no worker, no check, no metric
+// series, no claim on the name. It blocks only until the root supervisor
+// takes the worker, which a serving tree does at once (once the tree is
+// going down, Add returns ErrStopped at once); never call it from an
+// event hook.
 func (t *Tree) Add(name string, svc suture.Service) error {
 	return t.add(name, svc, nil)
 }
@@ -150,6 +161,8 @@ func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
 	if name == "" || svc == nil {
 		return fmt.Errorf("%w: Add needs a name and a service (name %q)", ErrInvalidConfig, name)
 	}
+	t.gate.RLock()
+	defer t.gate.RUnlock()
 	if t.state.Load() >= treeStopping {
 		return fmt.Errorf("%w: cannot add %q", ErrStopped, name)
 	}
@@ -202,12 +215,17 @@ func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
 	w.park(parkPending)
 	w.sup.Add(&service{w: w, inner: svc})
 	if tok := t.root.Add(w.sup); tok == (suture.ServiceToken{}) {
+		// The gate rules this out. Should suture refuse all the same,
+		// forget what can be undone; the check cannot be removed from
+		// the probes, but it reports the tree stopping.
+		t.forget(w)
 		return fmt.Errorf("%w: cannot add %q", ErrStopped, name)
 	}
 	return nil
 }
 
-// forget undoes the registration of a worker whose Add was refused.
+// forget undoes the registration of a worker whose Add was refused: its
+// entry, its claim on the name and its metric series.
 func (t *Tree) forget(w *worker) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -219,9 +237,25 @@ func (t *Tree) forget(w *worker) {
 			break
 		}
 	}
-	if t.metrics.state != nil {
-		t.metrics.state.release(w.name, t)
+	m := t.metrics
+	for _, reason := range []string{ReasonError, ReasonReturned, ReasonPanic} {
+		m.restarts.DeleteLabelValues(w.name, reason)
 	}
+	m.panics.DeleteLabelValues(w.name)
+	m.backoffs.DeleteLabelValues(w.name)
+	m.stopTimeouts.DeleteLabelValues(w.name)
+	if m.state != nil {
+		m.state.release(w.name, t)
+	}
+}
+
+// stopping moves a serving tree to treeStopping, which fails its checks
+// and refuses any further Add. It waits for an Add in progress to hand
+// its worker to the root supervisor.
+func (t *Tree) stopping() {
+	t.gate.Lock()
+	defer t.gate.Unlock()
+	t.state.CompareAndSwap(treeServing, treeStopping)
 }
 
 // AddJob builds a scheduled [Job] from cfg (Logger defaults to the tree's)
@@ -246,8 +280,12 @@ func (t *Tree) AddJob(cfg JobConfig) (*Job, error) {
 // worker's context is cancelled and each gets StopTimeout to return; Serve
 // itself returns at most ShutdownTimeout after ctx is cancelled (plus up to
 // StopTimeout to flush the log queue), leaving behind — and logging — any
-// service that did not stop. It returns ctx's error, or the error of a
-// worker that terminated the tree (suture.ErrTerminateSupervisorTree).
+// service that did not stop. A worker returning an error wrapping
+// suture.ErrTerminateSupervisorTree shuts the tree down the same way. The
+// tree and its workers are not ready from the moment either starts.
+// Serve returns ctx's error, or the error of the worker that terminated
+// the tree. Workers' contexts carry ctx's values but not its deadline:
+// the tree ends them.
 // A tree serves once: a second call returns [ErrAlreadyServed].
 func (t *Tree) Serve(ctx context.Context) error {
 	if !t.state.CompareAndSwap(treeNew, treeServing) {
@@ -259,11 +297,22 @@ func (t *Tree) Serve(ctx context.Context) error {
 		defer close(logged)
 		t.logLoop(quit)
 	}()
-	stopping := context.AfterFunc(ctx, func() { t.state.CompareAndSwap(treeServing, treeStopping) })
+	// The root serves on a context of its own, cancelled only once the
+	// tree is stopping, so that it never stops taking workers while an
+	// Add may still hand it one (see Tree.gate).
+	rootCtx, cancelRoot := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRoot()
+	stop := context.AfterFunc(ctx, func() {
+		t.stopping()
+		cancelRoot()
+	})
 
-	err := t.root.Serve(ctx)
+	err := t.root.Serve(rootCtx)
+	if err != nil && err == rootCtx.Err() {
+		err = ctx.Err() // the root stopped because ctx ended
+	}
 
-	stopping()
+	stop()
 	t.state.Store(treeStopped)
 	report, _ := t.root.UnstoppedServiceReport()
 	for _, u := range report {

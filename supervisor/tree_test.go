@@ -379,6 +379,9 @@ func TestAddErrors(t *testing.T) {
 		if _, ok := tree.Status(name); ok {
 			t.Errorf("the refused worker %s is still known", name)
 		}
+		if got := h.seriesOf(t, name); len(got) > 0 {
+			t.Errorf("the refused worker %s left series behind: %v", name, got)
+		}
 	}
 	// Only the custom checks service/c and job/d, never a service/d.
 	want := []string{"job/d", "service/a", "service/c", "supervisor/test"}
@@ -463,37 +466,5 @@ func TestConfigValidate(t *testing.T) {
 				t.Errorf("New() = %v", err)
 			}
 		})
-	}
-}
-
-// A worker that returns suture.ErrTerminateSupervisorTree stops the whole
-// tree, and Serve returns its error.
-func TestTerminateTree(t *testing.T) {
-	cfg, h := fastConfig(t)
-	tree, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.tree = tree
-	if err := tree.Add("other", blocker{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tree.Add("fatal", serviceFunc(func(ctx context.Context) error {
-		return fmt.Errorf("lost the outbox schema: %w", suture.ErrTerminateSupervisorTree)
-	})); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tree.Serve(context.Background()) }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, suture.ErrTerminateSupervisorTree) {
-			t.Errorf("Serve() = %v, want ErrTerminateSupervisorTree", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the tree did not stop")
-	}
-	if code, body := h.ready(t); code != http.StatusServiceUnavailable || body["supervisor/test"] != "stopped: the supervisor has stopped" {
-		t.Errorf("after termination: %d %v", code, body)
 	}
 }

@@ -185,7 +185,12 @@ func (s *service) Serve(ctx context.Context) error {
 	s.w.starts.Add(1)
 	s.w.unpark()
 	err := s.inner.Serve(ctx)
-	if ctx.Err() == nil && errors.Is(err, suture.ErrDoNotRestart) {
+	switch {
+	case errors.Is(err, suture.ErrTerminateSupervisorTree) && !errors.Is(err, suture.ErrDoNotRestart):
+		// suture is about to stop every worker, which takes up to
+		// ShutdownTimeout and sends no event: the tree is going down now.
+		s.w.tree.stopping()
+	case ctx.Err() == nil && errors.Is(err, suture.ErrDoNotRestart):
 		text := err.Error()
 		s.w.lastErr.Store(&text)
 		s.w.stopped.Store(&text)
