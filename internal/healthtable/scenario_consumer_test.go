@@ -56,17 +56,18 @@ func bets(prefix string, n int) []event.Envelope {
 	return out
 }
 
-// hung returns a handler that hangs, ignoring its context, until the test
-// ends; it counts the entries it started.
-func hung(t *testing.T, started *atomic.Int64) consumer.Handler {
-	release := make(chan struct{})
+// hung returns a handler that hangs, ignoring its context, until release
+// is called; it counts the entries it started. A scenario defers release,
+// so the hung batch is let go before the tree stops (else the drain waits
+// out its timeout).
+func hung(started *atomic.Int64) (h consumer.Handler, release func()) {
+	ch := make(chan struct{})
 	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
 	return func(context.Context, *consumer.Message) error {
 		started.Add(1)
-		<-release
+		<-ch
 		return nil
-	}
+	}, func() { once.Do(func() { close(ch) }) }
 }
 
 func idleHour(t *testing.T) observation {
@@ -74,14 +75,15 @@ func idleHour(t *testing.T) observation {
 	s := newStack(t, supervisor.Config{})
 	clk := testkit.NewClock()
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied))
-	wm := s.loop(readiness.WatermarkConfig{Name: "idle", StallWindow: 500 * time.Millisecond, Now: clk.Now})
-	cfg.Watermark = wm
+	cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied),
+		func(c *readiness.WatermarkConfig) { c.Now = clk.Now })
+	wm := cfg.Watermark
 	s.consumer(cfg)
 	s.serve()
 	publish(t, rdb, cfg.Stream, bets("e", 1)...)
-	eventually(t, 5*time.Second, "applied and idle", func() bool {
-		return applied.Load() == 1 && wm.Status().State == readiness.StateIdle
+	eventually(t, 5*time.Second, "applied, no backlog", func() bool {
+		n, known := wm.Backlog()
+		return applied.Load() == 1 && known && n == 0 && wm.ProgressTotal() == 1
 	})
 	clk.Advance(time.Hour)
 	beat, _ := wm.LastHeartbeat()
@@ -142,7 +144,9 @@ func handlerHung(t *testing.T) observation {
 	rdb, prefix := redistest.Client(t)
 	s := newStack(t, supervisor.Config{})
 	var started atomic.Int64
-	cfg := s.consumerConfig(rdb, stream(prefix), hung(t, &started))
+	h, release := hung(&started)
+	defer release()
+	cfg := s.consumerConfig(rdb, stream(prefix), h)
 	cfg.HandlerTimeout = time.Minute
 	cfg.ReclaimIdle = 2 * time.Minute
 	s.consumer(cfg)
@@ -155,15 +159,17 @@ func handlerHung(t *testing.T) observation {
 }
 
 // frozenOrDown runs a consumer on a private Redis, applies one entry, then
-// breaks Redis with brk and waits for the loop to be failing.
-func frozenOrDown(t *testing.T, brk func(*redistest.Server)) observation {
+// breaks Redis with brk and waits for the loop to be failing; mend undoes
+// brk after the observation.
+func frozenOrDown(t *testing.T, brk, mend func(*redistest.Server)) observation {
 	srv := redistest.StartServer(t, redistest.ServerOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 300 * time.Millisecond,
 		WriteTimeout: 300 * time.Millisecond, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
 	s := newStack(t, supervisor.Config{})
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied))
+	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied),
+		func(c *readiness.WatermarkConfig) { c.FailureBound = 3 })
 	s.consumer(cfg)
 	s.serve()
 	publish(t, rdb, cfg.Stream, bets("e", 1)...)
@@ -171,16 +177,18 @@ func frozenOrDown(t *testing.T, brk func(*redistest.Server)) observation {
 	brk(srv)
 	eventually(t, 20*time.Second, "failing", func() bool { return cfg.Watermark.Status().State == readiness.StateFailing })
 	o := s.observe(subject{loop: cfg.Watermark})
-	srv.Resume() // for Stop at cleanup; harmless when running
+	if mend != nil {
+		mend(srv)
+	}
 	return o
 }
 
 func redisFrozen(t *testing.T) observation {
-	return frozenOrDown(t, (*redistest.Server).Pause)
+	return frozenOrDown(t, (*redistest.Server).Pause, (*redistest.Server).Resume)
 }
 
 func redisDown(t *testing.T) observation {
-	return frozenOrDown(t, (*redistest.Server).Stop)
+	return frozenOrDown(t, (*redistest.Server).Stop, nil)
 }
 
 // legacy publishes one schema_version 1 event.
@@ -218,7 +226,9 @@ func legacyTrickleHung(t *testing.T) observation {
 	rdb, prefix := redistest.Client(t)
 	s := newStack(t, supervisor.Config{})
 	var started atomic.Int64
-	cfg := s.consumerConfig(rdb, stream(prefix), hung(t, &started))
+	h, release := hung(&started)
+	defer release()
+	cfg := s.consumerConfig(rdb, stream(prefix), h)
 	cfg.AlertPolicy = consumer.AlertHold
 	cfg.HandlerTimeout, cfg.ReclaimIdle = time.Minute, 2*time.Minute
 	s.consumer(cfg)

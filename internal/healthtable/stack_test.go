@@ -125,9 +125,13 @@ func (s *stack) add(name string, svc suture.Service) {
 // consumerConfig is a consumer of stream with short windows: reads block
 // 50ms, the backlog is polled every 50ms, entries are redelivered after
 // 3s. Its watermark (stall window 500ms, the other rules at their
-// defaults) is added to the probes.
-func (s *stack) consumerConfig(rdb redis.UniversalClient, stream string, h consumer.Handler) consumer.Config {
-	wm := s.loop(readiness.WatermarkConfig{Name: "rolling_service@" + stream, StallWindow: 500 * time.Millisecond})
+// defaults, each opt applied) is added to the probes.
+func (s *stack) consumerConfig(rdb redis.UniversalClient, stream string, h consumer.Handler, opts ...func(*readiness.WatermarkConfig)) consumer.Config {
+	wcfg := readiness.WatermarkConfig{Name: "rolling_service@" + stream, StallWindow: 500 * time.Millisecond}
+	for _, o := range opts {
+		o(&wcfg)
+	}
+	wm := s.loop(wcfg)
 	return consumer.Config{
 		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
 		Handlers: map[event.Type]consumer.Handler{event.BetSettledConfirmed: h, event.BetRolledBackConfirmed: h},
