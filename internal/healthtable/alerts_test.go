@@ -14,7 +14,7 @@ import (
 // and the condition the tests evaluate for it.
 type alertRule struct {
 	severity, forDur, expr string
-	cond               condition
+	cond                   condition
 }
 
 func (a alertRule) fires(mfs []*dto.MetricFamily) bool { return a.cond.holds(mfs) }
