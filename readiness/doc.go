@@ -36,7 +36,9 @@
 // [Watermark.StatusAt] applies, in order (see its documentation for the
 // details): parked (its supervisor holds it: not ready, but live), wedged
 // (no heartbeat within the liveness window: not live), failing
-// (consecutive failures at the bound), stalled (backlog present or
+// (consecutive failed iterations at the bound, or failed work items at the
+// bound with no progress since: [Watermark.FailWork]), stalled (backlog
+// present or
 // unknown, no progress within the stall window: not ready), alert (held by
 // [Watermark.Alert]: not ready, but never hiding a failing or stalled
 // loop), progressing (behind when the backlog also grew across the whole
@@ -46,6 +48,12 @@
 // person can act on:
 //
 //	stalled: backlog 1200, no progress for 45s (window 30s)
+//
+// Two things are shown in the reason without changing the state: work
+// items waiting for a retry ([Watermark.SetRetrying]: "retrying 1"), which
+// are not backlog, and a notice ([Watermark.Notice]: "; notice: …"), which
+// /ready?full=1 also lists as "notice/loop/<name>" while the loop's check
+// passes. docs/health.md lists what every situation shows.
 //
 // Windows and bounds come from [WatermarkConfig]; the defaults are
 // [DefaultStallWindow], [DefaultLivenessWindow] and [DefaultFailureBound].
