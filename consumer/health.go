@@ -69,7 +69,8 @@ func (w *waiting) has(id string) bool {
 }
 
 // update records the batch's outcomes: entries that left the pending list
-// are forgotten, entries left pending here wait from now.
+// are forgotten, entries left pending here wait from now. While nothing
+// waits, a batch that resolved every entry costs one lock and no lookup.
 func (w *waiting) update(items []item, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -77,7 +78,9 @@ func (w *waiting) update(items []item, now time.Time) {
 		it := &items[i]
 		switch {
 		case it.resolved || it.notOurs:
-			delete(w.left, it.msg.ID)
+			if len(w.left) > 0 {
+				delete(w.left, it.msg.ID)
+			}
 		case it.outcome == OutcomeRetryLater || it.outcome == OutcomeDeferred:
 			if w.left == nil {
 				w.left = map[string]time.Time{}

@@ -279,8 +279,12 @@ func (p *Probes) ReadyHandler() http.Handler { return http.HandlerFunc(p.ready) 
 // ready serves /ready: healthcheck's answer, with the loops' notices added
 // to the ?full=1 body.
 func (p *Probes) ready(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery == "" || r.URL.Query().Get("full") != "1" {
+		p.h.ReadyEndpoint(w, r) // what Kubernetes asks: no body to add to
+		return
+	}
 	notices := p.notices()
-	if len(notices) == 0 || r.URL.Query().Get("full") != "1" {
+	if len(notices) == 0 {
 		p.h.ReadyEndpoint(w, r)
 		return
 	}
