@@ -52,7 +52,8 @@ func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
 //     was idle less than StallWindow ago (backlog that just appeared is not
 //     a stall yet);
 //  8. starting: never progressed nor idle, started less than StallWindow
-//     ago: ready.
+//     ago, or not progressed since its supervisor ran it again
+//     ([Watermark.Unpark]) less than StallWindow ago: ready.
 //
 // So a loop's state is the worst of its conditions: wedged, failing,
 // stalled, alert, behind, then the healthy ones. A notice
@@ -134,7 +135,19 @@ func (w *Watermark) judgeProgress(v *loopVerdict) State {
 	if v.progress == never && v.idleAt == never && since(v.now, never) <= w.stallWindow {
 		return StateStarting
 	}
+	if w.restarted(v) {
+		return StateStarting
+	}
 	return StateStalled
+}
+
+// restarted reports whether the loop's supervisor ran it again
+// ([Watermark.Unpark]) less than a stall window ago and it has not
+// progressed since: like a loop that just started, it gets one window to
+// show progress before stale readings from before its backoff make it
+// stalled.
+func (w *Watermark) restarted(v *loopVerdict) bool {
+	return v.liveFrom != never && v.progress < v.liveFrom && since(v.now, v.liveFrom) <= w.stallWindow
 }
 
 func (w *Watermark) behind(v *loopVerdict) bool {
@@ -263,9 +276,15 @@ func (w *Watermark) reason(v *loopVerdict) string {
 			b = append(b, " ago"...)
 		}
 	case StateStarting:
-		b = append(b, "no progress yet, started "...)
-		b = appendHuman(b, since(v.now, never))
-		b = append(b, " ago (window "...)
+		if w.restarted(v) {
+			b = append(b, "restarted "...)
+			b = appendHuman(b, since(v.now, v.liveFrom))
+			b = append(b, " ago after being parked, no progress since (window "...)
+		} else {
+			b = append(b, "no progress yet, started "...)
+			b = appendHuman(b, since(v.now, never))
+			b = append(b, " ago (window "...)
+		}
 		b = appendHuman(b, w.stallWindow)
 		b = append(b, "), "...)
 		b = v.appendBacklog(b)

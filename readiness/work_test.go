@@ -125,3 +125,41 @@ func TestNoticeKeepsReady(t *testing.T) {
 		t.Error("notice shown after ClearNotice")
 	}
 }
+
+// A loop its supervisor ran again after a backoff gets one stall window to
+// show progress, as at start: the readings from before the backoff (an
+// old progress, a backlog) do not make it stalled the moment it runs. A
+// failure bound reached before the backoff still shows.
+func TestRestartedLoopGetsAStallWindow(t *testing.T) {
+	t.Parallel()
+	w, clk := newTestWatermark(t, "wallet") // stall window 30s
+	w.Progress("1-0")
+	w.SetBacklog(40)
+	w.Park("service in backoff")
+	clk.Advance(2 * time.Minute)
+	w.Unpark()
+	clk.Advance(10 * time.Second)
+	st := w.Status()
+	want := "starting: restarted 10s ago after being parked, no progress since (window 30s), backlog 40"
+	if st.State != StateStarting || st.Reason != want || !st.Ready() {
+		t.Fatalf("restarted: %v %q, want %q", st.State, st.Reason, want)
+	}
+	clk.Advance(21 * time.Second)
+	if st := w.Status(); st.State != StateStalled {
+		t.Fatalf("a stall window after the restart without progress: %v %q", st.State, st.Reason)
+	}
+	w.Progress("2-0")
+	if st := w.Status(); st.State != StateProgressing {
+		t.Fatalf("after progress: %v %q", st.State, st.Reason)
+	}
+	// Failures reached before the backoff still make it failing.
+	for range 3 {
+		w.Fail(nil)
+	}
+	w.Park("service in backoff")
+	clk.Advance(time.Minute)
+	w.Unpark()
+	if st := w.Status(); st.State != StateFailing {
+		t.Fatalf("restarted after 3 failures (bound 3): %v %q", st.State, st.Reason)
+	}
+}
