@@ -21,7 +21,8 @@ func (a alertRule) fires(mfs []*dto.MetricFamily) bool { return a.cond.holds(mfs
 
 // condition is an alert's expression reduced to what one process's metrics
 // show at one moment: a series of metric with the labels given (a value
-// starting with "!" means "not that value") whose value passes test, and
+// starting with "!" means "not that value", "!~" "not matching that
+// regular expression") whose value passes test, and
 // no series of unless passing its test. Counters start at zero in each
 // scenario, so increase(x[15m]) > 0 is x > 0, and max_over_time(x[5m]) is
 // x now.
@@ -60,7 +61,11 @@ func matches(m *dto.Metric, want map[string]string) bool {
 				got = l.GetValue()
 			}
 		}
-		if neg, ok := strings.CutPrefix(v, "!"); ok {
+		if re, ok := strings.CutPrefix(v, "!~"); ok {
+			if regexp.MustCompile("^(?:" + re + ")$").MatchString(got) {
+				return false
+			}
+		} else if neg, ok := strings.CutPrefix(v, "!"); ok {
 			if got == neg {
 				return false
 			}
@@ -92,7 +97,7 @@ func above(n float64) func(float64) bool {
 var conditions = map[string]condition{
 	"HeadwayLoopStalled": {metric: "headway_loop_status", labels: map[string]string{"status": "stalled"}, test: one,
 		fragment: `headway_loop_status{status="stalled"} == 1`},
-	"HeadwayLoopFailing": {metric: "headway_loop_status", labels: map[string]string{"status": "failing"}, test: one,
+	"HeadwayLoopFailing": {metric: "headway_loop_status", labels: map[string]string{"status": "failing", "loop": "!~relay/.+"}, test: one,
 		fragment: `headway_loop_status{status="failing", loop!~"relay/.+"} == 1`},
 	"HeadwayLoopBehind": {metric: "headway_loop_status", labels: map[string]string{"status": "behind"}, test: one,
 		fragment: `headway_loop_status{status="behind"} == 1`},
