@@ -112,12 +112,10 @@ type relayMetrics struct {
 	failures  prometheus.Counter     // rows whose append failed
 	cycles    *prometheus.CounterVec // outcome
 	batch     prometheus.Histogram
-	backlog   prometheus.Gauge
-	oldest    prometheus.Gauge
 	latency   prometheus.Histogram
 	pruned    prometheus.Counter
 	parked    prometheus.Counter // rows parked
-	parkedNow prometheus.Gauge   // rows parked now
+	gauges    backlogGauges
 }
 
 // NewRelay returns a Relay. Defaults: Table "headway_outbox", BatchSize
@@ -225,25 +223,26 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 	batch := reg1(prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "headway", Subsystem: "outbox", Name: "relay_batch_rows",
 		Help: "Rows claimed per relay cycle.", ConstLabels: prometheus.Labels{"table": r.cfg.Table},
 		Buckets: []float64{1, 5, 10, 50, 100, 250, 500, 1000}}))
-	backlog := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("backlog_rows", "Unpublished rows."))))
-	oldest := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("oldest_unpublished_age_seconds", "Age of the oldest unpublished row."))))
 	latency := reg1(prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "headway", Subsystem: "outbox", Name: "commit_to_publish_seconds",
 		Help: "Time from a row's insert to its append to the stream.", ConstLabels: prometheus.Labels{"table": r.cfg.Table},
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}))
 	pruned := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("pruned_total", "Published rows deleted after the retention period."))))
 	parked := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("parked_total", "Rows parked by this relay: they can never be appended (they do not encode) and wait for an operator."))))
-	parkedNow := reg1(prometheus.NewGauge(prometheus.GaugeOpts(o("parked_rows", "Rows parked in the table now, whichever relay parked them."))))
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
+	}
+	gauges, err := registerBacklogGauges(reg, r.cfg.Table)
+	if err != nil {
+		return err
 	}
 	// Every outcome exists from the start, so increase() sees the first one.
 	for _, o := range []string{"published", "empty", "failed"} {
 		cycles.(*prometheus.CounterVec).WithLabelValues(o)
 	}
 	r.m = relayMetrics{published: published.(*prometheus.CounterVec), failures: failures.(prometheus.Counter),
-		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram), backlog: backlog.(prometheus.Gauge),
-		oldest: oldest.(prometheus.Gauge), latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter),
-		parked: parked.(prometheus.Counter), parkedNow: parkedNow.(prometheus.Gauge)}
+		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram),
+		latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter),
+		parked: parked.(prometheus.Counter), gauges: gauges}
 	return nil
 }
 
@@ -371,9 +370,7 @@ func (r *Relay) updateInfo(ctx context.Context) {
 		return
 	}
 	r.wm.SetBacklog(b.Rows)
-	r.m.backlog.Set(float64(b.Rows))
-	r.m.oldest.Set(b.Oldest.Seconds())
-	r.m.parkedNow.Set(float64(b.Parked))
+	r.m.gauges.set(b, time.Now())
 	r.wm.SetLag(b.Oldest)
 }
 

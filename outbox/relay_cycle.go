@@ -133,7 +133,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 // parked counts and logs the rows of b that Finish parked.
 func (r *Relay) parked(b *batch, parked []Parked) {
 	r.m.parked.Add(float64(len(parked)))
-	r.m.parkedNow.Add(float64(len(parked))) // until the next backlog count
+	r.m.gauges.parked.Add(float64(len(parked))) // until the next backlog count
 	for _, p := range parked {
 		i, _ := slices.BinarySearchFunc(b.rows, p.ID, func(rw Row, id int64) int { return cmp.Compare(rw.ID, id) })
 		rw := &b.rows[i]

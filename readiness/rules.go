@@ -32,7 +32,9 @@ func (w *Watermark) Status() Status { return w.StatusAt(w.now()) }
 // StatusAt evaluates the rules at now, in this order:
 //
 //  1. parked: its supervisor holds the loop ([Watermark.Park]): live, not
-//     ready;
+//     ready — or failing (below) when its failures are at the bound, so a
+//     loop that its supervisor restarts and backs off through a dependency
+//     outage stays failing throughout (its reason ends in "; parked: …");
 //  2. wedged: no heartbeat within LivenessWindow (counted from the start
 //     before the first heartbeat, and from the last [Watermark.Unpark]
 //     when that is later): neither live nor ready;
@@ -98,13 +100,21 @@ func since(now, off int64) time.Duration {
 }
 
 func (w *Watermark) judge(v *loopVerdict) State {
+	failing := w.failureBound > 0 && (v.failures >= w.failureBound || v.work >= w.failureBound)
 	if v.parked != nil {
+		// Parked after failing (a supervisor's backoff after its reads
+		// failed): still failing, so a dependency outage reads as one
+		// failing state through the restarts and backoffs, not as
+		// parked in between. Parked loops are never wedged.
+		if failing {
+			return StateFailing
+		}
 		return StateParked
 	}
 	if since(v.now, max(v.heartbeat, v.liveFrom)) > w.livenessWindow {
 		return StateWedged
 	}
-	if w.failureBound > 0 && (v.failures >= w.failureBound || v.work >= w.failureBound) {
+	if failing {
 		return StateFailing
 	}
 	s := w.judgeProgress(v)
@@ -229,6 +239,10 @@ func (w *Watermark) reason(v *loopVerdict) string {
 		if err := w.LastError(); err != nil {
 			b = append(b, ", last error: "...)
 			b = append(b, err.Error()...)
+		}
+		if v.parked != nil {
+			b = append(b, "; parked: "...)
+			b = append(b, *v.parked...)
 		}
 	case StateProgressing:
 		b = append(b, "last progress "...)

@@ -163,3 +163,33 @@ func TestRestartedLoopGetsAStallWindow(t *testing.T) {
 		t.Fatalf("restarted after 3 failures (bound 3): %v %q", st.State, st.Reason)
 	}
 }
+
+// A loop parked by its supervisor after its failures reached the bound is
+// failing, not parked: through a dependency outage the supervisor restarts
+// and backs it off, and the state (and the alert on it) must not flip to
+// parked and back. It stays live.
+func TestParkedAfterFailingStaysFailing(t *testing.T) {
+	t.Parallel()
+	w, clk := newTestWatermark(t, "wallet") // failure bound 3
+	for range 3 {
+		w.Fail(errors.New("dial tcp 10.0.0.7:6379: connect: connection refused"))
+	}
+	w.Park("service in backoff")
+	clk.Advance(10 * time.Minute) // far past the liveness window
+	st := w.Status()
+	want := "failing: 3 consecutive failures (bound 3), last error: dial tcp 10.0.0.7:6379: connect: connection refused; parked: service in backoff"
+	if st.State != StateFailing || st.Reason != want || !st.Live() {
+		t.Fatalf("parked after failing: %v %q live %v, want %q", st.State, st.Reason, st.Live(), want)
+	}
+	w.Unpark()
+	w.Succeed() // Redis answers again
+	if st := w.Status(); st.State == StateFailing {
+		t.Fatalf("after a success: %v %q", st.State, st.Reason)
+	}
+	// Below the bound, parked is parked.
+	w.Fail(nil)
+	w.Park("service in backoff")
+	if st := w.Status(); st.State != StateParked {
+		t.Fatalf("parked with 1 failure: %v %q", st.State, st.Reason)
+	}
+}
