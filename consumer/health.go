@@ -36,41 +36,57 @@ func (c *Consumer) surface(reason string) {
 	c.wm.Notice(reason, until)
 }
 
-// maxWaiting bounds the entries remembered as waiting for a retry; past it,
-// new ones count as backlog.
+// maxWaiting bounds the entries remembered as failed here; past it, new
+// ones are counted again if they fail again, and count as backlog.
 const maxWaiting = 100_000
 
-// waiting remembers the entries this consumer left pending to be
-// delivered again (a handler failed, or an earlier entry of their
-// aggregate did, or their dedup lease was busy), with when it left them.
-// They are not backlog while they wait for their redelivery: the loop
-// reports them as "retrying" instead (readiness.Watermark.SetRetrying).
-// An entry that has waited longer than its redelivery should take counts
-// as backlog again, so a redelivery that never comes still shows as a
-// stall; one that another consumer took meanwhile ages out the same way.
+// waiting remembers the entries whose handler (or dedup store) failed on
+// them here and that are still pending, with when they were last left
+// pending and whether they now wait for their redelivery:
+//
+//   - each is counted once as a failed work item (FailWork), however
+//     often it fails again on redelivery;
+//   - while it waits for its redelivery it is retrying, not backlog
+//     (readiness.Watermark.SetRetrying): waiting ReclaimIdle to retry is
+//     no stall. Entries held back behind it (deferred: an earlier entry of
+//     their aggregate failed) are not retrying — they have not failed and
+//     cannot run — so they stay backlog, and a consumer whose every
+//     aggregate is stuck behind a failing entry stalls;
+//   - an entry that has waited longer than its redelivery should take
+//     counts as backlog again, so a redelivery that never comes (or one
+//     that another consumer took) still shows as a stall.
+//
 // The batch goroutines write it, the info poll reads it.
 type waiting struct {
-	mu   sync.Mutex
-	left map[string]time.Time // entry ID → when it was left pending
+	mu     sync.Mutex
+	failed map[string]failedEntry
+}
+
+type failedEntry struct {
+	at       time.Time // when it was last left pending
+	retrying bool      // left pending after its own failure, waiting for redelivery
 }
 
 func (w *waiting) clear() {
 	w.mu.Lock()
-	clear(w.left)
+	clear(w.failed)
 	w.mu.Unlock()
 }
 
-// has reports whether id is remembered as waiting.
-func (w *waiting) has(id string) bool {
+// counted reports whether id has already been counted as a failed work
+// item.
+func (w *waiting) counted(id string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.left[id]
+	_, ok := w.failed[id]
 	return ok
 }
 
 // update records the batch's outcomes: entries that left the pending list
-// are forgotten, entries left pending here wait from now. While nothing
-// waits, a batch that resolved every entry costs one lock and no lookup.
+// (or are another consumer's now) are forgotten; an entry left pending
+// after its own failure waits from now for its redelivery; one that failed
+// before and is now held back behind another is no longer retrying. While
+// nothing has failed, a batch costs one lock and no lookup.
 func (w *waiting) update(items []item, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -78,15 +94,19 @@ func (w *waiting) update(items []item, now time.Time) {
 		it := &items[i]
 		switch {
 		case it.resolved || it.notOurs:
-			if len(w.left) > 0 {
-				delete(w.left, it.msg.ID)
+			if len(w.failed) > 0 {
+				delete(w.failed, it.msg.ID)
 			}
-		case it.outcome == OutcomeRetryLater || it.outcome == OutcomeDeferred:
-			if w.left == nil {
-				w.left = map[string]time.Time{}
+		case it.failed && it.outcome == OutcomeRetryLater:
+			if w.failed == nil {
+				w.failed = map[string]failedEntry{}
 			}
-			if _, ok := w.left[it.msg.ID]; ok || len(w.left) < maxWaiting {
-				w.left[it.msg.ID] = now
+			if _, ok := w.failed[it.msg.ID]; ok || len(w.failed) < maxWaiting {
+				w.failed[it.msg.ID] = failedEntry{at: now, retrying: true}
+			}
+		case len(w.failed) > 0:
+			if _, ok := w.failed[it.msg.ID]; ok {
+				w.failed[it.msg.ID] = failedEntry{at: now}
 			}
 		}
 	}
@@ -97,21 +117,26 @@ func (w *waiting) forget(ids []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, id := range ids {
-		delete(w.left, id)
+		delete(w.failed, id)
 	}
 }
 
-// count returns how many entries wait, after dropping those left pending
-// before since: their redelivery is overdue.
-func (w *waiting) count(since time.Time) int64 {
+// retrying returns how many entries wait for their redelivery, counting
+// those left pending before due as backlog again (their redelivery is
+// overdue), and forgets entries not seen for long.
+func (w *waiting) retrying(due, forgetBefore time.Time) int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for id, t := range w.left {
-		if t.Before(since) {
-			delete(w.left, id)
+	n := int64(0)
+	for id, e := range w.failed {
+		switch {
+		case e.at.Before(forgetBefore):
+			delete(w.failed, id)
+		case e.retrying && !e.at.Before(due):
+			n++
 		}
 	}
-	return int64(len(w.left))
+	return n
 }
 
 // redeliveryDue is how long an entry left pending may wait for its
@@ -124,17 +149,20 @@ func (c *Consumer) redeliveryDue() time.Duration {
 
 // report tells the watermark what the batch did, after its
 // acknowledgement: each entry whose handler failed counts once as a failed
-// work item (FailWork: a retry of an entry already waiting adds nothing),
+// work item (FailWork: a retry of an entry already counted adds nothing),
 // then any entry resolved otherwise — applied, a duplicate, ignored,
-// unhandled, or rejected as bad input (the consumer doing its job) — is
-// progress, which ends the run of failures. Entries dead-lettered because
+// unhandled, rejected as bad input (the consumer doing its job), or found
+// trimmed (lost to retention, which has its own counter and alert) — is
+// progress, which ends the run of failures. A batch that applied one entry
+// and failed on others ends the run too: the failure rule sees a consumer
+// whose every entry fails, not a failure rate (the dead-letter alerts do). Entries dead-lettered because
 // their handler failed are not progress (ADR-003): a consumer whose every
 // entry ends in the dead-letter stream is failing, not progressing.
 func (c *Consumer) report(items []item) {
 	last := ""
 	for i := range items {
 		it := &items[i]
-		if it.failed && !c.waiting.has(it.msg.ID) {
+		if it.failed && !c.waiting.counted(it.msg.ID) {
 			c.wm.FailWork(it.err)
 		}
 		if it.resolved && !it.failed && streamIDLess(last, it.msg.ID) {

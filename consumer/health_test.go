@@ -105,3 +105,75 @@ func TestHandlerFailuresMakeTheLoopFailing(t *testing.T) {
 		})
 	}
 }
+
+// Entries held back behind a failing entry of their aggregate are not
+// retrying: they have not failed and cannot run. A consumer whose every
+// aggregate is stuck behind a failing entry has a backlog and no
+// progress: stalled, not idle.
+func TestStuckAggregatesAreBacklog(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	h := start(t, fastConfig(rdb, stream, handlersFor(func(context.Context, *consumer.Message) error {
+		return errors.New("wallet service: 503")
+	})))
+	var envs []event.Envelope
+	for i := range 20 {
+		envs = append(envs, envelope("e-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i%2), 3, nil))
+	}
+	publish(t, rdb, stream, envs...)
+	eventually(t, 5*time.Second, "stalled with the held entries as backlog, the two failed ones retrying", func() bool {
+		st := h.wm.Status()
+		return st.State == readiness.StateStalled && strings.HasPrefix(st.Reason, "stalled: backlog 18, retrying 2")
+	})
+}
+
+// A burst of entries the handler rejects makes the consumer failing; once
+// they are dead-lettered and nothing else arrives for a stall window, it
+// is idle again rather than failing until the next good entry.
+func TestFailingEndsAfterTheBurst(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	h := start(t, fastConfig(rdb, stream, handlersFor(func(context.Context, *consumer.Message) error {
+		return consumer.Permanent(errors.New("bet not found"))
+	}))) // stall window 500ms, failure bound 5
+	var envs []event.Envelope
+	for i := range 5 {
+		envs = append(envs, envelope("e-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
+	}
+	publish(t, rdb, stream, envs...)
+	eventually(t, 5*time.Second, "failing", func() bool { return h.wm.Status().State == readiness.StateFailing })
+	eventually(t, 5*time.Second, "idle once the burst is over", func() bool {
+		st := h.wm.Status()
+		return st.State == readiness.StateIdle && len(h.deadLetters()) == 5
+	})
+}
+
+// Another consumer's entry waiting for its redelivery is that consumer's
+// retry, not this one's backlog: with two consumers in the group, the one
+// that holds no failing entry stays ready (idle), the other says
+// "retrying 1".
+func TestPeersRetryIsNotBacklog(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	failing := func(context.Context, *consumer.Message) error { return errors.New("wallet service: 503") }
+	a := start(t, fastConfig(rdb, stream, handlersFor(failing)))
+	publish(t, rdb, stream, envelope("stuck", event.BetSettledConfirmed, "bet-stuck", 3, nil))
+	eventually(t, 5*time.Second, "pod-a retrying 1", func() bool {
+		return strings.Contains(a.wm.Status().Reason, "retrying 1")
+	})
+	cfgB := fastConfig(rdb, stream, handlersFor(newRecorder().handle))
+	cfgB.Consumer = "pod-b"
+	b := start(t, cfgB)
+	eventually(t, 2*time.Second, "pod-b idle with no backlog", func() bool {
+		n, known := b.wm.Backlog()
+		return known && n == 0 && b.wm.Status().State == readiness.StateIdle
+	})
+	// Until pod-a's entry is reclaimed (ReclaimIdle 3s), pod-b never
+	// counts it.
+	for range 20 {
+		if st := b.wm.Status(); !st.Ready() {
+			t.Fatalf("pod-b while pod-a retries: %v %q", st.State, st.Reason)
+		}
+		time.Sleep(50 * time.Millisecond) // sampling the state over a second, not synchronising
+	}
+}

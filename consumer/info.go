@@ -29,9 +29,15 @@ func (c *Consumer) pollInfo(ctx context.Context) {
 type groupInfo struct {
 	lag        int64 // undelivered entries; -1 unknown
 	lagSeconds float64
-	pending    int64
+	pending    int64 // the group's
 	oldestAge  float64
+	own        int64 // pending for this consumer
+	overdue    int64 // pending for other consumers, idle past their redelivery
 }
+
+// maxOverdue bounds the overdue entries of other consumers counted per
+// reading.
+const maxOverdue = 1000
 
 func (c *Consumer) updateInfo(ctx context.Context) {
 	ictx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -40,6 +46,7 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 	if err != nil {
 		if ctx.Err() == nil {
 			c.wm.BacklogUnknown()
+			c.wm.SetRetrying(0)
 			c.wm.SetLag(-1) // unknown, not the last reading
 			c.series.lag.Set(-1)
 			c.log.Debug("reading group info failed", slog.String(AttrError, err.Error()))
@@ -51,14 +58,20 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 	c.wm.SetLag(time.Duration(gi.lagSeconds * float64(time.Second)))
 	c.series.pending.Set(float64(gi.pending))
 	c.series.oldest.Set(gi.oldestAge)
-	// Entries waiting for their redelivery are retrying, not backlog: the
-	// loop is not stalled while it waits ReclaimIdle to retry one.
-	retrying := min(c.waiting.count(time.Now().Add(-c.redeliveryDue())), gi.pending)
+	// The backlog is this consumer's work: what the group has not
+	// delivered yet, its own pending entries (in flight, or left pending)
+	// less those waiting for their redelivery after a failure (retrying:
+	// waiting ReclaimIdle to retry is no stall), and other consumers'
+	// entries whose redelivery is overdue (nobody reclaims them). Another
+	// consumer's entries in flight or retrying are that consumer's.
+	now := time.Now()
+	due := c.redeliveryDue()
+	retrying := min(c.waiting.retrying(now.Add(-due), now.Add(-10*due)), gi.own)
 	c.wm.SetRetrying(retrying)
 	if gi.lag < 0 {
 		c.wm.BacklogUnknown()
 	} else {
-		c.wm.SetBacklog(gi.lag + gi.pending - retrying)
+		c.wm.SetBacklog(gi.lag + gi.own - retrying + gi.overdue)
 	}
 	cancel()
 	c.removeIdleConsumers(ctx)
@@ -104,6 +117,19 @@ func (c *Consumer) readGroupInfo(ctx context.Context, now time.Time) (groupInfo,
 			return gi, err
 		}
 		gi.oldestAge = ageOf(p.Lower, now)
+		gi.own = p.Consumers[c.cfg.Consumer]
+		if g.Pending > gi.own {
+			over, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.cfg.Stream, Group: c.cfg.Group,
+				Idle: c.redeliveryDue(), Start: "-", End: "+", Count: maxOverdue}).Result()
+			if err != nil {
+				return gi, err
+			}
+			for _, e := range over {
+				if e.Consumer != c.cfg.Consumer {
+					gi.overdue++
+				}
+			}
+		}
 	}
 	return gi, nil
 }

@@ -19,6 +19,7 @@ type loopVerdict struct {
 	runSince   int64
 	failures   int64 // failed iterations since the last success
 	work       int64 // failed work items since the last progress
+	workAt     int64 // offset of the last failed work item, or never
 	retrying   int64
 	alertUntil int64
 	liveFrom   int64   // offset of the last Unpark, or never
@@ -84,6 +85,7 @@ func (w *Watermark) evaluate(now time.Time) loopVerdict {
 		runSince:   w.runSince.Load(),
 		failures:   w.ConsecutiveFailures(),
 		work:       w.ConsecutiveWorkFailures(),
+		workAt:     w.workAt.Load(),
 		retrying:   w.retrying.Load(),
 		alertUntil: w.alertUntil.Load(),
 	}
@@ -100,7 +102,7 @@ func since(now, off int64) time.Duration {
 }
 
 func (w *Watermark) judge(v *loopVerdict) State {
-	failing := w.failureBound > 0 && (v.failures >= w.failureBound || v.work >= w.failureBound)
+	failing := w.failureBound > 0 && (v.failures >= w.failureBound || w.workFailing(v))
 	if v.parked != nil {
 		// Parked after failing (a supervisor's backoff after its reads
 		// failed): still failing, so a dependency outage reads as one
@@ -125,6 +127,13 @@ func (w *Watermark) judge(v *loopVerdict) State {
 		return StateAlert
 	}
 	return s
+}
+
+// workFailing reports whether failed work items make the loop failing:
+// at the bound with no progress since, and still current — items wait for
+// a retry, or the last failed within the stall window.
+func (w *Watermark) workFailing(v *loopVerdict) bool {
+	return v.work >= w.failureBound && (v.retrying > 0 || since(v.now, v.workAt) <= w.stallWindow)
 }
 
 // judgeProgress judges a loop that is neither parked, wedged nor failing

@@ -61,6 +61,7 @@ type Watermark struct {
 	failBase      atomic.Uint64 // failuresTotal at the last Succeed or Progress
 	workTotal     atomic.Uint64 // failed work items (FailWork)
 	workBase      atomic.Uint64 // workTotal at the last Progress
+	workAt        atomic.Int64  // offset of the last FailWork, or never
 	lastErr       atomic.Pointer[errBox]
 
 	retrying atomic.Int64 // work items waiting for a retry, outside the backlog
@@ -104,6 +105,7 @@ func NewWatermark(cfg WatermarkConfig) (*Watermark, error) {
 	w.alertUntil.Store(never)
 	w.noticeUntil.Store(never)
 	w.liveFrom.Store(never)
+	w.workAt.Store(never)
 	return w, nil
 }
 
@@ -250,11 +252,18 @@ func (w *Watermark) Fail(err error) {
 // [Watermark.Progress] ends a run of failed work items, not
 // [Watermark.Succeed]: a loop whose reads work but whose every entry fails
 // is not making progress. Failed work items reaching the failure bound with
-// no progress since make the loop failing (not ready). Report each item
-// once, however often it is retried, so that one item retried many times
-// does not count as many. FailWork allocates one small box for the error.
+// no progress since make the loop failing (not ready) while items still
+// wait for a retry ([Watermark.SetRetrying]) or the last one failed within
+// the stall window: once the failed items are gone (dead-lettered) and
+// none has failed for a stall window, a loop with nothing left to do is
+// judged by its other rules again, instead of staying failing until the
+// next good item arrives. Report each item once, however often it is
+// retried, so that one item retried many times does not count as many.
+// FailWork allocates one small box for the error.
 func (w *Watermark) FailWork(err error) {
-	w.heartbeat.Store(w.tick())
+	t := w.tick()
+	w.heartbeat.Store(t)
+	w.workAt.Store(t)
 	w.workTotal.Add(1)
 	if err != nil {
 		w.lastErr.Store(&errBox{err})
@@ -408,13 +417,11 @@ func (w *Watermark) LastError() error {
 // "parked: <reason>", and left out of liveness — whatever its heartbeat,
 // so a supervisor's restart backoff or a permanent stop never fails /live
 // and never turns into a pod restart. Park replaces the reason of an
-// earlier Park. It takes no lock and never blocks; it copies reason only
-// when it differs from the current one, so a supervisor's event hook may
-// call it.
+// earlier Park. It takes no lock and never blocks, so a supervisor's event
+// hook may call it; it stores a new copy of reason each time, so an
+// [Watermark.Unpark] running at the same moment never undoes it, even with
+// the same reason.
 func (w *Watermark) Park(reason string) {
-	if cur := w.parked.Load(); cur != nil && *cur == reason {
-		return
-	}
 	w.parked.Store(&reason)
 }
 

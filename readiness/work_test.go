@@ -193,3 +193,36 @@ func TestParkedAfterFailingStaysFailing(t *testing.T) {
 		t.Fatalf("parked with 1 failure: %v %q", st.State, st.Reason)
 	}
 }
+
+// Failed work items keep a loop failing while items still wait for a
+// retry, or while the last one failed within the stall window; once they
+// are gone and none failed for a window, a loop with nothing to do is not
+// failing for ever.
+func TestFailedWorkEndsWhenNothingIsLeft(t *testing.T) {
+	t.Parallel()
+	w, clk := newTestWatermark(t, "wallet") // failure bound 3, stall window 30s
+	w.Progress("1-0")
+	for range 3 {
+		w.FailWork(errors.New("bet not found"))
+	}
+	w.SetBacklog(0)
+	w.SetRetrying(2)
+	clk.Advance(10 * time.Minute)
+	w.Heartbeat() // the loop runs on, waiting for the redeliveries
+	if st := w.Status(); st.State != StateFailing {
+		t.Fatalf("items still retrying, 10m later: %v %q", st.State, st.Reason)
+	}
+	w.SetRetrying(0) // dead-lettered: nothing waits
+	if st := w.Status(); st.State != StateIdle {
+		t.Fatalf("nothing left to retry, last failure 10m ago: %v %q", st.State, st.Reason)
+	}
+	w.FailWork(errors.New("bet not found")) // a new failure: failing again
+	if st := w.Status(); st.State != StateFailing {
+		t.Fatalf("a fresh failure after the run: %v %q", st.State, st.Reason)
+	}
+	clk.Advance(31 * time.Second)
+	w.Heartbeat()
+	if st := w.Status(); st.State != StateIdle {
+		t.Fatalf("a stall window after the last failure, nothing retrying: %v %q", st.State, st.Reason)
+	}
+}
