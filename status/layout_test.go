@@ -108,7 +108,11 @@ func longWorld(t *testing.T) *status.Handler {
 	serve(t, tree)
 	waitForState(t, tree, "settlement", supervisor.ServiceStopped)
 	return newHandler(t, status.Config{Title: "wallet-consumer", Tree: tree, Probes: probes,
-		Now: clk.Now, Started: start.Add(-49 * time.Hour)})
+		Now: clk.Now, Started: start.Add(-49 * time.Hour), WorkerLoops: map[string]string{
+			"rolling":                           "rolling_service@events:{wallet}",
+			"promotion-with-a-long-worker-name": "promotion_service@events:{wallet}",
+			"settlement":                        "settlement_service@events:{bet-settlement}",
+		}})
 }
 
 // TestPageFitsA1400PixelWindow renders the page in headless Chromium at
