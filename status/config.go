@@ -42,6 +42,12 @@ type Config struct {
 	// ages of the times shown. Give it the clock of the watermarks and
 	// jobs. Default time.Now.
 	Now func() time.Time
+	// WorkerLoops names, by worker name, the loop each worker reports
+	// into (its watermark's name, such as "rolling_service@events:{wallet}"
+	// for a consumer). The worker's row then shows that loop's state
+	// beside its own and links to the loop's row, so that a running worker
+	// whose loop is stalled does not look healthy. Default: no links.
+	WorkerLoops map[string]string
 }
 
 // Validate reports the first invalid field, wrapping [ErrInvalidConfig].
@@ -49,6 +55,11 @@ type Config struct {
 func (c Config) Validate() error {
 	if c.Refresh > 0 && c.Refresh < time.Second {
 		return fmt.Errorf("%w: Refresh %v is below one second (negative: no refresh)", ErrInvalidConfig, c.Refresh)
+	}
+	for w, l := range c.WorkerLoops {
+		if w == "" || l == "" {
+			return fmt.Errorf("%w: WorkerLoops maps worker %q to loop %q: both must be named", ErrInvalidConfig, w, l)
+		}
 	}
 	return nil
 }

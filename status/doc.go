@@ -31,7 +31,9 @@
 // the time the page was rendered, and one table per section:
 //
 //   - workers ([supervisor.Tree.Statuses]): name, state, ready, reason,
-//     starts, failures, last error;
+//     starts, failures, last error, and the state of the loop the worker
+//     reports into (Config.WorkerLoops) with a link to its row, and its
+//     reason unless it is progressing;
 //   - loops ([readiness.Probes.Loops]): name, state and reason
 //     ([readiness.Watermark.Status]), last progress and its age, position,
 //     backlog (or "unknown"), lag ([readiness.Watermark.Lag], or "unknown");

@@ -45,6 +45,20 @@ type Worker struct {
 	Starts    uint64 `json:"starts"`
 	Failures  uint64 `json:"failures"`
 	LastError string `json:"last_error,omitempty"`
+	// Loop is the state of the loop the worker reports into
+	// (Config.WorkerLoops); absent for a worker without one.
+	Loop *WorkerLoop `json:"loop,omitempty"`
+}
+
+// WorkerLoop is the state of a worker's loop, as its row in Loops shows
+// it. A loop that Config.WorkerLoops names but the probes do not have is
+// shown with the state "unknown".
+type WorkerLoop struct {
+	Name   string `json:"name"`
+	State  string `json:"state"`
+	Ready  bool   `json:"ready"`
+	Tone   Tone   `json:"tone"`
+	Reason string `json:"reason"`
 }
 
 // Loop is one loop's watermark ([readiness.Watermark]), judged by
@@ -112,6 +126,7 @@ func (h *Handler) Snapshot() Snapshot {
 		for _, wm := range p.Loops() {
 			s.Loops = append(s.Loops, loopOf(wm, now))
 		}
+		linkLoops(s.Workers, s.Loops, h.cfg.WorkerLoops)
 		for _, j := range p.Jobs() {
 			s.Jobs = append(s.Jobs, jobOf(j))
 		}
@@ -157,6 +172,25 @@ func workerOf(st supervisor.ServiceStatus) Worker {
 		Starts:    st.Starts,
 		Failures:  st.Failures,
 		LastError: st.LastError,
+	}
+}
+
+// linkLoops sets each worker's Loop from the loop rows, as links names
+// them.
+func linkLoops(workers []Worker, loops []Loop, links map[string]string) {
+	for i := range workers {
+		name, ok := links[workers[i].Name]
+		if !ok {
+			continue
+		}
+		wl := &WorkerLoop{Name: name, State: "unknown", Tone: ToneOff, Reason: "no loop of this name among the probes"}
+		for _, l := range loops {
+			if l.Name == name {
+				wl = &WorkerLoop{Name: name, State: l.State, Ready: l.Ready, Tone: l.Tone, Reason: l.Reason}
+				break
+			}
+		}
+		workers[i].Loop = wl
 	}
 }
 

@@ -21,6 +21,11 @@ it was dead-lettered, the delivery count, the entry's ID in its source stream,
 when, and the error. Payloads are not printed; 'dlq show' prints one entry in
 full.
 
+At most --limit entries are printed (default 100). When more match, stderr
+says how many ("showing 100 of 2345 dead letters"), the JSON has
+"truncated": true and "total", and the exit status is still 0: a partial
+list is a successful read, not a failure.
+
 Examples:
   headway dlq list
   headway dlq list --stream wallet --reason handler_permanent,max_deliveries
@@ -83,29 +88,40 @@ func (a *app) dlqList(ctx context.Context, c *command, args []string) error {
 	}
 	defer func() { _ = rdb.Close() }()
 
+	// Past the limit the scan goes on, counting only, so that a
+	// truncated list says how much it left out.
 	out := []DeadLetter{}
-	truncated := false
+	total := 0
 	for _, ref := range refs {
 		err := scan(ctx, rdb, ref, f, func(dl DeadLetter) (bool, error) {
-			if limit > 0 && len(out) == limit {
-				truncated = true
-				return false, nil
+			total++
+			if limit == 0 || len(out) < limit {
+				out = append(out, dl)
 			}
-			out = append(out, dl)
 			return true, nil
 		})
 		if err != nil {
 			return err
 		}
-		if truncated {
-			break
-		}
 	}
+	truncated := total > len(out)
+	if err := a.printDeadLetters(out, truncated, total, jsonOut); err != nil {
+		return err
+	}
+	if truncated {
+		fmt.Fprintf(a.stderr, "showing %d of %d dead letters (--limit %d); --limit 0 lists all\n", len(out), total, limit)
+	}
+	return nil
+}
+
+// printDeadLetters writes dlq list's result to stdout.
+func (a *app) printDeadLetters(out []DeadLetter, truncated bool, total int, jsonOut bool) error {
 	if jsonOut {
 		return writeJSON(a.stdout, struct {
 			DeadLetters []DeadLetter `json:"dead_letters"`
 			Truncated   bool         `json:"truncated"`
-		}{out, truncated})
+			Total       int          `json:"total"`
+		}{out, truncated, total})
 	}
 	if len(out) == 0 {
 		fmt.Fprintln(a.stdout, "no dead letters")
@@ -117,13 +133,7 @@ func (a *app) dlqList(ctx context.Context, c *command, args []string) error {
 		t.row(dl.Stream, dl.ID, dl.EventID, dl.EventType, dl.Reason, strconv.FormatInt(dl.Deliveries, 10),
 			dl.SourceID, dl.DeadLetteredAt, truncate(dl.Error, 60))
 	}
-	if err := t.flush(); err != nil {
-		return err
-	}
-	if truncated {
-		fmt.Fprintf(a.stderr, "more dead letters than --limit %d: raise it, or 0 for all\n", limit)
-	}
-	return nil
+	return t.flush()
 }
 
 func (a *app) dlqShow(ctx context.Context, c *command, args []string) error {

@@ -120,3 +120,49 @@ func TestDLQListAndShow(t *testing.T) {
 		t.Errorf("missing entry: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+// TestDLQListTruncated: a list cut by --limit says on stderr how many
+// entries it left out, in the table and the JSON form, and still exits 0
+// (docs/cli.md says why).
+func TestDLQListTruncated(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.Client(t)
+	deadLetter(t, rdb, prefix, envelope("a", event.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("b", event.BetRolledBackConfirmed), "handler_permanent")
+	deadLetter(t, rdb, prefix, envelope("c", event.BetSettledConfirmed), "max_deliveries")
+
+	for _, tc := range []struct {
+		args       []string
+		shown      int
+		total      int
+		wantStderr string
+	}{
+		{[]string{"--limit", "2"}, 2, 3, "showing 2 of 3 dead letters (--limit 2); --limit 0 lists all\n"},
+		{[]string{"--limit", "1", "--reason", "max_deliveries"}, 1, 2, "showing 1 of 2 dead letters (--limit 1); --limit 0 lists all\n"},
+		{[]string{"--limit", "3"}, 3, 3, ""},
+		{[]string{"--limit", "0"}, 3, 3, ""},
+	} {
+		args := append([]string{"dlq", "list", "--prefix", prefix}, tc.args...)
+		r := mustRun(t, args...) // exit 0
+		if r.stderr != tc.wantStderr {
+			t.Errorf("%q: stderr %q, want %q", tc.args, r.stderr, tc.wantStderr)
+		}
+		if rows := len(strings.Split(strings.TrimSpace(r.stdout), "\n")) - 1; rows != tc.shown {
+			t.Errorf("%q: %d rows, want %d:\n%s", tc.args, rows, tc.shown, r.stdout)
+		}
+		r = mustRun(t, append(args, "--json")...)
+		if r.stderr != tc.wantStderr {
+			t.Errorf("%q --json: stderr %q, want %q", tc.args, r.stderr, tc.wantStderr)
+		}
+		var got struct {
+			DeadLetters []DeadLetter `json:"dead_letters"`
+			Truncated   bool         `json:"truncated"`
+			Total       int          `json:"total"`
+		}
+		decodeJSON(t, r.stdout, &got)
+		if len(got.DeadLetters) != tc.shown || got.Total != tc.total || got.Truncated != (tc.shown < tc.total) {
+			t.Errorf("%q --json: %d entries, total %d, truncated %v; want %d of %d",
+				tc.args, len(got.DeadLetters), got.Total, got.Truncated, tc.shown, tc.total)
+		}
+	}
+}
