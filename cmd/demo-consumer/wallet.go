@@ -233,6 +233,7 @@ type producer struct {
 
 	mu      sync.Mutex
 	rng     *rand.Rand
+	run     string // this run's part of every id
 	seq     int64
 	settled []string // recent settled bets, candidates for a rollback
 	players []string
@@ -240,11 +241,20 @@ type producer struct {
 
 func newProducer(db walletDB, dir *directory, rdb redis.UniversalClient, cfg config, wm *readiness.Watermark, log *slog.Logger) *producer {
 	p := &producer{db: db, dir: dir, rdb: rdb, stream: event.StreamKey(event.StreamWallet), cfg: cfg, wm: wm, log: log,
-		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), run: newRunID()}
 	for id := range dir.brand {
 		p.players = append(p.players, id)
 	}
 	return p
+}
+
+// newRunID returns the part of a run's ids that sets them apart from every
+// other run's: the start time in milliseconds and 16 random bits, in base
+// 36 and hex. The business rows outlive a run (a restarted demo, or another
+// replica, uses the same database), so a sequence number alone would repeat
+// the ids of earlier runs and their inserts would hit the primary key.
+func newRunID() string {
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + fmt.Sprintf("%04x", rand.Uint32N(1<<16))
 }
 
 func (p *producer) String() string                  { return "wallet producer" }
@@ -323,9 +333,10 @@ func (p *producer) next() op {
 	return o
 }
 
-// id returns a new business id, "<prefix>-<seq>"; p.mu is held.
+// id returns a new business id, "<prefix>-<run>-<seq>", unique across
+// runs; p.mu is held. Rollbacks pick from this run's settled bets only.
 func (p *producer) id(prefix string) string {
-	return prefix + "-" + strconv.FormatInt(p.seq, 10)
+	return prefix + "-" + p.run + "-" + strconv.FormatInt(p.seq, 10)
 }
 
 func (p *producer) envelope(o op) event.Envelope {
