@@ -82,7 +82,7 @@ func New(cfg Config) (*Guard, error) {
 	if g.log == nil {
 		g.log = slog.Default()
 	}
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Registerer, g.catalog)
 	if err != nil {
 		return nil, fmt.Errorf("brandguard: %w", err)
 	}

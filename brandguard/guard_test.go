@@ -226,7 +226,44 @@ func TestProducerInvariant(t *testing.T) {
 	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(`
 # HELP headway_brandguard_producer_violations_total Outbox writes refused because the envelope brand differed from the owning row's brand.
 # TYPE headway_brandguard_producer_violations_total counter
+headway_brandguard_producer_violations_total{stream="events:{agent}"} 0
+headway_brandguard_producer_violations_total{stream="events:{player}"} 0
+headway_brandguard_producer_violations_total{stream="events:{rolling}"} 0
 headway_brandguard_producer_violations_total{stream="events:{wallet}"} 1
+`), "headway_brandguard_producer_violations_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestProducerViolationSeriesStartAtZero: every stream of the catalog has
+// its producer-violation series at 0 before any violation, so increase()
+// and the dashboard see the first one.
+func TestProducerViolationSeriesStartAtZero(t *testing.T) {
+	const want = `
+# HELP headway_brandguard_producer_violations_total Outbox writes refused because the envelope brand differed from the owning row's brand.
+# TYPE headway_brandguard_producer_violations_total counter
+headway_brandguard_producer_violations_total{stream="events:{agent}"} 0
+headway_brandguard_producer_violations_total{stream="events:{player}"} 0
+headway_brandguard_producer_violations_total{stream="events:{rolling}"} 0
+headway_brandguard_producer_violations_total{stream="events:{wallet}"} 0
+`
+	f := newFixture(t, brandguard.ModeEnforce)
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "headway_brandguard_producer_violations_total"); err != nil {
+		t.Error(err)
+	}
+
+	// A catalog of its own: its streams, not the platform's.
+	c := &event.Catalog{Streams: []event.StreamInfo{
+		{Name: "orders", Producer: "order_service", Types: []event.TypeInfo{{Type: "ORDER_PLACED", Status: event.StatusEmitted}}},
+	}}
+	reg := prometheus.NewPedanticRegistry()
+	if _, err := brandguard.New(brandguard.Config{Catalog: c, Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP headway_brandguard_producer_violations_total Outbox writes refused because the envelope brand differed from the owning row's brand.
+# TYPE headway_brandguard_producer_violations_total counter
+headway_brandguard_producer_violations_total{stream="events:{orders}"} 0
 `), "headway_brandguard_producer_violations_total"); err != nil {
 		t.Error(err)
 	}

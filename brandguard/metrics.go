@@ -3,6 +3,7 @@ package brandguard
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/promutil"
 )
 
@@ -17,7 +18,11 @@ type metrics struct {
 	producers *prometheus.CounterVec // stream
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics creates and registers the metrics. The producer-violation
+// series of every stream of the catalog exist from the start at 0, so that
+// increase() sees the first violation and the dashboard shows a flat line
+// rather than no data.
+func newMetrics(reg prometheus.Registerer, catalog *event.Catalog) (*metrics, error) {
 	m := &metrics{
 		legacy: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: LegacySchemaMetric,
@@ -48,6 +53,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if m.producers, err = promutil.Register(reg, m.producers); err != nil {
 		return nil, err
+	}
+	for i := range catalog.Streams {
+		m.producers.WithLabelValues(catalog.Streams[i].Key())
 	}
 	return m, nil
 }

@@ -25,7 +25,8 @@ func CheckOwner(ownerBrand event.BrandID, env event.Envelope) error {
 // CheckProducer runs [CheckOwner] for a write to stream and, on a
 // violation, counts it in headway_brandguard_producer_violations_total and
 // logs an error. The outbox writer calls it before inserting a row and
-// fails the write with the returned error.
+// fails the write with the returned error. [New] creates the series of
+// every stream of its catalog at 0, so the first violation is an increase.
 func (g *Guard) CheckProducer(ctx context.Context, stream string, ownerBrand event.BrandID, env event.Envelope) error {
 	err := CheckOwner(ownerBrand, env)
 	if err != nil {

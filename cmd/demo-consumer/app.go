@@ -34,8 +34,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	started := time.Now()
 	faulty := func() bool { return cfg.faultFor == 0 || time.Since(started) < cfg.faultFor }
 	add := func(tree *supervisor.Tree, name string, svc suture.Service) error {
-		if cfg.crash == name {
-			svc = &crashing{Service: svc, active: faulty}
+		switch name {
+		case cfg.crash:
+			svc = &failing{Service: svc, active: faulty, err: errors.New("injected crash (-fault-crash)")}
+		case cfg.stop:
+			svc = &failing{Service: svc, active: func() bool { return true },
+				err: fmt.Errorf("injected permanent failure (-fault-stop): %w", suture.ErrDoNotRestart)}
 		}
 		return tree.Add(name, svc)
 	}
@@ -178,23 +182,27 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	return err
 }
 
-// crashing is a worker whose Serve fails at once while the -fault-crash
-// fault lasts: the supervisor restarts it, then holds it in backoff.
-type crashing struct {
+// failing is a worker whose Serve returns err at once while active says
+// so. For -fault-crash err is transient, and the supervisor restarts the
+// worker, then holds it in backoff, until the fault ends; for -fault-stop
+// it wraps suture.ErrDoNotRestart, and the supervisor stops the worker for
+// good (service status stopped).
+type failing struct {
 	suture.Service
 	active func() bool
+	err    error
 }
 
-func (c *crashing) Serve(ctx context.Context) error {
+func (c *failing) Serve(ctx context.Context) error {
 	if c.active() {
-		return errors.New("injected crash (-fault-crash)")
+		return c.err
 	}
 	return c.Service.Serve(ctx)
 }
 
 // Watermark passes the worker's watermark on, so the supervisor parks it
-// during backoff.
-func (c *crashing) Watermark() *readiness.Watermark {
+// during backoff and once it is stopped.
+func (c *failing) Watermark() *readiness.Watermark {
 	if r, ok := c.Service.(supervisor.WatermarkReporter); ok {
 		return r.Watermark()
 	}

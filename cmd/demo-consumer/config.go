@@ -30,16 +30,19 @@ type config struct {
 
 	// Faults: shares of produced operations, each in [0, 1].
 	legacy, malformed, mismatch, fail float64
-	hang                              string // "", "rolling" or "promotion"
+	producerViolation                 float64 // share of operations followed by an outbox write the writer refuses
+	hang                              string  // "", "rolling" or "promotion"
 	hostile                           bool
 	crash                             string        // worker whose Serve fails at once while faults last
+	stop                              string        // worker whose Serve fails permanently, so it is stopped for good
 	jobHang                           bool          // the reconciliation job ignores its context and hangs while faults last
 	faultFor                          time.Duration // how long -fault-crash and -fault-job-hang last; 0: for ever
 	alertPolicy                       consumer.AlertPolicy
 	alertWindow                       time.Duration
 }
 
-// workerNames are the supervised workers, the values -fault-crash accepts.
+// workerNames are the supervised workers, the values -fault-crash and
+// -fault-stop accept.
 var workerNames = []string{"wallet-producer", "relay", "rolling", "promotion"}
 
 // consumerNames are the values -hang accepts.
@@ -86,10 +89,12 @@ Flags:
 	fs.Float64Var(&c.legacy, "fault-legacy", 0, "`share` of operations followed by a legacy schema_version 1 entry")
 	fs.Float64Var(&c.malformed, "fault-malformed", 0, "`share` of operations followed by a malformed entry")
 	fs.Float64Var(&c.mismatch, "fault-mismatch", 0, "`share` of operations followed by an event whose envelope brand is not its player's")
+	fs.Float64Var(&c.producerViolation, "fault-producer-violation", 0, "`share` of operations followed by a deposit whose event names another brand than its player's: the outbox writer refuses it, counts it (headway_brandguard_producer_violations_total) and its transaction is rolled back")
 	fs.Float64Var(&c.fail, "fault-fail", 0, "`share` of handler attempts that fail (retried, then left pending)")
 	fs.StringVar(&c.hang, "fault-hang", "", "`consumer` (rolling or promotion) whose handler hangs until its timeout")
 	fs.BoolVar(&c.hostile, "fault-hostile", false, "inject one legacy entry whose event type is markup, to show /status escapes it")
 	fs.StringVar(&c.crash, "fault-crash", "", "`worker` (wallet-producer, relay, rolling or promotion) whose Serve fails at once, so it crash-loops into backoff")
+	fs.StringVar(&c.stop, "fault-stop", "", "`worker` (wallet-producer, relay, rolling or promotion) whose Serve fails with a permanent error (suture.ErrDoNotRestart), so the supervisor stops it for good")
 	fs.BoolVar(&c.jobHang, "fault-job-hang", false, "the reconciliation job hangs, ignoring its context, so it becomes overdue (for ever: shutdown then waits out the stop timeout)")
 	fs.DurationVar(&c.faultFor, "fault-for", 0, "how long -fault-crash and -fault-job-hang last from start; 0: for ever")
 	if err := fs.Parse(args); err != nil {
@@ -104,7 +109,7 @@ Flags:
 	}
 	var errs []error
 	for name, v := range map[string]float64{"-fault-legacy": c.legacy, "-fault-malformed": c.malformed,
-		"-fault-mismatch": c.mismatch, "-fault-fail": c.fail} {
+		"-fault-mismatch": c.mismatch, "-fault-fail": c.fail, "-fault-producer-violation": c.producerViolation} {
 		if v < 0 || v > 1 {
 			errs = append(errs, fmt.Errorf("%s %v: a share must be between 0 and 1", name, v))
 		}
@@ -120,6 +125,12 @@ Flags:
 	}
 	if c.crash != "" && !slices.Contains(workerNames, c.crash) {
 		errs = append(errs, fmt.Errorf("-fault-crash %q: must be one of %s", c.crash, strings.Join(workerNames, ", ")))
+	}
+	if c.stop != "" && !slices.Contains(workerNames, c.stop) {
+		errs = append(errs, fmt.Errorf("-fault-stop %q: must be one of %s", c.stop, strings.Join(workerNames, ", ")))
+	}
+	if c.stop != "" && c.stop == c.crash {
+		errs = append(errs, fmt.Errorf("-fault-crash and -fault-stop both name %s: pick one", c.stop))
 	}
 	c.alertPolicy = consumer.AlertPolicy(*policy)
 	if c.alertPolicy != consumer.AlertNotice && c.alertPolicy != consumer.AlertHold {

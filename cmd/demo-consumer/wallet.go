@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/outbox/sqliteoutbox"
@@ -231,6 +233,7 @@ type producer struct {
 
 	mu      sync.Mutex
 	rng     *rand.Rand
+	run     string // this run's part of every id
 	seq     int64
 	settled []string // recent settled bets, candidates for a rollback
 	players []string
@@ -238,11 +241,20 @@ type producer struct {
 
 func newProducer(db walletDB, dir *directory, rdb redis.UniversalClient, cfg config, wm *readiness.Watermark, log *slog.Logger) *producer {
 	p := &producer{db: db, dir: dir, rdb: rdb, stream: event.StreamKey(event.StreamWallet), cfg: cfg, wm: wm, log: log,
-		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), run: newRunID()}
 	for id := range dir.brand {
 		p.players = append(p.players, id)
 	}
 	return p
+}
+
+// newRunID returns the part of a run's ids that sets them apart from every
+// other run's: the start time in milliseconds and 16 random bits, in base
+// 36 and hex. The business rows outlive a run (a restarted demo, or another
+// replica, uses the same database), so a sequence number alone would repeat
+// the ids of earlier runs and their inserts would hit the primary key.
+func newRunID() string {
+	return strconv.FormatInt(time.Now().UnixMilli(), 36) + fmt.Sprintf("%04x", rand.Uint32N(1<<16))
 }
 
 func (p *producer) String() string                  { return "wallet producer" }
@@ -309,16 +321,22 @@ func (p *producer) next() op {
 		o.kind, o.id = "rollback", p.settled[i]
 		p.settled = append(p.settled[:i], p.settled[i+1:]...)
 	case roll < 0.15:
-		o.kind, o.id = "deposit", "dep-"+strconv.FormatInt(p.seq, 10)
+		o.kind, o.id = "deposit", p.id("dep")
 	case roll < 0.20:
-		o.kind, o.id = "withdraw", "wd-"+strconv.FormatInt(p.seq, 10)
+		o.kind, o.id = "withdraw", p.id("wd")
 	case roll < 0.22:
-		o.kind, o.id = "rolling", "rc-"+strconv.FormatInt(p.seq, 10)
+		o.kind, o.id = "rolling", p.id("rc")
 	default:
-		o.kind, o.id = "settle", "bet-"+strconv.FormatInt(p.seq, 10)
+		o.kind, o.id = "settle", p.id("bet")
 	}
 	o.envs = []event.Envelope{p.envelope(o)}
 	return o
+}
+
+// id returns a new business id, "<prefix>-<run>-<seq>", unique across
+// runs; p.mu is held. Rollbacks pick from this run's settled bets only.
+func (p *producer) id(prefix string) string {
+	return prefix + "-" + p.run + "-" + strconv.FormatInt(p.seq, 10)
 }
 
 func (p *producer) envelope(o op) event.Envelope {
@@ -334,11 +352,16 @@ func (p *producer) envelope(o op) event.Envelope {
 		SchemaVersion: 2, BrandID: o.brand, OccurredAt: time.Now().UTC(), AggregateID: o.id, Payload: payload}
 }
 
-// faults appends the bad entries the fault flags ask for.
+// faults appends the bad entries the fault flags ask for, and attempts the
+// refused write of -fault-producer-violation.
 func (p *producer) faults(ctx context.Context) {
 	p.mu.Lock()
 	legacy, malformed, mismatch := p.rng.Float64() < p.cfg.legacy, p.rng.Float64() < p.cfg.malformed, p.rng.Float64() < p.cfg.mismatch
+	violation := p.rng.Float64() < p.cfg.producerViolation
 	p.mu.Unlock()
+	if violation {
+		p.violate(ctx)
+	}
 	if legacy {
 		p.inject(ctx, "legacy")
 	}
@@ -347,6 +370,40 @@ func (p *producer) faults(ctx context.Context) {
 	}
 	if mismatch {
 		p.inject(ctx, "mismatch")
+	}
+}
+
+// violate attempts one deposit whose event names another brand than its
+// player's, as a producer with a bug would. The outbox writer refuses the
+// event (counting it in headway_brandguard_producer_violations_total and
+// failing its readiness check for its alert window), so the transaction
+// fails and is rolled back, deposit row included: nothing of it is written
+// or relayed. The wallet loop goes on; the refusal is expected, so it is
+// logged and not counted as a failure of the loop.
+func (p *producer) violate(ctx context.Context) {
+	p.mu.Lock()
+	p.seq++
+	player := p.players[p.rng.IntN(len(p.players))]
+	o := op{kind: "deposit", id: p.id("dep"), playerID: player, brand: p.dir.brand[player], amount: 100 + p.rng.Int64N(9900)}
+	p.mu.Unlock()
+	env := p.envelope(o)
+	env.BrandID = o.brand%3 + 1 // another of the three brands
+	o.envs = []event.Envelope{env}
+	actx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	_, err := p.db.apply(actx, o)
+	switch {
+	case errors.Is(err, brandguard.ErrOwnerBrandMismatch):
+		p.log.Warn("injected producer brand violation refused; its transaction was rolled back",
+			slog.String("op", o.kind), slog.String("id", o.id), slog.String("error", err.Error()))
+	case err != nil:
+		if ctx.Err() == nil {
+			p.wm.Fail(err)
+			p.log.Warn("wallet write failed", slog.String("op", o.kind), slog.String("error", err.Error()))
+		}
+	default:
+		p.log.Error("injected producer brand violation was written: the outbox writer did not refuse it",
+			slog.String("op", o.kind), slog.String("id", o.id))
 	}
 }
 
