@@ -108,6 +108,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err := add(tree, "relay", relay); err != nil {
 		return err
 	}
+	// The observer measures the outbox backlog whether the relay runs or
+	// not (-fault-crash relay), so HeadwayOutboxBacklogTooOld can fire.
+	observer, err := outbox.NewObserver(outbox.ObserverConfig{Store: wallet.store(), Interval: 2 * time.Second,
+		Registerer: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := tree.Add("outbox-observer", observer); err != nil {
+		return err
+	}
 
 	// The two consumers of the wallet stream, each with its projection.
 	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{})

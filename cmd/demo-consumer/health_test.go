@@ -76,6 +76,12 @@ func TestHealthCrashLoopingWorker(t *testing.T) {
 	if !strings.Contains(body, "injected crash") {
 		t.Fatalf("service/relay in backoff without its last error: %s", body)
 	}
+	// With the relay down, the outbox observer still measures the rows
+	// piling up: the age of the oldest grows past a second.
+	testkit.Eventually(t, 10*time.Second, "the oldest unpublished row measured while the relay is down", func() bool {
+		_, s := d.get(t, "/metrics")
+		return counter(s, "headway_outbox_oldest_unpublished_age_seconds") > 1
+	})
 	d.waitReady(t, 60*time.Second, "ready again once the worker stops crashing")
 }
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 )
@@ -21,8 +22,8 @@ func (a alertRule) fires(mfs []*dto.MetricFamily) bool { return a.cond.holds(mfs
 
 // condition is an alert's expression reduced to what one process's metrics
 // show at one moment: a series of metric with the labels given (a value
-// starting with "!" means "not that value", "!~" "not matching that
-// regular expression") whose value passes test, and
+// starting with "!" means "not that value", "~" "matching that regular
+// expression", "!~" "not matching it") whose value passes test, and
 // no series of unless passing its test. Counters start at zero in each
 // scenario, so increase(x[15m]) > 0 is x > 0, and max_over_time(x[5m]) is
 // x now.
@@ -65,6 +66,10 @@ func matches(m *dto.Metric, want map[string]string) bool {
 			if regexp.MustCompile("^(?:" + re + ")$").MatchString(got) {
 				return false
 			}
+		} else if re, ok := strings.CutPrefix(v, "~"); ok {
+			if !regexp.MustCompile("^(?:" + re + ")$").MatchString(got) {
+				return false
+			}
 		} else if neg, ok := strings.CutPrefix(v, "!"); ok {
 			if got == neg {
 				return false
@@ -87,6 +92,11 @@ func value(m *dto.Metric) float64 {
 }
 
 func one(v float64) bool      { return v == 1 }
+
+// staleBy holds for a Unix timestamp more than s seconds in the past.
+func staleBy(s float64) func(float64) bool {
+	return func(v float64) bool { return float64(time.Now().Unix())-v > s }
+}
 func positive(v float64) bool { return v > 0 }
 func above(n float64) func(float64) bool {
 	return func(v float64) bool { return v > n }
@@ -121,23 +131,32 @@ var conditions = map[string]condition{
 		fragment: `increase(headway_brandguard_producer_violations_total[15m])`},
 	"HeadwayOutboxBacklogTooOld": {metric: "headway_outbox_oldest_unpublished_age_seconds", test: above(300),
 		fragment: `(headway_outbox_oldest_unpublished_age_seconds) > 300`},
-	"HeadwayOutboxRelayFailing": {metric: "headway_outbox_relay_cycles_total", labels: map[string]string{"outcome": "failed"}, test: positive,
-		unless: &condition{metric: "headway_outbox_relay_cycles_total", labels: map[string]string{"outcome": "published"}, test: positive},
-		fragment: `increase(headway_outbox_relay_cycles_total{outcome="failed"}[5m]) > 0
-unless ignoring (outcome)
-increase(headway_outbox_relay_cycles_total{outcome="published"}[5m]) > 0`},
+	"HeadwayOutboxRelayFailing": {metric: "headway_loop_status", labels: map[string]string{"status": "failing", "loop": "~relay/.+"}, test: one,
+		fragment: `headway_loop_status{status="failing", loop=~"relay/.+"} == 1`},
+	// Stale only when nothing measures: in one scenario's lifetime the
+	// relay or an observer measures, or the gauge is absent.
+	"HeadwayOutboxBacklogUnmeasured": {metric: "headway_outbox_backlog_measured_timestamp_seconds", test: staleBy(120),
+		fragment: `time() - max by (namespace, job, table) (headway_outbox_backlog_measured_timestamp_seconds) > 120`},
 	"HeadwayOutboxPublishFailures": {metric: "headway_outbox_publish_failures_total", test: positive,
 		fragment: `increase(headway_outbox_publish_failures_total[10m]) > 0`},
 	"HeadwayOutboxRowsParked": {metric: "headway_outbox_parked_rows", test: positive,
 		fragment: `(headway_outbox_parked_rows) > 0`},
+	// The second half (not ready at some moment of the last 2m) holds
+	// whenever the first does now: a worker in backoff is not ready.
 	"HeadwayWorkerBackoff": {metric: "headway_supervisor_service_status", labels: map[string]string{"status": "backoff"}, test: one,
-		fragment: `max_over_time(headway_supervisor_service_status{status="backoff"}[5m]) == 1`},
+		fragment: `max_over_time(headway_supervisor_service_status{status="backoff"}[5m]) == 1
+and ignoring (status)
+min_over_time(headway_supervisor_service_ready[2m]) == 0`},
 	"HeadwayWorkerStopped": {metric: "headway_supervisor_service_status", labels: map[string]string{"status": "stopped"}, test: one,
 		fragment: `headway_supervisor_service_status{status="stopped"} == 1`},
 	// The first half (time() - last success > overdue after) is the job's
-	// own overdue rule, which headway_job_status reports too.
+	// own overdue rule, which headway_job_status reports too; a failing
+	// job is left to HeadwayJobFailing (the status shows one state).
 	"HeadwayJobOverdue": {metric: "headway_job_status", labels: map[string]string{"status": "overdue"}, test: one,
-		fragment: `(headway_job_status{status="overdue"} == 1)`},
+		fragment: `max without (status) (headway_job_status{status="overdue"} == 1)
+)
+unless on (namespace, job, pod, instance, job_name)
+(headway_job_status{status="failing"} == 1)`},
 	"HeadwayJobFailing": {metric: "headway_job_status", labels: map[string]string{"status": "failing"}, test: one,
 		fragment: `headway_job_status{status="failing"} == 1`},
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/thejerf/suture/v4"
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
@@ -27,6 +28,7 @@ func init() {
 	scenarios["handler-hung"] = handlerHung
 	scenarios["redis-frozen"] = redisFrozen
 	scenarios["redis-down"] = redisDown
+	scenarios["outage-through-restarts"] = outageThroughRestarts
 	scenarios["legacy-notice"] = legacyPolicy(consumer.AlertNotice)
 	scenarios["legacy-hold"] = legacyPolicy(consumer.AlertHold)
 	scenarios["legacy-trickle-hung"] = legacyTrickleHung
@@ -189,6 +191,30 @@ func redisFrozen(t *testing.T) observation {
 
 func redisDown(t *testing.T) observation {
 	return frozenOrDown(t, (*redistest.Server).Stop, nil)
+}
+
+// outageThroughRestarts: Redis refuses for longer than the consumer's
+// FailureLimit, so Serve returns, its supervisor restarts it, and it soon
+// backs off. Its loop, parked after failing, stays failing.
+func outageThroughRestarts(t *testing.T) observation {
+	srv := redistest.StartServer(t, redistest.ServerOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 300 * time.Millisecond,
+		WriteTimeout: 300 * time.Millisecond, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := newStack(t, supervisor.Config{FailureThreshold: 1, FailureBackoff: 10 * time.Second, BackoffJitter: suture.NoJitter{}})
+	var applied atomic.Int64
+	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied))
+	cfg.FailureLimit = 6
+	s.consumer(cfg)
+	s.serve()
+	publish(t, rdb, cfg.Stream, bets("e", 1)...)
+	eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
+	srv.Stop()
+	eventually(t, 20*time.Second, "in backoff, its loop failing", func() bool {
+		st, _ := s.tree.Status("consumer")
+		return st.State.String() == "backoff" && cfg.Watermark.Status().State == readiness.StateFailing
+	})
+	return s.observe(subject{loop: cfg.Watermark})
 }
 
 // legacy publishes one schema_version 1 event.
