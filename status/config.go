@@ -46,7 +46,10 @@ type Config struct {
 	// into (its watermark's name, such as "rolling_service@events:{wallet}"
 	// for a consumer). The worker's row then shows that loop's state
 	// beside its own and links to the loop's row, so that a running worker
-	// whose loop is stalled does not look healthy. Default: no links.
+	// whose loop is stalled does not look healthy. A worker that reports a
+	// watermark to its supervisor (a consumer, a relay) is linked without
+	// it (supervisor.ServiceStatus.Loop); an entry here adds a link or
+	// overrides that one. Default: none beyond the supervisor's.
 	WorkerLoops map[string]string
 }
 

@@ -32,7 +32,8 @@
 //
 //   - workers ([supervisor.Tree.Statuses]): name, state, ready, reason,
 //     starts, failures, last error, and the state of the loop the worker
-//     reports into (Config.WorkerLoops) with a link to its row, and its
+//     reports into (named by its supervisor, or Config.WorkerLoops) with
+//     a link to its row, and its
 //     reason unless it is progressing;
 //   - loops ([readiness.Probes.Loops]): name, state and reason
 //     ([readiness.Watermark.Status]), last progress and its age, position,

@@ -116,17 +116,32 @@ func (h *Handler) Snapshot() Snapshot {
 		Loops:         []Loop{},
 		Jobs:          []Job{},
 	}
+	var links map[string]string // worker → its loop
 	if t := h.cfg.Tree; t != nil {
 		s.Tree = t.String()
 		for _, st := range t.Statuses() {
 			s.Workers = append(s.Workers, workerOf(st))
+			if st.Loop != "" {
+				if links == nil {
+					links = map[string]string{}
+				}
+				links[st.Name] = st.Loop
+			}
 		}
+	}
+	// The supervisor names each worker's loop; Config.WorkerLoops adds or
+	// overrides links.
+	for w, l := range h.cfg.WorkerLoops {
+		if links == nil {
+			links = map[string]string{}
+		}
+		links[w] = l
 	}
 	if p := h.cfg.Probes; p != nil {
 		for _, wm := range p.Loops() {
 			s.Loops = append(s.Loops, loopOf(wm, now))
 		}
-		linkLoops(s.Workers, s.Loops, h.cfg.WorkerLoops)
+		linkLoops(s.Workers, s.Loops, links)
 		for _, j := range p.Jobs() {
 			s.Jobs = append(s.Jobs, jobOf(j))
 		}

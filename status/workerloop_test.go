@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/status"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -81,4 +82,45 @@ func TestWorkerLoopsValidate(t *testing.T) {
 			t.Errorf("WorkerLoops %v: New = %v, want ErrInvalidConfig", links, err)
 		}
 	}
+}
+
+// reporter is a worker that reports into a watermark, as consumers and
+// relays do: the supervisor knows its loop.
+type reporter struct {
+	blocker
+	wm *readiness.Watermark
+}
+
+func (r reporter) Watermark() *readiness.Watermark { return r.wm }
+
+// A worker that reports into a watermark is linked to its loop without
+// Config.WorkerLoops: the supervisor names it.
+func TestWorkerLinkedToTheLoopItReports(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, true)
+	var audit *readiness.Watermark
+	for _, l := range w.probes.Loops() {
+		if l.Name() == "audit" {
+			audit = l
+		}
+	}
+	if audit == nil {
+		t.Fatal("the fixture has no loop audit")
+	}
+	mustAdd(t, w.tree, "auditor", reporter{wm: audit})
+	waitForState(t, w.tree, "auditor", supervisor.ServiceRunning)
+	if st, _ := w.tree.Status("auditor"); st.Loop != "audit" {
+		t.Fatalf("ServiceStatus.Loop = %q, want audit", st.Loop)
+	}
+	h := newHandler(t, status.Config{Title: "wallet-consumer", Tree: w.tree, Probes: w.probes, Now: w.clk.Now})
+	for _, wk := range snapshot(t, h).Workers {
+		if wk.Name != "auditor" {
+			continue
+		}
+		if want := audit.Status().State.String(); wk.Loop == nil || wk.Loop.Name != "audit" || wk.Loop.State != want {
+			t.Errorf("auditor's loop: %+v, want audit, %s", wk.Loop, want)
+		}
+		return
+	}
+	t.Fatal("no worker auditor on the page")
 }

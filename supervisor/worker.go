@@ -70,6 +70,9 @@ type ServiceStatus struct {
 	Starts, Failures uint64
 	// LastError is the text of the last failure ("" if none).
 	LastError string
+	// Loop is the name of the watermark the worker reports into (its
+	// Watermark method), "" when it has none.
+	Loop string
 }
 
 // worker is the state of one supervised service: its own child supervisor
@@ -97,6 +100,9 @@ type worker struct {
 
 func (w *worker) status() ServiceStatus {
 	st := ServiceStatus{Name: w.name, Starts: w.starts.Load(), Failures: w.failures.Load()}
+	if w.wm != nil {
+		st.Loop = w.wm.Name()
+	}
 	if e := w.lastErr.Load(); e != nil {
 		st.LastError = *e
 	}
