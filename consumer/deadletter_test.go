@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -190,7 +191,7 @@ func TestNewWarnsOfALivenessWindowBelowItsLongestCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	cfg := fastConfig(rdb, walletStream(prefix), handlersFor(newRecorder().handle))
 	cfg.Watermark = wm
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -32,24 +32,7 @@ type harness struct {
 	wm     *readiness.Watermark
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testkit.SyncBuffer
 }
 
 // fastConfig returns a config tuned for tests: short block, polls and
@@ -66,7 +49,7 @@ func fastConfig(rdb redis.UniversalClient, stream string, handlers map[event.Typ
 // start builds the consumer from cfg and runs Serve until the test ends.
 func start(t *testing.T, cfg consumer.Config) *harness {
 	t.Helper()
-	h := &harness{t: t, rdb: cfg.Client, stream: cfg.Stream, reg: prometheus.NewPedanticRegistry(), logs: &syncBuffer{}}
+	h := &harness{t: t, rdb: cfg.Client, stream: cfg.Stream, reg: prometheus.NewPedanticRegistry(), logs: &testkit.SyncBuffer{}}
 	cfg.Registerer = h.reg
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(h.logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelInfo}))

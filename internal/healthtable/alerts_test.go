@@ -91,7 +91,7 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
-func one(v float64) bool      { return v == 1 }
+func one(v float64) bool { return v == 1 }
 
 // staleBy holds for a Unix timestamp more than s seconds in the past.
 func staleBy(s float64) func(float64) bool {

@@ -160,14 +160,21 @@ func handlerHung(t *testing.T) observation {
 	return s.observe(subject{loop: cfg.Watermark})
 }
 
-// frozenOrDown runs a consumer on a private Redis, applies one entry, then
-// breaks Redis with brk and waits for the loop to be failing; mend undoes
-// brk after the observation.
-func frozenOrDown(t *testing.T, brk, mend func(*redistest.Server)) observation {
+// privateRedis starts a redis-server of the test's own, to stop or pause,
+// and a client of it whose calls give up after 300ms.
+func privateRedis(t *testing.T) (*redistest.Server, *redis.Client) {
 	srv := redistest.StartServer(t, redistest.ServerOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 300 * time.Millisecond,
 		WriteTimeout: 300 * time.Millisecond, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
+	return srv, rdb
+}
+
+// frozenOrDown runs a consumer on a private Redis, applies one entry, then
+// breaks Redis with brk and waits for the loop to be failing; mend undoes
+// brk after the observation.
+func frozenOrDown(t *testing.T, brk, mend func(*redistest.Server)) observation {
+	srv, rdb := privateRedis(t)
 	s := newStack(t, supervisor.Config{})
 	var applied atomic.Int64
 	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied),
@@ -197,10 +204,7 @@ func redisDown(t *testing.T) observation {
 // FailureLimit, so Serve returns, its supervisor restarts it, and it soon
 // backs off. Its loop, parked after failing, stays failing.
 func outageThroughRestarts(t *testing.T) observation {
-	srv := redistest.StartServer(t, redistest.ServerOptions{})
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 300 * time.Millisecond,
-		WriteTimeout: 300 * time.Millisecond, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
-	t.Cleanup(func() { _ = rdb.Close() })
+	srv, rdb := privateRedis(t)
 	s := newStack(t, supervisor.Config{FailureThreshold: 1, FailureBackoff: 10 * time.Second, BackoffJitter: suture.NoJitter{}})
 	var applied atomic.Int64
 	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied))

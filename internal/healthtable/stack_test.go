@@ -1,14 +1,11 @@
 package healthtable
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +45,7 @@ type stack struct {
 	probes *readiness.Probes
 	tree   *supervisor.Tree
 	log    *slog.Logger
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 
 	cancel context.CancelFunc
 	served chan error
@@ -58,7 +55,7 @@ type stack struct {
 // filled in. The tree is served by serve.
 func newStack(t *testing.T, cfg supervisor.Config) *stack {
 	t.Helper()
-	s := &stack{t: t, reg: prometheus.NewPedanticRegistry(), logs: &syncBuffer{}}
+	s := &stack{t: t, reg: prometheus.NewPedanticRegistry(), logs: &testkit.SyncBuffer{}}
 	s.log = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -213,26 +210,6 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	t.Helper()
 	testkit.Eventually(t, within, what, cond)
 }
-
-// syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
 
 // envelope returns a valid schema_version 2 event.
 func envelope(id string, typ event.Type, agg string) event.Envelope {

@@ -1,5 +1,6 @@
 // Package testkit holds small helpers shared by headway's tests: polling a
-// condition with a deadline, and a manual clock.
+// condition with a deadline, a manual clock, and a buffer for logs written
+// from many goroutines.
 package testkit
 
 import (

@@ -12,14 +12,12 @@
 package outboxtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -173,24 +171,6 @@ func parkedRowsLeaveTheBacklog(t *testing.T, h Harness) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the relay's logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // relayParksRowThatNeverEncodes: a row over the size limit, first in the
 // table, then 100 good rows. The relay parks the bad row at its first
 // claim with its reason, counts and logs it, never fails a cycle for it,
@@ -207,7 +187,7 @@ func relayParksRowThatNeverEncodes(t *testing.T, h Harness) {
 	bad := ids[0]
 
 	reg := prometheus.NewPedanticRegistry()
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	r, err := outbox.NewRelay(outbox.RelayConfig{Store: h.Store, Client: rdb, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), BatchSize: 10, PollInterval: 20 * time.Millisecond,
 		InfoInterval: 20 * time.Millisecond, RetryInitial: time.Minute, RetryMax: time.Hour, FailureLimit: 1000})
