@@ -1,0 +1,415 @@
+package drill
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+)
+
+var (
+	drillFlag  = flag.Bool("drill", false, "run the alert drill (also: HEADWAY_DRILL=1)")
+	scaleFlag  = flag.Int("drill.scale", 60, "divide every alert duration and demo window by this factor")
+	reportFlag = flag.String("drill.report", "", "write the measured table as markdown to this `file` (relative: from the repository root)")
+)
+
+// The alerts, by name.
+const (
+	loopStalled     = "HeadwayLoopStalled"
+	loopFailing     = "HeadwayLoopFailing"
+	relayFailing    = "HeadwayOutboxRelayFailing"
+	workerBackoff   = "HeadwayWorkerBackoff"
+	workerStopped   = "HeadwayWorkerStopped"
+	jobOverdue      = "HeadwayJobOverdue"
+	jobFailing      = "HeadwayJobFailing"
+	legacyEvents    = "HeadwayLegacySchemaEvents"
+	deadLetters     = "HeadwayConsumerDeadLetters"
+	lostToTrim      = "HeadwayConsumerLostToTrim"
+	groupRecreated  = "HeadwayConsumerGroupRecreated"
+	brandViolations = "HeadwayProducerBrandViolations"
+)
+
+// drillCase is one fault. The expected alerts are what the runbook
+// (docs/operations.md, docs/health.md) says the fault pages with; the drill
+// waits until exactly they fire together.
+type drillCase struct {
+	name     string
+	expect   []string // alerts that must fire together, and no other
+	tolerate []string // alerts the setup of the fault may raise, not counted against it
+	needFlag string   // the case is skipped when the demo's -help lacks this flag
+
+	// page is the production time to page from the runbook; the budget to
+	// fire is page ÷ S + fixed + slack. fixed is the time the demo needs
+	// that the drill cannot scale (timeouts, failure bounds and backoffs
+	// compiled into the demo and the library).
+	page, fixed time.Duration
+
+	redis    redistest.ServerOptions
+	flags    []string      // demo flags while the fault lasts; without inject, the fault starts with the demo
+	faultFor time.Duration // adds -fault-for: the flags' fault ends by itself this long after the start
+	inject   func(e *env)  // injects the fault into a healthy demo; nil: flags do
+	end      func(e *env)  // ends the fault; nil: it has no end (a one-off event) or faultFor ends it
+}
+
+var cases = []drillCase{
+	{name: "Redis outage (redis-server killed)",
+		expect: []string{loopFailing, relayFailing, workerBackoff},
+		page:   10 * time.Minute, fixed: 40 * time.Second, redis: redistest.ServerOptions{AppendOnly: true},
+		inject: func(e *env) { e.redis.Stop() }, end: func(e *env) { e.redis.Restart() }},
+	{name: "Redis frozen (SIGSTOP)",
+		expect: []string{loopFailing, relayFailing},
+		page:   5 * time.Minute, fixed: 45 * time.Second,
+		inject: func(e *env) { e.redis.Pause() }, end: func(e *env) { e.redis.Resume() }},
+	{name: "relay down (-fault-crash relay)",
+		expect: []string{workerBackoff},
+		page:   10 * time.Minute, fixed: 15 * time.Second,
+		flags: []string{"-fault-crash", "relay"}, faultFor: 35 * time.Second},
+	{name: "hung handler (-fault-hang promotion)",
+		expect: []string{loopStalled},
+		page:   2*time.Minute + 30*time.Second, fixed: 5 * time.Second,
+		flags: []string{"-fault-hang", "promotion"}, end: redeploy},
+	{name: "crash loop (-fault-crash rolling)",
+		expect: []string{workerBackoff},
+		page:   10 * time.Minute, fixed: 15 * time.Second,
+		flags: []string{"-fault-crash", "rolling"}, faultFor: 35 * time.Second},
+	{name: "overdue job (-fault-job-hang)",
+		expect: []string{jobOverdue},
+		page:   2 * time.Minute, fixed: 10 * time.Second,
+		flags: []string{"-fault-job-hang"}, faultFor: 25 * time.Second},
+	{name: "legacy events (-fault-legacy 0.05)",
+		expect: []string{legacyEvents},
+		page:   time.Minute, fixed: 5 * time.Second,
+		flags: []string{"-fault-legacy", "0.05"}, end: redeploy},
+	{name: "malformed input (-fault-malformed 0.05)",
+		expect: []string{deadLetters},
+		page:   time.Minute, fixed: 5 * time.Second,
+		flags: []string{"-fault-malformed", "0.05"}, end: redeploy},
+	{name: "trimmed pending entries (XTRIM MAXLEN 0 under a hung handler)",
+		expect: []string{lostToTrim}, tolerate: []string{loopStalled, jobFailing},
+		page: time.Minute, fixed: 10 * time.Second,
+		flags: []string{"-fault-hang", "promotion"}, inject: trimPending},
+	{name: "group destroyed (XGROUP DESTROY rolling_service)",
+		expect: []string{groupRecreated},
+		page:   time.Minute, fixed: 5 * time.Second,
+		inject: func(e *env) {
+			e.redisDo(func(ctx context.Context, c *redis.Client) error {
+				return c.XGroupDestroy(ctx, event.StreamKey(event.StreamWallet), event.ServiceRolling).Err()
+			})
+		}},
+	{name: "brand violations (-fault-producer-violation 0.05)",
+		expect: []string{brandViolations}, needFlag: "-fault-producer-violation",
+		page: time.Minute, fixed: 5 * time.Second,
+		flags: []string{"-fault-producer-violation", "0.05"}, end: redeploy},
+	{name: "permanent stop (-fault-stop rolling)",
+		expect: []string{workerStopped}, needFlag: "-fault-stop",
+		page: time.Minute, fixed: 5 * time.Second,
+		flags: []string{"-fault-stop", "rolling"}, end: redeploy},
+}
+
+// slack covers scrape and evaluation (1s each), the demo's start and the
+// rule's pending-to-firing step.
+const slack = 10 * time.Second
+
+// resolveWindow is the longest rule window in production: the "any
+// increase" alerts resolve that long after the last event.
+const resolveWindow = 15 * time.Minute
+
+// env is what a case's fault acts on.
+type env struct {
+	t      *testing.T
+	bin    string
+	redis  *redistest.Server
+	base   []string // demo flags of every start: address, Redis, data, scaled windows
+	demo   *demo
+	listen string
+	t0     time.Time // when the fault began
+}
+
+// start (re)starts the demo with the case's base flags plus flags, on the
+// same address, Redis and data directory.
+func (e *env) start(flags ...string) {
+	e.t.Helper()
+	if e.demo != nil {
+		e.demo.kill()
+	}
+	e.demo = startDemo(e.t, e.bin, append(slices.Clone(e.base), flags...)...)
+}
+
+func (e *env) redisDo(f func(context.Context, *redis.Client) error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f(ctx, e.redis.Client()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// redeploy ends a fault the process was started with: the fixed build
+// replaces it (killed, started without the fault flags).
+func redeploy(e *env) { e.start() }
+
+// trimPending trims the stream while the promotion group has entries
+// pending (its handler hangs), then replaces the demo with one whose
+// handler works: it reads its own pending entries first and finds them
+// trimmed.
+func trimPending(e *env) {
+	stream := event.StreamKey(event.StreamWallet)
+	var pending int64
+	if !poll(20*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		p, err := e.redis.Client().XPending(ctx, stream, event.ServicePromotion).Result()
+		if err == nil {
+			pending = p.Count
+		}
+		return pending > 0
+	}) {
+		e.t.Fatal("no entry pending for the promotion group within 20s")
+	}
+	e.redisDo(func(ctx context.Context, c *redis.Client) error { return c.XTrimMaxLen(ctx, stream, 0).Err() })
+	e.t.Logf("trimmed %s with %d entries pending for %s", stream, pending, event.ServicePromotion)
+	e.start()
+}
+
+// result is one row of the report.
+type result struct {
+	name, expected, fired, toFire, toResolve, verdict string
+}
+
+func TestDrill(t *testing.T) {
+	if !*drillFlag && os.Getenv("HEADWAY_DRILL") == "" {
+		t.Skip("the alert drill runs with -drill or HEADWAY_DRILL=1 (a few minutes; see README.md)")
+	}
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("the drill needs prometheus in PATH (apt-get install prometheus)")
+	}
+	s := Scaling{Factor: *scaleFlag, Floor: 2 * time.Second}
+	raw, err := os.ReadFile(filepath.Join("..", "prometheus", "headway-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled, changes, err := ScaleRules(string(raw), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var summary []string
+	for _, c := range changes {
+		if k := c.From + "→" + c.To; !seen[k] {
+			seen[k] = true
+			summary = append(summary, k)
+		}
+	}
+	t.Logf("rules scaled by %d (floor %v): %s", s.Factor, s.Floor, strings.Join(summary, ", "))
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "headway-alerts.scaled.yml")
+	if err := os.WriteFile(rules, []byte(scaled), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin, help := buildDemo(t, dir)
+	p := startPrometheus(t, promBin, rules)
+
+	var results []result
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := result{name: c.name, expected: strings.Join(c.expect, ", "),
+				fired: "none", toFire: "—", toResolve: "—", verdict: "ok"}
+			defer func() {
+				if t.Failed() && r.verdict == "ok" {
+					r.verdict = "FAILED: see the test log"
+				}
+				results = append(results, r)
+			}()
+			runCase(t, p, bin, help, s, fmt.Sprintf("drill-%d", i), c, &r)
+		})
+	}
+
+	var lines []string
+	for _, r := range results {
+		line := fmt.Sprintf("%s → %s → %s → %s", r.name, r.fired, r.toFire, r.toResolve)
+		lines = append(lines, line)
+		t.Log(line + "  [" + r.verdict + "]")
+	}
+	fmt.Println("\nalert drill (scale ÷" + fmt.Sprint(s.Factor) + "): fault → alerts fired → time to fire → time to resolve")
+	fmt.Println(strings.Join(lines, "\n"))
+	if *reportFlag != "" {
+		writeReport(t, *reportFlag, s, results)
+	}
+}
+
+func runCase(t *testing.T, p *prom, bin, help string, s Scaling, job string, c drillCase, r *result) {
+	if c.needFlag != "" && !strings.Contains(help, c.needFlag+" ") {
+		r.fired, r.verdict = "—", "skipped: the demo has no "+c.needFlag
+		t.Skip(r.verdict)
+	}
+	e := &env{t: t, bin: bin, redis: redistest.StartServer(t, c.redis), listen: freeAddr(t)}
+	e.base = []string{"-listen", e.listen, "-redis-url", "redis://" + e.redis.Addr + "/0",
+		"-data-dir", t.TempDir(), "-consumer", "drill",
+		"-stall-window", s.Apply(30 * time.Second).String(),
+		"-reconcile-interval", s.Apply(10 * time.Second).String(),
+		"-reconcile-grace", s.Apply(30 * time.Second).String(),
+		"-alert-window", s.Apply(5 * time.Minute).String()}
+	p.setTarget(t, job, e.listen)
+	t.Cleanup(func() { p.setTarget(t, "", "") })
+
+	var problems []string
+	defer func() {
+		if len(problems) > 0 {
+			r.verdict = "MISMATCH: " + strings.Join(problems, "; ")
+			t.Errorf("%s: %s", c.name, strings.Join(problems, "; "))
+		}
+	}()
+
+	flags := slices.Clone(c.flags)
+	if c.faultFor > 0 {
+		flags = append(flags, "-fault-for", c.faultFor.String())
+	}
+	e.t0 = time.Now()
+	e.start(flags...)
+	if !poll(20*time.Second, func() bool { return p.scraped(job) }) {
+		t.Fatalf("prometheus did not scrape the demo at %s within 20s", e.listen)
+	}
+	if c.inject != nil {
+		if len(c.flags) == 0 {
+			ok := poll(30*time.Second, func() bool {
+				code, _ := httpGet("http://" + e.listen + "/ready")
+				f, err := p.firing(job)
+				return code == 200 && err == nil && len(f) == 0
+			})
+			if !ok {
+				f, _ := p.firing(job)
+				problems = append(problems, fmt.Sprintf("not ready and quiet before the fault (firing: %v)", names(f)))
+			}
+		}
+		e.t0 = time.Now()
+		c.inject(e)
+	}
+
+	// Fire: until exactly the expected alerts fire together. The time to
+	// fire is when every expected alert first fires at once.
+	budget := s.Apply(c.page) + c.fixed + slack
+	first := map[string]time.Duration{} // alert name → first firing
+	about := map[string][]string{}      // alert name → what it fired about
+	var order, current []string
+	var allFiring time.Duration
+	want := sortedCopy(c.expect)
+	exact := poll(time.Until(e.t0.Add(budget)), func() bool {
+		f, err := p.firing(job)
+		if err != nil {
+			t.Log(err)
+			return false
+		}
+		current = names(f)
+		for _, a := range f {
+			if _, ok := first[a.name]; !ok {
+				first[a.name] = time.Since(e.t0)
+				order = append(order, a.name)
+			}
+			if a.about != "" && !slices.Contains(about[a.name], a.about) {
+				about[a.name] = append(about[a.name], a.about)
+			}
+		}
+		if allFiring == 0 && containsAll(current, want) {
+			allFiring = time.Since(e.t0)
+		}
+		return slices.Equal(current, want)
+	})
+	var firedList []string
+	for _, a := range order {
+		detail := seconds(first[a])
+		if len(about[a]) > 0 {
+			detail += "; " + strings.Join(about[a], ", ")
+		}
+		firedList = append(firedList, fmt.Sprintf("%s (%s)", a, detail))
+	}
+	if len(firedList) > 0 {
+		r.fired = strings.Join(firedList, ", ")
+	}
+	if allFiring > 0 {
+		r.toFire = seconds(allFiring)
+	} else {
+		r.toFire = "not within " + seconds(budget)
+		problems = append(problems, fmt.Sprintf("expected %v firing together within %v; firing at the end %v", c.expect, budget, current))
+	}
+	var extra []string
+	for _, a := range order {
+		if !slices.Contains(c.expect, a) && !slices.Contains(c.tolerate, a) {
+			extra = append(extra, a)
+		}
+	}
+	if len(extra) > 0 {
+		problems = append(problems, fmt.Sprintf("also fired %v", extra))
+	} else if allFiring > 0 && !exact {
+		problems = append(problems, fmt.Sprintf("never exactly %v within %v (firing at the end %v)", c.expect, budget, current))
+	}
+
+	// Resolve: from the fault's end until no alert of the case fires.
+	switch {
+	case c.end != nil:
+		c.end(e)
+	case c.faultFor > 0: // the demo's clock starts a little after t0
+		if wait := time.Until(e.t0.Add(c.faultFor)); wait > 0 {
+			<-time.After(wait)
+		}
+	}
+	ended := time.Now()
+	resolveBudget := s.Apply(resolveWindow) + c.fixed + slack
+	resolved := poll(resolveBudget, func() bool {
+		f, err := p.firing(job)
+		current = names(f)
+		return err == nil && len(f) == 0
+	})
+	if resolved {
+		r.toResolve = seconds(time.Since(ended))
+	} else {
+		r.toResolve = "not within " + seconds(resolveBudget)
+		problems = append(problems, fmt.Sprintf("still firing %v %v after the fault ended", current, resolveBudget))
+	}
+}
+
+// containsAll reports whether every element of want is in have.
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
+}
+
+// writeReport writes the results as a markdown table.
+func writeReport(t *testing.T, path string, s Scaling, results []result) {
+	t.Helper()
+	if !filepath.IsAbs(path) {
+		path = filepath.Join("..", "..", path)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Alert drill: the rules of deploy/prometheus/headway-alerts.yml with every `for:`, range and offset divided by %d (floor %v), scraped and evaluated every 1s; the demo's stall window, reconciliation interval and grace and alert window divided likewise. Times are measured from the fault (or the demo's start, for faults given as flags) and from the fault's end. An alert's time in brackets is when it first fired.\n\n", s.Factor, s.Floor)
+	b.WriteString("| fault | expected | alerts fired | time to fire | time to resolve | result |\n|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.name, r.expected, r.fired, r.toFire, r.toResolve, r.verdict)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Errorf("write report: %v", err)
+		return
+	}
+	t.Logf("report written to %s", path)
+}
