@@ -162,7 +162,6 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	infoCtx, stopInfo := context.WithCancel(ctx)
 	refreshCtx, stopRefresh := context.WithCancel(context.WithoutCancel(ctx))
 	var side sync.WaitGroup
-	side.Go(func() { c.pollInfo(infoCtx) })
 	side.Go(func() { c.refresh(refreshCtx) })
 	defer func() {
 		stopInfo()
@@ -183,6 +182,10 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	// by the supervisor reuses this Consumer).
 	c.holds.clear()
 	c.waiting.clear()
+	// The info poll starts once the group exists: a reading before that
+	// fails (no such group), and the loop would wait a whole InfoInterval
+	// with its backlog unknown, stalled.
+	side.Go(func() { c.pollInfo(infoCtx) })
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
 	// The loop is a pipeline: while a batch runs its handlers, the batch

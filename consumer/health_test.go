@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -175,5 +177,31 @@ func TestPeersRetryIsNotBacklog(t *testing.T) {
 			t.Fatalf("pod-b while pod-a retries: %v %q", st.State, st.Reason)
 		}
 		time.Sleep(50 * time.Millisecond) // sampling the state over a second, not synchronising
+	}
+}
+
+// The first reading of the group's backlog comes after the group exists:
+// a consumer started on a new stream knows its backlog (zero) at once and
+// is idle, not stalled for a whole InfoInterval with its backlog unknown.
+func TestNewConsumerKnowsItsBacklogAtOnce(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	// The group's creation is slow (a busy Redis): anything that reads the
+	// group before it exists fails.
+	rdb.AddHook(onCommand(func(ctx context.Context, cmd redis.Cmder, next redis.ProcessHook) error {
+		if cmd.Name() == "xgroup" {
+			time.Sleep(300 * time.Millisecond)
+		}
+		return next(ctx, cmd)
+	}))
+	cfg := fastConfig(rdb, walletStream(prefix), handlersFor(newRecorder().handle))
+	cfg.InfoInterval = time.Minute
+	h := start(t, cfg) // stall window 500ms
+	eventually(t, 2*time.Second, "backlog known to be zero", func() bool {
+		n, known := h.wm.Backlog()
+		return known && n == 0
+	})
+	time.Sleep(600 * time.Millisecond) // past the stall window: the state it settles in, not a synchronisation
+	if st := h.wm.Status(); st.State != readiness.StateIdle {
+		t.Fatalf("a new consumer after its stall window: %v %q, want idle", st.State, st.Reason)
 	}
 }

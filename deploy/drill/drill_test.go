@@ -38,16 +38,22 @@ const (
 	lostToTrim      = "HeadwayConsumerLostToTrim"
 	groupRecreated  = "HeadwayConsumerGroupRecreated"
 	brandViolations = "HeadwayProducerBrandViolations"
+	publishFailures = "HeadwayOutboxPublishFailures"
 )
 
 // drillCase is one fault. The expected alerts are what the runbook
 // (docs/operations.md, docs/health.md) says the fault pages with; the drill
 // waits until exactly they fire together.
 type drillCase struct {
-	name     string
-	expect   []string // alerts that must fire together, and no other
-	tolerate []string // alerts the setup of the fault may raise, not counted against it
-	needFlag string   // the case is skipped when the demo's -help lacks this flag
+	name   string
+	expect []string // alerts that must fire together, and no other
+	// tolerate lists alerts the fault may also raise in the drill but not
+	// in production, each for a reason given at the case: the drill scales
+	// the rules and the demo's windows, but not the timeouts compiled into
+	// the library, so a loop can be stalled for a scaled 2m before its
+	// unscaled timeouts make it failing.
+	tolerate []string
+	needFlag string // the case is skipped when the demo's -help lacks this flag
 
 	// page is the production time to page from the runbook; the budget to
 	// fire is page ÷ S + fixed + slack. fixed is the time the demo needs
@@ -63,13 +69,23 @@ type drillCase struct {
 }
 
 var cases = []drillCase{
+	// The outage budget (docs/operations.md): a refused dependency pages
+	// within 3 minutes, through the supervisor's restarts. Tolerated: the
+	// relay stalled before its dial retries fail five cycles (in
+	// production its 30s stall window is longer than that), the publish
+	// failures warning (for: 20m, scaled to 20s) and the backoff of a
+	// worker that also fails on start.
 	{name: "Redis outage (redis-server killed)",
-		expect: []string{loopFailing, relayFailing, workerBackoff},
-		page:   10 * time.Minute, fixed: 40 * time.Second, redis: redistest.ServerOptions{AppendOnly: true},
+		expect: []string{loopFailing, relayFailing}, tolerate: []string{loopStalled, publishFailures, workerBackoff},
+		page: 3 * time.Minute, fixed: 40 * time.Second, redis: redistest.ServerOptions{AppendOnly: true},
 		inject: func(e *env) { e.redis.Stop() }, end: func(e *env) { e.redis.Restart() }},
+	// A hung dependency pages within 4 minutes. Tolerated: stalled while
+	// the unscaled read timeouts (Block + 5s each) run up to the failure
+	// bound; in production failing comes first (about 30s, against a 30s
+	// stall window and 2m of for:).
 	{name: "Redis frozen (SIGSTOP)",
-		expect: []string{loopFailing, relayFailing},
-		page:   5 * time.Minute, fixed: 45 * time.Second,
+		expect: []string{loopFailing, relayFailing}, tolerate: []string{loopStalled},
+		page: 4 * time.Minute, fixed: 45 * time.Second,
 		inject: func(e *env) { e.redis.Pause() }, end: func(e *env) { e.redis.Resume() }},
 	{name: "relay down (-fault-crash relay)",
 		expect: []string{workerBackoff},
@@ -79,8 +95,10 @@ var cases = []drillCase{
 		expect: []string{loopStalled},
 		page:   2*time.Minute + 30*time.Second, fixed: 5 * time.Second,
 		flags: []string{"-fault-hang", "promotion"}, end: redeploy},
+	// The reconciliation job sees the projections disagree while rolling
+	// applies nothing, and fails loudly (ADR-004).
 	{name: "crash loop (-fault-crash rolling)",
-		expect: []string{workerBackoff},
+		expect: []string{workerBackoff, jobFailing},
 		page:   10 * time.Minute, fixed: 15 * time.Second,
 		flags: []string{"-fault-crash", "rolling"}, faultFor: 35 * time.Second},
 	{name: "overdue job (-fault-job-hang)",
