@@ -21,6 +21,7 @@ import (
 var (
 	drillFlag  = flag.Bool("drill", false, "run the alert drill (also: HEADWAY_DRILL=1)")
 	scaleFlag  = flag.Int("drill.scale", 60, "divide every alert duration and demo window by this factor")
+	holdFlag   = flag.Duration("drill.hold", 0, "keep a fault that has an end at least this long from its start (0: end it once the expected alerts fire); with -drill.scale 1, a real outage")
 	reportFlag = flag.String("drill.report", "", "write the measured table as markdown to this `file` (relative: from the repository root)")
 )
 
@@ -376,6 +377,9 @@ func runCase(t *testing.T, p *prom, bin, help string, s Scaling, job string, c d
 	// Resolve: from the fault's end until no alert of the case fires.
 	switch {
 	case c.end != nil:
+		if wait := time.Until(e.t0.Add(*holdFlag)); wait > 0 {
+			<-time.After(wait) // the outage's length: -drill.hold
+		}
 		c.end(e)
 	case c.faultFor > 0: // the demo's clock starts a little after t0
 		if wait := time.Until(e.t0.Add(c.faultFor)); wait > 0 {
