@@ -1,0 +1,32 @@
+package consumer_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+)
+
+// The consumer's metrics, after entries of every kind went through, pass
+// Prometheus's lint (names, units, help texts).
+func TestMetricsLint(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	h := start(t, fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
+	for i := range 3 {
+		publish(t, rdb, stream, envelope("ok-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-1", 3, nil))
+	}
+	publishRaw(t, rdb, stream, map[string]any{"event_id": "bad", "event_type": "BET_SETTLED_CONFIRMED"})
+	eventually(t, 5*time.Second, "applied and dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	problems, err := testutil.GatherAndLint(h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range problems {
+		t.Errorf("lint: %s: %s", pr.Metric, pr.Text)
+	}
+}
