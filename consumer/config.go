@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -172,6 +173,34 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// Validate reports whether [New] would accept c as far as c alone can
+// tell: required fields, signs and relations of durations and sizes, the
+// alert policy, the handlers against the catalog. It builds nothing and
+// calls nothing (New also registers metrics, which can fail on a
+// registerer that already has them). The error wraps [ErrInvalidConfig],
+// or event.ErrNotDispatchable for a handler of a type the stream does not
+// carry.
+func (c Config) Validate() error {
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	return c.checkDispatch()
+}
+
+// checkDispatch checks that every handler's type is emitted on the
+// stream.
+func (c Config) checkDispatch() error {
+	types := make([]event.Type, 0, len(c.Handlers))
+	for t := range c.Handlers {
+		types = append(types, t)
+	}
+	if err := c.Catalog.CheckDispatch(c.CatalogStream, types); err != nil {
+		return fmt.Errorf("consumer %s: %w", c.Group, err)
+	}
+	return nil
 }
 
 // withDefaults returns a copy with defaults filled in and checked.

@@ -82,12 +82,8 @@ func New(cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	types := make([]event.Type, 0, len(cfg.Handlers))
-	for t := range cfg.Handlers {
-		types = append(types, t)
-	}
-	if err := cfg.Catalog.CheckDispatch(cfg.CatalogStream, types); err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", cfg.Group, err)
+	if err := cfg.checkDispatch(); err != nil {
+		return nil, err
 	}
 	guard := cfg.Guard
 	if guard == nil {

@@ -205,3 +205,23 @@ func TestNewConsumerKnowsItsBacklogAtOnce(t *testing.T) {
 		t.Fatalf("a new consumer after its stall window: %v %q, want idle", st.State, st.Reason)
 	}
 }
+
+// Validate says what New would refuse, without building anything.
+func TestConfigValidate(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	good := fastConfig(rdb, walletStream(prefix), handlersFor(newRecorder().handle))
+	if err := good.Validate(); err != nil {
+		t.Fatalf("a good config: %v", err)
+	}
+	bad := good
+	bad.ReclaimIdle = time.Second // not above HandlerTimeout (2s)
+	if err := bad.Validate(); !errors.Is(err, consumer.ErrInvalidConfig) {
+		t.Errorf("ReclaimIdle below HandlerTimeout: %v", err)
+	}
+	wrongType := good
+	wrongType.Handlers = map[event.Type]consumer.Handler{event.DepositApproved: newRecorder().handle,
+		event.Type("NO_SUCH_TYPE"): newRecorder().handle}
+	if err := wrongType.Validate(); !errors.Is(err, event.ErrNotDispatchable) {
+		t.Errorf("a handler for a type the stream lacks: %v", err)
+	}
+}
