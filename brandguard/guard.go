@@ -9,16 +9,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/logkey"
 )
 
-// Log attribute keys used by brandguard (and by the consumer for the same
-// facts).
+// Log attribute keys used by brandguard. Those shared with the consumer,
+// supervisor and outbox have the same strings there.
 const (
-	AttrStream        = "stream"
-	AttrConsumer      = "consumer"
-	AttrEventID       = "event_id"
-	AttrEventType     = "event_type"
-	AttrReason        = "reason"
+	AttrStream        = logkey.Stream
+	AttrConsumer      = logkey.Consumer
+	AttrEventID       = logkey.EventID
+	AttrEventType     = logkey.EventType
+	AttrReason        = logkey.Reason
 	AttrMode          = "mode"
 	AttrEnvelopeBrand = "envelope_brand"
 	AttrTargetBrand   = "target_brand"

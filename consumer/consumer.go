@@ -15,21 +15,23 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/logkey"
 	"github.com/headwaylabs/headway/internal/redisutil"
 	"github.com/headwaylabs/headway/readiness"
 )
 
-// Log attribute keys of the consumer.
+// Log attribute keys of the consumer. Those shared with brandguard,
+// supervisor and outbox have the same strings there.
 const (
-	AttrStream     = "stream"
+	AttrStream     = logkey.Stream
 	AttrGroup      = "group"
-	AttrConsumer   = "consumer"
+	AttrConsumer   = logkey.Consumer
 	AttrEntryID    = "entry_id"
-	AttrEventID    = "event_id"
-	AttrEventType  = "event_type"
-	AttrReason     = "reason"
+	AttrEventID    = logkey.EventID
+	AttrEventType  = logkey.EventType
+	AttrReason     = logkey.Reason
 	AttrDeliveries = "deliveries"
-	AttrError      = "error"
+	AttrError      = logkey.Error
 )
 
 // Consumer reads one stream as one member of a consumer group and applies
@@ -264,7 +266,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			failures++
 			c.series.readErrs.Inc()
 			c.wm.Fail(err)
-			c.log.Warn("stream read failed", slog.String(AttrError, err.Error()), slog.Int("consecutive", failures))
+			c.log.Warn("stream read failed", slog.String(AttrError, err.Error()), slog.Int(logkey.Consecutive, failures))
 			if failures >= c.cfg.FailureLimit {
 				return fmt.Errorf("%s: %d reads in a row failed: %w", c, failures, err)
 			}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // pollInfo reads the group's lag and pending list every InfoInterval and
@@ -136,8 +138,8 @@ func (c *Consumer) readGroupInfo(ctx context.Context, now time.Time) (groupInfo,
 
 // ageOf returns the age in seconds of the stream ID's millisecond time.
 func ageOf(id string, now time.Time) float64 {
-	ms, _ := splitID(id)
-	if ms == 0 {
+	ms, ok := streamid.Millis(id)
+	if !ok || ms == 0 {
 		return 0
 	}
 	age := now.Sub(time.UnixMilli(int64(ms))).Seconds()

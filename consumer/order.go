@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // Order per aggregate (ADR-010, ADR-014 §3). An entry that stays pending
@@ -61,7 +63,7 @@ func (h *holds) add(agg, id string) {
 		h.byAgg, h.aggOf = map[string][]string{}, map[string]string{}
 	}
 	ids := h.byAgg[agg]
-	i, _ := slices.BinarySearchFunc(ids, id, cmpStreamID)
+	i, _ := slices.BinarySearchFunc(ids, id, streamid.Compare)
 	h.byAgg[agg] = slices.Insert(ids, i, id)
 	h.aggOf[id] = agg
 }
@@ -74,7 +76,7 @@ func (h *holds) remove(id string) {
 	}
 	delete(h.aggOf, id)
 	ids := h.byAgg[agg]
-	if i, found := slices.BinarySearchFunc(ids, id, cmpStreamID); found {
+	if i, found := slices.BinarySearchFunc(ids, id, streamid.Compare); found {
 		ids = slices.Delete(ids, i, i+1)
 	}
 	if len(ids) == 0 {
@@ -82,16 +84,6 @@ func (h *holds) remove(id string) {
 	} else {
 		h.byAgg[agg] = ids
 	}
-}
-
-func cmpStreamID(a, b string) int {
-	switch {
-	case streamIDLess(a, b):
-		return -1
-	case streamIDLess(b, a):
-		return 1
-	}
-	return 0
 }
 
 // admit decides, in stream order, which jobs of b run now, appending them
@@ -143,7 +135,7 @@ func (c *Consumer) admit(b *batch, runnable []*item) ([]*item, []string) {
 			}
 			missing := ""
 			for _, older := range pending {
-				if !streamIDLess(older, it.msg.ID) {
+				if !streamid.Less(older, it.msg.ID) {
 					break
 				}
 				if _, ok := passed[older]; !ok {
@@ -200,7 +192,7 @@ func (c *Consumer) updateHolds(items []item) {
 func (c *Consumer) checkHolds(ctx context.Context, ids []string) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	slices.SortFunc(ids, cmpStreamID)
+	slices.SortFunc(ids, streamid.Compare)
 	ids = slices.Compact(ids)
 	cmds := make([]*redis.XPendingExtCmd, len(ids))
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // opTimeout bounds the acknowledgements and dead-letter writes of a batch;
@@ -583,51 +582,4 @@ func (c *Consumer) acknowledge(ctx context.Context, items []item, scratch *[]str
 }
 
 // streamIDLess reports whether stream ID a sorts before b ("" sorts first).
-// It compares the two numbers of "ms-seq" IDs as decimal strings, without
-// parsing them.
-func streamIDLess(a, b string) bool {
-	if a == "" {
-		return b != ""
-	}
-	am, as := cutID(a)
-	bm, bs := cutID(b)
-	if c := cmpDecimal(am, bm); c != 0 {
-		return c < 0
-	}
-	return cmpDecimal(as, bs) < 0
-}
-
-// cutID cuts a stream ID into its ms and seq parts (seq "" when absent).
-func cutID(id string) (ms, seq string) {
-	for i := 0; i < len(id); i++ {
-		if id[i] == '-' {
-			return id[:i], id[i+1:]
-		}
-	}
-	return id, ""
-}
-
-// cmpDecimal compares two unsigned decimal numbers written in ASCII digits
-// (leading zeros allowed; "" is 0).
-func cmpDecimal(a, b string) int {
-	for len(a) > 0 && a[0] == '0' {
-		a = a[1:]
-	}
-	for len(b) > 0 && b[0] == '0' {
-		b = b[1:]
-	}
-	if len(a) != len(b) {
-		if len(a) < len(b) {
-			return -1
-		}
-		return 1
-	}
-	return strings.Compare(a, b)
-}
-
-func splitID(id string) (ms, seq uint64) {
-	m, sq := cutID(id)
-	ms, _ = strconv.ParseUint(m, 10, 64)
-	seq, _ = strconv.ParseUint(sq, 10, 64)
-	return ms, seq
-}
+func streamIDLess(a, b string) bool { return streamid.Less(a, b) }

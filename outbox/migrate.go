@@ -5,7 +5,6 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -20,12 +19,6 @@ var migrations embed.FS
 // processes ("headway outbox" folded into 63 bits).
 const migrateLock = 0x68656164776179
 
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
-
-// validTable reports whether name is a plain lower-case SQL identifier (the
-// schema comes from the search_path), safe to splice into statements.
-func validTable(name string) bool { return identRE.MatchString(name) }
-
 // Migrate applies the outbox schema migrations embedded in this package to
 // the table (default DefaultTable), each once, recorded in
 // <table>_migrations. It is idempotent and safe when several processes
@@ -35,7 +28,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, table string) error {
 	if table == "" {
 		table = DefaultTable
 	}
-	if !validTable(table) {
+	if !ValidTableName(table) {
 		return fmt.Errorf("%w: table name %q", ErrInvalidConfig, table)
 	}
 	files, err := fs.Glob(migrations, "migrations/*.sql")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/headwaylabs/headway/internal/logkey"
 	"github.com/headwaylabs/headway/internal/promutil"
 )
 
@@ -103,7 +104,7 @@ func NewObserver(cfg ObserverConfig) (*Observer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Observer{cfg: cfg, gauges: g, log: cfg.Logger.With(slog.String("table", cfg.Store.Table()))}, nil
+	return &Observer{cfg: cfg, gauges: g, log: cfg.Logger.With(slog.String(attrTable, cfg.Store.Table()))}, nil
 }
 
 // String names the observer in logs and supervision trees.
@@ -132,7 +133,7 @@ func (o *Observer) measure(ctx context.Context) {
 	b, err := o.cfg.Store.Backlog(mctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			o.log.Warn("measuring the outbox backlog failed", slog.String("error", err.Error()))
+			o.log.Warn("measuring the outbox backlog failed", slog.String(logkey.Error, err.Error()))
 		}
 		return
 	}

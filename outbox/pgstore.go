@@ -37,7 +37,7 @@ func NewPostgresStore(pool *pgxpool.Pool, table string) (*PostgresStore, error) 
 	if table == "" {
 		table = DefaultTable
 	}
-	if !validTable(table) {
+	if !ValidTableName(table) {
 		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, table)
 	}
 	return &PostgresStore{pool: pool, table: table, held: map[*pgClaim]struct{}{}}, nil

@@ -12,9 +12,18 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/internal/logkey"
 	"github.com/headwaylabs/headway/internal/promutil"
 	"github.com/headwaylabs/headway/internal/redisutil"
 	"github.com/headwaylabs/headway/readiness"
+)
+
+// Log attribute keys only the outbox writes (the shared ones, such as the
+// error, come from internal/logkey).
+const (
+	attrTable = "table" // the outbox table an Observer measures
+	attrRelay = "relay" // the outbox table a Relay drains
+	attrRowID = "id"    // an outbox row's id
 )
 
 // Defaults of [RelayConfig].
@@ -163,7 +172,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Relay{cfg: cfg, store: store, wm: cfg.Watermark, log: cfg.Logger.With(slog.String("relay", cfg.Table))}
+	r := &Relay{cfg: cfg, store: store, wm: cfg.Watermark, log: cfg.Logger.With(slog.String(attrRelay, cfg.Table))}
 	if r.wm == nil {
 		var err error
 		if r.wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay/" + cfg.Table}); err != nil {
@@ -320,7 +329,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 			failures++
 			r.m.cycles.WithLabelValues("failed").Inc()
 			r.wm.Fail(err)
-			r.log.Warn("relay cycle failed: rows kept for retry", slog.String("error", err.Error()), slog.Int("consecutive", failures))
+			r.log.Warn("relay cycle failed: rows kept for retry", slog.String(logkey.Error, err.Error()), slog.Int(logkey.Consecutive, failures))
 			if failures >= r.cfg.FailureLimit {
 				return fmt.Errorf("%w: %d cycles in a row: %w", ErrRelayFailing, failures, err)
 			}
@@ -382,7 +391,7 @@ func (r *Relay) prune(ctx context.Context) {
 		n, err := r.store.Prune(octx, r.cfg.Retention, r.cfg.PruneBatch)
 		cancel()
 		if err != nil {
-			r.log.Warn("pruning published rows failed", slog.String("error", err.Error()))
+			r.log.Warn("pruning published rows failed", slog.String(logkey.Error, err.Error()))
 			return
 		}
 		r.m.pruned.Add(float64(n))

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/internal/logkey"
 )
 
 // cycle sends b's appends (queued when b was claimed) in one pipeline,
@@ -138,9 +140,9 @@ func (r *Relay) parked(b *batch, parked []Parked) {
 		i, _ := slices.BinarySearchFunc(b.rows, p.ID, func(rw Row, id int64) int { return cmp.Compare(rw.ID, id) })
 		rw := &b.rows[i]
 		r.log.Error("outbox row parked: it can never be appended to its stream; unpark it once fixed, or drop it "+
-			"(headway outbox parked|unpark|drop)", slog.Int64("id", rw.ID), slog.String("event_id", rw.Envelope.EventID),
-			slog.String("stream", rw.Stream), slog.String("event_type", string(rw.Envelope.EventType)),
-			slog.String("reason", p.Reason))
+			"(headway outbox parked|unpark|drop)", slog.Int64(attrRowID, rw.ID), slog.String(logkey.EventID, rw.Envelope.EventID),
+			slog.String(logkey.Stream, rw.Stream), slog.String(logkey.EventType, string(rw.Envelope.EventType)),
+			slog.String(logkey.Reason, p.Reason))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -22,13 +23,21 @@ import (
 // listens on.
 const DefaultTable = "headway_outbox"
 
+var tableNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
+
+// ValidTableName reports whether name can name an outbox table: a plain
+// lower-case SQL identifier of at most 41 characters (letters, digits and
+// underscores, not starting with a digit), safe to splice into statements.
+// Migrate, the writers and the stores of this module reject any other name.
+func ValidTableName(name string) bool { return tableNameRE.MatchString(name) }
+
 // DefaultAlertWindow is how long a producer-side brand violation keeps
 // Writer.Check failing.
 const DefaultAlertWindow = 5 * time.Minute
 
 // WriterConfig configures a [Writer]. The zero value is valid.
 type WriterConfig struct {
-	// Table is the outbox table (a plain lower-case identifier; the schema
+	// Table is the outbox table (see [ValidTableName]; the schema
 	// comes from the search_path). Default DefaultTable.
 	Table string
 	// Catalog decides which stream an event type goes to and refuses types
@@ -72,7 +81,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
 	}
-	if !validTable(cfg.Table) {
+	if !ValidTableName(cfg.Table) {
 		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
 	}
 	if cfg.Catalog == nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/thejerf/suture/v4"
+
+	"github.com/headwaylabs/headway/internal/logkey"
 )
 
 // Attribute keys of the supervision log records, shared with the packages
@@ -16,7 +18,7 @@ const (
 	AttrService    = "service"           // worker name
 	AttrJob        = "job"               // scheduled job name
 	AttrEvent      = "event"             // what happened (see below)
-	AttrError      = "error"             // error text
+	AttrError      = logkey.Error        // error text
 	AttrFailures   = "failures"          // suture's decayed failure count
 	AttrThreshold  = "failure_threshold" // the threshold it is compared to
 	AttrRestarting = "restarting"        // restarted at once (false: paused by backoff)

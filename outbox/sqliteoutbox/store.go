@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -31,8 +30,6 @@ var migrations embed.FS
 // ErrInvalidConfig is returned for an invalid table name or a nil
 // database.
 var ErrInvalidConfig = errors.New("sqliteoutbox: invalid config")
-
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
 
 // Open opens (creating if needed) the SQLite database file at path for an
 // outbox: write-ahead logging with synchronous FULL (a commit that
@@ -61,7 +58,8 @@ func Open(path string) (*sql.DB, error) {
 
 // Config configures a [Store]. The zero value is valid.
 type Config struct {
-	// Table is the outbox table. Default outbox.DefaultTable.
+	// Table is the outbox table, a name outbox.ValidTableName accepts.
+	// Default outbox.DefaultTable.
 	Table string
 	// Now is the clock of created_at, published_at, leases and the
 	// backoff. Default time.Now.
@@ -98,7 +96,7 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 	if cfg.Table == "" {
 		cfg.Table = outbox.DefaultTable
 	}
-	if !identRE.MatchString(cfg.Table) {
+	if !outbox.ValidTableName(cfg.Table) {
 		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
 	}
 	if cfg.Now == nil {

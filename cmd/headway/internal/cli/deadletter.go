@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // DeadLetter is one dead-lettered entry as dlq list, show and redrive
@@ -105,8 +107,8 @@ func (dl DeadLetter) deadLetterTime() (time.Time, bool) {
 		return t, true
 	}
 	for _, id := range []string{dl.SourceID, dl.ID} {
-		if ms, ok := idMillis(id); ok && ms > 0 && validID(id) {
-			return time.UnixMilli(ms), true
+		if ms, _, ok := streamid.Parse(id); ok && ms > 0 && ms <= math.MaxInt64 {
+			return time.UnixMilli(int64(ms)), true
 		}
 	}
 	return time.Time{}, false

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // DefaultListLimit is how many dead letters dlq list prints by default.
@@ -153,7 +155,7 @@ func (a *app) dlqShow(ctx context.Context, c *command, args []string) error {
 		return err
 	}
 	id := pos[0]
-	if !validID(id) {
+	if _, _, ok := streamid.Parse(id); !ok {
 		return usagef("%q is not a stream entry ID (like 1747300000000-0)", id)
 	}
 	cat, err := cf.load()

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // table writes aligned columns.
@@ -145,29 +147,11 @@ func fmtAge(sec float64) string {
 // idAge returns the age in seconds of a stream ID's millisecond part at
 // now; 0 for an ID without time.
 func idAge(id string, now time.Time) float64 {
-	ms, ok := idMillis(id)
-	if !ok || ms == 0 {
+	ms, ok := streamid.Millis(id)
+	if !ok || ms == 0 || ms > math.MaxInt64 {
 		return 0
 	}
-	return max(now.Sub(time.UnixMilli(ms)).Seconds(), 0)
-}
-
-// idMillis returns the millisecond part of a stream ID "ms-seq" or "ms".
-func idMillis(id string) (int64, bool) {
-	ms, _, _ := strings.Cut(id, "-")
-	v, err := strconv.ParseInt(ms, 10, 64)
-	return v, err == nil
-}
-
-// validID reports whether s is a complete stream entry ID, "ms-seq".
-func validID(s string) bool {
-	ms, seq, ok := strings.Cut(s, "-")
-	if !ok {
-		return false
-	}
-	_, err1 := strconv.ParseUint(ms, 10, 64)
-	_, err2 := strconv.ParseUint(seq, 10, 64)
-	return err1 == nil && err2 == nil
+	return max(now.Sub(time.UnixMilli(int64(ms))).Seconds(), 0)
 }
 
 // seconds rounds to milliseconds for JSON.

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 var dlqRedriveCommand = &command{
@@ -221,7 +222,7 @@ func (a *app) dlqRedrive(ctx context.Context, c *command, args []string) error {
 		return usagef("--rate must not be negative")
 	}
 	for _, id := range ids {
-		if !validID(id) {
+		if _, _, ok := streamid.Parse(id); !ok {
 			return usagef("--id %q is not a stream entry ID (like 1747300000000-0)", id)
 		}
 	}
