@@ -3,6 +3,8 @@ package consumer
 import (
 	"sync"
 	"time"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // AlertPolicy is how a consumer surfaces a condition of the data on its
@@ -165,7 +167,7 @@ func (c *Consumer) report(items []item) {
 		if it.failed && !c.waiting.counted(it.msg.ID) {
 			c.wm.FailWork(it.err)
 		}
-		if it.resolved && !it.failed && streamIDLess(last, it.msg.ID) {
+		if it.resolved && !it.failed && streamid.Less(last, it.msg.ID) {
 			last = it.msg.ID
 		}
 	}

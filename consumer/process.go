@@ -14,7 +14,6 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
-	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // opTimeout bounds the acknowledgements and dead-letter writes of a batch;
@@ -580,6 +579,3 @@ func (c *Consumer) acknowledge(ctx context.Context, items []item, scratch *[]str
 		}
 	}
 }
-
-// streamIDLess reports whether stream ID a sorts before b ("" sorts first).
-func streamIDLess(a, b string) bool { return streamid.Less(a, b) }
