@@ -206,6 +206,10 @@ func (s *Store) Claim(ctx context.Context, limit int) (outbox.Claim, error) {
 			occurred_at, payload, coalesce(traceparent, ''), coalesce(tracestate, ''), created_at, attempts`, s.table),
 		c.token, now.Add(s.lease).UnixNano(), now.UnixNano(), now.UnixNano(), limit)
 	if err != nil {
+		// The statement may have leased rows before the error (a context
+		// cancelled as it finished): give back whatever this token holds,
+		// or they would wait out their lease.
+		c.Release()
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	defer func() { _ = rows.Close() }()
