@@ -108,8 +108,7 @@ type Config struct {
 	// handlers run at once; with the pipeline, at most three batches are
 	// in memory. Default 500: below that, the fixed cost of a batch (read,
 	// claim, settle and acknowledgement round trips) shows in throughput
-	// (on the benchmark VM, 256 drained a backlog at 0.76 × the raw
-	// go-redis loop and 500 at 1.02 × in the same kind of run).
+	// (docs/performance.md, "consumer: draining a backlog").
 	BatchSize int
 	// Block is how long a read waits for new entries. It bounds how late
 	// shutdown notices a cancel (go-redis cannot interrupt a blocked read).

@@ -46,29 +46,13 @@ func NewPostgresStore(pool *pgxpool.Pool, table string) (*PostgresStore, error) 
 // Table returns the outbox table name.
 func (s *PostgresStore) Table() string { return s.table }
 
-// claimTx begins a claim's transaction. Sorting is disabled in it, so the
-// planner always takes the unpublished rows in id order from the partial
-// index and stops after limit rows. On a table that was never analyzed (a
-// new table before autovacuum's first ANALYZE, or autovacuum off) it
-// otherwise reads every unpublished row in a bitmap scan, sorts them and
-// keeps limit: each claim then costs the whole backlog (28 ms instead of
-// 1.5 ms for 1000 of 20,000 rows), and the relay is slowest when the
-// backlog is largest. With statistics the planner picks the index scan by
-// itself, and the setting changes nothing.
-//
-// The claim's commit (its rows marked published, or failed with backoff)
-// does not wait for the WAL flush (synchronous_commit off, for this
-// transaction only). A crash of PostgreSQL can then lose the marks of the
-// last few hundred milliseconds; those rows are appended again, which
-// at-least-once delivery allows and consumers deduplicate (ADR-011). The
-// producers' own transactions, which create the rows, keep the server's
-// setting. A later synchronous commit (a prune, a producer's) flushes the
-// WAL before it, so a prune never outlives the marks it relied on. The
-// relay's cycle no longer waits for a disk flush, which is most of its
-// latency tail on a busy or virtualised disk.
-//
-// Both settings ride on BEGIN (one simple-protocol message), so they cost
-// no round trip.
+// claimTx begins a claim's transaction with sorting disabled (so even on
+// a table never analyzed the planner takes the unpublished rows in id
+// order from the partial index and stops after limit rows) and without
+// waiting for the WAL flush at commit (a crash may lose the last marks,
+// whose rows are then appended again, which consumers deduplicate). Both
+// ride on BEGIN, costing no round trip. ADR-011's "The claim's
+// transaction" gives the measurements and the argument.
 var claimTx = pgx.TxOptions{BeginQuery: "BEGIN; SET LOCAL enable_sort = off; SET LOCAL synchronous_commit = off"}
 
 const claimColumns = `id, event_id, stream, event_type, schema_version, brand_id,

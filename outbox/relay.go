@@ -266,7 +266,7 @@ func (r *Relay) String() string { return "relay " + r.cfg.Table }
 // ErrRelayFailing). A failed cycle keeps its rows: they get attempts,
 // last_error and a next_attempt_at with backoff. While rows keep coming
 // in full batches, the relay claims the next batch while it appends the
-// current one (see [Relay.cycle]), so it holds at most two claims — and
+// current one (ADR-011, "Claiming ahead"), so it holds at most two claims — and
 // at most two of the store's connections — at once; Serve returns only
 // after both are finished or given back.
 func (r *Relay) Serve(ctx context.Context) error {

@@ -21,43 +21,9 @@ import (
 // in a goroutine, so that the store selects and locks the next rows, and
 // the relay encodes them, while this batch is appended and marked; it
 // returns that claim, to be the next cycle's, or nil. It never returns one
-// after a failure.
-//
-// # Why claiming ahead keeps the order and the delivery guarantees
-//
-// The relay has at most two batches in flight: the current one (claimed,
-// being appended and finished) and the next one (being claimed, or claimed
-// and waiting). ADR-011 promises per-aggregate order for one relay because
-// rows are appended in id order within a cycle and cycles follow each
-// other. That still holds:
-//
-//   - The next claim starts only after the current claim returned, so the
-//     current rows are already locked (PostgreSQL: FOR UPDATE; SQLite: a
-//     lease). The next claim skips exactly them and takes the due rows
-//     that follow — the rows a serial relay would have claimed after
-//     marking the current ones published, plus none it would not.
-//   - The next batch's rows are appended only after this cycle's pipeline
-//     returned every reply (Redis has executed all of this batch's XADDs)
-//     and its Finish committed. Every entry of batch k therefore precedes
-//     every entry of batch k+1 in each stream, whichever connection sends
-//     them.
-//   - If any row of this batch failed to append, or Finish failed, the
-//     next claim is given back unchanged (Release) before cycle returns:
-//     the relay then waits and claims afresh, exactly as the serial loop
-//     did. So a whole-pipeline failure (Redis down) never lets a later
-//     batch overtake the failed one, and a commit that failed after the
-//     append re-appends this batch before anything after it.
-//   - No row is marked published before its own XADD succeeded: Finish
-//     runs after the pipeline, only on this batch's rows; the next batch
-//     is only claimed (locked), never marked, until its own cycle.
-//
-// Holding the next claim open costs a second connection (or lease) while
-// this one is finished; a store whose pool has one connection just runs
-// the two claims one after the other. On PostgreSQL the claim ahead also
-// steps over the current batch's locked rows, about 1 µs of database CPU
-// each (a claim of 1000 rows took 1.8 ms instead of 0.6 ms past 1000 held
-// ones), against a claim of some 7 µs a row taken off the critical path,
-// which is then the append and the mark.
+// after a failure: the next claim is given back first. Why this keeps the
+// order and delivery guarantees of a serial relay is ADR-011's "Claiming
+// ahead".
 func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, next *claimAhead, err error) {
 	defer b.claim.Release()
 	claimed := b.rows
