@@ -133,42 +133,17 @@ type relayMetrics struct {
 // OpTimeout 10s, a Watermark named "relay/<Table>", no metrics
 // registration, slog.Default().
 func NewRelay(cfg RelayConfig) (*Relay, error) {
-	if (cfg.Pool == nil && cfg.Store == nil) || cfg.Client == nil {
-		return nil, fmt.Errorf("%w: Client and one of Store and Pool are required", ErrInvalidConfig)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	store := cfg.Store
 	if store == nil {
-		var err error
 		if store, err = NewPostgresStore(cfg.Pool, cfg.Table); err != nil {
 			return nil, err
 		}
 	}
 	cfg.Table = store.Table()
-	def := func(p *time.Duration, d time.Duration) {
-		if *p == 0 {
-			*p = d
-		}
-	}
-	defInt := func(p *int, d int) {
-		if *p == 0 {
-			*p = d
-		}
-	}
-	defInt(&cfg.BatchSize, DefaultBatchSize)
-	defInt(&cfg.FailureLimit, DefaultFailureLimit)
-	defInt(&cfg.PruneBatch, DefaultPruneBatch)
-	def(&cfg.PollInterval, DefaultPollInterval)
-	def(&cfg.RetryInitial, DefaultRetryInitial)
-	def(&cfg.RetryMax, DefaultRetryMax)
-	def(&cfg.InfoInterval, DefaultInfoInterval)
-	def(&cfg.Retention, DefaultRetention)
-	def(&cfg.PruneInterval, DefaultPruneInterval)
-	def(&cfg.OpTimeout, DefaultOpTimeout)
-	if cfg.BatchSize < 0 || cfg.FailureLimit < 0 || cfg.PruneBatch < 0 || cfg.PollInterval < 0 ||
-		cfg.RetryInitial < 0 || cfg.RetryMax < cfg.RetryInitial || cfg.InfoInterval < 0 || cfg.PruneInterval < 0 ||
-		cfg.OpTimeout < 0 {
-		return nil, fmt.Errorf("%w: negative or inverted durations or sizes", ErrInvalidConfig)
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -179,13 +154,6 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 			return nil, err
 		}
 	}
-	// The longest stretch without a heartbeat is one call, or one wait
-	// (at most PollInterval, and an idle relay wakes every InfoInterval):
-	// a relay whose watermark would judge that wedged is refused.
-	if win, wait := r.wm.LivenessWindow(), min(cfg.PollInterval, cfg.InfoInterval); cfg.OpTimeout+wait >= win {
-		return nil, fmt.Errorf("%w: OpTimeout %v + the longest wait %v (PollInterval, at most InfoInterval) must stay below the watermark's LivenessWindow %v",
-			ErrInvalidConfig, cfg.OpTimeout, wait, win)
-	}
 	if err := r.registerMetrics(cfg.Registerer); err != nil {
 		return nil, err
 	}
@@ -194,6 +162,68 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 			"OpTimeout does not bound the appends; the client's read and write timeouts and retries do")
 	}
 	return r, nil
+}
+
+// Validate reports whether [NewRelay] would accept c as far as c alone
+// can tell — required fields, the table name, signs and relations of sizes
+// and durations, OpTimeout against the watermark's liveness window —
+// without connecting to anything or registering metrics. The error wraps
+// [ErrInvalidConfig].
+func (c RelayConfig) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
+// withDefaults returns c with its defaults filled in, checked.
+func (c RelayConfig) withDefaults() (RelayConfig, error) {
+	if (c.Pool == nil && c.Store == nil) || c.Client == nil {
+		return c, fmt.Errorf("%w: Client and one of Store and Pool are required", ErrInvalidConfig)
+	}
+	if c.Store == nil {
+		if c.Table == "" {
+			c.Table = DefaultTable
+		}
+		if !ValidTableName(c.Table) {
+			return c, fmt.Errorf("%w: table name %q", ErrInvalidConfig, c.Table)
+		}
+	}
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	defInt := func(p *int, d int) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	defInt(&c.BatchSize, DefaultBatchSize)
+	defInt(&c.FailureLimit, DefaultFailureLimit)
+	defInt(&c.PruneBatch, DefaultPruneBatch)
+	def(&c.PollInterval, DefaultPollInterval)
+	def(&c.RetryInitial, DefaultRetryInitial)
+	def(&c.RetryMax, DefaultRetryMax)
+	def(&c.InfoInterval, DefaultInfoInterval)
+	def(&c.Retention, DefaultRetention)
+	def(&c.PruneInterval, DefaultPruneInterval)
+	def(&c.OpTimeout, DefaultOpTimeout)
+	if c.BatchSize < 0 || c.FailureLimit < 0 || c.PruneBatch < 0 || c.PollInterval < 0 ||
+		c.RetryInitial < 0 || c.RetryMax < c.RetryInitial || c.InfoInterval < 0 || c.PruneInterval < 0 ||
+		c.OpTimeout < 0 {
+		return c, fmt.Errorf("%w: negative or inverted durations or sizes", ErrInvalidConfig)
+	}
+	// The longest stretch without a heartbeat is one call, or one wait
+	// (at most PollInterval, and an idle relay wakes every InfoInterval):
+	// a relay whose watermark would judge that wedged is refused.
+	win := readiness.DefaultLivenessWindow
+	if c.Watermark != nil {
+		win = c.Watermark.LivenessWindow()
+	}
+	if wait := min(c.PollInterval, c.InfoInterval); c.OpTimeout+wait >= win {
+		return c, fmt.Errorf("%w: OpTimeout %v + the longest wait %v (PollInterval, at most InfoInterval) must stay below the watermark's LivenessWindow %v",
+			ErrInvalidConfig, c.OpTimeout, wait, win)
+	}
+	return c, nil
 }
 
 // op starts one call of the loop to PostgreSQL or Redis: it records a

@@ -74,21 +74,38 @@ type Writer struct {
 	reason   atomic.Pointer[string]
 }
 
+// Validate reports whether [NewWriter] would accept c — the table name
+// and the catalog — without building a guard or registering metrics. The
+// error wraps [ErrInvalidConfig].
+func (c WriterConfig) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
+// withDefaults returns c with its table and catalog defaults, checked.
+func (c WriterConfig) withDefaults() (WriterConfig, error) {
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if !ValidTableName(c.Table) {
+		return c, fmt.Errorf("%w: table name %q", ErrInvalidConfig, c.Table)
+	}
+	if c.Catalog == nil {
+		c.Catalog = event.Platform()
+	}
+	if err := c.Catalog.Validate(); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return c, nil
+}
+
 // NewWriter returns a Writer. Defaults: Table "headway_outbox", Catalog
 // event.Platform(), Guard brandguard.New (enforce), no key prefix,
 // AlertWindow 5m, no metrics registration, slog.Default().
 func NewWriter(cfg WriterConfig) (*Writer, error) {
-	if cfg.Table == "" {
-		cfg.Table = DefaultTable
-	}
-	if !ValidTableName(cfg.Table) {
-		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
-	}
-	if cfg.Catalog == nil {
-		cfg.Catalog = event.Platform()
-	}
-	if err := cfg.Catalog.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -98,7 +115,6 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 	}
 	guard := cfg.Guard
 	if guard == nil {
-		var err error
 		if guard, err = brandguard.New(brandguard.Config{Catalog: cfg.Catalog, Registerer: cfg.Registerer, Logger: cfg.Logger}); err != nil {
 			return nil, err
 		}
@@ -112,7 +128,6 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 			}
 		}
 	}
-	var err error
 	if w.written, err = promutil.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "headway", Subsystem: "outbox", Name: "written_total",
 		Help: "Outbox rows inserted into a transaction by the writer, by stream (counted at insert, before the caller commits).",
