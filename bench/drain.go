@@ -16,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -172,7 +173,7 @@ func (b *bench) drainCase(ctx context.Context, name, slug string, n int, drain d
 		if attempt > 1 {
 			slug = fmt.Sprintf("%s-a%d", slug, attempt)
 		}
-		stream := b.prefix + slug + ":" + event.StreamKey(event.StreamWallet)
+		stream := b.prefix + slug + ":" + event.StreamKey(platform.StreamWallet)
 		b.logf("%s: pre-filling %d entries", name, n)
 		last, err := b.prefill(ctx, stream, n)
 		if err != nil {
@@ -206,7 +207,7 @@ func (b *bench) drainCase(ctx context.Context, name, slug string, n int, drain d
 // bytes of names and values in all.
 func entry(fill, i int, occurred time.Time) ([]any, error) {
 	id := "f" + strconv.Itoa(fill) + "-" + strconv.Itoa(i)
-	fields, err := event.Encode(event.Envelope{EventID: id, EventType: event.BetSettledConfirmed, SchemaVersion: 2,
+	fields, err := event.Encode(event.Envelope{EventID: id, EventType: platform.BetSettledConfirmed, SchemaVersion: 2,
 		BrandID: 3, OccurredAt: occurred, AggregateID: "bet-" + strconv.Itoa(i%1000),
 		Payload: fmt.Appendf(nil, `{"bet_id":%d,"amount":"12.50","currency":"EUR"}`, i)})
 	return append(fields, redisstream.UUIDHeaderKey, id), err
@@ -284,7 +285,7 @@ func (b *bench) headwayDrain(store dedup.Store, work consumer.Handler) drainFunc
 // are drained.
 func (b *bench) drainOne(ctx context.Context, stream, last string, cnt *counter,
 	store dedup.Store, work consumer.Handler, end func()) (time.Duration, error) {
-	c, err := consumer.New(consumer.Config{Client: b.rdb, Stream: stream, CatalogStream: event.StreamWallet,
+	c, err := consumer.New(consumer.Config{Client: b.rdb, Stream: stream, CatalogStream: platform.StreamWallet,
 		Group: group, Consumer: "bench", Handlers: handlers(cnt.handler(work)), Dedup: store,
 		BatchSize: b.o.BatchSize, Concurrency: 8, Logger: b.quiet})
 	if err != nil {
@@ -314,7 +315,7 @@ func insertApplied(ctx context.Context, m *consumer.Message) error {
 }
 
 func handlers(h consumer.Handler) map[event.Type]consumer.Handler {
-	return map[event.Type]consumer.Handler{event.BetSettledConfirmed: h, event.BetRolledBackConfirmed: h}
+	return map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h}
 }
 
 // drainWatermill drains with Watermill's redisstream subscriber in a

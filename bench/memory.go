@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // MemoryResult is the memory section: the process's RSS while one
@@ -33,7 +34,7 @@ type MemoryResult struct {
 func (b *bench) memorySection(ctx context.Context) error {
 	res := &MemoryResult{Section: Section{LoadStart: loadAvg()}, Entries: b.o.MemoryN}
 	b.rep.Memory = res
-	stream := b.prefix + "memory:" + event.StreamKey(event.StreamWallet)
+	stream := b.prefix + "memory:" + event.StreamKey(platform.StreamWallet)
 	b.logf("pre-filling %d entries", res.Entries)
 	start := time.Now()
 	last, err := b.prefill(ctx, stream, res.Entries)

@@ -19,6 +19,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -127,7 +128,7 @@ func (b *bench) fillOutbox(ctx context.Context, w *outbox.Writer, tag string, n 
 
 func outboxEvent(id string, i int) event.Envelope {
 	payload, _ := json.Marshal(map[string]any{"bet_id": i, "amount": "12.50", "currency": "EUR"})
-	return event.Envelope{EventID: id, EventType: event.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3,
+	return event.Envelope{EventID: id, EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3,
 		OccurredAt: time.Now().UTC().Truncate(time.Microsecond), AggregateID: "bet-" + strconv.Itoa(i%1000), Payload: payload}
 }
 
@@ -239,8 +240,8 @@ func (b *bench) e2eSection(ctx context.Context) error {
 		}
 		return nil
 	}
-	c, err := consumer.New(consumer.Config{Client: b.rdb, Stream: keyPrefix + event.StreamKey(event.StreamWallet),
-		CatalogStream: event.StreamWallet, Group: group, Consumer: "bench", Handlers: handlers(handler),
+	c, err := consumer.New(consumer.Config{Client: b.rdb, Stream: keyPrefix + event.StreamKey(platform.StreamWallet),
+		CatalogStream: platform.StreamWallet, Group: group, Consumer: "bench", Handlers: handlers(handler),
 		BatchSize: b.o.BatchSize, Logger: b.quiet})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -55,7 +56,7 @@ func (b *bench) scaleSection(ctx context.Context) error {
 	b.logf("pre-filling %d streams with %d entries each", res.Streams, res.PerStream)
 	streams, lasts := make([]string, res.Streams), make([]string, res.Streams)
 	for i := range streams {
-		streams[i] = fmt.Sprintf("%sscale:%03d:%s", b.prefix, i, event.StreamKey(event.StreamWallet))
+		streams[i] = fmt.Sprintf("%sscale:%03d:%s", b.prefix, i, event.StreamKey(platform.StreamWallet))
 		var err error
 		if lasts[i], err = b.prefill(ctx, streams[i], res.PerStream); err != nil {
 			return err
@@ -67,7 +68,7 @@ func (b *bench) scaleSection(ctx context.Context) error {
 	consumers := make([]*consumer.Consumer, res.Streams)
 	wms := make([]*readiness.Watermark, res.Streams)
 	for i, s := range streams {
-		c, err := consumer.New(consumer.Config{Client: rdb, Stream: s, CatalogStream: event.StreamWallet, Group: group,
+		c, err := consumer.New(consumer.Config{Client: rdb, Stream: s, CatalogStream: platform.StreamWallet, Group: group,
 			Consumer: "bench", Handlers: handlers(h), BatchSize: b.o.BatchSize, Concurrency: 8, Logger: b.quiet})
 		if err != nil {
 			return err

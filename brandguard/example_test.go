@@ -10,6 +10,7 @@ import (
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func Example() {
@@ -27,7 +28,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	scope := guard.Scope(event.StreamKey(event.StreamWallet), event.ServiceRolling)
+	scope := guard.Scope(event.StreamKey(platform.StreamWallet), platform.ServiceRolling)
 
 	entry := func(version, brand string) map[string]any {
 		return map[string]any{
@@ -48,7 +49,7 @@ func Example() {
 
 func ExampleScope_CheckTarget() {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	env := event.Envelope{EventID: "e-1", EventType: event.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3}
+	env := event.Envelope{EventID: "e-1", EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3}
 	for _, mode := range []brandguard.Mode{brandguard.ModeObserve, brandguard.ModeEnforce} {
 		guard, _ := brandguard.New(brandguard.Config{Mode: mode, Logger: quiet})
 		scope := guard.Scope("events:{wallet}", "rolling_service")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/logkey"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // Log attribute keys used by brandguard. Those shared with the consumer,
@@ -32,7 +33,7 @@ type Config struct {
 	// it from the environment with ModeFromEnv.
 	Mode Mode
 	// Catalog tells which event types are retired. Nil means
-	// event.Platform().
+	// platform.Catalog().
 	Catalog *event.Catalog
 	// Codec decodes entries in Scope.Decode (its size limit applies).
 	Codec event.Codec
@@ -67,7 +68,7 @@ type Guard struct {
 	m       *metrics
 }
 
-// New returns a Guard. Defaults: Mode enforce, Catalog event.Platform(),
+// New returns a Guard. Defaults: Mode enforce, Catalog platform.Catalog(),
 // Codec the zero event.Codec (1 MiB entries), no metrics registration,
 // slog.Default(). It fails on an invalid Config or when a metric clashes
 // with a different one already registered; building two Guards against one
@@ -78,7 +79,7 @@ func New(cfg Config) (*Guard, error) {
 	}
 	g := &Guard{mode: cfg.Mode, catalog: cfg.Catalog, codec: cfg.Codec, log: cfg.Logger}
 	if g.catalog == nil {
-		g.catalog = event.Platform()
+		g.catalog = platform.Catalog()
 	}
 	if g.log == nil {
 		g.log = slog.Default()

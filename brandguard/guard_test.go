@@ -14,6 +14,7 @@ import (
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 const (
@@ -145,7 +146,7 @@ func legacyTotal(t *testing.T, reg *prometheus.Registry) float64 {
 }
 
 func TestTargetCheck(t *testing.T) {
-	env := event.Envelope{EventID: "evt-9", EventType: event.BetSettledConfirmed, SchemaVersion: 2, BrandID: 7}
+	env := event.Envelope{EventID: "evt-9", EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: 7}
 	ctx := context.Background()
 
 	t.Run("same brand", func(t *testing.T) {
@@ -205,7 +206,7 @@ headway_brandguard_brand_mismatch_total{consumer="rolling_service",mode="enforce
 
 // TestProducerInvariant: the envelope brand must equal the owning row's brand.
 func TestProducerInvariant(t *testing.T) {
-	env := event.Envelope{EventID: "evt-3", EventType: event.DepositApproved, SchemaVersion: 2, BrandID: 5,
+	env := event.Envelope{EventID: "evt-3", EventType: platform.DepositApproved, SchemaVersion: 2, BrandID: 5,
 		OccurredAt: time.Now(), AggregateID: "dep-1", Payload: []byte(`{}`)}
 	f := newFixture(t, brandguard.ModeObserve) // the mode does not soften the producer rule
 	ctx := context.Background()
@@ -335,7 +336,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := brandguard.New(brandguard.Config{Mode: 9}); !errors.Is(err, brandguard.ErrInvalidMode) {
 		t.Errorf("mode 9: %v", err)
 	}
-	bad := event.Platform()
+	bad := platform.Catalog()
 	bad.Streams[0].Types = nil
 	if _, err := brandguard.New(brandguard.Config{Catalog: bad}); !errors.Is(err, event.ErrInvalidCatalog) {
 		t.Errorf("invalid catalog: %v", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestBadInputCatalogue pushes every class of bad stream entry we know of,
@@ -99,25 +100,25 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"event_type markup", mut("event_type", "<script>alert(1)</script>"), reason(brandguard.ReasonMalformed)},
 		{"event_type unknown", mut("event_type", "SOMETHING_NEW"), unhandled},
 		{"event_type producer-only", mut("event_type", "DEPOSIT_APPROVED"), unhandled},
-		{"event_type retired", mut("event_type", string(event.BrandAwarePublishingBegins)), ignored},
-		{"retired sentinel without aggregate_id, payload, brand_id", mut("event_type", string(event.BrandAwarePublishingBegins),
+		{"event_type retired", mut("event_type", string(platform.BrandAwarePublishingBegins)), ignored},
+		{"retired sentinel without aggregate_id, payload, brand_id", mut("event_type", string(platform.BrandAwarePublishingBegins),
 			"aggregate_id", absent, "payload", absent, "brand_id", absent), ignored},
 		{"extra unknown fields", mut("x_extra", "tolerated"), applied},
 		{"traceparent invalid", mut("traceparent", "not-a-traceparent"), applied},
 		{"duplicate event_id, other content", mut("event_id", "bad-dup", "payload", `{"amount":"999.00"}`), duplicate},
 	}
 	// The original of the duplicate goes first.
-	publish(t, rdb, stream, envelope("bad-dup", event.BetSettledConfirmed, "bet-dup", 3, map[string]string{"amount": "1.00"}))
+	publish(t, rdb, stream, envelope("bad-dup", platform.BetSettledConfirmed, "bet-dup", 3, map[string]string{"amount": "1.00"}))
 	eventually(t, 5*time.Second, "the original applied", func() bool { return rec.times("bad-dup") == 1 })
 	entryClass := map[string]int{}
 	for i, c := range cases {
 		id := publishRaw(t, rdb, stream, c.fields)
 		entryClass[id] = i
 		if i%5 == 0 { // good entries keep flowing between the bad ones
-			publish(t, rdb, stream, envelope(fmt.Sprintf("good-%d", i), event.BetSettledConfirmed, "bet-good", 3, nil))
+			publish(t, rdb, stream, envelope(fmt.Sprintf("good-%d", i), platform.BetSettledConfirmed, "bet-good", 3, nil))
 		}
 	}
-	publish(t, rdb, stream, envelope("good-last", event.BetSettledConfirmed, "bet-good", 3, nil))
+	publish(t, rdb, stream, envelope("good-last", platform.BetSettledConfirmed, "bet-good", 3, nil))
 	if len(cases) < 25 {
 		t.Fatalf("the catalogue has %d classes; keep at least 25", len(cases))
 	}
@@ -175,9 +176,9 @@ func TestBadInputCatalogue(t *testing.T) {
 		outcome string
 		n       float64
 	}{
-		{event.DepositApproved, consumer.OutcomeUnhandled, 1},
-		{event.BrandAwarePublishingBegins, consumer.OutcomeIgnored, 2}, // one whole, one without most fields
-		{event.BetSettledConfirmed, consumer.OutcomeDuplicate, 1},
+		{platform.DepositApproved, consumer.OutcomeUnhandled, 1},
+		{platform.BrandAwarePublishingBegins, consumer.OutcomeIgnored, 2}, // one whole, one without most fields
+		{platform.BetSettledConfirmed, consumer.OutcomeDuplicate, 1},
 	} {
 		if got := h.outcome(w.typ, w.outcome); got != w.n {
 			t.Errorf("entries_total{%s,%s} = %v, want %v", w.typ, w.outcome, got, w.n)

@@ -17,6 +17,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // BenchmarkDrain drains N pre-filled entries three ways in one run and
@@ -55,7 +56,7 @@ func prefill(b testing.TB, rdb redis.UniversalClient, stream string, n int) stri
 	ctx := context.Background()
 	pipe := rdb.Pipeline()
 	for i := range n {
-		fields, err := event.Encode(envelope(fmt.Sprintf("ev-%d", i), event.BetSettledConfirmed,
+		fields, err := event.Encode(envelope(fmt.Sprintf("ev-%d", i), platform.BetSettledConfirmed,
 			fmt.Sprintf("bet-%d", i%1000), 3, map[string]any{"bet_id": i, "amount": "12.50", "currency": "EUR"}))
 		if err != nil {
 			b.Fatal(err)
@@ -112,7 +113,7 @@ func drainHeadway(b testing.TB, rdb redis.UniversalClient, stream string, n int,
 		}
 		return nil
 	}
-	cfg := consumer.Config{Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: "rolling_service",
+	cfg := consumer.Config{Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service",
 		Consumer: "bench", Handlers: handlersFor(h), BatchSize: 500, Block: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if store != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -26,7 +27,7 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 	srv := redistest.StartServer(t, redistest.ServerOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, ReadTimeout: -1, WriteTimeout: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
-	stream := event.StreamKey(event.StreamWallet)
+	stream := event.StreamKey(platform.StreamWallet)
 	const liveness = 7 * time.Second
 	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "hung", StallWindow: 500 * time.Millisecond,
 		LivenessWindow: liveness, FailureBound: 2})
@@ -40,7 +41,7 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 100*time.Millisecond // reclaim passes run all along
 	cfg.ConsumerIdleTimeout = time.Second
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("before", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("before", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "applied and ready", func() bool { return rec.times("before") == 1 && wm.Status().Ready() })
 
 	srv.Pause()
@@ -72,7 +73,7 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 	}
 	srv.Resume()
 	paused = false
-	publish(t, rdb, stream, envelope("after", event.BetSettledConfirmed, "bet-2", 3, nil))
+	publish(t, rdb, stream, envelope("after", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	eventually(t, 20*time.Second, "applies again and ready", func() bool {
 		return rec.times("after") == 1 && h.pending() == 0 && wm.Status().Ready()
 	})
@@ -96,7 +97,7 @@ func TestStartAgainstHungRedisFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fastConfig(rdb, event.StreamKey(event.StreamWallet), handlersFor(newRecorder().handle))
+	cfg := fastConfig(rdb, event.StreamKey(platform.StreamWallet), handlersFor(newRecorder().handle))
 	cfg.Watermark = wm
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := consumer.New(cfg)

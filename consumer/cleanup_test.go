@@ -10,6 +10,7 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestIdleConsumerCleanupKeepsAConsumerThatCameBack: the cleanup of idle
@@ -31,7 +32,7 @@ func TestIdleConsumerCleanupKeepsAConsumerThatCameBack(t *testing.T) {
 		}
 	}
 	const idleTimeout = 200 * time.Millisecond
-	fields, err := event.Encode(envelope("back", event.BetSettledConfirmed, "bet-1", 3, nil))
+	fields, err := event.Encode(envelope("back", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestClusterCoreCases runs the consumer's core cases on a three-node Redis
@@ -26,13 +27,13 @@ func TestClusterCoreCases(t *testing.T) {
 	cl := redistest.StartCluster(t)
 	rdb := cl.Client()
 	ctx := context.Background()
-	stream := event.StreamKey(event.StreamWallet)
+	stream := event.StreamKey(platform.StreamWallet)
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	// A consumer that dies holding two entries.
-	publish(t, rdb, stream, envelope("orphan-1", event.BetSettledConfirmed, "bet-o1", 3, nil),
-		envelope("orphan-2", event.BetSettledConfirmed, "bet-o2", 3, nil))
+	publish(t, rdb, stream, envelope("orphan-1", platform.BetSettledConfirmed, "bet-o1", 3, nil),
+		envelope("orphan-2", platform.BetSettledConfirmed, "bet-o2", 3, nil))
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-dead",
 		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
 		t.Fatal(err)
@@ -61,10 +62,10 @@ func TestClusterCoreCases(t *testing.T) {
 	cfg.ConsumerIdleTimeout = 200 * time.Millisecond
 	h := start(t, cfg)
 
-	dup := envelope("dup", event.BetSettledConfirmed, "bet-d", 3, nil)
-	publish(t, rdb, stream, envelope("ok-1", event.BetSettledConfirmed, "bet-1", 3, nil), dup, dup,
-		envelope("poison", event.BetSettledConfirmed, "bet-poison", 3, nil),
-		envelope("slow", event.BetSettledConfirmed, "bet-slow", 3, nil))
+	dup := envelope("dup", platform.BetSettledConfirmed, "bet-d", 3, nil)
+	publish(t, rdb, stream, envelope("ok-1", platform.BetSettledConfirmed, "bet-1", 3, nil), dup, dup,
+		envelope("poison", platform.BetSettledConfirmed, "bet-poison", 3, nil),
+		envelope("slow", platform.BetSettledConfirmed, "bet-slow", 3, nil))
 	publishRaw(t, rdb, stream, map[string]any{"event_id": "legacy", "event_type": "BET_SETTLED_CONFIRMED",
 		"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-l", "payload": "{}"})
 
@@ -83,7 +84,7 @@ func TestClusterCoreCases(t *testing.T) {
 	if !reasons[consumer.ReasonMaxDeliveries] || !reasons[string(brandguard.ReasonLegacySchema)] {
 		t.Errorf("dead-letter reasons %v", reasons)
 	}
-	if h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) != 1 {
+	if h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) != 1 {
 		t.Error("the duplicate was not recognised")
 	}
 	eventually(t, 5*time.Second, "group info read on the cluster", func() bool {

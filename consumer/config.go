@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -80,7 +81,7 @@ type Config struct {
 	// stream whose key is Stream.
 	CatalogStream string
 	// Catalog checks the handlers at start-up and bounds the event_type
-	// metric label. Default event.Platform().
+	// metric label. Default platform.Catalog().
 	Catalog *event.Catalog
 	// Group is the consumer group, normally the consuming service's name
 	// (rolling_service). It is also the dedup scope and brandguard's
@@ -219,7 +220,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if c.Catalog == nil {
-		c.Catalog = event.Platform()
+		c.Catalog = platform.Catalog()
 	}
 	if c.CatalogStream == "" {
 		s, ok := c.Catalog.StreamByKey(c.Stream)

@@ -18,16 +18,17 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent())
 }
 
-func walletStream(prefix string) string { return prefix + event.StreamKey(event.StreamWallet) }
+func walletStream(prefix string) string { return prefix + event.StreamKey(platform.StreamWallet) }
 
 func handlersFor(h consumer.Handler) map[event.Type]consumer.Handler {
-	return map[event.Type]consumer.Handler{event.BetSettledConfirmed: h, event.BetRolledBackConfirmed: h}
+	return map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h}
 }
 
 func TestHappyPath(t *testing.T) {
@@ -38,7 +39,7 @@ func TestHappyPath(t *testing.T) {
 
 	var envs []event.Envelope
 	for i, id := range ids("e", 50) {
-		envs = append(envs, envelope(id, event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%7), 3, map[string]int{"n": i}))
+		envs = append(envs, envelope(id, platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%7), 3, map[string]int{"n": i}))
 	}
 	entryIDs := publish(t, rdb, stream, envs...)
 	eventually(t, 5*time.Second, "50 events applied", func() bool { return rec.n() == 50 })
@@ -49,7 +50,7 @@ func TestHappyPath(t *testing.T) {
 			t.Errorf("%s applied %d times", id, rec.times(id))
 		}
 	}
-	if got := h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied); got != 50 {
+	if got := h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied); got != 50 {
 		t.Errorf("applied counter = %v, want 50", got)
 	}
 	eventually(t, 5*time.Second, "idle consumer ready with zero backlog", func() bool {
@@ -69,9 +70,9 @@ func TestRetryThenSuccess(t *testing.T) {
 		return nil
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
-	publish(t, rdb, stream, envelope("r1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("r1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "applied after retries", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if c := calls.Load(); c != 3 {
 		t.Errorf("handler called %d times, want 3", c)
@@ -97,7 +98,7 @@ func TestAlwaysFailingIsDeadLetteredAfterMaxDeliveries(t *testing.T) {
 	cfg.ReclaimIdle = 200 * time.Millisecond
 	cfg.ReclaimInterval = 50 * time.Millisecond
 	h := start(t, cfg)
-	id := publish(t, rdb, stream, envelope("f1", event.BetSettledConfirmed, "bet-1", 3, nil))[0]
+	id := publish(t, rdb, stream, envelope("f1", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
 
 	eventually(t, 10*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
 	dl := h.deadLetters()[0].Values
@@ -132,7 +133,7 @@ func TestPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 		return consumer.Permanent(errors.New("bet does not exist"))
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
-	publish(t, rdb, stream, envelope("p1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("p1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
 	if r := h.deadLetters()[0].Values["dlq_reason"]; r != consumer.ReasonHandlerPermanent || calls.Load() != 1 {
 		t.Errorf("reason %v after %d calls; want handler_permanent after 1", r, calls.Load())
@@ -177,7 +178,7 @@ func TestBadInputIsDeadLetteredByReason(t *testing.T) {
 	for _, c := range cases {
 		publishRaw(t, rdb, stream, c.fields)
 	}
-	publish(t, rdb, stream, envelope("good-after", event.BetSettledConfirmed, "bet-9", 3, nil))
+	publish(t, rdb, stream, envelope("good-after", platform.BetSettledConfirmed, "bet-9", 3, nil))
 
 	eventually(t, 5*time.Second, "every bad entry dead-lettered", func() bool { return len(h.deadLetters()) == len(cases) })
 	eventually(t, 5*time.Second, "the good entry after them applied", func() bool { return rec.times("good-after") == 1 })
@@ -262,18 +263,18 @@ func TestUnhandledIgnoredAndTargetMismatch(t *testing.T) {
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
 	publish(t, rdb, stream,
-		envelope("dep-1", event.DepositApproved, "dep-1", 3, nil),
-		envelope("sentinel", event.BrandAwarePublishingBegins, "wallet", 3, nil),
-		envelope("cross-brand", event.BetSettledConfirmed, "bet-2", 4, nil),
-		envelope("same-brand", event.BetSettledConfirmed, "bet-3", 3, nil),
+		envelope("dep-1", platform.DepositApproved, "dep-1", 3, nil),
+		envelope("sentinel", platform.BrandAwarePublishingBegins, "wallet", 3, nil),
+		envelope("cross-brand", platform.BetSettledConfirmed, "bet-2", 4, nil),
+		envelope("same-brand", platform.BetSettledConfirmed, "bet-3", 3, nil),
 	)
 	eventually(t, 5*time.Second, "all four resolved", func() bool {
 		return h.pending() == 0 && rec.times("same-brand") == 1 && len(h.deadLetters()) == 1
 	})
-	if got := h.outcome(event.DepositApproved, consumer.OutcomeUnhandled); got != 1 {
+	if got := h.outcome(platform.DepositApproved, consumer.OutcomeUnhandled); got != 1 {
 		t.Errorf("DEPOSIT_APPROVED unhandled = %v, want 1", got)
 	}
-	if got := h.outcome(event.BrandAwarePublishingBegins, consumer.OutcomeIgnored); got != 1 {
+	if got := h.outcome(platform.BrandAwarePublishingBegins, consumer.OutcomeIgnored); got != 1 {
 		t.Errorf("sentinel ignored = %v, want 1", got)
 	}
 	if dl := h.deadLetters()[0].Values; dl["event_id"] != "cross-brand" || dl["dlq_reason"] != string(brandguard.ReasonBrandMismatch) {
@@ -304,11 +305,11 @@ func TestDuplicatesRunOnce(t *testing.T) {
 			// and come back with the reclaim, as duplicates.
 			cfg.HandlerTimeout, cfg.ReclaimIdle, cfg.ReclaimInterval = 200*time.Millisecond, 500*time.Millisecond, 100*time.Millisecond
 			h := start(t, cfg)
-			e := envelope("dup-"+tc.name, event.BetSettledConfirmed, "bet-1", 3, nil)
+			e := envelope("dup-"+tc.name, platform.BetSettledConfirmed, "bet-1", 3, nil)
 			publish(t, rdb, h.stream, e, e, e)
 			eventually(t, 10*time.Second, "all three resolved", func() bool {
 				return h.pending() == 0 &&
-					h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
+					h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
 			})
 			if rec.times(e.EventID) != 1 {
 				t.Fatalf("handler ran %d times for one event_id", rec.times(e.EventID))
@@ -341,11 +342,11 @@ func TestFailedEventWithDedupRunsAgain(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 200*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("again", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("again", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 10*time.Second, "applied on redelivery", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
 	})
-	if h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) != 0 {
+	if h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) != 0 {
 		t.Fatal("a failed event came back as a duplicate: it would have been lost")
 	}
 }
@@ -359,8 +360,8 @@ func TestDeadConsumerEntriesAreReclaimed(t *testing.T) {
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, rdb, stream, envelope("d1", event.BetSettledConfirmed, "bet-1", 3, nil),
-		envelope("d2", event.BetSettledConfirmed, "bet-2", 3, nil))
+	publish(t, rdb, stream, envelope("d1", platform.BetSettledConfirmed, "bet-1", 3, nil),
+		envelope("d2", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	// pod-dead reads both and dies.
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-dead",
 		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
@@ -414,7 +415,7 @@ func TestSlowHandlerIsNotReclaimedWhileRunning(t *testing.T) {
 	// the refresh is what protects the entry from the other consumer here:
 	// its idle threshold is below the handler's run time.
 	a := start(t, mk("pod-a"))
-	publish(t, rdb, stream, envelope("slow", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("slow", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "handler started", func() bool { return runs.Load() == 1 })
 	other := mk("pod-b")
 	other.HandlerTimeout = 200 * time.Millisecond
@@ -455,7 +456,7 @@ func TestPerAggregateOrderWithConcurrency(t *testing.T) {
 	var envs []event.Envelope
 	for s := range perAggregate {
 		for a := range aggregates {
-			envs = append(envs, envelope(fmt.Sprintf("o-%d-%d", a, s), event.BetSettledConfirmed,
+			envs = append(envs, envelope(fmt.Sprintf("o-%d-%d", a, s), platform.BetSettledConfirmed,
 				fmt.Sprintf("bet-%d", a), 3, map[string]int{"seq": s}))
 		}
 	}
@@ -490,15 +491,15 @@ func TestFailedEntryHoldsItsAggregate(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("a1", event.BetSettledConfirmed, "bet-A", 3, nil),
-		envelope("a2", event.BetSettledConfirmed, "bet-A", 3, nil),
-		envelope("b1", event.BetSettledConfirmed, "bet-B", 3, nil))
+	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
+		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil),
+		envelope("b1", platform.BetSettledConfirmed, "bet-B", 3, nil))
 	eventually(t, 5*time.Second, "b1 applied while a1 waits", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order) >= 1
 	})
-	publish(t, rdb, stream, envelope("a3", event.BetSettledConfirmed, "bet-A", 3, nil))
+	publish(t, rdb, stream, envelope("a3", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	eventually(t, 10*time.Second, "everything applied", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -552,8 +553,8 @@ func TestGracefulDrain(t *testing.T) {
 	// Published before the start, so both come in one batch. Whether they
 	// share a lane or not, slow-ok runs first and the hung one runs (or
 	// waits) until the drain deadline.
-	publish(t, rdb, stream, envelope("slow-ok", event.BetSettledConfirmed, "bet-1", 3, nil),
-		envelope("hung", event.BetSettledConfirmed, "bet-hung", 3, nil))
+	publish(t, rdb, stream, envelope("slow-ok", platform.BetSettledConfirmed, "bet-1", 3, nil),
+		envelope("hung", platform.BetSettledConfirmed, "bet-hung", 3, nil))
 	h := start(t, cfg)
 	<-started
 	h.cancel()
@@ -587,7 +588,7 @@ func TestNewRefusesReservedHandler(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	_, err := consumer.New(consumer.Config{Client: rdb, Stream: walletStream(prefix), CatalogStream: "wallet",
 		Group: "g", Consumer: "c", Handlers: map[event.Type]consumer.Handler{
-			event.BetAuthorized: func(context.Context, *consumer.Message) error { return nil }}})
+			platform.BetAuthorized: func(context.Context, *consumer.Message) error { return nil }}})
 	if !errors.Is(err, event.ErrNotDispatchable) || !strings.Contains(err.Error(), "BET_AUTHORIZED is reserved") {
 		t.Fatalf("err = %v", err)
 	}
@@ -620,7 +621,7 @@ func TestHandlerTimeoutCancelsAttempt(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle = time.Second
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("slow", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("slow", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	select {
 	case err := <-errs:
 		if !errors.Is(err, context.DeadlineExceeded) {
@@ -630,7 +631,7 @@ func TestHandlerTimeoutCancelsAttempt(t *testing.T) {
 		t.Fatal("HandlerTimeout did not cancel the attempt")
 	}
 	eventually(t, 5*time.Second, "the retry applied it", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 }
 
@@ -655,7 +656,7 @@ func TestReclaimRunsUnderSteadyLoad(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 100*time.Millisecond
 	cfg.BatchSize = 5
 	start(t, cfg)
-	publish(t, rdb, stream, envelope("first", event.BetSettledConfirmed, "bet-first", 3, nil))
+	publish(t, rdb, stream, envelope("first", platform.BetSettledConfirmed, "bet-first", 3, nil))
 	stop := make(chan struct{})
 	var producer sync.WaitGroup
 	producer.Go(func() {
@@ -665,7 +666,7 @@ func TestReclaimRunsUnderSteadyLoad(t *testing.T) {
 				return
 			default:
 			}
-			publish(t, rdb, stream, envelope(fmt.Sprintf("load-%d", i), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%50), 3, nil))
+			publish(t, rdb, stream, envelope(fmt.Sprintf("load-%d", i), platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%50), 3, nil))
 			time.Sleep(time.Millisecond) // a steady trickle, so every read finds entries
 		}
 	})
@@ -695,7 +696,7 @@ func TestDedupLeaseRenewedWhileRunning(t *testing.T) {
 	cfg.ReclaimIdle = 600 * time.Millisecond
 	cfg.HandlerTimeout = 500 * time.Millisecond
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("long", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("long", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	<-running
 	// Let more than LeaseTTL pass while the handler runs (the state to
 	// check is "later than the lease", not an event to wait for).
@@ -706,5 +707,5 @@ func TestDedupLeaseRenewedWhileRunning(t *testing.T) {
 	if err != nil || out[0] != dedup.Busy {
 		t.Fatalf("another store could claim a running event after LeaseTTL: %v %v", out, err)
 	}
-	eventually(t, 5*time.Second, "applied", func() bool { return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 })
+	eventually(t, 5*time.Second, "applied", func() bool { return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 })
 }

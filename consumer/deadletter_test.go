@@ -15,6 +15,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -37,7 +38,7 @@ func TestDeadLetterFailureKeepsTheEntryPending(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("warm", event.BetSettledConfirmed, "bet-0", 3, nil))
+	publish(t, rdb, stream, envelope("warm", platform.BetSettledConfirmed, "bet-0", 3, nil))
 	eventually(t, 5*time.Second, "started", func() bool { return rec.times("warm") == 1 })
 	// The key goes wrong after the start-up check.
 	if err := rdb.Set(ctx, h.dlq, "not a stream", 0).Err(); err != nil {
@@ -161,7 +162,7 @@ func TestDeadLetterSkipsAnEntryAnotherConsumerTook(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Retry.Attempts = 1
 	h := start(t, cfg)
-	ids := publish(t, rdb, stream, envelope("e1", event.BetSettledConfirmed, "bet-A", 3, nil))
+	ids := publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	<-started
 	if err := rdb.XClaim(ctx, &redis.XClaimArgs{Stream: stream, Group: "rolling_service", Consumer: "pod-b",
 		MinIdle: 0, Messages: ids}).Err(); err != nil {
@@ -169,7 +170,7 @@ func TestDeadLetterSkipsAnEntryAnotherConsumerTook(t *testing.T) {
 	}
 	close(release)
 	eventually(t, 5*time.Second, "pod-a's outcome counted", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeferred) == 1
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) == 1
 	})
 	if n := len(h.deadLetters()); n != 0 {
 		t.Fatalf("%d dead letters of an entry pod-b holds", n)
@@ -215,7 +216,7 @@ func TestRejectedEntryKeepsItsIdentity(t *testing.T) {
 	delete(entry, "brand_id")
 	publishRaw(t, rdb, stream, entry)
 	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
-	if n := h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeadLettered); n != 1 {
+	if n := h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeadLettered); n != 1 {
 		t.Fatalf("entries_total{event_type=BET_SETTLED_CONFIRMED,outcome=dead_lettered} = %v, want 1", n)
 	}
 	logs := h.logs.String()

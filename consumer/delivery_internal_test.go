@@ -10,15 +10,16 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // internalConsumer returns a consumer "pod-a" of group rolling_service on
 // the wallet stream under prefix, for tests that call its methods directly.
 func internalConsumer(t *testing.T, rdb redis.UniversalClient, stream string) *Consumer {
 	t.Helper()
-	c, err := New(Config{Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: "rolling_service",
+	c, err := New(Config{Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service",
 		Consumer: "pod-a", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Handlers: map[event.Type]Handler{event.BetSettledConfirmed: func(context.Context, *Message) error { return nil }}})
+		Handlers: map[event.Type]Handler{platform.BetSettledConfirmed: func(context.Context, *Message) error { return nil }}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func internalConsumer(t *testing.T, rdb redis.UniversalClient, stream string) *C
 func TestDeliveryCountsInterleaved(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := redistest.Client(t)
-	stream := prefix + event.StreamKey(event.StreamWallet)
+	stream := prefix + event.StreamKey(platform.StreamWallet)
 	ctx := context.Background()
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
 		t.Fatal(err)

@@ -7,11 +7,11 @@
 //
 //	c, err := consumer.New(consumer.Config{
 //		Client:   rdb,                                    // redis.UniversalClient: node or cluster
-//		Stream:   event.StreamKey(event.StreamWallet),     // "events:{wallet}"
-//		Group:    event.ServiceRolling,                    // "rolling_service"
+//		Stream:   event.StreamKey(platform.StreamWallet),     // "events:{wallet}"
+//		Group:    platform.ServiceRolling,                    // "rolling_service"
 //		Handlers: map[event.Type]consumer.Handler{
-//			event.BetSettledConfirmed:    settle,
-//			event.BetRolledBackConfirmed: rollBack,
+//			platform.BetSettledConfirmed:    settle,
+//			platform.BetRolledBackConfirmed: rollBack,
 //		},
 //		Guard:      guard,       // brandguard, mode from MULTI_BRAND_ENFORCEMENT
 //		Dedup:      store,       // dedup.NewRedis(rdb, …) or an inbox store

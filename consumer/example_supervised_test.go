@@ -17,6 +17,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/status"
 	"github.com/headwaylabs/headway/supervisor"
@@ -37,8 +38,8 @@ func Example_supervised() {
 	defer cancel()
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	// A unique key for the example; a service uses event.StreamKey(event.StreamWallet).
-	stream := fmt.Sprintf("example:%d:%s", time.Now().UnixNano(), event.StreamKey(event.StreamWallet))
+	// A unique key for the example; a service uses event.StreamKey(platform.StreamWallet).
+	stream := fmt.Sprintf("example:%d:%s", time.Now().UnixNano(), event.StreamKey(platform.StreamWallet))
 	defer rdb.Del(context.Background(), stream, stream+":dlq")
 	defer func() { // the dedup keys of the example
 		keys, _ := rdb.Keys(context.Background(), stream+":dedup:*").Result()
@@ -61,10 +62,10 @@ func Example_supervised() {
 	}
 	turnover := make(chan int64, 1)
 	c, err := consumer.New(consumer.Config{
-		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: event.ServiceRolling,
+		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: platform.ServiceRolling,
 		Consumer: "pod-1", // default: the hostname, stable across restarts of a pod
 		Handlers: map[event.Type]consumer.Handler{
-			event.BetSettledConfirmed: func(ctx context.Context, m *consumer.Message) error {
+			platform.BetSettledConfirmed: func(ctx context.Context, m *consumer.Message) error {
 				if _, err := m.CheckTarget(ctx, 3); err != nil { // the player's brand
 					return err
 				}
@@ -74,7 +75,7 @@ func Example_supervised() {
 				}
 				return nil
 			},
-			event.BetRolledBackConfirmed: func(context.Context, *consumer.Message) error { return nil },
+			platform.BetRolledBackConfirmed: func(context.Context, *consumer.Message) error { return nil },
 		},
 		Guard: guard, Dedup: store, Block: 200 * time.Millisecond, Registerer: reg, Logger: log,
 	})
@@ -110,7 +111,7 @@ func Example_supervised() {
 	done := make(chan error, 1)
 	go func() { done <- tree.Serve(serveCtx) }()
 
-	fields, _ := event.Encode(event.Envelope{EventID: "evt-1", EventType: event.BetSettledConfirmed,
+	fields, _ := event.Encode(event.Envelope{EventID: "evt-1", EventType: platform.BetSettledConfirmed,
 		SchemaVersion: 2, BrandID: 3, OccurredAt: time.Now(), AggregateID: "bet-77", Payload: []byte(`{"amount":"12.50"}`)})
 	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields}).Err(); err != nil {
 		panic(fmt.Sprintf("Redis at %s: %v (start it: redis-server --daemonize yes)", addr, err))

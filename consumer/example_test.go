@@ -12,6 +12,7 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // Example runs a rolling consumer on the wallet stream of the Redis at
@@ -26,18 +27,18 @@ func Example() {
 	defer func() { _ = rdb.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream := fmt.Sprintf("example:%d:%s", time.Now().UnixNano(), event.StreamKey(event.StreamWallet))
+	stream := fmt.Sprintf("example:%d:%s", time.Now().UnixNano(), event.StreamKey(platform.StreamWallet))
 	defer rdb.Del(context.Background(), stream, stream+":dlq")
 
 	applied := make(chan string, 1)
 	c, err := consumer.New(consumer.Config{
 		Client:        rdb,
 		Stream:        stream,
-		CatalogStream: event.StreamWallet, // the key has a prefix, so name the catalog stream
-		Group:         event.ServiceRolling,
+		CatalogStream: platform.StreamWallet, // the key has a prefix, so name the catalog stream
+		Group:         platform.ServiceRolling,
 		Consumer:      "pod-1",
 		Handlers: map[event.Type]consumer.Handler{
-			event.BetSettledConfirmed: func(ctx context.Context, m *consumer.Message) error {
+			platform.BetSettledConfirmed: func(ctx context.Context, m *consumer.Message) error {
 				brand, err := m.CheckTarget(ctx, 3) // the bet's player is of brand 3
 				if err != nil {
 					return err
@@ -45,7 +46,7 @@ func Example() {
 				applied <- fmt.Sprintf("%s for aggregate %s, brand %d", m.Envelope.EventType, m.Envelope.AggregateID, brand)
 				return nil
 			},
-			event.BetRolledBackConfirmed: func(context.Context, *consumer.Message) error { return nil },
+			platform.BetRolledBackConfirmed: func(context.Context, *consumer.Message) error { return nil },
 		},
 		Block:  100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -57,7 +58,7 @@ func Example() {
 	serveCtx, stop := context.WithCancel(ctx)
 	go func() { done <- c.Serve(serveCtx) }()
 
-	fields, _ := event.Encode(event.Envelope{EventID: "evt-1", EventType: event.BetSettledConfirmed,
+	fields, _ := event.Encode(event.Envelope{EventID: "evt-1", EventType: platform.BetSettledConfirmed,
 		SchemaVersion: 2, BrandID: 3, OccurredAt: time.Now(), AggregateID: "bet-77", Payload: []byte(`{"amount":"12.50"}`)})
 	rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields})
 

@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -43,7 +44,7 @@ func TestRedisPausedStallsThenRecovers(t *testing.T) {
 	srv := redistest.StartServer(t, redistest.ServerOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
-	stream := event.StreamKey(event.StreamWallet)
+	stream := event.StreamKey(platform.StreamWallet)
 
 	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "rolling", StallWindow: 500 * time.Millisecond,
 		LivenessWindow: time.Minute, FailureBound: 3})
@@ -64,7 +65,7 @@ func TestRedisPausedStallsThenRecovers(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
 	cfg.Watermark = wm
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("before", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("before", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "first event applied and ready", func() bool {
 		code, _ := readyStatus(t, web)
 		return rec.times("before") == 1 && code == http.StatusOK
@@ -85,7 +86,7 @@ func TestRedisPausedStallsThenRecovers(t *testing.T) {
 	}
 
 	srv.Resume()
-	publish(t, rdb, stream, envelope("after", event.BetSettledConfirmed, "bet-2", 3, nil))
+	publish(t, rdb, stream, envelope("after", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	eventually(t, 10*time.Second, "recovered: both applied once, ready again", func() bool {
 		code, _ := readyStatus(t, web)
 		return rec.times("after") == 1 && code == http.StatusOK && h.pending() == 0
@@ -102,10 +103,10 @@ func TestRedisRestartedEmptyRecreatesGroup(t *testing.T) {
 	srv := redistest.StartServer(t, redistest.ServerOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
-	stream := event.StreamKey(event.StreamWallet)
+	stream := event.StreamKey(platform.StreamWallet)
 	rec := newRecorder()
 	h := start(t, fastConfig(rdb, stream, handlersFor(rec.handle)))
-	publish(t, rdb, stream, envelope("one", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("one", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "first applied", func() bool { return rec.times("one") == 1 })
 
 	srv.Restart()
@@ -120,7 +121,7 @@ func TestRedisRestartedEmptyRecreatesGroup(t *testing.T) {
 	if !strings.Contains(h.logs.String(), "NOGROUP") {
 		t.Error("NOGROUP not logged")
 	}
-	publish(t, rdb, stream, envelope("two", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("two", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "new events flow again", func() bool { return rec.times("two") == 1 })
 	groups, err := rdb.XInfoGroups(context.Background(), stream).Result()
 	if err != nil || len(groups) != 1 || groups[0].Name != "rolling_service" {
@@ -145,8 +146,8 @@ func TestHungHandlerStallsButStaysLive(t *testing.T) {
 	cfg.Watermark = wm
 	h := start(t, cfg)
 	t.Cleanup(func() { close(release) }) // runs before the harness stops Serve
-	publish(t, rdb, stream, envelope("hang", event.BetSettledConfirmed, "bet-1", 3, nil),
-		envelope("behind", event.BetSettledConfirmed, "bet-2", 3, nil))
+	publish(t, rdb, stream, envelope("hang", platform.BetSettledConfirmed, "bet-1", 3, nil),
+		envelope("behind", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	eventually(t, 5*time.Second, "stalled with a backlog", func() bool {
 		st := wm.Status()
 		return st.State == readiness.StateStalled && strings.Contains(st.Reason, "backlog")

@@ -18,6 +18,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -39,7 +40,7 @@ type harness struct {
 // windows.
 func fastConfig(rdb redis.UniversalClient, stream string, handlers map[event.Type]consumer.Handler) consumer.Config {
 	return consumer.Config{
-		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
+		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
 		Handlers: handlers, Block: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
 		HandlerTimeout: 2 * time.Second, ReclaimIdle: 3 * time.Second,
 		Retry: consumer.RetryPolicy{Attempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond},
@@ -168,12 +169,12 @@ func trimWhilePending(t *testing.T, rdb redis.UniversalClient, stream string) {
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, rdb, stream, envelope("t1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("t1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-a",
 		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, rdb, stream, envelope("t2", event.BetSettledConfirmed, "bet-2", 3, nil))
+	publish(t, rdb, stream, envelope("t2", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	if err := rdb.XTrimMaxLen(ctx, stream, 1).Err(); err != nil {
 		t.Fatal(err)
 	}

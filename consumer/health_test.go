@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -35,11 +36,11 @@ func TestOneEntryRetryingKeepsReady(t *testing.T) {
 		return rec.handle(ctx, m)
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
-	publish(t, rdb, stream, envelope("stuck", event.BetSettledConfirmed, "bet-stuck", 3, nil))
+	publish(t, rdb, stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck", 3, nil))
 	eventually(t, 5*time.Second, "stuck entry failed once", func() bool { return stuckCalls.Load() >= 3 })
 	var envs []event.Envelope
 	for i := range 20 {
-		envs = append(envs, envelope("ok-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
+		envs = append(envs, envelope("ok-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
 	eventually(t, 5*time.Second, "the others applied", func() bool { return rec.n() == 20 })
@@ -91,7 +92,7 @@ func TestHandlerFailuresMakeTheLoopFailing(t *testing.T) {
 					publishRaw(t, rdb, stream, map[string]any{"event_id": id, "event_type": "BET_SETTLED_CONFIRMED", "schema_version": "2"})
 					continue
 				}
-				publish(t, rdb, stream, envelope(id, event.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
+				publish(t, rdb, stream, envelope(id, platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
 			}
 			if tc.failing {
 				eventually(t, 5*time.Second, "failing", func() bool {
@@ -120,7 +121,7 @@ func TestStuckAggregatesAreBacklog(t *testing.T) {
 	})))
 	var envs []event.Envelope
 	for i := range 20 {
-		envs = append(envs, envelope("e-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i%2), 3, nil))
+		envs = append(envs, envelope("e-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i%2), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
 	eventually(t, 5*time.Second, "stalled with the held entries as backlog, the two failed ones retrying", func() bool {
@@ -140,7 +141,7 @@ func TestFailingEndsAfterTheBurst(t *testing.T) {
 	}))) // stall window 500ms, failure bound 5
 	var envs []event.Envelope
 	for i := range 5 {
-		envs = append(envs, envelope("e-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
+		envs = append(envs, envelope("e-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
 	eventually(t, 5*time.Second, "failing", func() bool { return h.wm.Status().State == readiness.StateFailing })
@@ -159,7 +160,7 @@ func TestPeersRetryIsNotBacklog(t *testing.T) {
 	stream := walletStream(prefix)
 	failing := func(context.Context, *consumer.Message) error { return errors.New("wallet service: 503") }
 	a := start(t, fastConfig(rdb, stream, handlersFor(failing)))
-	publish(t, rdb, stream, envelope("stuck", event.BetSettledConfirmed, "bet-stuck", 3, nil))
+	publish(t, rdb, stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck", 3, nil))
 	eventually(t, 5*time.Second, "pod-a retrying 1", func() bool {
 		return strings.Contains(a.wm.Status().Reason, "retrying 1")
 	})
@@ -219,7 +220,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("ReclaimIdle below HandlerTimeout: %v", err)
 	}
 	wrongType := good
-	wrongType.Handlers = map[event.Type]consumer.Handler{event.DepositApproved: newRecorder().handle,
+	wrongType.Handlers = map[event.Type]consumer.Handler{platform.DepositApproved: newRecorder().handle,
 		event.Type("NO_SUCH_TYPE"): newRecorder().handle}
 	if err := wrongType.Validate(); !errors.Is(err, event.ErrNotDispatchable) {
 		t.Errorf("a handler for a type the stream lacks: %v", err)

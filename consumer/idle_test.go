@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -37,7 +37,7 @@ func TestIdleConsumerStaysReady(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
 	cfg.Watermark = wm
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("first", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("first", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "the first event applied", func() bool { return rec.n() == 1 && h.pending() == 0 })
 
 	for step := range 60 { // 60 × 10s = 10 minutes
@@ -62,7 +62,7 @@ func TestIdleConsumerStaysReady(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/ready after 10 idle minutes = %d", resp.StatusCode)
 	}
-	publish(t, rdb, stream, envelope("after", event.BetSettledConfirmed, "bet-2", 3, nil))
+	publish(t, rdb, stream, envelope("after", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	eventually(t, 5*time.Second, "progressing again", func() bool {
 		return rec.n() == 2 && wm.Status().State == readiness.StateProgressing
 	})

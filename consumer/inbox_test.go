@@ -10,9 +10,9 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestPostgresInboxExactlyOnceEffect: with the PostgreSQL inbox, the
@@ -51,10 +51,10 @@ func TestPostgresInboxExactlyOnceEffect(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Dedup = store
 	h := start(t, cfg)
-	dup := envelope("dup", event.BetSettledConfirmed, "bet-1", 3, nil)
-	publish(t, rdb, stream, dup, envelope("flaky", event.BetSettledConfirmed, "bet-2", 3, nil), dup, dup)
+	dup := envelope("dup", platform.BetSettledConfirmed, "bet-1", 3, nil)
+	publish(t, rdb, stream, dup, envelope("flaky", platform.BetSettledConfirmed, "bet-2", 3, nil), dup, dup)
 	eventually(t, 10*time.Second, "all four entries resolved", func() bool {
-		return h.pending() == 0 && h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
+		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
 	})
 	var n int
 	if err := db.Pool.QueryRow(ctx, "SELECT count(*) FROM rollings").Scan(&n); err != nil || n != 2 {
@@ -118,9 +118,9 @@ func TestInboxRetryAfterWriteCommitsOnce(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Dedup = store
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("e1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 10*time.Second, "the event applied", func() bool {
-		return h.pending() == 0 && h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if got := attempts.Load(); got != 2 {
 		t.Fatalf("handler ran %d times, want 2 (fail after writing, then succeed)", got)
@@ -154,9 +154,9 @@ func TestInboxRetryAfterSQLErrorSucceeds(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Dedup = store
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("e1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 10*time.Second, "the event applied", func() bool {
-		return h.pending() == 0 && h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if got := attempts.Load(); got != 2 {
 		t.Fatalf("handler ran %d times, want 2 (SQL error, then success in the same delivery)", got)
@@ -188,7 +188,7 @@ func TestInboxDeadLetterKeepsTheRealSQLError(t *testing.T) {
 	cfg.Dedup = store
 	cfg.MaxDeliveries = 1
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("e1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 10*time.Second, "the event dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
 	dl := h.deadLetters()[0].Values
 	if dl[consumer.DLQFieldReason] != consumer.ReasonMaxDeliveries {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // The consumer's metrics, after entries of every kind went through, pass
@@ -18,7 +18,7 @@ func TestMetricsLint(t *testing.T) {
 	stream := walletStream(prefix)
 	h := start(t, fastConfig(rdb, stream, handlersFor(newRecorder().handle)))
 	for i := range 3 {
-		publish(t, rdb, stream, envelope("ok-"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-1", 3, nil))
+		publish(t, rdb, stream, envelope("ok-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-1", 3, nil))
 	}
 	publishRaw(t, rdb, stream, map[string]any{"event_id": "bad", "event_type": "BET_SETTLED_CONFIRMED"})
 	eventually(t, 5*time.Second, "applied and dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })

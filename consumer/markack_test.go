@@ -12,8 +12,8 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // commandLog records, in order, when commands start and end on a client,
@@ -72,9 +72,9 @@ func TestDoneMarkWrittenBeforeAcknowledgement(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Dedup = store
 	h := start(t, cfg)
-	publish(t, base, stream, envelope("m1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, base, stream, envelope("m1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "applied and acknowledged", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
 	})
 	var settleEnd, ackStart = -1, -1
 	for i, e := range log.all() {
@@ -109,7 +109,7 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Dedup = store
 	first := start(t, cfg)
-	publish(t, base, stream, envelope("m1", event.BetSettledConfirmed, "bet-1", 3, nil))
+	publish(t, base, stream, envelope("m1", platform.BetSettledConfirmed, "bet-1", 3, nil))
 	eventually(t, 5*time.Second, "the XACK attempted (and failed)", func() bool {
 		for _, e := range log.all() {
 			if e == "start xack" {
@@ -127,7 +127,7 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	cfg2.Dedup = store2
 	h := start(t, cfg2)
 	eventually(t, 5*time.Second, "acknowledged as a duplicate", func() bool {
-		return h.pending() == 0 && h.outcome(event.BetSettledConfirmed, consumer.OutcomeDuplicate) == 1
+		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 1
 	})
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("handler ran %d times, want 1", n)

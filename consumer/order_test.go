@@ -12,8 +12,8 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestBusyLeaseHoldsItsAggregate: a pod killed while running A1 restarts;
@@ -51,14 +51,14 @@ func TestBusyLeaseHoldsItsAggregate(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	h := start(t, cfg)
-	publish(t, rdb, stream, envelope("a1", event.BetSettledConfirmed, "bet-A", 3, nil),
-		envelope("a2", event.BetSettledConfirmed, "bet-A", 3, nil),
-		envelope("b1", event.BetSettledConfirmed, "bet-B", 3, nil))
+	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
+		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil),
+		envelope("b1", platform.BetSettledConfirmed, "bet-B", 3, nil))
 	eventually(t, 5*time.Second, "b1 applied while a1 is busy", func() bool { return len(applied()) >= 1 })
-	publish(t, rdb, stream, envelope("a3", event.BetSettledConfirmed, "bet-A", 3, nil))
+	publish(t, rdb, stream, envelope("a3", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	// Let several reclaim passes meet the busy lease (each defers a1 again).
 	eventually(t, 5*time.Second, "a1 deferred by a reclaim pass", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeferred) >= 4
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) >= 4
 	})
 	if got := applied(); strings.Join(got, ",") != "b1" {
 		t.Fatalf("applied %v while a1's lease is held: want only b1", got)
@@ -94,8 +94,8 @@ func TestBusyLeaseHoldsItsAggregateAcrossReclaimPages(t *testing.T) {
 	if err := rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, rdb, stream, envelope("a1", event.BetSettledConfirmed, "bet-A", 3, nil),
-		envelope("a2", event.BetSettledConfirmed, "bet-A", 3, nil))
+	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
+		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-dead",
 		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func TestBusyLeaseHoldsItsAggregateAcrossReclaimPages(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
 	eventually(t, 10*time.Second, "several reclaim passes meet the busy lease", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeferred) >= 6
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) >= 6
 	})
 	if got := applied(); got != "" {
 		t.Fatalf("applied %q while a1's lease is held: a2 ran ahead of a1", got)
@@ -155,10 +155,10 @@ func TestHoldReleasedWhenBlockerLeavesAnotherWay(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
-	ids := publish(t, rdb, stream, envelope("a1", event.BetSettledConfirmed, "bet-A", 3, nil),
-		envelope("a2", event.BetSettledConfirmed, "bet-A", 3, nil))
+	ids := publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
+		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	eventually(t, 10*time.Second, "a2 deferred behind a1 by a reclaim pass", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeDeferred) >= 3
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) >= 3
 	})
 	if rec.times("a2") != 0 {
 		t.Fatal("a2 ran while a1 was pending")

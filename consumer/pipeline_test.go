@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestBatchRunsWithoutWaitingForTheNextRead: a batch that was read runs at
@@ -33,7 +34,7 @@ func TestBatchRunsWithoutWaitingForTheNextRead(t *testing.T) {
 	for i := range 3 {
 		id := fmt.Sprintf("lat-%d", i)
 		began := time.Now()
-		publish(t, rdb, stream, envelope(id, event.BetSettledConfirmed, "bet-1", 3, nil))
+		publish(t, rdb, stream, envelope(id, platform.BetSettledConfirmed, "bet-1", 3, nil))
 		eventually(t, 10*time.Second, id+" applied", func() bool { return rec.times(id) == 1 })
 		if d := time.Since(began); d > 2*time.Second {
 			t.Fatalf("%s applied after %v: it waited for a blocked read (Block %v)", id, d, cfg.Block)
@@ -69,7 +70,7 @@ func TestCancelLeavesBatchesBehindTheRunningOnePending(t *testing.T) {
 	cfg.BatchSize = 2
 	var envs []event.Envelope
 	for i := range 6 {
-		envs = append(envs, envelope(fmt.Sprintf("p-%d", i), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i), 3, nil))
+		envs = append(envs, envelope(fmt.Sprintf("p-%d", i), platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
 	h := start(t, cfg)
@@ -159,15 +160,15 @@ func TestAcknowledgementsInStreamOrder(t *testing.T) {
 	hook := &slowFirstAck{delay: 300 * time.Millisecond, seen: make(chan struct{})}
 	rdb.AddHook(hook)
 	ids := publish(t, base, stream,
-		envelope("ack-1", event.BetSettledConfirmed, "bet-1", 3, nil),
-		envelope("ack-2", event.BetSettledConfirmed, "bet-2", 3, nil))
+		envelope("ack-1", platform.BetSettledConfirmed, "bet-1", 3, nil),
+		envelope("ack-2", platform.BetSettledConfirmed, "bet-2", 3, nil))
 	rec := newRecorder()
 	cfg := fastConfig(rdb, stream, handlersFor(rec.handle))
 	cfg.BatchSize = 1
 	cfg.StartID = "0"
 	h := start(t, cfg)
 	eventually(t, 5*time.Second, "both entries applied and acknowledged", func() bool {
-		return h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 2
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 2
 	})
 	if rec.times("ack-2") != 1 {
 		t.Fatalf("ack-2 ran %d times", rec.times("ack-2"))

@@ -9,8 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/consumer"
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -70,7 +70,7 @@ func TestReclaimKeepsTheHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishRaw(t, base, stream, map[string]any{"garbage": "x"}) // to dead-letter
-	publish(t, base, stream, envelope("a1", event.BetSettledConfirmed, "bet-A", 3, nil))
+	publish(t, base, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	if err := base.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "rolling_service", Consumer: "pod-dead",
 		Streams: []string{stream, ">"}, Count: 10}).Err(); err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestReclaimKeepsTheHeartbeat(t *testing.T) {
 	// batch's calls then hang one after another (about 15 s in all).
 	deadline := time.Now().Add(30 * time.Second)
 	for rec.times("a1") == 0 || h.counter("headway_consumer_dead_letter_failures_total", nil) == 0 ||
-		h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 0 {
+		h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 0 {
 		if !wm.Status().Live() {
 			t.Fatalf("the loop was judged not live while the reclaimed batch's calls hung: %v", wm.Status())
 		}

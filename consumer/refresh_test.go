@@ -16,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // owner returns the consumer that the entry id is pending for ("" when it
@@ -66,7 +67,7 @@ func TestRefreshNeverTakesBackAnEntryAPeerClaimed(t *testing.T) {
 	}
 	a := start(t, mk(viaProxy, "pod-a", &startedA, releaseA))
 	t.Cleanup(closeA) // runs before the harness stops Serve
-	id := publish(t, shared, stream, envelope("paused", event.BetSettledConfirmed, "bet-1", 3, nil))[0]
+	id := publish(t, shared, stream, envelope("paused", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
 	eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
 	b := start(t, mk(shared, "pod-b", &startedB, releaseB))
 	t.Cleanup(closeB)
@@ -100,14 +101,14 @@ func TestRefreshNeverTakesBackAnEntryAPeerClaimed(t *testing.T) {
 	// pod-b now runs (XACK does not check the owner).
 	closeA()
 	eventually(t, 5*time.Second, "pod-a's handler returns", func() bool {
-		return a.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+		return a.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if o := owner(t, shared, stream, id); o != "pod-b" {
 		t.Fatalf("after pod-a's handler returned the entry is owned by %q, want still pending for pod-b: pod-a acknowledged an entry it no longer held", o)
 	}
 	closeB()
 	eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
-		return b.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
+		return b.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
 	})
 	if taken() != 1 {
 		t.Errorf("taken_in_flight_total = %v, want 1 (counted once)", taken())
@@ -150,7 +151,7 @@ func TestTrimmedWhileInFlightIsCountedAsLost(t *testing.T) {
 			cfg.ReclaimIdle, cfg.ReclaimInterval = 600*time.Millisecond, time.Second
 			envs := make([]event.Envelope, 200)
 			for i := range envs {
-				envs[i] = envelope(fmt.Sprintf("e%d", i), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i), 3, nil)
+				envs[i] = envelope(fmt.Sprintf("e%d", i), platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i), 3, nil)
 			}
 			publish(t, rdb, stream, envs...)
 			h := start(t, cfg)
@@ -165,13 +166,13 @@ func TestTrimmedWhileInFlightIsCountedAsLost(t *testing.T) {
 			releaseAll()
 			lost := func() float64 { return h.counter("headway_consumer_lost_to_trim_total", nil) }
 			eventually(t, 15*time.Second, "every entry settled: applied, or counted as lost", func() bool {
-				return h.pending() == 0 && lost()+h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied) >= 150
+				return h.pending() == 0 && lost()+h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) >= 150
 			})
 			lostEntries := h.counter("headway_consumer_entries_total", map[string]string{"outcome": consumer.OutcomeLostToTrim})
 			if lost() != tc.lost || lostEntries != tc.lost {
 				t.Errorf("lost_to_trim_total %v, entries_total{outcome=lost_to_trim} %v; want %v", lost(), lostEntries, tc.lost)
 			}
-			if got := h.outcome(event.BetSettledConfirmed, consumer.OutcomeApplied); got != tc.applyN {
+			if got := h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied); got != tc.applyN {
 				t.Errorf("applied %v, want %v", got, tc.applyN)
 			}
 		})

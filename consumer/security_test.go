@@ -18,6 +18,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -49,7 +50,7 @@ func TestEnforceModeNeverAppliesAnotherBrand(t *testing.T) {
 			"schema_version": "2", "brand_id": b, "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": fmt.Sprintf("bet-%d", i),
 			"payload": "{}"})
 	}
-	publish(t, rdb, stream, envelope("honest", event.BetSettledConfirmed, "bet-h", 3, nil))
+	publish(t, rdb, stream, envelope("honest", platform.BetSettledConfirmed, "bet-h", 3, nil))
 	eventually(t, 10*time.Second, "every entry judged", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

@@ -9,16 +9,17 @@ import (
 	"testing"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func TestPlatformCatalogIsValid(t *testing.T) {
-	if err := event.Platform().Validate(); err != nil {
+	if err := platform.Catalog().Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestPlatformCatalogMatchesSpec(t *testing.T) {
-	c := event.Platform()
+	c := platform.Catalog()
 	var names []string
 	for _, s := range c.Streams {
 		names = append(names, s.Name)
@@ -35,17 +36,17 @@ func TestPlatformCatalogMatchesSpec(t *testing.T) {
 	}
 	want := map[string]map[event.Type]string{
 		"wallet": {
-			event.BetSettledConfirmed: "emitted", event.BetRolledBackConfirmed: "emitted",
-			event.RollingCompletedConfirmed: "emitted", event.DepositApproved: "emitted", event.WithdrawApproved: "emitted",
-			event.BetAuthorized: "reserved", event.PromotionCredited: "reserved", event.PromotionReversed: "reserved",
-			event.CouponExpired: "reserved", event.BrandAwarePublishingBegins: "retired",
+			platform.BetSettledConfirmed: "emitted", platform.BetRolledBackConfirmed: "emitted",
+			platform.RollingCompletedConfirmed: "emitted", platform.DepositApproved: "emitted", platform.WithdrawApproved: "emitted",
+			platform.BetAuthorized: "reserved", platform.PromotionCredited: "reserved", platform.PromotionReversed: "reserved",
+			platform.CouponExpired: "reserved", platform.BrandAwarePublishingBegins: "retired",
 		},
-		"rolling": {event.RollingCompleted: "emitted", event.RollingCanceled: "emitted"},
-		"player":  {event.PlayerRegistered: "emitted", event.VIPLevelChanged: "reserved"},
+		"rolling": {platform.RollingCompleted: "emitted", platform.RollingCanceled: "emitted"},
+		"player":  {platform.PlayerRegistered: "emitted", platform.VIPLevelChanged: "reserved"},
 		"agent": {
-			event.AgentWithdrawCreated: "emitted", event.AgentWithdrawApproved: "emitted", event.AgentWithdrawDeclined: "emitted",
-			event.AgentWithdrawPaid: "emitted", event.AgentWithdrawPayDeclined: "emitted", event.AgentCouponGranted: "emitted",
-			event.AgentCouponRecycled: "emitted", event.AgentBalanceAdjusted: "emitted",
+			platform.AgentWithdrawCreated: "emitted", platform.AgentWithdrawApproved: "emitted", platform.AgentWithdrawDeclined: "emitted",
+			platform.AgentWithdrawPaid: "emitted", platform.AgentWithdrawPayDeclined: "emitted", platform.AgentCouponGranted: "emitted",
+			platform.AgentCouponRecycled: "emitted", platform.AgentBalanceAdjusted: "emitted",
 		},
 	}
 	for stream, types := range want {
@@ -56,12 +57,12 @@ func TestPlatformCatalogMatchesSpec(t *testing.T) {
 		}
 	}
 	wallet, _ := c.Stream("wallet")
-	for _, typ := range []event.Type{event.BetSettledConfirmed, event.BetRolledBackConfirmed} {
+	for _, typ := range []event.Type{platform.BetSettledConfirmed, platform.BetRolledBackConfirmed} {
 		if got := strings.Join(wallet.ConsumersOf(typ), ","); got != "rolling_service,promotion_service" {
 			t.Errorf("%s dispatched by %s", typ, got)
 		}
 	}
-	for _, typ := range []event.Type{event.RollingCompletedConfirmed, event.DepositApproved, event.WithdrawApproved} {
+	for _, typ := range []event.Type{platform.RollingCompletedConfirmed, platform.DepositApproved, platform.WithdrawApproved} {
 		if got := wallet.ConsumersOf(typ); len(got) != 0 {
 			t.Errorf("%s must have no consumer, has %v", typ, got)
 		}
@@ -88,10 +89,10 @@ func TestCatalogValidateRules(t *testing.T) {
 				Types: []event.TypeInfo{{Type: "COUPON_X", Status: event.StatusReserved}}})
 		}, "stream coupon has no emitted type"},
 		{"type on two streams", func(c *event.Catalog) {
-			c.Streams[1].Types = append(c.Streams[1].Types, event.TypeInfo{Type: event.DepositApproved, Status: event.StatusEmitted})
+			c.Streams[1].Types = append(c.Streams[1].Types, event.TypeInfo{Type: platform.DepositApproved, Status: event.StatusEmitted})
 		}, "type DEPOSIT_APPROVED is listed twice"},
 		{"retired type also on a stream", func(c *event.Catalog) {
-			c.Streams[2].Types = append(c.Streams[2].Types, event.TypeInfo{Type: event.BrandAwarePublishingBegins, Status: event.StatusRetired})
+			c.Streams[2].Types = append(c.Streams[2].Types, event.TypeInfo{Type: platform.BrandAwarePublishingBegins, Status: event.StatusRetired})
 		}, "type BRAND_AWARE_PUBLISHING_BEGINS is listed twice"},
 		{"duplicate stream", func(c *event.Catalog) { c.Streams = append(c.Streams, c.Streams[3]) }, "stream agent is listed twice"},
 		{"bad stream name", func(c *event.Catalog) { c.Streams[0].Name = "Wallet Stream" }, "is not a lower-case word"},
@@ -99,14 +100,14 @@ func TestCatalogValidateRules(t *testing.T) {
 		{"no producer", func(c *event.Catalog) { c.Streams[2].Producer = "" }, "stream player has no producer"},
 		{"invalid status", func(c *event.Catalog) { c.Streams[1].Types[1].Status = 0 }, "invalid status"},
 		{"consumer of reserved type", func(c *event.Catalog) {
-			c.Streams[0].Consumers[0].Dispatches = append(c.Streams[0].Consumers[0].Dispatches, event.BetAuthorized)
+			c.Streams[0].Consumers[0].Dispatches = append(c.Streams[0].Consumers[0].Dispatches, platform.BetAuthorized)
 		}, "dispatches BET_AUTHORIZED, which is not emitted there"},
 		{"catalog-wide entry not retired", func(c *event.Catalog) { c.Retired[0].Status = event.StatusEmitted }, "want retired"},
 		{"no streams", func(c *event.Catalog) { c.Streams = nil }, "no streams"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := event.Platform()
+			c := platform.Catalog()
 			tt.mutate(c)
 			err := c.Validate()
 			if !errors.Is(err, event.ErrInvalidCatalog) || !strings.Contains(err.Error(), tt.want) {
@@ -117,12 +118,12 @@ func TestCatalogValidateRules(t *testing.T) {
 }
 
 func TestCheckDispatch(t *testing.T) {
-	c := event.Platform()
-	if err := c.CheckDispatch("wallet", []event.Type{event.BetSettledConfirmed, event.BetRolledBackConfirmed}); err != nil {
+	c := platform.Catalog()
+	if err := c.CheckDispatch("wallet", []event.Type{platform.BetSettledConfirmed, platform.BetRolledBackConfirmed}); err != nil {
 		t.Fatalf("rolling consumer's handlers refused: %v", err)
 	}
-	err := c.CheckDispatch("wallet", []event.Type{event.BetSettledConfirmed, event.BetAuthorized,
-		event.BrandAwarePublishingBegins, event.RollingCompleted, "NO_SUCH_EVENT"})
+	err := c.CheckDispatch("wallet", []event.Type{platform.BetSettledConfirmed, platform.BetAuthorized,
+		platform.BrandAwarePublishingBegins, platform.RollingCompleted, "NO_SUCH_EVENT"})
 	var de *event.DispatchError
 	if !errors.As(err, &de) || !errors.Is(err, event.ErrNotDispatchable) {
 		t.Fatalf("err = %v, want *DispatchError matching ErrNotDispatchable", err)
@@ -137,13 +138,13 @@ func TestCheckDispatch(t *testing.T) {
 	if len(de.Problems) != 4 {
 		t.Errorf("problems = %d, want 4", len(de.Problems))
 	}
-	if err := c.CheckDispatch("promotion", []event.Type{event.BetSettledConfirmed}); !errors.Is(err, event.ErrUnknownStream) {
+	if err := c.CheckDispatch("promotion", []event.Type{platform.BetSettledConfirmed}); !errors.Is(err, event.ErrUnknownStream) {
 		t.Errorf("promotion stream: %v, want ErrUnknownStream", err)
 	}
-	if err := c.CheckEmit("player", event.VIPLevelChanged); !errors.Is(err, event.ErrNotDispatchable) {
+	if err := c.CheckEmit("player", platform.VIPLevelChanged); !errors.Is(err, event.ErrNotDispatchable) {
 		t.Errorf("emitting a reserved type: %v, want refused", err)
 	}
-	if err := c.CheckEmit("player", event.PlayerRegistered); err != nil {
+	if err := c.CheckEmit("player", platform.PlayerRegistered); err != nil {
 		t.Errorf("emitting PLAYER_REGISTERED: %v", err)
 	}
 }
@@ -151,7 +152,7 @@ func TestCheckDispatch(t *testing.T) {
 // TestGeneratedDocsAreCurrent fails when docs/event-catalog.{md,json} differ
 // from what go generate would write.
 func TestGeneratedDocsAreCurrent(t *testing.T) {
-	c := event.Platform()
+	c := platform.Catalog()
 	js, err := c.JSON()
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +169,7 @@ func TestGeneratedDocsAreCurrent(t *testing.T) {
 }
 
 func TestCatalogJSONExport(t *testing.T) {
-	js, err := event.Platform().JSON()
+	js, err := platform.Catalog().JSON()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestCatalogJSONExport(t *testing.T) {
 	if err := json.Unmarshal(js, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if len(doc.Streams) != 4 || doc.Streams[0].Types[5].Status != event.StatusReserved || doc.Retired[0].Type != event.BrandAwarePublishingBegins ||
+	if len(doc.Streams) != 4 || doc.Streams[0].Types[5].Status != event.StatusReserved || doc.Retired[0].Type != platform.BrandAwarePublishingBegins ||
 		doc.Streams[0].DeadLetterKey != "events:{wallet}:dlq" {
 		t.Fatalf("export does not read back: %+v", doc)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 const validTraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -46,7 +47,7 @@ func TestDecodeValid(t *testing.T) {
 		t.Fatalf("Decode: %v", err)
 	}
 	want := event.Envelope{
-		EventID: "evt-0001", EventType: event.BetSettledConfirmed, SchemaVersion: 2, BrandID: 42,
+		EventID: "evt-0001", EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: 42,
 		OccurredAt:  time.Date(2026, 5, 15, 10, 20, 30, 123456789, time.UTC),
 		AggregateID: "bet-77", Payload: json.RawMessage(`{"bet_id":"bet-77","amount":"12.50"}`),
 		TraceParent: validTraceParent, TraceState: "vendor=1",
@@ -221,7 +222,7 @@ func TestDecodeSizeLimitIsConfigurable(t *testing.T) {
 
 func validEnvelope() event.Envelope {
 	return event.Envelope{
-		EventID: "evt-1", EventType: event.DepositApproved, SchemaVersion: event.CurrentSchemaVersion, BrandID: 7,
+		EventID: "evt-1", EventType: platform.DepositApproved, SchemaVersion: event.CurrentSchemaVersion, BrandID: 7,
 		OccurredAt: time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("X", 3600)), AggregateID: "deposit-9",
 		Payload: json.RawMessage(`{"amount":"100.00"}`), TraceParent: validTraceParent, TraceState: "k=v",
 	}
@@ -315,11 +316,11 @@ func TestDecodeErrorKeepsTheIdentityFields(t *testing.T) {
 	if !errors.Is(err, event.ErrMissingField) {
 		t.Fatalf("missing brand_id: %v", err)
 	}
-	if env.EventID != "evt-0001" || env.EventType != event.BetSettledConfirmed || env.SchemaVersion != 2 || env.AggregateID == "" {
+	if env.EventID != "evt-0001" || env.EventType != platform.BetSettledConfirmed || env.SchemaVersion != 2 || env.AggregateID == "" {
 		t.Fatalf("identity of a missing-brand entry: %+v", env)
 	}
 	env, _ = event.Decode(with(validFields(), "event_id", strings.Repeat("x", 300), "brand_id", "brand-three"))
-	if env.EventID != "" || env.EventType != event.BetSettledConfirmed || env.BrandID != 0 {
+	if env.EventID != "" || env.EventType != platform.BetSettledConfirmed || env.BrandID != 0 {
 		t.Fatalf("identity keeps only valid fields: %+v", env)
 	}
 	env, _ = event.Decode(with(validFields(), "payload", "{not json"))

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func ExampleEncode() {
 	fields, err := event.Encode(event.Envelope{
 		EventID:       "01J0B7ZK6S3Q",
-		EventType:     event.BetSettledConfirmed,
+		EventType:     platform.BetSettledConfirmed,
 		SchemaVersion: event.CurrentSchemaVersion,
 		BrandID:       3,
 		OccurredAt:    time.Date(2026, 5, 15, 10, 20, 30, 0, time.UTC),
@@ -56,19 +57,19 @@ func ExampleDecode() {
 }
 
 func ExampleCatalog_CheckDispatch() {
-	c := event.Platform()
+	c := platform.Catalog()
 	// The rolling consumer's handlers pass.
-	fmt.Println(c.CheckDispatch(event.StreamWallet, []event.Type{event.BetSettledConfirmed, event.BetRolledBackConfirmed}))
+	fmt.Println(c.CheckDispatch(platform.StreamWallet, []event.Type{platform.BetSettledConfirmed, platform.BetRolledBackConfirmed}))
 	// A handler for a reserved type is refused at start-up.
-	fmt.Println(c.CheckDispatch(event.StreamWallet, []event.Type{event.BetSettledConfirmed, event.BetAuthorized}))
+	fmt.Println(c.CheckDispatch(platform.StreamWallet, []event.Type{platform.BetSettledConfirmed, platform.BetAuthorized}))
 	// Output:
 	// <nil>
 	// event: stream "wallet": BET_AUTHORIZED is reserved: declared, but no producer writes it yet
 }
 
 func ExampleStreamKey() {
-	fmt.Println(event.StreamKey(event.StreamWallet))
-	fmt.Println(event.DeadLetterKey(event.StreamWallet))
+	fmt.Println(event.StreamKey(platform.StreamWallet))
+	fmt.Println(event.DeadLetterKey(platform.StreamWallet))
 	// Output:
 	// events:{wallet}
 	// events:{wallet}:dlq

@@ -41,7 +41,7 @@ func (c *Catalog) Markdown() []byte {
 	p("<!-- %s -->\n\n", GeneratedHeader)
 	p("# Event catalog\n\n")
 	p("The streams of the platform and the event types on each, generated from\n")
-	p("`event.Platform()`. A type is **emitted** when a producer writes it,\n")
+	p("`platform.Catalog()`. A type is **emitted** when a producer writes it,\n")
 	p("**reserved** when only its name is declared, **retired** when it is no\n")
 	p("longer written but may remain in old backlogs. A reserved type becomes\n")
 	p("emitted by changing its entry in `event/platform.go` in the same change that\n")

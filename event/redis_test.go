@@ -8,6 +8,7 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestRedisRoundTrip writes encoded envelopes to a real stream and decodes
@@ -16,7 +17,7 @@ import (
 func TestRedisRoundTrip(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
-	key := prefix + event.StreamKey(event.StreamWallet)
+	key := prefix + event.StreamKey(platform.StreamWallet)
 
 	in := []event.Envelope{validEnvelope(), validEnvelope()}
 	in[1].EventID = "evt-2"

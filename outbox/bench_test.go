@@ -18,6 +18,7 @@ import (
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func benchN(def int) int {
@@ -33,7 +34,7 @@ func fill(b *testing.B, db *pgtest.DB, w *outbox.Writer, prefix string, n int) {
 	for start := 0; start < n; start += 1000 {
 		var envs []event.Envelope
 		for i := start; i < min(n, start+1000); i++ {
-			envs = append(envs, env(fmt.Sprintf("%s-%d", prefix, i), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%1000), 3))
+			envs = append(envs, env(fmt.Sprintf("%s-%d", prefix, i), platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%1000), 3))
 		}
 		if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 3, envs) }); err != nil {
 			b.Fatal(err)
@@ -163,7 +164,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		c, err := consumer.New(consumer.Config{Client: rdb, Stream: keyPrefix + event.StreamKey("wallet"), CatalogStream: "wallet",
 			Group: "rolling_service", Consumer: "bench", Block: 100 * time.Millisecond, Logger: quiet(),
-			Handlers: map[event.Type]consumer.Handler{event.BetSettledConfirmed: handler, event.BetRolledBackConfirmed: handler}})
+			Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: handler, platform.BetRolledBackConfirmed: handler}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -178,7 +179,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		tick := time.NewTicker(time.Second / time.Duration(rate))
 		for j := range total {
 			<-tick.C
-			e := env(fmt.Sprintf("e2e-%d-%d", i, j), event.BetSettledConfirmed, fmt.Sprintf("bet-%d", j%100), 3)
+			e := env(fmt.Sprintf("e2e-%d-%d", i, j), platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", j%100), 3)
 			if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.Write(ctx, tx, 3, e) }); err != nil {
 				b.Fatal(err)
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -61,7 +62,7 @@ func writeEvents(t *testing.T, db *pgtest.DB, w *outbox.Writer, prefix string, n
 	for i := range n {
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		ids = append(ids, id)
-		envs = append(envs, env(id, event.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%10), brand))
+		envs = append(envs, env(id, platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%10), brand))
 	}
 	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, brand, envs) }); err != nil {
 		t.Fatal(err)
@@ -101,7 +102,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	waitFor(t, 10*time.Second, "120 events on the stream", func() bool { return len(streamEvents(t, rdb, key)) == 120 })
 	got := streamEvents(t, rdb, key)
 	for i, e := range got {
-		if e.EventID != ids[i] || e.BrandID != 3 || e.EventType != event.BetSettledConfirmed || e.SchemaVersion != 2 {
+		if e.EventID != ids[i] || e.BrandID != 3 || e.EventType != platform.BetSettledConfirmed || e.SchemaVersion != 2 {
 			t.Fatalf("entry %d = %+v; want %s in id order", i, e, ids[i])
 		}
 	}
@@ -150,7 +151,7 @@ func TestRelayNeverSkipsLateCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write(ctx, slow, 3, env("early", event.BetSettledConfirmed, "bet-1", 3)); err != nil {
+	if err := w.Write(ctx, slow, 3, env("early", platform.BetSettledConfirmed, "bet-1", 3)); err != nil {
 		t.Fatal(err)
 	}
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 50 * time.Millisecond})

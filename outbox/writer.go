@@ -15,6 +15,7 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/promutil"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -41,7 +42,7 @@ type WriterConfig struct {
 	// comes from the search_path). Default DefaultTable.
 	Table string
 	// Catalog decides which stream an event type goes to and refuses types
-	// that are not emitted. Default event.Platform().
+	// that are not emitted. Default platform.Catalog().
 	Catalog *event.Catalog
 	// Guard runs the producer-side brand check and counts violations.
 	// Default brandguard.New with the same Registerer and Logger.
@@ -91,7 +92,7 @@ func (c WriterConfig) withDefaults() (WriterConfig, error) {
 		return c, fmt.Errorf("%w: table name %q", ErrInvalidConfig, c.Table)
 	}
 	if c.Catalog == nil {
-		c.Catalog = event.Platform()
+		c.Catalog = platform.Catalog()
 	}
 	if err := c.Catalog.Validate(); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -100,7 +101,7 @@ func (c WriterConfig) withDefaults() (WriterConfig, error) {
 }
 
 // NewWriter returns a Writer. Defaults: Table "headway_outbox", Catalog
-// event.Platform(), Guard brandguard.New (enforce), no key prefix,
+// platform.Catalog(), Guard brandguard.New (enforce), no key prefix,
 // AlertWindow 5m, no metrics registration, slog.Default().
 func NewWriter(cfg WriterConfig) (*Writer, error) {
 	cfg, err := cfg.withDefaults()

@@ -19,6 +19,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func migrated(t *testing.T) *pgtest.DB {
@@ -87,7 +88,7 @@ func TestWriteInCallerTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e := env("w-1", event.BetSettledConfirmed, "bet-1", 3)
+	e := env("w-1", platform.BetSettledConfirmed, "bet-1", 3)
 	e.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	// Rolled back: nothing stays.
 	_ = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
@@ -126,7 +127,7 @@ func TestWriteBatchUsesOneTransaction(t *testing.T) {
 	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: "x:"})
 	var envs []event.Envelope
 	for i := range 200 {
-		envs = append(envs, env(fmt.Sprintf("b-%d", i), event.DepositApproved, fmt.Sprintf("dep-%d", i), 5))
+		envs = append(envs, env(fmt.Sprintf("b-%d", i), platform.DepositApproved, fmt.Sprintf("dep-%d", i), 5))
 	}
 	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 5, envs) }); err != nil {
 		t.Fatal(err)
@@ -135,7 +136,7 @@ func TestWriteBatchUsesOneTransaction(t *testing.T) {
 		t.Fatalf("%d rows, want 200", n)
 	}
 	// One bad event refuses the whole batch.
-	bad := append([]event.Envelope{env("c-1", event.DepositApproved, "d", 5)}, env("c-2", event.DepositApproved, "d", 6))
+	bad := append([]event.Envelope{env("c-1", platform.DepositApproved, "d", 5)}, env("c-2", platform.DepositApproved, "d", 6))
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 5, bad) })
 	if !errors.Is(err, brandguard.ErrOwnerBrandMismatch) || count(t, db, "event_id LIKE 'c-%'") != 0 {
 		t.Fatalf("batch with a mismatch: %v", err)
@@ -153,7 +154,7 @@ func TestWriterRefuses(t *testing.T) {
 	if err := w.Check(); err != nil {
 		t.Fatalf("Check before any violation: %v", err)
 	}
-	err := write(4, env("m-1", event.BetSettledConfirmed, "bet-1", 3))
+	err := write(4, env("m-1", platform.BetSettledConfirmed, "bet-1", 3))
 	var me *brandguard.MismatchError
 	if !errors.Is(err, brandguard.ErrOwnerBrandMismatch) || !errors.As(err, &me) || me.Other != 4 {
 		t.Fatalf("brand mismatch: %v", err)
@@ -161,21 +162,21 @@ func TestWriterRefuses(t *testing.T) {
 	if err := w.Check(); err == nil || !strings.Contains(err.Error(), "producer brand violation") {
 		t.Fatalf("a violation must surface in Check: %v", err)
 	}
-	if err := write(3, env("r-1", event.BetAuthorized, "bet-1", 3)); !errors.Is(err, outbox.ErrNotEmitted) ||
+	if err := write(3, env("r-1", platform.BetAuthorized, "bet-1", 3)); !errors.Is(err, outbox.ErrNotEmitted) ||
 		!strings.Contains(err.Error(), "reserved") {
 		t.Fatalf("reserved type: %v", err)
 	}
-	if err := write(3, env("r-2", event.BrandAwarePublishingBegins, "x", 3)); !errors.Is(err, outbox.ErrNotEmitted) {
+	if err := write(3, env("r-2", platform.BrandAwarePublishingBegins, "x", 3)); !errors.Is(err, outbox.ErrNotEmitted) {
 		t.Fatalf("retired type: %v", err)
 	}
-	legacy := env("l-1", event.BetSettledConfirmed, "bet-1", 3)
+	legacy := env("l-1", platform.BetSettledConfirmed, "bet-1", 3)
 	legacy.SchemaVersion = 1
 	if err := write(3, legacy); !errors.Is(err, outbox.ErrInvalidEvent) {
 		t.Fatalf("schema_version 1: %v", err)
 	}
 	// Valid, but over the codec's size limit: the relay could never
 	// append it, so the writer refuses it.
-	huge := env("h-1", event.BetSettledConfirmed, "bet-1", 3)
+	huge := env("h-1", platform.BetSettledConfirmed, "bet-1", 3)
 	huge.Payload = []byte(`"` + strings.Repeat("x", event.DefaultMaxEntryBytes) + `"`)
 	if err := huge.Validate(); err != nil {
 		t.Fatalf("the oversized event must be valid but for its size: %v", err)
@@ -250,7 +251,7 @@ func TestDatabaseEnforcesOwnerBrand(t *testing.T) {
 	// The library's writer goes through the same constraint.
 	w, _ := outbox.NewWriter(outbox.WriterConfig{})
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		return w.Write(ctx, tx, 5, env("w-5", event.BetSettledConfirmed, "bet-1", 5)) // owner brand given wrong by the caller
+		return w.Write(ctx, tx, 5, env("w-5", platform.BetSettledConfirmed, "bet-1", 5)) // owner brand given wrong by the caller
 	})
 	if !errors.As(err, &pgErr) || pgErr.Code != "23503" {
 		t.Fatalf("writer with a wrong owner brand: %v, want the foreign key to refuse it", err)

@@ -24,6 +24,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/status"
 	"github.com/headwaylabs/headway/supervisor"
@@ -52,7 +53,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer closeRedis()
 
-	catalog := event.Platform()
+	catalog := platform.Catalog()
 	guard, err := brandguard.New(brandguard.Config{Mode: cfg.mode, Catalog: catalog, Registerer: reg, Logger: log})
 	if err != nil {
 		return err
@@ -126,14 +127,14 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	projections := map[string]*projection{}
 	for _, name := range consumerNames {
-		group := map[string]string{"rolling": event.ServiceRolling, "promotion": event.ServicePromotion}[name]
+		group := map[string]string{"rolling": platform.ServiceRolling, "promotion": platform.ServicePromotion}[name]
 		p := newProjection(group, dir, name == "promotion", cfg.fail, cfg.hang == name)
 		projections[name] = p
-		wm, err := newWM(group + "@" + event.StreamKey(event.StreamWallet))
+		wm, err := newWM(group + "@" + event.StreamKey(platform.StreamWallet))
 		if err != nil {
 			return err
 		}
-		c, err := consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(event.StreamWallet), Catalog: catalog,
+		c, err := consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Catalog: catalog,
 			Group: group, Consumer: cfg.consumer, Handlers: p.handlers(), Guard: guard, Dedup: store,
 			HandlerTimeout: 5 * time.Second, ReclaimIdle: 30 * time.Second, Block: 500 * time.Millisecond,
 			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,

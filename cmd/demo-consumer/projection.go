@@ -12,6 +12,7 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // projection is a consumer's read model: per player, the sum of settled
@@ -43,8 +44,8 @@ var errInjected = errors.New("injected handler failure (-fault-fail)")
 // handlers returns the consumer's handlers for the two types it dispatches.
 func (p *projection) handlers() map[event.Type]consumer.Handler {
 	return map[event.Type]consumer.Handler{
-		event.BetSettledConfirmed:    p.handle(p.settle),
-		event.BetRolledBackConfirmed: p.handle(p.rollback),
+		platform.BetSettledConfirmed:    p.handle(p.settle),
+		platform.BetRolledBackConfirmed: p.handle(p.rollback),
 	}
 }
 

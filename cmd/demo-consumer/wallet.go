@@ -20,6 +20,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/outbox/sqliteoutbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -240,7 +241,7 @@ type producer struct {
 }
 
 func newProducer(db walletDB, dir *directory, rdb redis.UniversalClient, cfg config, wm *readiness.Watermark, log *slog.Logger) *producer {
-	p := &producer{db: db, dir: dir, rdb: rdb, stream: event.StreamKey(event.StreamWallet), cfg: cfg, wm: wm, log: log,
+	p := &producer{db: db, dir: dir, rdb: rdb, stream: event.StreamKey(platform.StreamWallet), cfg: cfg, wm: wm, log: log,
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), run: newRunID()}
 	for id := range dir.brand {
 		p.players = append(p.players, id)
@@ -340,8 +341,8 @@ func (p *producer) id(prefix string) string {
 }
 
 func (p *producer) envelope(o op) event.Envelope {
-	typ := map[string]event.Type{"settle": event.BetSettledConfirmed, "rollback": event.BetRolledBackConfirmed,
-		"deposit": event.DepositApproved, "withdraw": event.WithdrawApproved, "rolling": event.RollingCompletedConfirmed}[o.kind]
+	typ := map[string]event.Type{"settle": platform.BetSettledConfirmed, "rollback": platform.BetRolledBackConfirmed,
+		"deposit": platform.DepositApproved, "withdraw": platform.WithdrawApproved, "rolling": platform.RollingCompletedConfirmed}[o.kind]
 	var payload []byte
 	if o.kind == "settle" || o.kind == "rollback" {
 		payload, _ = json.Marshal(betPayload{BetID: o.id, PlayerID: o.playerID, AmountCents: o.amount})

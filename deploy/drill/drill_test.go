@@ -16,6 +16,7 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 var (
@@ -123,7 +124,7 @@ var cases = []drillCase{
 		page:   time.Minute, fixed: 5 * time.Second,
 		inject: func(e *env) {
 			e.redisDo(func(ctx context.Context, c *redis.Client) error {
-				return c.XGroupDestroy(ctx, event.StreamKey(event.StreamWallet), event.ServiceRolling).Err()
+				return c.XGroupDestroy(ctx, event.StreamKey(platform.StreamWallet), platform.ServiceRolling).Err()
 			})
 		}},
 	{name: "brand violations (-fault-producer-violation 0.05)",
@@ -183,12 +184,12 @@ func redeploy(e *env) { e.start() }
 // handler works: it reads its own pending entries first and finds them
 // trimmed.
 func trimPending(e *env) {
-	stream := event.StreamKey(event.StreamWallet)
+	stream := event.StreamKey(platform.StreamWallet)
 	var pending int64
 	if !poll(20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		p, err := e.redis.Client().XPending(ctx, stream, event.ServicePromotion).Result()
+		p, err := e.redis.Client().XPending(ctx, stream, platform.ServicePromotion).Result()
 		if err == nil {
 			pending = p.Count
 		}
@@ -197,7 +198,7 @@ func trimPending(e *env) {
 		e.t.Fatal("no entry pending for the promotion group within 20s")
 	}
 	e.redisDo(func(ctx context.Context, c *redis.Client) error { return c.XTrimMaxLen(ctx, stream, 0).Err() })
-	e.t.Logf("trimmed %s with %d entries pending for %s", stream, pending, event.ServicePromotion)
+	e.t.Logf("trimmed %s with %d entries pending for %s", stream, pending, platform.ServicePromotion)
 	e.start()
 }
 

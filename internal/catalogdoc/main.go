@@ -1,5 +1,5 @@
 // Command catalogdoc writes the generated event catalog documents from
-// event.Platform(). It runs through go generate (see event/doc.go):
+// platform.Catalog(). It runs through go generate (see event/doc.go):
 //
 //	go generate ./event
 package main
@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func main() {
@@ -23,7 +23,7 @@ func main() {
 }
 
 func run(mdPath, jsonPath string) error {
-	c := event.Platform()
+	c := platform.Catalog()
 	if err := c.Validate(); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // config is one run's shape; see the package doc for the variables.
@@ -144,7 +145,7 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 	inject := func() {
 		k := len(injected)
 		id := fmt.Sprintf("bad-%02d", k)
-		fields := map[string]any{event.FieldEventID: id, event.FieldEventType: string(event.BetSettledConfirmed),
+		fields := map[string]any{event.FieldEventID: id, event.FieldEventType: string(platform.BetSettledConfirmed),
 			event.FieldSchemaVersion: "2", event.FieldBrandID: "3", event.FieldAggregateID: "bad",
 			event.FieldOccurredAt: time.Now().UTC().Format(time.RFC3339Nano), event.FieldPayload: "{}"}
 		if k%2 == 0 {
@@ -153,7 +154,7 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 			delete(fields, event.FieldOccurredAt) // malformed
 		}
 		for ctx.Err() == nil {
-			if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: event.StreamKey(event.StreamWallet), Values: fields}).Err(); err == nil {
+			if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: event.StreamKey(platform.StreamWallet), Values: fields}).Err(); err == nil {
 				injected[id] = true
 				return
 			}

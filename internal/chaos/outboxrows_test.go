@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // badRow is an outbox row the relay can never append: inserted with SQL,
@@ -34,7 +35,7 @@ func insertBadRows(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []badR
 	type row struct {
 		kind, id, typ, agg, at, payload, traceparent string
 	}
-	ok := string(event.BetSettledConfirmed)
+	ok := string(platform.BetSettledConfirmed)
 	rows := []row{
 		{"too_large", "badrow-too-large-1", ok, "bad", now, big, ""},
 		{"too_large", "badrow-too-large-2", ok, "bad", now, big, ""},
@@ -48,7 +49,7 @@ func insertBadRows(t *testing.T, ctx context.Context, pool *pgxpool.Pool) []badR
 	for _, r := range rows {
 		_, err := pool.Exec(ctx, `INSERT INTO headway_outbox (event_id, stream, event_type, schema_version, brand_id,
 			owner_brand_id, aggregate_id, occurred_at, payload, traceparent) VALUES ($1, $2, $3, 2, 3, 3, $4, $5, $6, nullif($7, ''))`,
-			r.id, event.StreamKey(event.StreamWallet), r.typ, r.agg, r.at, r.payload, r.traceparent)
+			r.id, event.StreamKey(platform.StreamWallet), r.typ, r.agg, r.at, r.payload, r.traceparent)
 		var pgErr *pgconn.PgError
 		refused := errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "23")
 		if err != nil && !refused {

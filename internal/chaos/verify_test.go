@@ -11,6 +11,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/chaos"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // state is what the run left in PostgreSQL and Redis, read around the
@@ -69,7 +70,7 @@ func readState(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) (stat
 	if err := pool.QueryRow(ctx, "SELECT coalesce(sum(cents), 0) FROM chaos_balances").Scan(&s.balance); err != nil {
 		return s, err
 	}
-	msgs, err := rdb.XRange(ctx, event.DeadLetterKey(event.StreamWallet), "-", "+").Result()
+	msgs, err := rdb.XRange(ctx, event.DeadLetterKey(platform.StreamWallet), "-", "+").Result()
 	if err != nil {
 		return s, err
 	}
@@ -78,10 +79,10 @@ func readState(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) (stat
 		reason, _ := m.Values[consumer.DLQFieldReason].(string)
 		s.dead[id] = append(s.dead[id], reason)
 	}
-	if s.entries, err = rdb.XLen(ctx, event.StreamKey(event.StreamWallet)).Result(); err != nil {
+	if s.entries, err = rdb.XLen(ctx, event.StreamKey(platform.StreamWallet)).Result(); err != nil {
 		return s, err
 	}
-	if p, err := rdb.XPending(ctx, event.StreamKey(event.StreamWallet), event.ServiceRolling).Result(); err == nil {
+	if p, err := rdb.XPending(ctx, event.StreamKey(platform.StreamWallet), platform.ServiceRolling).Result(); err == nil {
 		s.pending = p.Count
 	}
 	return s, nil

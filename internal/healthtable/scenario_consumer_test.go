@@ -17,6 +17,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -41,7 +42,7 @@ func init() {
 	scenarios["sentinel-bare"] = sentinelBare
 }
 
-func stream(prefix string) string { return prefix + event.StreamKey(event.StreamWallet) }
+func stream(prefix string) string { return prefix + event.StreamKey(platform.StreamWallet) }
 
 func apply(context.Context, *consumer.Message) error { return nil }
 
@@ -53,7 +54,7 @@ func counting(n *atomic.Int64) consumer.Handler {
 func bets(prefix string, n int) []event.Envelope {
 	out := make([]event.Envelope, n)
 	for i := range out {
-		out[i] = envelope(prefix+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+prefix+strconv.Itoa(i))
+		out[i] = envelope(prefix+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+prefix+strconv.Itoa(i))
 	}
 	return out
 }
@@ -107,7 +108,7 @@ func steadyFlow(t *testing.T) observation {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := 0; ctx.Err() == nil; i++ {
-			publish(t, rdb, cfg.Stream, envelope("e"+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+strconv.Itoa(i)))
+			publish(t, rdb, cfg.Stream, envelope("e"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i)))
 			time.Sleep(10 * time.Millisecond) // the flow's pace, not a synchronisation
 		}
 	})
@@ -177,7 +178,7 @@ func frozenOrDown(t *testing.T, brk, mend func(*redistest.Server)) observation {
 	srv, rdb := privateRedis(t)
 	s := newStack(t, supervisor.Config{})
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied),
+	cfg := s.consumerConfig(rdb, event.StreamKey(platform.StreamWallet), counting(&applied),
 		func(c *readiness.WatermarkConfig) { c.FailureBound = 3 })
 	s.consumer(cfg)
 	s.serve()
@@ -207,7 +208,7 @@ func outageThroughRestarts(t *testing.T) observation {
 	srv, rdb := privateRedis(t)
 	s := newStack(t, supervisor.Config{FailureThreshold: 1, FailureBackoff: 10 * time.Second, BackoffJitter: suture.NoJitter{}})
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, event.StreamKey(event.StreamWallet), counting(&applied))
+	cfg := s.consumerConfig(rdb, event.StreamKey(platform.StreamWallet), counting(&applied))
 	cfg.FailureLimit = 6
 	s.consumer(cfg)
 	s.serve()
@@ -223,7 +224,7 @@ func outageThroughRestarts(t *testing.T) observation {
 
 // legacy publishes one schema_version 1 event.
 func legacy(t *testing.T, rdb redis.UniversalClient, stream, id string) {
-	publishRaw(t, rdb, stream, map[string]any{"event_id": id, "event_type": string(event.BetSettledConfirmed),
+	publishRaw(t, rdb, stream, map[string]any{"event_id": id, "event_type": string(platform.BetSettledConfirmed),
 		"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1", "payload": "{}"})
 }
 
@@ -290,7 +291,7 @@ func oneRetrying(t *testing.T) observation {
 	cfg.ReclaimIdle = time.Minute // the entry waits for its redelivery throughout
 	s.consumer(cfg)
 	s.serve()
-	publish(t, rdb, cfg.Stream, envelope("stuck", event.BetSettledConfirmed, "bet-stuck"))
+	publish(t, rdb, cfg.Stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck"))
 	eventually(t, 5*time.Second, "the entry failed", func() bool { return stuck.Load() > 0 })
 	publish(t, rdb, cfg.Stream, bets("e", 20)...)
 	eventually(t, 5*time.Second, "the others applied, then idle", func() bool {
@@ -322,7 +323,7 @@ func badInputOnly(t *testing.T) observation {
 	s.serve()
 	for i := range 6 {
 		publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "bad-" + strconv.Itoa(i),
-			"event_type": string(event.BetSettledConfirmed), "schema_version": "2"})
+			"event_type": string(platform.BetSettledConfirmed), "schema_version": "2"})
 	}
 	eventually(t, 5*time.Second, "dead-lettered, progressing", func() bool {
 		n, _ := rdb.XLen(context.Background(), cfg.Stream+":dlq").Result()
@@ -357,7 +358,7 @@ func schemaV3(t *testing.T) observation {
 	cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied))
 	s.consumer(cfg)
 	s.serve()
-	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "v3", "event_type": string(event.BetSettledConfirmed),
+	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "v3", "event_type": string(platform.BetSettledConfirmed),
 		"schema_version": "3", "brand_id": "3", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1",
 		"payload": "{}", "a_field_of_version_3": "x"})
 	eventually(t, 5*time.Second, "applied", func() bool {
@@ -373,7 +374,7 @@ func sentinelBare(t *testing.T) observation {
 	s.consumer(cfg)
 	s.serve()
 	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "sentinel-1",
-		"event_type": string(event.BrandAwarePublishingBegins), "schema_version": "2"})
+		"event_type": string(platform.BrandAwarePublishingBegins), "schema_version": "2"})
 	eventually(t, 5*time.Second, "ignored", func() bool {
 		return cfg.Watermark.Status().State == readiness.StateProgressing
 	})

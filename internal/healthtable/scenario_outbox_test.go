@@ -18,6 +18,7 @@ import (
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/outbox/outboxtest"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -103,7 +104,7 @@ func writeOutbox(t *testing.T, db *pgtest.DB, w *outbox.Writer, prefix string, n
 	t.Helper()
 	envs := make([]event.Envelope, n)
 	for i := range envs {
-		envs[i] = envelope(prefix+strconv.Itoa(i), event.BetSettledConfirmed, "bet-"+prefix+strconv.Itoa(i))
+		envs[i] = envelope(prefix+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+prefix+strconv.Itoa(i))
 	}
 	ctx := context.Background()
 	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 3, envs) }); err != nil {
@@ -203,7 +204,7 @@ func relayFailing(t *testing.T) observation {
 func outboxRowParked(t *testing.T) observation {
 	db := outboxDB(t)
 	rdb, prefix := relayClient(t)
-	key := prefix + event.StreamKey(event.StreamWallet)
+	key := prefix + event.StreamKey(platform.StreamWallet)
 	w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -130,8 +131,8 @@ func (s *stack) consumerConfig(rdb redis.UniversalClient, stream string, h consu
 	}
 	wm := s.loop(wcfg)
 	return consumer.Config{
-		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
-		Handlers: map[event.Type]consumer.Handler{event.BetSettledConfirmed: h, event.BetRolledBackConfirmed: h},
+		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
+		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h},
 		Block:    50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
 		HandlerTimeout: 2 * time.Second, ReclaimIdle: 3 * time.Second,
 		Retry:     consumer.RetryPolicy{Attempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond},

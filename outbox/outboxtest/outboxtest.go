@@ -28,6 +28,7 @@ import (
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // Store is an outbox store with the operator's methods for parked rows.
@@ -64,7 +65,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 // Row returns a row of a valid event with id on stream.
 func Row(stream, id string) outbox.Row {
 	p, _ := json.Marshal(map[string]string{"id": id})
-	return outbox.Row{Stream: stream, OwnerBrand: 3, Envelope: event.Envelope{EventID: id, EventType: event.BetSettledConfirmed,
+	return outbox.Row{Stream: stream, OwnerBrand: 3, Envelope: event.Envelope{EventID: id, EventType: platform.BetSettledConfirmed,
 		SchemaVersion: event.CurrentSchemaVersion, BrandID: 3, OccurredAt: time.Now().UTC().Truncate(time.Microsecond),
 		AggregateID: "bet-" + id, Payload: p}}
 }
@@ -136,7 +137,7 @@ func parkedRowsLeaveTheBacklog(t *testing.T, h Harness) {
 		t.Fatalf("ListParked = %+v, %v; want row %d", parked, err, c)
 	}
 	p := parked[0]
-	if p.ID != c || p.EventID != "c" || p.Stream != "s" || p.EventType != event.BetSettledConfirmed ||
+	if p.ID != c || p.EventID != "c" || p.Stream != "s" || p.EventType != platform.BetSettledConfirmed ||
 		p.Reason != "event: entry too large" || p.ParkedAt.Before(before.Add(-time.Minute)) || p.CreatedAt.IsZero() {
 		t.Fatalf("ListParked = %+v", p)
 	}

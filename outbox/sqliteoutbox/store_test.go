@@ -23,6 +23,7 @@ import (
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/outbox/sqliteoutbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -54,7 +55,7 @@ func newFixture(t *testing.T, prefix string, cfg sqliteoutbox.Config) *fixture {
 
 func env(id string, agg string, brand event.BrandID) event.Envelope {
 	b, _ := json.Marshal(map[string]string{"id": id})
-	return event.Envelope{EventID: id, EventType: event.BetSettledConfirmed, SchemaVersion: 2, BrandID: brand,
+	return event.Envelope{EventID: id, EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: brand,
 		OccurredAt: time.Now().UTC(), AggregateID: agg, Payload: b}
 }
 
@@ -185,7 +186,7 @@ func TestSQLiteWriterRefusesAndDatabaseEnforcesBrand(t *testing.T) {
 		t.Fatalf("mismatched owner brand: %v, want ErrOwnerBrandMismatch", err)
 	}
 	dep := env("d", "bet-1", 3)
-	dep.EventType = event.BetAuthorized // reserved on its stream, not emitted
+	dep.EventType = platform.BetAuthorized // reserved on its stream, not emitted
 	if err := f.w.Write(ctx, tx, 3, dep); !errors.Is(err, outbox.ErrNotEmitted) {
 		t.Fatalf("reserved type: %v, want ErrNotEmitted", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/chaos"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -30,11 +31,11 @@ func newConsumer(pool *pgxpool.Pool, rdb redis.UniversalClient, o options, wm *r
 	if err != nil {
 		return nil, err
 	}
-	return consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(event.StreamWallet), Group: event.ServiceRolling,
+	return consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Group: platform.ServiceRolling,
 		Consumer: o.name, Dedup: inbox, Block: 200 * time.Millisecond, HandlerTimeout: time.Second,
 		Retry:       consumer.RetryPolicy{Attempts: 3, Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		ReclaimIdle: 3 * time.Second, ReclaimInterval: time.Second, InfoInterval: time.Second, DrainTimeout: time.Second,
-		Handlers:  map[event.Type]consumer.Handler{event.BetSettledConfirmed: apply(o.name, o.transient, o.sqlFaults)},
+		Handlers:  map[event.Type]consumer.Handler{platform.BetSettledConfirmed: apply(o.name, o.transient, o.sqlFaults)},
 		Watermark: wm, Logger: log})
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/chaos"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -166,7 +167,7 @@ func produce(ctx context.Context, pool *pgxpool.Pool, count int, rate float64, l
 		}
 		id := fmt.Sprintf("ev-%06d", i)
 		payload, _ := json.Marshal(map[string]any{"order": id, "account": chaos.Account(id), "amount": chaos.Amount(id)})
-		env := event.Envelope{EventID: id, EventType: event.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3,
+		env := event.Envelope{EventID: id, EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3,
 			OccurredAt: time.Now().UTC(), AggregateID: fmt.Sprintf("bet-%d", i%50), Payload: payload}
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "INSERT INTO chaos_orders (id) VALUES ($1)", id); err != nil {

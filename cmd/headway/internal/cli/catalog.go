@@ -14,7 +14,7 @@ var catalogExportCommand = &command{
 	summary: "print the event catalog as Markdown or JSON",
 	help: `Export prints the event catalog: the Markdown page of docs/event-catalog.md
 (--format md) or the JSON of docs/event-catalog.json (--format json), as
-generated from event.Platform() or read from --catalog. It needs no Redis.
+generated from platform.Catalog() or read from --catalog. It needs no Redis.
 
 Examples:
   headway catalog export > event-catalog.md

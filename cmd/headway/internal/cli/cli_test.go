@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func TestHelpOnEveryCommand(t *testing.T) {
@@ -132,19 +133,19 @@ func TestRunTakesREDIS_URL(t *testing.T) {
 func TestCatalogExport(t *testing.T) {
 	t.Parallel()
 	md := mustRun(t, "catalog", "export")
-	if want := string(event.Platform().Markdown()); md.stdout != want {
-		t.Errorf("catalog export differs from event.Platform().Markdown()")
+	if want := string(platform.Catalog().Markdown()); md.stdout != want {
+		t.Errorf("catalog export differs from platform.Catalog().Markdown()")
 	}
 	if md2 := mustRun(t, "catalog", "export", "--format", "md"); md2.stdout != md.stdout {
 		t.Errorf("--format md differs from the default")
 	}
 	js := mustRun(t, "catalog", "export", "--format", "json")
-	want, err := event.Platform().JSON()
+	want, err := platform.Catalog().JSON()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if js.stdout != string(want) {
-		t.Errorf("catalog export --format json differs from event.Platform().JSON()")
+		t.Errorf("catalog export --format json differs from platform.Catalog().JSON()")
 	}
 
 	// The JSON export is a catalog --catalog reads back.
@@ -189,7 +190,7 @@ func TestCatalogCheck(t *testing.T) {
 		t.Errorf("exit %d, %+v", r.code, res)
 	}
 	// The same check as the consumers' start-up.
-	wantErr := event.Platform().CheckDispatch("wallet", []event.Type{event.CouponExpired})
+	wantErr := platform.Catalog().CheckDispatch("wallet", []event.Type{platform.CouponExpired})
 	if wantErr == nil || !strings.Contains(wantErr.Error(), res.Problems[0].Why) {
 		t.Errorf("problem %q is not CheckDispatch's (%v)", res.Problems[0].Why, wantErr)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestCluster runs status, list and redrive against a three-node Redis
@@ -27,8 +28,8 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadLetter(t, cc, "", envelope("c1", event.BetSettledConfirmed), "handler_permanent")
-	deadLetter(t, cc, "", envelope("c2", event.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, cc, "", envelope("c1", platform.BetSettledConfirmed), "handler_permanent")
+	deadLetter(t, cc, "", envelope("c2", platform.BetSettledConfirmed), "max_deliveries")
 
 	r := mustRun(t, "status", "--cluster", "--redis-url", url)
 	if !strings.Contains(r.stdout, "wallet") || !strings.Contains(r.stdout, "agent") {

@@ -4,16 +4,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 func TestDLQListAndShow(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := redistest.Client(t)
 	stream, dlq := walletKeys(prefix)
-	a := deadLetter(t, rdb, prefix, envelope("a", event.BetSettledConfirmed), "max_deliveries")
-	b := deadLetter(t, rdb, prefix, envelope("b", event.BetRolledBackConfirmed), "handler_permanent")
+	a := deadLetter(t, rdb, prefix, envelope("a", platform.BetSettledConfirmed), "max_deliveries")
+	b := deadLetter(t, rdb, prefix, envelope("b", platform.BetRolledBackConfirmed), "handler_permanent")
 	c := deadLetterRaw(t, rdb, prefix, legacyFields("c"), "legacy_schema", 1)
 
 	var all struct {
@@ -27,7 +27,7 @@ func TestDLQListAndShow(t *testing.T) {
 	first := all.DeadLetters[0]
 	if first.ID != a || first.Stream != "wallet" || first.DeadLetterKey != dlq || first.EventID != "a" ||
 		first.EventType != "BET_SETTLED_CONFIRMED" || first.Reason != "max_deliveries" || first.Deliveries != 5 ||
-		first.SourceStream != stream || first.SourceID != "1747300000000-5" || first.Group != event.ServiceRolling ||
+		first.SourceStream != stream || first.SourceID != "1747300000000-5" || first.Group != platform.ServiceRolling ||
 		first.Consumer != "pod-a" || first.Error != "handler: ledger row missing" || first.Legacy || first.Fields != nil {
 		t.Errorf("first dead letter: %+v", first)
 	}
@@ -95,7 +95,7 @@ func TestDLQListAndShow(t *testing.T) {
 	// show: everything, the original fields without the dlq_* ones.
 	var dl DeadLetter
 	decodeJSON(t, mustRun(t, "dlq", "show", b, "--prefix", prefix, "--json").stdout, &dl)
-	want := fieldsOf(t, envelope("b", event.BetRolledBackConfirmed))
+	want := fieldsOf(t, envelope("b", platform.BetRolledBackConfirmed))
 	if dl.ID != b || dl.Reason != "handler_permanent" || len(dl.Fields) != len(want) {
 		t.Errorf("show: %+v", dl)
 	}
@@ -127,9 +127,9 @@ func TestDLQListAndShow(t *testing.T) {
 func TestDLQListTruncated(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := redistest.Client(t)
-	deadLetter(t, rdb, prefix, envelope("a", event.BetSettledConfirmed), "max_deliveries")
-	deadLetter(t, rdb, prefix, envelope("b", event.BetRolledBackConfirmed), "handler_permanent")
-	deadLetter(t, rdb, prefix, envelope("c", event.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("a", platform.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("b", platform.BetRolledBackConfirmed), "handler_permanent")
+	deadLetter(t, rdb, prefix, envelope("c", platform.BetSettledConfirmed), "max_deliveries")
 
 	for _, tc := range []struct {
 		args       []string

@@ -17,7 +17,7 @@
 // [DefaultRedisURL]), parsed with redis.ParseURL (redis.ParseClusterURL with
 // --cluster), and --prefix, a key prefix put before every stream key. The
 // client honours context deadlines (ContextTimeoutEnabled), and --timeout
-// bounds each call. Streams come from the catalog: event.Platform(), or a
+// bounds each call. Streams come from the catalog: platform.Catalog(), or a
 // JSON export of another catalog given with --catalog.
 //
 // # Outbox

@@ -15,6 +15,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // quiet drops go-redis's own log lines, as cmd/headway does.
@@ -86,7 +87,7 @@ func decodeJSON(t *testing.T, s string, v any) {
 
 // walletKeys returns the wallet stream's keys under prefix.
 func walletKeys(prefix string) (stream, dlq string) {
-	return prefix + event.StreamKey(event.StreamWallet), prefix + event.DeadLetterKey(event.StreamWallet)
+	return prefix + event.StreamKey(platform.StreamWallet), prefix + event.DeadLetterKey(platform.StreamWallet)
 }
 
 func envelope(id string, typ event.Type) event.Envelope {
@@ -108,7 +109,7 @@ func deadLetterRaw(t testing.TB, rdb redis.UniversalClient, prefix string, origi
 		consumer.DLQFieldReason, reason,
 		consumer.DLQFieldError, "handler: ledger row missing",
 		consumer.DLQFieldStream, stream,
-		consumer.DLQFieldGroup, event.ServiceRolling,
+		consumer.DLQFieldGroup, platform.ServiceRolling,
 		consumer.DLQFieldConsumer, "pod-a",
 		consumer.DLQFieldID, "1747300000000-"+strconv.Itoa(deliveries),
 		consumer.DLQFieldDeliveries, strconv.Itoa(deliveries),
@@ -144,7 +145,7 @@ func deadLetter(t testing.TB, rdb redis.UniversalClient, prefix string, e event.
 // legacyFields are the fields of a schema_version 1 event (no brand).
 func legacyFields(id string) map[string]any {
 	return map[string]any{
-		event.FieldEventID: id, event.FieldEventType: string(event.BetSettledConfirmed),
+		event.FieldEventID: id, event.FieldEventType: string(platform.BetSettledConfirmed),
 		event.FieldSchemaVersion: "1", event.FieldOccurredAt: "2026-05-15T10:20:30Z",
 		event.FieldAggregateID: "bet-" + id, event.FieldPayload: `{}`,
 	}

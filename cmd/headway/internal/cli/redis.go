@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // DefaultTimeout bounds one Redis call unless --timeout says otherwise.
@@ -192,7 +193,7 @@ func (cf *catalogFlag) register(fs *flag.FlagSet) {
 // load returns the catalog: the platform's, or the file's after Validate.
 func (cf *catalogFlag) load() (*event.Catalog, error) {
 	if cf.path == "" {
-		return event.Platform(), nil
+		return platform.Catalog(), nil
 	}
 	b, err := os.ReadFile(cf.path)
 	if err != nil {

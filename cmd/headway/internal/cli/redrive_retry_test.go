@@ -13,8 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/consumer"
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // A call of the redrive script sent again with its token (go-redis's
@@ -25,8 +25,8 @@ func TestRedriveScriptCalledAgainReportsItsMove(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
 	stream, dlq := walletKeys(prefix)
-	ref := streamRef{Name: event.StreamWallet, Key: stream, DLQ: dlq}
-	id := deadLetter(t, rdb, prefix, envelope("again-1", event.BetSettledConfirmed), consumer.ReasonHandlerPermanent)
+	ref := streamRef{Name: platform.StreamWallet, Key: stream, DLQ: dlq}
+	id := deadLetter(t, rdb, prefix, envelope("again-1", platform.BetSettledConfirmed), consumer.ReasonHandlerPermanent)
 
 	newID, again, err := redriveOne(ctx, rdb, ref, id, "call-1", time.Minute)
 	if err != nil || again || newID == "" {
@@ -68,7 +68,7 @@ func TestRedriveReportsAMoveWhoseReplyWasLost(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
 	stream, dlq := walletKeys(prefix)
-	id := deadLetter(t, rdb, prefix, envelope("lost-1", event.BetSettledConfirmed), consumer.ReasonHandlerPermanent)
+	id := deadLetter(t, rdb, prefix, envelope("lost-1", platform.BetSettledConfirmed), consumer.ReasonHandlerPermanent)
 	p := startLossyProxy(t, rdb.Options().Addr)
 
 	r := run(t, "dlq", "redrive", "--prefix", prefix, "--redis-url", "redis://"+p.ln.Addr().String()+"/0", "--id", id, "--json")

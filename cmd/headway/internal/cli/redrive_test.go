@@ -19,6 +19,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // redriveOutput is the JSON of dlq redrive.
@@ -38,9 +39,9 @@ func startConsumer(t *testing.T, rdb redis.UniversalClient, prefix string, h con
 		t.Fatal(err)
 	}
 	c, err := consumer.New(consumer.Config{
-		Client: rdb, Stream: stream, CatalogStream: event.StreamWallet,
-		Group: event.ServiceRolling, Consumer: "pod-a",
-		Handlers: map[event.Type]consumer.Handler{event.BetSettledConfirmed: h, event.BetRolledBackConfirmed: h},
+		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet,
+		Group: platform.ServiceRolling, Consumer: "pod-a",
+		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h},
 		Dedup:    store, Block: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
 		Retry:  consumer.RetryPolicy{Attempts: 1},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -101,7 +102,7 @@ func TestRedriveRoundTrip(t *testing.T) {
 		return m[id]
 	}
 
-	sourceID := publish(t, rdb, stream, envelope("rt-1", event.BetSettledConfirmed))
+	sourceID := publish(t, rdb, stream, envelope("rt-1", platform.BetSettledConfirmed))
 	testkit.Eventually(t, 10*time.Second, "the event dead-lettered", func() bool { return rdb.XLen(ctx, dlq).Val() == 1 })
 
 	var list struct {
@@ -138,7 +139,7 @@ func TestRedriveRoundTrip(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, "the redriven event applied", func() bool { return count(applied, "rt-1") == 1 })
 
 	// A later event applied means the consumer is past the redriven one.
-	publish(t, rdb, stream, envelope("rt-2", event.BetSettledConfirmed))
+	publish(t, rdb, stream, envelope("rt-2", platform.BetSettledConfirmed))
 	testkit.Eventually(t, 10*time.Second, "a later event applied", func() bool { return count(applied, "rt-2") == 1 })
 	if a, c := count(applied, "rt-1"), count(calls, "rt-1"); a != 1 || c != 2 {
 		t.Errorf("rt-1 applied %d times in %d calls, want once in 2", a, c)
@@ -150,7 +151,7 @@ func TestRedriveRoundTrip(t *testing.T) {
 		t.Errorf("rt-1 is %d times on the stream, want the original and the redriven", ids["rt-1"])
 	}
 	testkit.Eventually(t, 10*time.Second, "nothing pending", func() bool {
-		p, err := rdb.XPending(ctx, stream, event.ServiceRolling).Result()
+		p, err := rdb.XPending(ctx, stream, platform.ServiceRolling).Result()
 		return err == nil && p.Count == 0
 	})
 
@@ -167,7 +168,7 @@ func TestRedriveRestoresOriginalFields(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := redistest.Client(t)
 	stream, _ := walletKeys(prefix)
-	e := envelope("f1", event.BetSettledConfirmed)
+	e := envelope("f1", platform.BetSettledConfirmed)
 	e.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	want := fieldsOf(t, e)
 	want["x_producer_extra"] = "kept"
@@ -204,10 +205,10 @@ func TestRedriveRefusesWhatConsumersRejectAgain(t *testing.T) {
 	ctx := context.Background()
 	stream, dlq := walletKeys(prefix)
 	legacy := deadLetterRaw(t, rdb, prefix, legacyFields("old"), "legacy_schema", 1)
-	broken := fieldsOf(t, envelope("broken", event.BetSettledConfirmed))
+	broken := fieldsOf(t, envelope("broken", platform.BetSettledConfirmed))
 	delete(broken, event.FieldOccurredAt)
 	malformed := deadLetterRaw(t, rdb, prefix, broken, "malformed", 1)
-	good := deadLetter(t, rdb, prefix, envelope("good", event.BetSettledConfirmed), "max_deliveries")
+	good := deadLetter(t, rdb, prefix, envelope("good", platform.BetSettledConfirmed), "max_deliveries")
 
 	// Named by --id: refused, exit 1, nothing moved.
 	r := run(t, "dlq", "redrive", "--prefix", prefix, "--id", legacy)
@@ -251,10 +252,10 @@ func TestRedriveSelection(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := redistest.Client(t)
 	stream, dlq := walletKeys(prefix)
-	deadLetter(t, rdb, prefix, envelope("m1", event.BetSettledConfirmed), "max_deliveries")
-	deadLetter(t, rdb, prefix, envelope("p1", event.BetSettledConfirmed), "handler_permanent")
-	deadLetter(t, rdb, prefix, envelope("m2", event.BetRolledBackConfirmed), "max_deliveries")
-	deadLetter(t, rdb, prefix, envelope("m3", event.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("m1", platform.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("p1", platform.BetSettledConfirmed), "handler_permanent")
+	deadLetter(t, rdb, prefix, envelope("m2", platform.BetRolledBackConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("m3", platform.BetSettledConfirmed), "max_deliveries")
 
 	var dry redriveOutput
 	decodeJSON(t, mustRun(t, "dlq", "redrive", "--prefix", prefix, "--reason", "max_deliveries", "--limit", "2", "--dry-run", "--json").stdout, &dry)
@@ -291,7 +292,7 @@ func fillDLQ(t *testing.T, rdb redis.UniversalClient, prefix string, n int) []st
 	for i := range ids {
 		ids[i] = "bulk-" + strconv.Itoa(i)
 		values := []any{}
-		for k, v := range fieldsOf(t, envelope(ids[i], event.BetSettledConfirmed)) {
+		for k, v := range fieldsOf(t, envelope(ids[i], platform.BetSettledConfirmed)) {
 			values = append(values, k, v)
 		}
 		values = append(values, consumer.DLQFieldReason, consumer.ReasonMaxDeliveries, consumer.DLQFieldStream, stream,
@@ -414,7 +415,7 @@ func rejectAgain(t *testing.T, rdb redis.UniversalClient, prefix string) (<-chan
 					values = append(values, k, v)
 				}
 				values = append(values, consumer.DLQFieldReason, consumer.ReasonMaxDeliveries,
-					consumer.DLQFieldStream, stream, consumer.DLQFieldGroup, event.ServiceRolling,
+					consumer.DLQFieldStream, stream, consumer.DLQFieldGroup, platform.ServiceRolling,
 					consumer.DLQFieldID, m.ID, consumer.DLQFieldDeliveries, "5",
 					consumer.DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano))
 				if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: dlq, Values: values}).Err(); err != nil {
@@ -503,7 +504,7 @@ func TestRedriveWarnsPastTheDedupWindow(t *testing.T) {
 	add := func(id, eventID string, dlqFields ...any) string {
 		t.Helper()
 		values := []any{}
-		for k, v := range fieldsOf(t, envelope(eventID, event.BetSettledConfirmed)) {
+		for k, v := range fieldsOf(t, envelope(eventID, platform.BetSettledConfirmed)) {
 			values = append(values, k, v)
 		}
 		values = append(values, consumer.DLQFieldReason, consumer.ReasonHandlerPermanent, consumer.DLQFieldStream, stream)

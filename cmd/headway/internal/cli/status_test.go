@@ -11,8 +11,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // TestStatusMatchesXINFO prepares a wallet stream with three groups — one
@@ -30,7 +30,7 @@ func TestStatusMatchesXINFO(t *testing.T) {
 	ids := make([]string, 10)
 	for i := range ids {
 		ids[i] = strconv.FormatInt(base+int64(i)*1000, 10) + "-0"
-		fields := fieldsOf(t, envelope("s"+strconv.Itoa(i), event.BetSettledConfirmed))
+		fields := fieldsOf(t, envelope("s"+strconv.Itoa(i), platform.BetSettledConfirmed))
 		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: ids[i], Values: fields}).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -52,8 +52,8 @@ func TestStatusMatchesXINFO(t *testing.T) {
 	read("pod-a", 4) // ids 0..3
 	must(rdb.XAck(ctx, stream, "rolling_service", ids[0]).Err())
 	read("pod-b", 2) // ids 4..5
-	deadLetter(t, rdb, prefix, envelope("d1", event.BetSettledConfirmed), "max_deliveries")
-	deadLetter(t, rdb, prefix, envelope("d2", event.BetSettledConfirmed), "handler_permanent")
+	deadLetter(t, rdb, prefix, envelope("d1", platform.BetSettledConfirmed), "max_deliveries")
+	deadLetter(t, rdb, prefix, envelope("d2", platform.BetSettledConfirmed), "handler_permanent")
 
 	r := runApp(t, ctx, &app{now: func() time.Time { return now }}, "status", "--prefix", prefix, "--stream", "wallet", "--json")
 	if r.code != ExitOK {
@@ -181,7 +181,7 @@ func TestStatusOfAbsentStreams(t *testing.T) {
 	r := mustRun(t, "status", "--prefix", prefix, "--json")
 	var got struct{ Streams []StreamStatus }
 	decodeJSON(t, r.stdout, &got)
-	if len(got.Streams) != len(event.Platform().Streams) {
+	if len(got.Streams) != len(platform.Catalog().Streams) {
 		t.Fatalf("%d streams, want every catalog stream", len(got.Streams))
 	}
 	for _, s := range got.Streams {
@@ -213,16 +213,16 @@ func TestStatusOnMiniredis(t *testing.T) {
 	}
 	ids := make([]string, 5)
 	for i := range ids {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fieldsOf(t, envelope("m"+strconv.Itoa(i), event.BetSettledConfirmed))}).Result()
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fieldsOf(t, envelope("m"+strconv.Itoa(i), platform.BetSettledConfirmed))}).Result()
 		must(err)
 		ids[i] = id
 	}
-	must(rdb.XGroupCreate(ctx, stream, event.ServiceRolling, "0").Err())
+	must(rdb.XGroupCreate(ctx, stream, platform.ServiceRolling, "0").Err())
 	must(rdb.XGroupCreate(ctx, stream, "promotion_service", "$").Err())
-	must(rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: event.ServiceRolling, Consumer: "pod-a",
+	must(rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: platform.ServiceRolling, Consumer: "pod-a",
 		Streams: []string{stream, ">"}, Count: 3}).Err())
-	must(rdb.XAck(ctx, stream, event.ServiceRolling, ids[0]).Err())
-	deadLetter(t, rdb, "", envelope("d1", event.BetSettledConfirmed), "max_deliveries")
+	must(rdb.XAck(ctx, stream, platform.ServiceRolling, ids[0]).Err())
+	deadLetter(t, rdb, "", envelope("d1", platform.BetSettledConfirmed), "max_deliveries")
 
 	url := "redis://" + mr.Addr() + "/0"
 	var got struct{ Streams []StreamStatus }
@@ -242,7 +242,7 @@ func TestStatusOnMiniredis(t *testing.T) {
 		t.Errorf("promotion_service: %+v", p)
 	}
 	r := s.Groups[1]
-	if r.Name != event.ServiceRolling || r.Pending != 2 || r.OldestPendingID != ids[1] || r.LastDeliveredID != ids[2] ||
+	if r.Name != platform.ServiceRolling || r.Pending != 2 || r.OldestPendingID != ids[1] || r.LastDeliveredID != ids[2] ||
 		len(r.Consumers) != 1 || r.Consumers[0].Name != "pod-a" || r.Consumers[0].Pending != 2 {
 		t.Errorf("rolling_service: %+v", r)
 	}

@@ -1,36 +1,45 @@
-package event
+// Package platform is the event catalog of the multi-brand platform that
+// headway was built for: its four streams (wallet, rolling, player,
+// agent), every event type with its status, the services that produce and
+// consume them, and the retired BRAND_AWARE_PUBLISHING_BEGINS sentinel
+// (docs/event-catalog.md, generated from [Catalog]). headway's library
+// packages take any [event.Catalog]; a service of this platform passes
+// Catalog(), a team with other streams builds its own.
+package platform
+
+import "github.com/headwaylabs/headway/event"
 
 // Event types of the platform (docs/event-catalog.md). Names are the
 // contracts package's constants.
 const (
 	// wallet stream, emitted
-	BetSettledConfirmed       Type = "BET_SETTLED_CONFIRMED"
-	BetRolledBackConfirmed    Type = "BET_ROLLED_BACK_CONFIRMED"
-	RollingCompletedConfirmed Type = "ROLLING_COMPLETED_CONFIRMED"
-	DepositApproved           Type = "DEPOSIT_APPROVED"
-	WithdrawApproved          Type = "WITHDRAW_APPROVED"
+	BetSettledConfirmed       event.Type = "BET_SETTLED_CONFIRMED"
+	BetRolledBackConfirmed    event.Type = "BET_ROLLED_BACK_CONFIRMED"
+	RollingCompletedConfirmed event.Type = "ROLLING_COMPLETED_CONFIRMED"
+	DepositApproved           event.Type = "DEPOSIT_APPROVED"
+	WithdrawApproved          event.Type = "WITHDRAW_APPROVED"
 	// wallet stream, reserved
-	BetAuthorized     Type = "BET_AUTHORIZED"
-	PromotionCredited Type = "PROMOTION_CREDITED"
-	PromotionReversed Type = "PROMOTION_REVERSED"
-	CouponExpired     Type = "COUPON_EXPIRED"
+	BetAuthorized     event.Type = "BET_AUTHORIZED"
+	PromotionCredited event.Type = "PROMOTION_CREDITED"
+	PromotionReversed event.Type = "PROMOTION_REVERSED"
+	CouponExpired     event.Type = "COUPON_EXPIRED"
 	// rolling stream
-	RollingCompleted Type = "ROLLING_COMPLETED"
-	RollingCanceled  Type = "ROLLING_CANCELED"
+	RollingCompleted event.Type = "ROLLING_COMPLETED"
+	RollingCanceled  event.Type = "ROLLING_CANCELED"
 	// player stream
-	PlayerRegistered Type = "PLAYER_REGISTERED"
-	VIPLevelChanged  Type = "VIP_LEVEL_CHANGED"
+	PlayerRegistered event.Type = "PLAYER_REGISTERED"
+	VIPLevelChanged  event.Type = "VIP_LEVEL_CHANGED"
 	// agent stream
-	AgentWithdrawCreated     Type = "AGENT_WITHDRAW_CREATED"
-	AgentWithdrawApproved    Type = "AGENT_WITHDRAW_APPROVED"
-	AgentWithdrawDeclined    Type = "AGENT_WITHDRAW_DECLINED"
-	AgentWithdrawPaid        Type = "AGENT_WITHDRAW_PAID"
-	AgentWithdrawPayDeclined Type = "AGENT_WITHDRAW_PAY_DECLINED"
-	AgentCouponGranted       Type = "AGENT_COUPON_GRANTED"
-	AgentCouponRecycled      Type = "AGENT_COUPON_RECYCLED"
-	AgentBalanceAdjusted     Type = "AGENT_BALANCE_ADJUSTED"
+	AgentWithdrawCreated     event.Type = "AGENT_WITHDRAW_CREATED"
+	AgentWithdrawApproved    event.Type = "AGENT_WITHDRAW_APPROVED"
+	AgentWithdrawDeclined    event.Type = "AGENT_WITHDRAW_DECLINED"
+	AgentWithdrawPaid        event.Type = "AGENT_WITHDRAW_PAID"
+	AgentWithdrawPayDeclined event.Type = "AGENT_WITHDRAW_PAY_DECLINED"
+	AgentCouponGranted       event.Type = "AGENT_COUPON_GRANTED"
+	AgentCouponRecycled      event.Type = "AGENT_COUPON_RECYCLED"
+	AgentBalanceAdjusted     event.Type = "AGENT_BALANCE_ADJUSTED"
 	// retired on every stream
-	BrandAwarePublishingBegins Type = "BRAND_AWARE_PUBLISHING_BEGINS"
+	BrandAwarePublishingBegins event.Type = "BRAND_AWARE_PUBLISHING_BEGINS"
 )
 
 // Stream names of the platform. There is deliberately no promotion stream:
@@ -51,26 +60,28 @@ const (
 	ServiceAgent     = "agent_service"
 )
 
-// Platform returns a fresh copy of the platform's event catalog: the four
+// Catalog returns a fresh copy of the platform's event catalog: the four
 // documented streams with every event type and its status, the consumers of
 // the wallet stream and what they dispatch, and the retired
 // BRAND_AWARE_PUBLISHING_BEGINS sentinel. The caller may modify the copy.
-func Platform() *Catalog {
-	emitted := func(t Type, note string) TypeInfo { return TypeInfo{Type: t, Status: StatusEmitted, Note: note} }
-	reserved := func(t Type) TypeInfo {
-		return TypeInfo{Type: t, Status: StatusReserved, Note: "constant declared in the contracts package; no producer writes it"}
+func Catalog() *event.Catalog {
+	emitted := func(t event.Type, note string) event.TypeInfo {
+		return event.TypeInfo{Type: t, Status: event.StatusEmitted, Note: note}
+	}
+	reserved := func(t event.Type) event.TypeInfo {
+		return event.TypeInfo{Type: t, Status: event.StatusReserved, Note: "constant declared in the contracts package; no producer writes it"}
 	}
 	const noConsumer = "emitted, no consumer (producer-only)"
-	return &Catalog{
-		Streams: []StreamInfo{
+	return &event.Catalog{
+		Streams: []event.StreamInfo{
 			{
 				Name:     StreamWallet,
 				Producer: ServiceWallet,
-				Consumers: []ConsumerInfo{
-					{Service: ServiceRolling, Dispatches: []Type{BetSettledConfirmed, BetRolledBackConfirmed}},
-					{Service: ServicePromotion, Dispatches: []Type{BetSettledConfirmed, BetRolledBackConfirmed}},
+				Consumers: []event.ConsumerInfo{
+					{Service: ServiceRolling, Dispatches: []event.Type{BetSettledConfirmed, BetRolledBackConfirmed}},
+					{Service: ServicePromotion, Dispatches: []event.Type{BetSettledConfirmed, BetRolledBackConfirmed}},
 				},
-				Types: []TypeInfo{
+				Types: []event.TypeInfo{
 					emitted(BetSettledConfirmed, ""),
 					emitted(BetRolledBackConfirmed, ""),
 					emitted(RollingCompletedConfirmed, noConsumer),
@@ -88,7 +99,7 @@ func Platform() *Catalog {
 			{
 				Name:     StreamRolling,
 				Producer: ServiceRolling,
-				Types: []TypeInfo{
+				Types: []event.TypeInfo{
 					emitted(RollingCompleted, ""),
 					emitted(RollingCanceled, ""),
 				},
@@ -97,7 +108,7 @@ func Platform() *Catalog {
 			{
 				Name:     StreamPlayer,
 				Producer: ServicePlayer,
-				Types: []TypeInfo{
+				Types: []event.TypeInfo{
 					emitted(PlayerRegistered, ""),
 					reserved(VIPLevelChanged),
 				},
@@ -106,7 +117,7 @@ func Platform() *Catalog {
 			{
 				Name:     StreamAgent,
 				Producer: ServiceAgent,
-				Types: []TypeInfo{
+				Types: []event.TypeInfo{
 					emitted(AgentWithdrawCreated, ""),
 					emitted(AgentWithdrawApproved, ""),
 					emitted(AgentWithdrawDeclined, ""),
@@ -119,9 +130,9 @@ func Platform() *Catalog {
 				Note: "No consumer yet; future consumers and projections.",
 			},
 		},
-		Retired: []TypeInfo{{
+		Retired: []event.TypeInfo{{
 			Type:   BrandAwarePublishingBegins,
-			Status: StatusRetired,
+			Status: event.StatusRetired,
 			Note: "sentinel once written by each producer at the schema_version 2 deploy; no longer " +
 				"emitted (event_legacy_schema_total covers the alarm). Old backlogs may still hold it: " +
 				"consumers acknowledge it without dispatch.",
