@@ -12,24 +12,22 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/event"
 )
 
-// Fields a dead letter adds to the original entry's fields.
+// Fields a dead letter adds to the original entry's fields: aliases of
+// the deadletter package's constants, which define the format.
 const (
-	DLQFieldReason     = "dlq_reason"     // why: a brandguard reason, max_deliveries, handler_permanent
-	DLQFieldError      = "dlq_error"      // the error text (at most 2 KiB; never the payload)
-	DLQFieldStream     = "dlq_stream"     // the source stream key
-	DLQFieldGroup      = "dlq_group"      // the consumer group
-	DLQFieldConsumer   = "dlq_consumer"   // the consumer that gave up
-	DLQFieldID         = "dlq_id"         // the entry ID in the source stream
-	DLQFieldDeliveries = "dlq_deliveries" // Redis's delivery count at that time
-	DLQFieldAt         = "dlq_at"         // when, RFC 3339 UTC
-	// DLQFieldTruncated is present when the original entry was over the
-	// codec's size limit: it gives the entry's size and which of its fields
-	// were left out (those over 4 KiB). The dead letter keeps the rest, so
-	// the entry can be found and diagnosed; it cannot be redriven whole.
-	DLQFieldTruncated = "dlq_truncated"
+	DLQFieldReason     = deadletter.FieldReason
+	DLQFieldError      = deadletter.FieldError
+	DLQFieldStream     = deadletter.FieldStream
+	DLQFieldGroup      = deadletter.FieldGroup
+	DLQFieldConsumer   = deadletter.FieldConsumer
+	DLQFieldID         = deadletter.FieldID
+	DLQFieldDeliveries = deadletter.FieldDeliveries
+	DLQFieldAt         = deadletter.FieldAt
+	DLQFieldTruncated  = deadletter.FieldTruncated
 )
 
 // maxCopiedField bounds each field value a dead letter copies from an

@@ -115,7 +115,7 @@ func StreamKey(name string) string { return "events:{" + name + "}" }
 func DeadLetterKey(name string) string { return StreamKey(name) + ":dlq" }
 
 // Catalog lists the streams of the platform and the event types on each.
-// It is plain data: build one with [Platform] or by hand, check it with
+// It is plain data: build one by hand (package platform has the platform's), check it with
 // [Catalog.Validate], then share it read-only between goroutines.
 type Catalog struct {
 	Streams []StreamInfo `json:"streams"`

@@ -163,7 +163,7 @@ func TestGeneratedDocsAreCurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("%s is stale: run go generate ./event and commit the result", path)
+			t.Errorf("%s is stale: run go generate ./platform and commit the result", path)
 		}
 	}
 }

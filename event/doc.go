@@ -32,7 +32,7 @@
 // # Catalog
 //
 // A [Catalog] lists streams, their producer and consumers, and each event
-// type with its [Status]. [Platform] returns the platform's catalog;
+// type with its [Status]. platform.Catalog (package platform) returns the platform's catalog;
 // docs/event-catalog.md and docs/event-catalog.json are generated from it by
 // go generate, and a test fails when they are stale. A consumer runs
 // [Catalog.CheckDispatch] at start-up to refuse handlers for types that are
@@ -44,4 +44,3 @@
 // tag, so both keys of a stream live in one slot.
 package event
 
-//go:generate go run ../internal/catalogdoc -md ../docs/event-catalog.md -json ../docs/event-catalog.json

@@ -9,6 +9,8 @@ package platform
 
 import "github.com/headwaylabs/headway/event"
 
+//go:generate go run ../internal/catalogdoc -md ../docs/event-catalog.md -json ../docs/event-catalog.json
+
 // Event types of the platform (docs/event-catalog.md). Names are the
 // contracts package's constants.
 const (

@@ -1,7 +1,7 @@
 // Command catalogdoc writes the generated event catalog documents from
 // platform.Catalog(). It runs through go generate (see event/doc.go):
 //
-//	go generate ./event
+//	go generate ./platform
 package main
 
 import (

@@ -4,19 +4,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/event"
-	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // DeadLetter is one dead-lettered entry as dlq list, show and redrive
@@ -43,13 +40,8 @@ type DeadLetter struct {
 	// (dlq show only).
 	Fields map[string]string `json:"fields,omitempty"`
 
-	original map[string]string
+	letter deadletter.Letter
 }
-
-// dlqFields are the fields a dead letter adds to the original entry.
-var dlqFields = []string{consumer.DLQFieldReason, consumer.DLQFieldError, consumer.DLQFieldStream,
-	consumer.DLQFieldGroup, consumer.DLQFieldConsumer, consumer.DLQFieldID, consumer.DLQFieldDeliveries,
-	consumer.DLQFieldAt, consumer.DLQFieldTruncated}
 
 // knownReasons are the dead-letter reasons the consumer writes.
 func knownReasons() []string {
@@ -64,54 +56,24 @@ func knownReasons() []string {
 }
 
 func newDeadLetter(ref streamRef, msg redis.XMessage) DeadLetter {
-	all := make(map[string]string, len(msg.Values))
-	for k, v := range msg.Values {
-		switch v := v.(type) {
-		case string:
-			all[k] = v
-		case []byte:
-			all[k] = string(v)
-		default:
-			all[k] = fmt.Sprint(v)
-		}
-	}
+	l := deadletter.Parse(msg)
 	dl := DeadLetter{
-		Stream: ref.Name, DeadLetterKey: ref.DLQ, ID: msg.ID,
-		EventID:        all[event.FieldEventID],
-		EventType:      all[event.FieldEventType],
-		SchemaVersion:  all[event.FieldSchemaVersion],
-		Reason:         all[consumer.DLQFieldReason],
-		Error:          all[consumer.DLQFieldError],
-		SourceStream:   all[consumer.DLQFieldStream],
-		SourceID:       all[consumer.DLQFieldID],
-		Group:          all[consumer.DLQFieldGroup],
-		Consumer:       all[consumer.DLQFieldConsumer],
-		DeadLetteredAt: all[consumer.DLQFieldAt],
-		original:       make(map[string]string, len(all)),
+		Stream: ref.Name, DeadLetterKey: ref.DLQ, ID: l.ID,
+		EventID:        l.Fields[event.FieldEventID],
+		EventType:      l.Fields[event.FieldEventType],
+		SchemaVersion:  l.Fields[event.FieldSchemaVersion],
+		Reason:         l.Reason,
+		Error:          l.Error,
+		SourceStream:   l.SourceStream,
+		SourceID:       l.SourceID,
+		Group:          l.Group,
+		Consumer:       l.Consumer,
+		Deliveries:     l.Deliveries,
+		DeadLetteredAt: l.At,
+		letter:         l,
 	}
-	dl.Deliveries, _ = strconv.ParseInt(all[consumer.DLQFieldDeliveries], 10, 64)
 	dl.Legacy = dl.SchemaVersion == "1" || dl.Reason == string(brandguard.ReasonLegacySchema)
-	for k, v := range all {
-		if !slices.Contains(dlqFields, k) {
-			dl.original[k] = v
-		}
-	}
 	return dl
-}
-
-// deadLetterTime returns when dl was dead-lettered: its dlq_at, else the
-// time of its entry ID in the source stream (dlq_id), else the time of its
-// own ID in the dead-letter stream.
-func (dl DeadLetter) deadLetterTime() (time.Time, bool) {
-	if t, err := time.Parse(time.RFC3339Nano, dl.DeadLetteredAt); err == nil {
-		return t, true
-	}
-	for _, id := range []string{dl.SourceID, dl.ID} {
-		if ms, _, ok := streamid.Parse(id); ok && ms > 0 && ms <= math.MaxInt64 {
-			return time.UnixMilli(int64(ms)), true
-		}
-	}
-	return time.Time{}, false
 }
 
 // dlFilter selects dead letters; empty sets match everything.

@@ -188,7 +188,7 @@ func (a *app) dlqShow(ctx context.Context, c *command, args []string) error {
 		return usagef("dead letter %s is in several streams (%s): name one with --stream", id, strings.Join(in, ", "))
 	}
 	dl := found[0]
-	dl.Fields = dl.original
+	dl.Fields = dl.letter.Fields
 	if jsonOut {
 		return writeJSON(a.stdout, dl)
 	}

@@ -30,15 +30,16 @@
 //
 // # Redrive
 //
-// dlq redrive moves one dead letter at a time with one Lua script call that
-// reads it from the dead-letter stream, appends its original fields (the
-// dlq_* fields removed) to the source stream and deletes it from the
-// dead-letter stream. A script runs atomically, so a redrive killed at any
-// point has moved each entry entirely or not at all; a dead letter that is
-// no longer there is not appended, so two redrives running at once, or a
-// go-redis retry of a script that did run, do not double it. The stream and
-// its dead-letter stream share a hash tag ("events:{wallet}",
-// "events:{wallet}:dlq"), so the script runs on a cluster as well. A scan
+// dlq list, show and redrive read dead letters with [deadletter.Parse], and
+// redrive moves one at a time with [deadletter.Redrive]: one Lua script
+// call appends its original fields to the source stream and deletes it
+// from the dead-letter stream, both or neither, so a redrive killed at any
+// point has moved each entry entirely or not at all, and two redrives
+// running at once, or a go-redis retry of a script that did run, do not
+// double it. The stream and its dead-letter stream share a hash tag
+// ("events:{wallet}", "events:{wallet}:dlq"), so this works on a cluster
+// as well. What stays here is the operator's side: the flags and filters,
+// the refusal of entries the consumers would reject again, the output. A scan
 // (dlq list, and redrive by --reason, --type or --all) stops at the
 // dead-letter stream's last ID as read when it starts, so it never reaches
 // the entries that consumers dead-letter again while a redrive runs.

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/platform"
@@ -106,14 +106,14 @@ func deadLetterRaw(t testing.TB, rdb redis.UniversalClient, prefix string, origi
 		values = append(values, k, v)
 	}
 	values = append(values,
-		consumer.DLQFieldReason, reason,
-		consumer.DLQFieldError, "handler: ledger row missing",
-		consumer.DLQFieldStream, stream,
-		consumer.DLQFieldGroup, platform.ServiceRolling,
-		consumer.DLQFieldConsumer, "pod-a",
-		consumer.DLQFieldID, "1747300000000-"+strconv.Itoa(deliveries),
-		consumer.DLQFieldDeliveries, strconv.Itoa(deliveries),
-		consumer.DLQFieldAt, "2026-05-15T10:20:31Z",
+		deadletter.FieldReason, reason,
+		deadletter.FieldError, "handler: ledger row missing",
+		deadletter.FieldStream, stream,
+		deadletter.FieldGroup, platform.ServiceRolling,
+		deadletter.FieldConsumer, "pod-a",
+		deadletter.FieldID, "1747300000000-"+strconv.Itoa(deliveries),
+		deadletter.FieldDeliveries, strconv.Itoa(deliveries),
+		deadletter.FieldAt, "2026-05-15T10:20:31Z",
 	)
 	id, err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: dlq, Values: values}).Result()
 	if err != nil {

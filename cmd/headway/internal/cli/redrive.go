@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/streamid"
 )
@@ -83,81 +83,14 @@ type RedriveResult struct {
 	Why       string `json:"why,omitempty"`
 }
 
-// redriveScript moves one dead letter back to its source stream: KEYS[1]
-// is the dead-letter stream, KEYS[2] the source stream, KEYS[3] the
-// marker of this call (see redriveOne); ARGV[1] is the dead letter's ID,
-// ARGV[2] the marker's time to live in milliseconds and ARGV[3:] the field
-// names to drop. It returns {new entry ID, 0} after the move, {new entry
-// ID, 1} when this call's move was already done, and nil when the dead
-// letter is not there. The append runs before the delete: if the append
-// fails, nothing has changed.
-//
-// go-redis sends a call again when its reply is lost (a read timeout, a
-// dropped connection): that retry finds the dead letter gone although the
-// first try moved it. So the move records its new ID under a marker key
-// named after the dead letter and a token that only this call knows, in
-// the same script, and a retry that finds the dead letter gone returns
-// that ID. Another redrive that took the entry has another token: for it,
-// as for an ID never there, the dead letter is gone.
-var redriveScript = redis.NewScript(`
-local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #e == 0 then
-  local done = redis.call('GET', KEYS[3])
-  if done then return {done, 1} end
-  return false
-end
-local drop = {}
-for i = 3, #ARGV do drop[ARGV[i]] = true end
-local f, out = e[1][2], {}
-for i = 1, #f, 2 do
-  if not drop[f[i]] then
-    out[#out + 1] = f[i]
-    out[#out + 1] = f[i + 1]
-  end
-end
-if #out == 0 then
-  return redis.error_reply('dead letter ' .. ARGV[1] .. ' has no original fields')
-end
-local id = redis.call('XADD', KEYS[2], '*', unpack(out))
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], id, 'PX', ARGV[2])
-return {id, 0}
-`)
-
-// redriveOne moves the dead letter id of ref back to ref's stream and
-// returns its new ID; again reports that a retry of the call found the
-// move already done. It returns redis.Nil when id is no longer a dead
-// letter. token names this call: a call made again with the same token
-// (go-redis's retry after a lost reply) reports the move it made. The
-// record of the move lasts ttl, which must cover the client's retries.
-func redriveOne(ctx context.Context, rdb redis.UniversalClient, ref streamRef, id, token string, ttl time.Duration) (newID string, again bool, err error) {
-	argv := make([]any, 0, 2+len(dlqFields))
-	argv = append(argv, id, ttl.Milliseconds())
-	for _, f := range dlqFields {
-		argv = append(argv, f)
-	}
-	marker := ref.DLQ + ":redriven:" + id + ":" + token // ref.DLQ's hash tag keeps it in the streams' slot
-	res, err := redriveScript.Run(ctx, rdb, []string{ref.DLQ, ref.Key, marker}, argv...).Slice()
-	if err != nil {
-		return "", false, err
-	}
-	if len(res) != 2 {
-		return "", false, fmt.Errorf("redrive script: unexpected reply %v", res)
-	}
-	newID, ok := res[0].(string)
-	n, ok2 := res[1].(int64)
-	if !ok || !ok2 {
-		return "", false, fmt.Errorf("redrive script: unexpected reply %v", res)
-	}
-	return newID, n == 1, nil
-}
-
-// refusal says why dl must not be redriven, or "" when it may.
+// refusal says why dl must not be redriven, or "" when it may. The first
+// two checks are those deadletter.Redrive makes; they are made here too so
+// that a dry run reports them, in the command's words.
 func refusal(ref streamRef, dl DeadLetter, force bool) string {
 	if dl.SourceStream != "" && dl.SourceStream != ref.Key {
 		return fmt.Sprintf("dead-lettered from %s, not from %s", dl.SourceStream, ref.Key)
 	}
-	if len(dl.original) == 0 {
+	if len(dl.letter.Fields) == 0 {
 		return "no original fields"
 	}
 	if force {
@@ -166,8 +99,8 @@ func refusal(ref streamRef, dl DeadLetter, force bool) string {
 	if dl.Legacy {
 		return "legacy schema_version 1: consumers reject it again (--force redrives it anyway)"
 	}
-	fields := make(map[string]any, len(dl.original))
-	for k, v := range dl.original {
+	fields := make(map[string]any, len(dl.letter.Fields))
+	for k, v := range dl.letter.Fields {
 		fields[k] = v
 	}
 	if _, err := event.Decode(fields); err != nil {
@@ -291,7 +224,7 @@ type redriver struct {
 	interval time.Duration // --rate
 	next     time.Time
 	window   time.Duration // --dedup-window; 0: no warning
-	markTTL  time.Duration // how long a move's record outlives it: see redriveOne
+	markTTL  time.Duration // how long a move's record outlives it: deadletter.RedriveOptions.MarkerTTL
 
 	results []RedriveResult
 	moved   int // redriven, or would be in a dry run
@@ -363,9 +296,9 @@ func (r *redriver) one(ctx context.Context, ref streamRef, dl DeadLetter) (bool,
 	if err := r.pace(ctx); err != nil {
 		return false, err
 	}
-	newID, _, err := redriveOne(ctx, r.rdb, ref, dl.ID, rand.Text(), r.markTTL)
+	newID, err := deadletter.Redrive(ctx, r.rdb, ref.DLQ, ref.Key, dl.ID, &deadletter.RedriveOptions{MarkerTTL: r.markTTL})
 	switch {
-	case errors.Is(err, redis.Nil):
+	case errors.Is(err, deadletter.ErrNotFound):
 		res.Outcome, res.Why = OutcomeGone, "no longer in the dead-letter stream (redriven or deleted meanwhile)"
 		r.results = append(r.results, res)
 		return true, nil
@@ -389,7 +322,7 @@ func (r *redriver) warnPastWindow(ref streamRef, dl DeadLetter) {
 	if r.window <= 0 {
 		return
 	}
-	at, ok := dl.deadLetterTime()
+	at, ok := dl.letter.Time()
 	if !ok {
 		return
 	}

@@ -3,62 +3,15 @@ package cli
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/platform"
 )
-
-// A call of the redrive script sent again with its token (go-redis's
-// retry after a lost reply) reports the move the first one made; another
-// call, and an ID never dead-lettered, find nothing.
-func TestRedriveScriptCalledAgainReportsItsMove(t *testing.T) {
-	t.Parallel()
-	rdb, prefix := redistest.Client(t)
-	ctx := context.Background()
-	stream, dlq := walletKeys(prefix)
-	ref := streamRef{Name: platform.StreamWallet, Key: stream, DLQ: dlq}
-	id := deadLetter(t, rdb, prefix, envelope("again-1", platform.BetSettledConfirmed), consumer.ReasonHandlerPermanent)
-
-	newID, again, err := redriveOne(ctx, rdb, ref, id, "call-1", time.Minute)
-	if err != nil || again || newID == "" {
-		t.Fatalf("first call: %q, again %v, %v", newID, again, err)
-	}
-	got, again, err := redriveOne(ctx, rdb, ref, id, "call-1", time.Minute)
-	if err != nil || !again || got != newID {
-		t.Fatalf("the call again: %q, again %v, %v; want %q, again true", got, again, err, newID)
-	}
-	if _, _, err := redriveOne(ctx, rdb, ref, id, "call-2", time.Minute); !errors.Is(err, redis.Nil) {
-		t.Errorf("another call: %v, want redis.Nil", err)
-	}
-	if _, _, err := redriveOne(ctx, rdb, ref, "1-0", "call-3", time.Minute); !errors.Is(err, redis.Nil) {
-		t.Errorf("an ID never there: %v, want redis.Nil", err)
-	}
-	if n := eventIDs(t, rdb, stream)["again-1"]; n != 1 || rdb.XLen(ctx, dlq).Val() != 0 {
-		t.Errorf("%d on the stream, %d dead letters; want 1, 0", n, rdb.XLen(ctx, dlq).Val())
-	}
-	// The record of the move expires.
-	keys, err := rdb.Keys(ctx, prefix+"*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if k == stream || k == dlq {
-			continue
-		}
-		if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > time.Minute {
-			t.Errorf("%s: time to live %v, want at most 1m", k, ttl)
-		}
-	}
-}
 
 // TestRedriveReportsAMoveWhoseReplyWasLost: the connection drops after the
 // redrive script ran and before its reply arrived; go-redis sends the call

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -295,8 +296,8 @@ func fillDLQ(t *testing.T, rdb redis.UniversalClient, prefix string, n int) []st
 		for k, v := range fieldsOf(t, envelope(ids[i], platform.BetSettledConfirmed)) {
 			values = append(values, k, v)
 		}
-		values = append(values, consumer.DLQFieldReason, consumer.ReasonMaxDeliveries, consumer.DLQFieldStream, stream,
-			consumer.DLQFieldDeliveries, "5", consumer.DLQFieldError, "timeout")
+		values = append(values, deadletter.FieldReason, consumer.ReasonMaxDeliveries, deadletter.FieldStream, stream,
+			deadletter.FieldDeliveries, "5", deadletter.FieldError, "timeout")
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: dlq, Values: values})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -414,10 +415,10 @@ func rejectAgain(t *testing.T, rdb redis.UniversalClient, prefix string) (<-chan
 				for k, v := range m.Values {
 					values = append(values, k, v)
 				}
-				values = append(values, consumer.DLQFieldReason, consumer.ReasonMaxDeliveries,
-					consumer.DLQFieldStream, stream, consumer.DLQFieldGroup, platform.ServiceRolling,
-					consumer.DLQFieldID, m.ID, consumer.DLQFieldDeliveries, "5",
-					consumer.DLQFieldAt, time.Now().UTC().Format(time.RFC3339Nano))
+				values = append(values, deadletter.FieldReason, consumer.ReasonMaxDeliveries,
+					deadletter.FieldStream, stream, deadletter.FieldGroup, platform.ServiceRolling,
+					deadletter.FieldID, m.ID, deadletter.FieldDeliveries, "5",
+					deadletter.FieldAt, time.Now().UTC().Format(time.RFC3339Nano))
 				if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: dlq, Values: values}).Err(); err != nil {
 					t.Errorf("dead-lettering %s again: %v", m.ID, err)
 					return
@@ -507,7 +508,7 @@ func TestRedriveWarnsPastTheDedupWindow(t *testing.T) {
 		for k, v := range fieldsOf(t, envelope(eventID, platform.BetSettledConfirmed)) {
 			values = append(values, k, v)
 		}
-		values = append(values, consumer.DLQFieldReason, consumer.ReasonHandlerPermanent, consumer.DLQFieldStream, stream)
+		values = append(values, deadletter.FieldReason, consumer.ReasonHandlerPermanent, deadletter.FieldStream, stream)
 		values = append(values, dlqFields...)
 		if id == "" {
 			id = "*"
@@ -521,12 +522,12 @@ func TestRedriveWarnsPastTheDedupWindow(t *testing.T) {
 	day := 24 * time.Hour
 	// Only its own ID dates it: 9 days old (added first: IDs increase).
 	byOwnID := add(msID(9*day), "own-id")
-	byAt := add("", "at-10d", consumer.DLQFieldAt, now.Add(-10*day).Format(time.RFC3339Nano),
-		consumer.DLQFieldID, msID(30*day)) // dlq_at wins over dlq_id
-	recent := add("", "at-1h", consumer.DLQFieldAt, now.Add(-time.Hour).Format(time.RFC3339))
-	bySourceID := add("", "source-id-8d", consumer.DLQFieldID, msID(8*day))
-	atEdge := add("", "at-7d", consumer.DLQFieldAt, now.Add(-7*day).Format(time.RFC3339)) // not past 168h
-	legacy := deadLetterRaw(t, rdb, prefix, legacyFields("legacy"), "legacy_schema", 1)   // refused: no warning
+	byAt := add("", "at-10d", deadletter.FieldAt, now.Add(-10*day).Format(time.RFC3339Nano),
+		deadletter.FieldID, msID(30*day)) // dlq_at wins over dlq_id
+	recent := add("", "at-1h", deadletter.FieldAt, now.Add(-time.Hour).Format(time.RFC3339))
+	bySourceID := add("", "source-id-8d", deadletter.FieldID, msID(8*day))
+	atEdge := add("", "at-7d", deadletter.FieldAt, now.Add(-7*day).Format(time.RFC3339)) // not past 168h
+	legacy := deadLetterRaw(t, rdb, prefix, legacyFields("legacy"), "legacy_schema", 1)  // refused: no warning
 
 	warned := func(stderr string) map[string]string {
 		out := map[string]string{}
