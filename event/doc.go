@@ -43,4 +43,3 @@
 // "events:{name}:dlq" ([DeadLetterKey]): the braces are a Redis Cluster hash
 // tag, so both keys of a stream live in one slot.
 package event
-
