@@ -285,7 +285,7 @@ func (b *bench) headwayDrain(store dedup.Store, work consumer.Handler) drainFunc
 // are drained.
 func (b *bench) drainOne(ctx context.Context, stream, last string, cnt *counter,
 	store dedup.Store, work consumer.Handler, end func()) (time.Duration, error) {
-	c, err := consumer.New(consumer.Config{Client: b.rdb, Stream: stream, CatalogStream: platform.StreamWallet,
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: b.rdb, Stream: stream, CatalogStream: platform.StreamWallet,
 		Group: group, Consumer: "bench", Handlers: handlers(cnt.handler(work)), Dedup: store,
 		BatchSize: b.o.BatchSize, Concurrency: 8, Logger: b.quiet})
 	if err != nil {

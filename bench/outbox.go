@@ -39,7 +39,7 @@ func (b *bench) relaySection(ctx context.Context) error {
 	}
 	n := b.o.RelayN
 
-	w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: b.prefix + "relay-one:", Logger: b.quiet})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: b.prefix + "relay-one:", Logger: b.quiet})
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (b *bench) relaySection(ctx context.Context) error {
 	for r := range b.o.Repeat {
 		c, err := b.undisturbed("batched relay", func(attempt int) (Case, error) {
 			tag := fmt.Sprintf("%d-%d", r+1, attempt)
-			w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: b.prefix + "relay-batched-" + tag + ":", Logger: b.quiet})
+			w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: b.prefix + "relay-batched-" + tag + ":", Logger: b.quiet})
 			if err != nil {
 				return Case{}, err
 			}
@@ -218,7 +218,7 @@ func (b *bench) e2eSection(ctx context.Context) error {
 		return err
 	}
 	keyPrefix := b.prefix + "e2e:"
-	w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: keyPrefix, Logger: b.quiet})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: keyPrefix, Logger: b.quiet})
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func (b *bench) e2eSection(ctx context.Context) error {
 		}
 		return nil
 	}
-	c, err := consumer.New(consumer.Config{Client: b.rdb, Stream: keyPrefix + event.StreamKey(platform.StreamWallet),
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: b.rdb, Stream: keyPrefix + event.StreamKey(platform.StreamWallet),
 		CatalogStream: platform.StreamWallet, Group: group, Consumer: "bench", Handlers: handlers(handler),
 		BatchSize: b.o.BatchSize, Logger: b.quiet})
 	if err != nil {

@@ -68,7 +68,7 @@ func (b *bench) scaleSection(ctx context.Context) error {
 	consumers := make([]*consumer.Consumer, res.Streams)
 	wms := make([]*readiness.Watermark, res.Streams)
 	for i, s := range streams {
-		c, err := consumer.New(consumer.Config{Client: rdb, Stream: s, CatalogStream: platform.StreamWallet, Group: group,
+		c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: s, CatalogStream: platform.StreamWallet, Group: group,
 			Consumer: "bench", Handlers: handlers(h), BatchSize: b.o.BatchSize, Concurrency: 8, Logger: b.quiet})
 		if err != nil {
 			return err

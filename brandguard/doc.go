@@ -7,7 +7,7 @@
 // [Scope] for its stream and name, and asks it for a [Verdict] on every
 // entry:
 //
-//	guard, err := brandguard.New(brandguard.Config{Mode: mode, Registerer: reg, Logger: log})
+//	guard, err := brandguard.New(brandguard.Config{Mode: mode, Catalog: platform.Catalog(), Registerer: reg, Logger: log})
 //	scope := guard.Scope("events:{wallet}", "rolling_service")
 //	env, v := scope.Decode(msg.Values)
 //	switch v.Action {

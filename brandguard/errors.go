@@ -36,6 +36,8 @@ var (
 	// ErrInvalidMode: MULTI_BRAND_ENFORCEMENT or Config.Mode holds a value
 	// other than observe or enforce.
 	ErrInvalidMode = errors.New("brandguard: invalid enforcement mode")
+	// ErrNoCatalog is returned by New for a Config without a Catalog.
+	ErrNoCatalog = errors.New("brandguard: Catalog is nil (platform.Catalog() for the platform's streams, or a catalog of your own)")
 )
 
 // MismatchError is the error of a brand comparison that failed: the

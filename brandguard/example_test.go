@@ -20,7 +20,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	guard, err := brandguard.New(brandguard.Config{
+	guard, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(),
 		Mode:       mode,
 		Registerer: prometheus.NewRegistry(),
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -51,7 +51,7 @@ func ExampleScope_CheckTarget() {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	env := event.Envelope{EventID: "e-1", EventType: platform.BetSettledConfirmed, SchemaVersion: 2, BrandID: 3}
 	for _, mode := range []brandguard.Mode{brandguard.ModeObserve, brandguard.ModeEnforce} {
-		guard, _ := brandguard.New(brandguard.Config{Mode: mode, Logger: quiet})
+		guard, _ := brandguard.New(brandguard.Config{Catalog: platform.Catalog(), Mode: mode, Logger: quiet})
 		scope := guard.Scope("events:{wallet}", "rolling_service")
 		// The player the bet belongs to is of brand 4.
 		brand, err := scope.CheckTarget(context.Background(), env, 4)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // FuzzDecodeVerdict: decode + verdict never panics, and every input ends in
@@ -22,7 +23,7 @@ func FuzzDecodeVerdict(f *testing.F) {
 	f.Add("", "", "", "", "", "", "", uint8(0xff))
 	f.Add("evt-5", "X", "3", "-4", "x", "a", "\xff", uint8(0))
 
-	g, err := brandguard.New(brandguard.Config{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	g, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(), Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/logkey"
-	"github.com/headwaylabs/headway/platform"
 )
 
 // Log attribute keys used by brandguard. Those shared with the consumer,
@@ -27,13 +26,14 @@ const (
 	AttrOwnerBrand    = "owner_brand"
 )
 
-// Config configures a [Guard]. The zero value is valid.
+// Config configures a [Guard]. Only Catalog is required.
 type Config struct {
 	// Mode for envelope/target brand mismatches. Zero is ModeEnforce; read
 	// it from the environment with ModeFromEnv.
 	Mode Mode
-	// Catalog tells which event types are retired. Nil means
-	// platform.Catalog().
+	// Catalog tells which event types are retired. Required:
+	// platform.Catalog() for the platform's streams, or a catalog of your
+	// own.
 	Catalog *event.Catalog
 	// Codec decodes entries in Scope.Decode (its size limit applies).
 	Codec event.Codec
@@ -44,16 +44,17 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Validate reports a configuration error: an unknown Mode or an invalid
-// catalog.
+// Validate reports a configuration error: an unknown Mode, no catalog
+// ([ErrNoCatalog]) or an invalid one.
 func (c *Config) Validate() error {
 	if !c.Mode.valid() {
 		return fmt.Errorf("%w: %v", ErrInvalidMode, c.Mode)
 	}
-	if c.Catalog != nil {
-		if err := c.Catalog.Validate(); err != nil {
-			return fmt.Errorf("brandguard: %w", err)
-		}
+	if c.Catalog == nil {
+		return ErrNoCatalog
+	}
+	if err := c.Catalog.Validate(); err != nil {
+		return fmt.Errorf("brandguard: %w", err)
 	}
 	return nil
 }
@@ -68,8 +69,7 @@ type Guard struct {
 	m       *metrics
 }
 
-// New returns a Guard. Defaults: Mode enforce, Catalog platform.Catalog(),
-// Codec the zero event.Codec (1 MiB entries), no metrics registration,
+// New returns a Guard. Defaults: Mode enforce, Codec the zero event.Codec (1 MiB entries), no metrics registration,
 // slog.Default(). It fails on an invalid Config or when a metric clashes
 // with a different one already registered; building two Guards against one
 // registerer is fine, they share the series.
@@ -78,9 +78,6 @@ func New(cfg Config) (*Guard, error) {
 		return nil, err
 	}
 	g := &Guard{mode: cfg.Mode, catalog: cfg.Catalog, codec: cfg.Codec, log: cfg.Logger}
-	if g.catalog == nil {
-		g.catalog = platform.Catalog()
-	}
 	if g.log == nil {
 		g.log = slog.Default()
 	}

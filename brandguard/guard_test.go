@@ -47,7 +47,7 @@ type fixture struct {
 func newFixture(t *testing.T, mode brandguard.Mode) *fixture {
 	t.Helper()
 	f := &fixture{reg: prometheus.NewPedanticRegistry(), logs: &bytes.Buffer{}}
-	g, err := brandguard.New(brandguard.Config{
+	g, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(),
 		Mode: mode, Registerer: f.reg,
 		Logger: slog.New(slog.NewTextHandler(f.logs, nil)),
 	})
@@ -317,11 +317,11 @@ event_legacy_schema_total{consumer="rolling_service",stream="events:{wallet}"} 2
 
 func TestNewTwiceOnOneRegistererSharesSeries(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	a, err := brandguard.New(brandguard.Config{Registerer: reg})
+	a, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := brandguard.New(brandguard.Config{Registerer: reg})
+	b, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(), Registerer: reg})
 	if err != nil {
 		t.Fatalf("second New on the same registerer: %v", err)
 	}
@@ -333,7 +333,7 @@ func TestNewTwiceOnOneRegistererSharesSeries(t *testing.T) {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	if _, err := brandguard.New(brandguard.Config{Mode: 9}); !errors.Is(err, brandguard.ErrInvalidMode) {
+	if _, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(), Mode: 9}); !errors.Is(err, brandguard.ErrInvalidMode) {
 		t.Errorf("mode 9: %v", err)
 	}
 	bad := platform.Catalog()
@@ -341,7 +341,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := brandguard.New(brandguard.Config{Catalog: bad}); !errors.Is(err, event.ErrInvalidCatalog) {
 		t.Errorf("invalid catalog: %v", err)
 	}
-	if _, err := brandguard.New(brandguard.Config{}); err != nil {
+	if _, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog()}); err != nil {
 		t.Errorf("zero Config: %v", err)
 	}
 }

@@ -113,7 +113,7 @@ func drainHeadway(b testing.TB, rdb redis.UniversalClient, stream string, n int,
 		}
 		return nil
 	}
-	cfg := consumer.Config{Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service",
+	cfg := consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service",
 		Consumer: "bench", Handlers: handlersFor(h), BatchSize: 500, Block: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if store != nil {

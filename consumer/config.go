@@ -13,7 +13,6 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
-	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -81,7 +80,8 @@ type Config struct {
 	// stream whose key is Stream.
 	CatalogStream string
 	// Catalog checks the handlers at start-up and bounds the event_type
-	// metric label. Default platform.Catalog().
+	// metric label. Required: platform.Catalog() for the platform's
+	// streams, or a catalog of your own.
 	Catalog *event.Catalog
 	// Group is the consumer group, normally the consuming service's name
 	// (rolling_service). It is also the dedup scope and brandguard's
@@ -220,7 +220,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if c.Catalog == nil {
-		c.Catalog = platform.Catalog()
+		return c, configErr("Catalog is nil (platform.Catalog() for the platform's streams, or a catalog of your own)")
 	}
 	if c.CatalogStream == "" {
 		s, ok := c.Catalog.StreamByKey(c.Stream)

@@ -67,7 +67,7 @@ type Consumer struct {
 var _ suture.Service = (*Consumer)(nil)
 
 // New returns a Consumer. Defaults: Consumer the host name, Catalog
-// platform.Catalog(), CatalogStream looked up by Stream's key, Guard
+// CatalogStream looked up by Stream's key, Guard
 // brandguard in enforce mode, no Dedup, BatchSize 500, Block 1s,
 // Concurrency 8, HandlerTimeout 30s, Retry 3 attempts from 100ms doubling
 // to 2s, MaxDeliveries 5, ReclaimIdle 1m, ReclaimInterval ReclaimIdle/2,

@@ -586,18 +586,18 @@ func TestGracefulDrain(t *testing.T) {
 
 func TestNewRefusesReservedHandler(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	_, err := consumer.New(consumer.Config{Client: rdb, Stream: walletStream(prefix), CatalogStream: "wallet",
+	_, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: walletStream(prefix), CatalogStream: "wallet",
 		Group: "g", Consumer: "c", Handlers: map[event.Type]consumer.Handler{
 			platform.BetAuthorized: func(context.Context, *consumer.Message) error { return nil }}})
 	if !errors.Is(err, event.ErrNotDispatchable) || !strings.Contains(err.Error(), "BET_AUTHORIZED is reserved") {
 		t.Fatalf("err = %v", err)
 	}
-	_, err = consumer.New(consumer.Config{Client: rdb, Stream: "custom", Group: "g",
+	_, err = consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: "custom", Group: "g",
 		Handlers: handlersFor(newRecorder().handle)})
 	if !errors.Is(err, consumer.ErrInvalidConfig) {
 		t.Fatalf("unknown stream key: %v", err)
 	}
-	_, err = consumer.New(consumer.Config{Client: rdb, Stream: walletStream(prefix), CatalogStream: "wallet", Group: "g",
+	_, err = consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: walletStream(prefix), CatalogStream: "wallet", Group: "g",
 		Handlers: handlersFor(newRecorder().handle), HandlerTimeout: time.Minute, ReclaimIdle: 30 * time.Second})
 	if !errors.Is(err, consumer.ErrInvalidConfig) {
 		t.Fatalf("ReclaimIdle below HandlerTimeout: %v", err)

@@ -17,7 +17,7 @@ import (
 // the wallet stream under prefix, for tests that call its methods directly.
 func internalConsumer(t *testing.T, rdb redis.UniversalClient, stream string) *Consumer {
 	t.Helper()
-	c, err := New(Config{Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service",
+	c, err := New(Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service",
 		Consumer: "pod-a", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Handlers: map[event.Type]Handler{platform.BetSettledConfirmed: func(context.Context, *Message) error { return nil }}})
 	if err != nil {

@@ -7,8 +7,9 @@
 //
 //	c, err := consumer.New(consumer.Config{
 //		Client:   rdb,                                    // redis.UniversalClient: node or cluster
-//		Stream:   event.StreamKey(platform.StreamWallet),     // "events:{wallet}"
-//		Group:    platform.ServiceRolling,                    // "rolling_service"
+//		Catalog:  platform.Catalog(),                     // the streams and their event types
+//		Stream:   event.StreamKey(platform.StreamWallet), // "events:{wallet}"
+//		Group:    platform.ServiceRolling,                // "rolling_service"
 //		Handlers: map[event.Type]consumer.Handler{
 //			platform.BetSettledConfirmed:    settle,
 //			platform.BetRolledBackConfirmed: rollBack,

@@ -52,7 +52,7 @@ func Example_supervised() {
 	if err != nil {
 		panic(err)
 	}
-	guard, err := brandguard.New(brandguard.Config{Mode: mode, Registerer: reg, Logger: log})
+	guard, err := brandguard.New(brandguard.Config{Catalog: platform.Catalog(), Mode: mode, Registerer: reg, Logger: log})
 	if err != nil {
 		panic(err)
 	}
@@ -61,7 +61,7 @@ func Example_supervised() {
 		panic(err)
 	}
 	turnover := make(chan int64, 1)
-	c, err := consumer.New(consumer.Config{
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(),
 		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: platform.ServiceRolling,
 		Consumer: "pod-1", // default: the hostname, stable across restarts of a pod
 		Handlers: map[event.Type]consumer.Handler{

@@ -31,7 +31,7 @@ func Example() {
 	defer rdb.Del(context.Background(), stream, stream+":dlq")
 
 	applied := make(chan string, 1)
-	c, err := consumer.New(consumer.Config{
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(),
 		Client:        rdb,
 		Stream:        stream,
 		CatalogStream: platform.StreamWallet, // the key has a prefix, so name the catalog stream

@@ -39,7 +39,7 @@ type harness struct {
 // fastConfig returns a config tuned for tests: short block, polls and
 // windows.
 func fastConfig(rdb redis.UniversalClient, stream string, handlers map[event.Type]consumer.Handler) consumer.Config {
-	return consumer.Config{
+	return consumer.Config{Catalog: platform.Catalog(),
 		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
 		Handlers: handlers, Block: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
 		HandlerTimeout: 2 * time.Second, ReclaimIdle: 3 * time.Second,

@@ -57,7 +57,7 @@ func BenchmarkRelay(b *testing.B) {
 	rdb, prefix := redistest.Client(b)
 	var single, batched float64
 	for i := 0; b.Loop(); i++ {
-		w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: fmt.Sprintf("%ss%d:", prefix, i)})
+		w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: fmt.Sprintf("%ss%d:", prefix, i)})
 		fill(b, db, w, fmt.Sprintf("s%d", i), n)
 		start := time.Now()
 		for done := 0; done < n; done++ {
@@ -87,7 +87,7 @@ func BenchmarkRelay(b *testing.B) {
 		}
 		single += float64(n) / time.Since(start).Seconds()
 
-		w2, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: fmt.Sprintf("%sb%d:", prefix, i)})
+		w2, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: fmt.Sprintf("%sb%d:", prefix, i)})
 		fill(b, db, w2, fmt.Sprintf("b%d", i), n)
 		var maxID int64
 		if err := db.Pool.QueryRow(ctx, "SELECT max(id) FROM headway_outbox").Scan(&maxID); err != nil {
@@ -144,7 +144,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	rdb, prefix := redistest.Client(b)
 	for i := 0; b.Loop(); i++ {
 		keyPrefix := fmt.Sprintf("%se%d:", prefix, i)
-		w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: keyPrefix})
+		w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: keyPrefix})
 		var mu sync.Mutex
 		committed := map[string]time.Time{}
 		arrived := map[string]time.Time{}
@@ -162,7 +162,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			mu.Unlock()
 			return nil
 		}
-		c, err := consumer.New(consumer.Config{Client: rdb, Stream: keyPrefix + event.StreamKey("wallet"), CatalogStream: "wallet",
+		c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: keyPrefix + event.StreamKey("wallet"), CatalogStream: "wallet",
 			Group: "rolling_service", Consumer: "bench", Block: 100 * time.Millisecond, Logger: quiet(),
 			Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: handler, platform.BetRolledBackConfirmed: handler}})
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // The writer's, the relay's and the observer's metrics, after rows were
@@ -17,7 +18,7 @@ func TestMetricsLint(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
 	reg := prometheus.NewPedanticRegistry()
-	w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix, Registerer: reg})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

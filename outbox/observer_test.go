@@ -11,6 +11,7 @@ import (
 
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // gaugeOf returns the value of the gauge name in reg, or false when absent.
@@ -37,7 +38,7 @@ func gaugeValue(m *dto.Metric) float64 { return m.GetGauge().GetValue() }
 func TestObserverMeasuresWithoutARelay(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	writeEvents(t, db, w, "waiting", 7, 3)
 	store, err := outbox.NewPostgresStore(db.Pool, "")
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // pipeHook slows every pipeline down, so that the relay's claim of the
@@ -159,7 +160,7 @@ func newAheadFixture(t *testing.T, rows int, hook *pipeHook) *aheadFixture {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
 	rdb.AddHook(hook)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	f := &aheadFixture{db: db, rdb: rdb, key: prefix + "events:{wallet}"}
 	// Several transactions, each over 10 aggregates (writeEvents), as
 	// producers would write them.
@@ -349,7 +350,7 @@ func TestRelayStopReleasesClaimAhead(t *testing.T) {
 func TestPostgresStoreClaimBesideHeldClaim(t *testing.T) {
 	db := migrated(t)
 	ctx := context.Background()
-	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	store, err := outbox.NewPostgresStore(db.Pool, "")
 	if err != nil {
 		t.Fatal(err)

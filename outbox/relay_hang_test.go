@@ -16,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -52,7 +53,7 @@ func TestRelayStaysLiveWhilePostgresHangs(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
 	pool, proxy := proxiedPool(t, db.Pool)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	const liveness = 1500 * time.Millisecond
 	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay", LivenessWindow: liveness,
 		StallWindow: time.Second, FailureBound: 3})
@@ -108,7 +109,7 @@ func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
 	srv := redistest.StartServer(t, redistest.ServerOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
-	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	const liveness = 1500 * time.Millisecond
 	wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay", LivenessWindow: liveness,
 		StallWindow: time.Second, FailureBound: 3})

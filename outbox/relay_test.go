@@ -94,7 +94,7 @@ func streamEvents(t *testing.T, rdb redis.UniversalClient, key string) []event.E
 func TestRelayEndToEnd(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	ids := writeEvents(t, db, w, "e", 120, 3)
 	rr := runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, BatchSize: 50, PollInterval: 100 * time.Millisecond,
 		InfoInterval: 20 * time.Millisecond})
@@ -118,7 +118,7 @@ func TestRelayEndToEnd(t *testing.T) {
 func TestRelayWakesOnNotify(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 30 * time.Second})
 	key := prefix + "events:{wallet}"
 	// A first event, whichever way it is found, puts the relay into its
@@ -146,7 +146,7 @@ func TestRelayNeverSkipsLateCommit(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	slow, err := db.Pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestRelayNeverSkipsLateCommit(t *testing.T) {
 func TestTwoRelaysPublishEveryRowOnce(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	cfg := outbox.RelayConfig{Pool: db.Pool, Client: rdb, BatchSize: 25, PollInterval: 20 * time.Millisecond}
 	runRelay(t, cfg)
 	runRelay(t, cfg)
@@ -199,7 +199,7 @@ func TestRelayKeepsRowsWhileRedisIsDown(t *testing.T) {
 	srv := redistest.StartServer(t, redistest.ServerOptions{AppendOnly: true})
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
-	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	wm, _ := readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay", FailureBound: 2})
 	srv.Stop()
 	writeEvents(t, db, w, "down", 10, 3)
@@ -219,7 +219,7 @@ func TestRelayFailsLoudlyPastTheLimit(t *testing.T) {
 	db := migrated(t)
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
-	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	writeEvents(t, db, w, "x", 1, 3)
 	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: db.Pool, Client: rdb, FailureLimit: 3, PollInterval: 10 * time.Millisecond,
 		RetryInitial: time.Millisecond, RetryMax: time.Millisecond, Logger: quiet()})
@@ -240,7 +240,7 @@ func TestRelayPrunesPublishedRows(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	writeEvents(t, db, w, "old", 25, 3)
 	writeEvents(t, db, w, "new", 5, 3)
 	if _, err := db.Pool.Exec(ctx, `UPDATE headway_outbox SET published_at = now() - interval '10 days' WHERE event_id LIKE 'old-%'`); err != nil {
@@ -268,7 +268,7 @@ func TestRelayRecoversFromTerminatedConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	for i := range 4 {
 		writeEvents(t, db, w, fmt.Sprintf("k%d", i), 250, 3)
 	}
@@ -309,7 +309,7 @@ func TestRelayBackoffAfterManyAttempts(t *testing.T) {
 	db := migrated(t)
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	writeEvents(t, db, w, "poison", 1, 3)
 	if err := rdb.Set(ctx, prefix+"events:{wallet}", "not a stream", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func TestRelayBackoffAfterManyAttempts(t *testing.T) {
 	if _, err := db.Pool.Exec(ctx, "UPDATE headway_outbox SET attempts = 1000"); err != nil {
 		t.Fatal(err)
 	}
-	w2, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix + "ok:"})
+	w2, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix + "ok:"})
 	writeEvents(t, db, w2, "fine", 5, 3)
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond,
 		RetryInitial: time.Second, RetryMax: time.Minute, FailureLimit: 1000})

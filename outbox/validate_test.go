@@ -8,6 +8,7 @@ import (
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
 )
 
 // Validate says what NewRelay and NewWriter would refuse, without
@@ -32,10 +33,10 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("relay config with %s: NewRelay = %v (Validate and NewRelay disagree)", name, err)
 		}
 	}
-	if err := (outbox.WriterConfig{}).Validate(); err != nil {
+	if err := (outbox.WriterConfig{Catalog: platform.Catalog()}).Validate(); err != nil {
 		t.Errorf("the zero writer config: %v", err)
 	}
-	if err := (outbox.WriterConfig{Table: "Outbox"}).Validate(); !errors.Is(err, outbox.ErrInvalidConfig) {
+	if err := (outbox.WriterConfig{Catalog: platform.Catalog(), Table: "Outbox"}).Validate(); !errors.Is(err, outbox.ErrInvalidConfig) {
 		t.Errorf("writer config with a bad table: %v", err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/promutil"
-	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -42,7 +41,8 @@ type WriterConfig struct {
 	// comes from the search_path). Default DefaultTable.
 	Table string
 	// Catalog decides which stream an event type goes to and refuses types
-	// that are not emitted. Default platform.Catalog().
+	// that are not emitted. Required: platform.Catalog() for the
+	// platform's streams, or a catalog of your own.
 	Catalog *event.Catalog
 	// Guard runs the producer-side brand check and counts violations.
 	// Default brandguard.New with the same Registerer and Logger.
@@ -92,7 +92,7 @@ func (c WriterConfig) withDefaults() (WriterConfig, error) {
 		return c, fmt.Errorf("%w: table name %q", ErrInvalidConfig, c.Table)
 	}
 	if c.Catalog == nil {
-		c.Catalog = platform.Catalog()
+		return c, fmt.Errorf("%w: Catalog is nil (platform.Catalog() for the platform's streams, or a catalog of your own)", ErrInvalidConfig)
 	}
 	if err := c.Catalog.Validate(); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -100,8 +100,8 @@ func (c WriterConfig) withDefaults() (WriterConfig, error) {
 	return c, nil
 }
 
-// NewWriter returns a Writer. Defaults: Table "headway_outbox", Catalog
-// platform.Catalog(), Guard brandguard.New (enforce), no key prefix,
+// NewWriter returns a Writer. Defaults: Table "headway_outbox", Guard
+// brandguard.New (enforce) with the writer's Catalog, no key prefix,
 // AlertWindow 5m, no metrics registration, slog.Default().
 func NewWriter(cfg WriterConfig) (*Writer, error) {
 	cfg, err := cfg.withDefaults()

@@ -75,7 +75,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 func TestWriteInCallerTransaction(t *testing.T) {
 	db := migrated(t)
 	ctx := context.Background()
-	w, err := outbox.NewWriter(outbox.WriterConfig{})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestWriteInCallerTransaction(t *testing.T) {
 func TestWriteBatchUsesOneTransaction(t *testing.T) {
 	db := migrated(t)
 	ctx := context.Background()
-	w, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: "x:"})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: "x:"})
 	var envs []event.Envelope
 	for i := range 200 {
 		envs = append(envs, env(fmt.Sprintf("b-%d", i), platform.DepositApproved, fmt.Sprintf("dep-%d", i), 5))
@@ -147,7 +147,7 @@ func TestWriterRefuses(t *testing.T) {
 	db := migrated(t)
 	ctx := context.Background()
 	reg := prometheus.NewPedanticRegistry()
-	w, _ := outbox.NewWriter(outbox.WriterConfig{Registerer: reg})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), Registerer: reg})
 	write := func(owner event.BrandID, e event.Envelope) error {
 		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.Write(ctx, tx, owner, e) })
 	}
@@ -249,7 +249,7 @@ func TestDatabaseEnforcesOwnerBrand(t *testing.T) {
 		t.Fatalf("matching brands refused: %v", err)
 	}
 	// The library's writer goes through the same constraint.
-	w, _ := outbox.NewWriter(outbox.WriterConfig{})
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		return w.Write(ctx, tx, 5, env("w-5", platform.BetSettledConfirmed, "bet-1", 5)) // owner brand given wrong by the caller
 	})

@@ -162,7 +162,7 @@ func postgresFrozen(t *testing.T) observation {
 	pool, proxy := pgProxy(t, db)
 	defer proxy.Thaw() // for the tree's and the pool's cleanup
 	rdb, prefix := relayClient(t)
-	w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func relayFailing(t *testing.T) observation {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1,
 		DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = rdb.Close() })
-	w, err := outbox.NewWriter(outbox.WriterConfig{})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func outboxRowParked(t *testing.T) observation {
 	db := outboxDB(t)
 	rdb, prefix := relayClient(t)
 	key := prefix + event.StreamKey(platform.StreamWallet)
-	w, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func (s *stack) consumerConfig(rdb redis.UniversalClient, stream string, h consu
 		o(&wcfg)
 	}
 	wm := s.loop(wcfg)
-	return consumer.Config{
+	return consumer.Config{Catalog: platform.Catalog(),
 		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
 		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h},
 		Block:    50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,

@@ -157,24 +157,43 @@ func readLogCalls(t *testing.T) []logCall {
 	// String constants, by package directory and by "pkg.Name".
 	local := map[string]map[string]string{}
 	qualified := map[string]string{}
-	for _, f := range files {
-		for _, decl := range f.f.Decls {
-			gd, ok := decl.(*ast.GenDecl)
-			if !ok || gd.Tok != token.CONST {
-				continue
-			}
-			for _, spec := range gd.Specs {
-				vs := spec.(*ast.ValueSpec)
-				for i, name := range vs.Names {
-					if i >= len(vs.Values) {
-						continue
-					}
-					if s, ok := stringLit(vs.Values[i]); ok {
-						if local[f.dir] == nil {
-							local[f.dir] = map[string]string{}
+	// A constant may be defined by another one (consumer.AttrError =
+	// logkey.Error): resolve until nothing more resolves.
+	for resolved := true; resolved; {
+		resolved = false
+		for _, f := range files {
+			for _, decl := range f.f.Decls {
+				gd, ok := decl.(*ast.GenDecl)
+				if !ok || gd.Tok != token.CONST {
+					continue
+				}
+				for _, spec := range gd.Specs {
+					vs := spec.(*ast.ValueSpec)
+					for i, name := range vs.Names {
+						if i >= len(vs.Values) {
+							continue
 						}
-						local[f.dir][name.Name] = s
-						qualified[f.f.Name.Name+"."+name.Name] = s
+						if _, done := local[f.dir][name.Name]; done {
+							continue
+						}
+						s, ok := stringLit(vs.Values[i])
+						if !ok {
+							if sel, isSel := vs.Values[i].(*ast.SelectorExpr); isSel {
+								if x, isID := sel.X.(*ast.Ident); isID {
+									s, ok = qualified[x.Name+"."+sel.Sel.Name]
+								}
+							} else if id, isID := vs.Values[i].(*ast.Ident); isID {
+								s, ok = local[f.dir][id.Name]
+							}
+						}
+						if ok {
+							if local[f.dir] == nil {
+								local[f.dir] = map[string]string{}
+							}
+							local[f.dir][name.Name] = s
+							qualified[f.f.Name.Name+"."+name.Name] = s
+							resolved = true
+						}
 					}
 				}
 			}

@@ -46,7 +46,7 @@ func newFixture(t *testing.T, prefix string, cfg sqliteoutbox.Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ow, err := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix, Logger: quiet()})
+	ow, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestPlainDSNStillPublishesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ow, _ := outbox.NewWriter(outbox.WriterConfig{KeyPrefix: prefix, Logger: quiet()})
+	ow, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Logger: quiet()})
 	f := &fixture{db: db, store: store, w: sqliteoutbox.NewWriter(ow, store)}
 	var wg sync.WaitGroup
 	for p := range 3 {

@@ -31,7 +31,7 @@ func newConsumer(pool *pgxpool.Pool, rdb redis.UniversalClient, o options, wm *r
 	if err != nil {
 		return nil, err
 	}
-	return consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Group: platform.ServiceRolling,
+	return consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Group: platform.ServiceRolling,
 		Consumer: o.name, Dedup: inbox, Block: 200 * time.Millisecond, HandlerTimeout: time.Second,
 		Retry:       consumer.RetryPolicy{Attempts: 3, Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		ReclaimIdle: 3 * time.Second, ReclaimInterval: time.Second, InfoInterval: time.Second, DrainTimeout: time.Second,

@@ -154,7 +154,7 @@ func serve(ctx context.Context, o options, pool *pgxpool.Pool, rdb redis.Univers
 // outcome is unknown (the connection was terminated) is retried; the
 // order's primary key tells whether the first try committed.
 func produce(ctx context.Context, pool *pgxpool.Pool, count int, rate float64, log *slog.Logger) error {
-	w, err := outbox.NewWriter(outbox.WriterConfig{Logger: log})
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), Logger: log})
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func startConsumer(t *testing.T, rdb redis.UniversalClient, prefix string, h con
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := consumer.New(consumer.Config{
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(),
 		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet,
 		Group: platform.ServiceRolling, Consumer: "pod-a",
 		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h},
