@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -234,6 +235,18 @@ func startDemo(t testing.TB, bin string, env []string, args ...string) *demo {
 		t.Fatalf("the demo did not start within 30s:\n%s", d.log())
 	}
 	return d
+}
+
+// stop ends the process as a rollout does: SIGTERM, and SIGKILL if it has
+// not exited within 10s. A clean stop releases the relay's leased rows,
+// which a SIGKILL leaves claimed for the lease's unscaled TTL.
+func (d *demo) stop() {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		d.kill()
+	}
 }
 
 // kill ends the process at once (SIGKILL), as a crash or a redeploy's
