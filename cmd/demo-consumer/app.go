@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -35,10 +36,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	started := time.Now()
 	faulty := func() bool { return cfg.faultFor == 0 || time.Since(started) < cfg.faultFor }
 	add := func(tree *supervisor.Tree, name string, svc suture.Service) error {
-		switch name {
-		case cfg.crash:
+		switch {
+		case slices.Contains(cfg.crash, name):
 			svc = &failing{Service: svc, active: faulty, err: errors.New("injected crash (-fault-crash)")}
-		case cfg.stop:
+		case name == cfg.stop:
 			svc = &failing{Service: svc, active: func() bool { return true },
 				err: fmt.Errorf("injected permanent failure (-fault-stop): %w", suture.ErrDoNotRestart)}
 		}
@@ -116,7 +117,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := tree.Add("outbox-observer", observer); err != nil {
+	if err := add(tree, "outbox-observer", observer); err != nil {
 		return err
 	}
 
@@ -129,13 +130,19 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	for _, name := range consumerNames {
 		group := map[string]string{"rolling": platform.ServiceRolling, "promotion": platform.ServicePromotion}[name]
 		p := newProjection(group, dir, name == "promotion", cfg.fail, cfg.hang == name)
+		handlers := p.handlers()
+		if cfg.slow == name {
+			for t, h := range handlers {
+				handlers[t] = slowed(h, cfg.slowBy)
+			}
+		}
 		projections[name] = p
 		wm, err := newWM(group + "@" + event.StreamKey(platform.StreamWallet))
 		if err != nil {
 			return err
 		}
 		c, err := consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Catalog: catalog,
-			Group: group, Consumer: cfg.consumer, Handlers: p.handlers(), Guard: guard, Dedup: store,
+			Group: group, Consumer: cfg.consumer, Handlers: handlers, Guard: guard, Dedup: store,
 			HandlerTimeout: 5 * time.Second, ReclaimIdle: 30 * time.Second, Block: 500 * time.Millisecond,
 			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,
 			Watermark: wm, Registerer: reg, Logger: log})
@@ -209,6 +216,19 @@ func (c *failing) Serve(ctx context.Context) error {
 		return c.err
 	}
 	return c.Service.Serve(ctx)
+}
+
+// slowed returns h made to take at least d (-fault-slow), as a handler
+// waiting on a slow dependency does; it gives up when ctx ends.
+func slowed(h consumer.Handler, d time.Duration) consumer.Handler {
+	return func(ctx context.Context, m *consumer.Message) error {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return h(ctx, m)
+	}
 }
 
 // Watermark passes the worker's watermark on, so the supervisor parks it

@@ -30,10 +30,12 @@ type config struct {
 
 	// Faults: shares of produced operations, each in [0, 1].
 	legacy, malformed, mismatch, fail float64
-	producerViolation                 float64 // share of operations followed by an outbox write the writer refuses
-	hang                              string  // "", "rolling" or "promotion"
+	producerViolation                 float64       // share of operations followed by an outbox write the writer refuses
+	hang                              string        // "", "rolling" or "promotion"
+	slow                              string        // "", "rolling" or "promotion": the consumer whose handler is slowed by slowBy
+	slowBy                            time.Duration // how long each handler call of slow takes at least
 	hostile                           bool
-	crash                             string        // worker whose Serve fails at once while faults last
+	crash                             []string      // workers whose Serve fails at once while faults last
 	stop                              string        // worker whose Serve fails permanently, so it is stopped for good
 	jobHang                           bool          // the reconciliation job ignores its context and hangs while faults last
 	faultFor                          time.Duration // how long -fault-crash and -fault-job-hang last; 0: for ever
@@ -43,7 +45,7 @@ type config struct {
 
 // workerNames are the supervised workers, the values -fault-crash and
 // -fault-stop accept.
-var workerNames = []string{"wallet-producer", "relay", "rolling", "promotion"}
+var workerNames = []string{"wallet-producer", "relay", "outbox-observer", "rolling", "promotion"}
 
 // consumerNames are the values -hang accepts.
 var consumerNames = []string{"rolling", "promotion"}
@@ -93,8 +95,9 @@ Flags:
 	fs.Float64Var(&c.fail, "fault-fail", 0, "`share` of handler attempts that fail (retried, then left pending)")
 	fs.StringVar(&c.hang, "fault-hang", "", "`consumer` (rolling or promotion) whose handler hangs until its timeout")
 	fs.BoolVar(&c.hostile, "fault-hostile", false, "inject one legacy entry whose event type is markup, to show /status escapes it")
-	fs.StringVar(&c.crash, "fault-crash", "", "`worker` (wallet-producer, relay, rolling or promotion) whose Serve fails at once, so it crash-loops into backoff")
-	fs.StringVar(&c.stop, "fault-stop", "", "`worker` (wallet-producer, relay, rolling or promotion) whose Serve fails with a permanent error (suture.ErrDoNotRestart), so the supervisor stops it for good")
+	slow := fs.String("fault-slow", "", "`consumer=duration` (rolling or promotion): each handler call of that consumer takes at least the duration, so it falls behind the producer")
+	crash := fs.String("fault-crash", "", "`workers` (comma-separated: wallet-producer, relay, outbox-observer, rolling, promotion) whose Serve fails at once, so they crash-loop into backoff")
+	fs.StringVar(&c.stop, "fault-stop", "", "`worker` (wallet-producer, relay, outbox-observer, rolling or promotion) whose Serve fails with a permanent error (suture.ErrDoNotRestart), so the supervisor stops it for good")
 	fs.BoolVar(&c.jobHang, "fault-job-hang", false, "the reconciliation job hangs, ignoring its context, so it becomes overdue (for ever: shutdown then waits out the stop timeout)")
 	fs.DurationVar(&c.faultFor, "fault-for", 0, "how long -fault-crash and -fault-job-hang last from start; 0: for ever")
 	if err := fs.Parse(args); err != nil {
@@ -123,14 +126,29 @@ Flags:
 	if c.hang != "" && c.hang != consumerNames[0] && c.hang != consumerNames[1] {
 		errs = append(errs, fmt.Errorf("-fault-hang %q: must be rolling or promotion", c.hang))
 	}
-	if c.crash != "" && !slices.Contains(workerNames, c.crash) {
-		errs = append(errs, fmt.Errorf("-fault-crash %q: must be one of %s", c.crash, strings.Join(workerNames, ", ")))
+	if *crash != "" {
+		c.crash = strings.Split(*crash, ",")
+	}
+	for _, w := range c.crash {
+		if !slices.Contains(workerNames, w) {
+			errs = append(errs, fmt.Errorf("-fault-crash %q: each must be one of %s", w, strings.Join(workerNames, ", ")))
+		}
 	}
 	if c.stop != "" && !slices.Contains(workerNames, c.stop) {
 		errs = append(errs, fmt.Errorf("-fault-stop %q: must be one of %s", c.stop, strings.Join(workerNames, ", ")))
 	}
-	if c.stop != "" && c.stop == c.crash {
+	if c.stop != "" && slices.Contains(c.crash, c.stop) {
 		errs = append(errs, fmt.Errorf("-fault-crash and -fault-stop both name %s: pick one", c.stop))
+	}
+	if *slow != "" {
+		name, d, _ := strings.Cut(*slow, "=")
+		var err error
+		c.slowBy, err = time.ParseDuration(d)
+		if !slices.Contains(consumerNames, name) || err != nil || c.slowBy <= 0 {
+			errs = append(errs, fmt.Errorf("-fault-slow %q: must be rolling=D or promotion=D with a positive duration D", *slow))
+		} else {
+			c.slow = name
+		}
 	}
 	c.alertPolicy = consumer.AlertPolicy(*policy)
 	if c.alertPolicy != consumer.AlertNotice && c.alertPolicy != consumer.AlertHold {

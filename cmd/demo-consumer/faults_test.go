@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,4 +60,45 @@ func TestDemoStoppedWorker(t *testing.T) {
 	if !strings.Contains(body, "injected permanent failure (-fault-stop)") {
 		t.Errorf("service/promotion stopped without its error: %s", body)
 	}
+}
+
+// The faults that trigger HeadwayOutboxBacklogUnmeasured (-fault-crash of
+// the relay and the observer together) and HeadwayLoopBehind (-fault-slow).
+
+func TestDemoFaultFlags(t *testing.T) {
+	lookup := func(string) (string, bool) { return "", false }
+	c, err := parseConfig([]string{"-fault-crash", "relay,outbox-observer", "-fault-slow", "promotion=200ms"}, lookup, io.Discard)
+	if err != nil || !slices.Equal(c.crash, []string{"relay", "outbox-observer"}) || c.slow != "promotion" || c.slowBy != 200*time.Millisecond {
+		t.Fatalf("parseConfig = crash %q, slow %q by %v, %v", c.crash, c.slow, c.slowBy, err)
+	}
+	for _, bad := range [][]string{{"-fault-crash", "relay,nope"}, {"-fault-crash", "relay", "-fault-stop", "relay"},
+		{"-fault-slow", "promotion"}, {"-fault-slow", "relay=1s"}, {"-fault-slow", "rolling=0s"}} {
+		if _, err := parseConfig(bad, lookup, io.Discard); err == nil {
+			t.Errorf("parseConfig(%q): no error", bad)
+		}
+	}
+}
+
+func TestDemoBacklogUnmeasuredWhileRelayAndObserverCrash(t *testing.T) {
+	d := startDemo(t, "-fault-crash", "relay,outbox-observer")
+	const status = "headway_supervisor_service_status"
+	testkit.Eventually(t, 20*time.Second, "relay and outbox-observer in backoff, nothing measuring the backlog", func() bool {
+		_, scrape := d.get(t, "/metrics")
+		return counter(scrape, status, `worker="relay"`, `status="backoff"`) == 1 &&
+			counter(scrape, status, `worker="outbox-observer"`, `status="backoff"`) == 1
+	})
+	_, scrape := d.get(t, "/metrics")
+	if v := counter(scrape, "headway_outbox_backlog_measured_timestamp_seconds"); v > 0 {
+		t.Errorf("headway_outbox_backlog_measured_timestamp_seconds = %v with neither the relay nor the observer running", v)
+	}
+}
+
+func TestDemoSlowConsumerFallsBehind(t *testing.T) {
+	d := startDemo(t, "-fault-slow", "promotion=150ms", "-stall-window", "2s")
+	const status = "headway_loop_status"
+	testkit.Eventually(t, 30*time.Second, "promotion behind while rolling keeps up", func() bool {
+		_, scrape := d.get(t, "/metrics")
+		return counter(scrape, status, `loop="promotion_service@events:{wallet}"`, `status="behind"`) == 1 &&
+			counter(scrape, status, `loop="rolling_service@events:{wallet}"`, `status="behind"`) == 0
+	})
 }

@@ -15,7 +15,7 @@
 // an embedded SQLite file unless DATABASE_URL names a PostgreSQL database.
 // MULTI_BRAND_ENFORCEMENT sets brandguard's mode. Fault flags
 // (-fault-legacy, -fault-malformed, -fault-mismatch, -fault-fail,
-// -fault-hang, -fault-hostile, -fault-crash, -fault-stop,
+// -fault-hang, -fault-slow, -fault-hostile, -fault-crash, -fault-stop,
 // -fault-producer-violation, -fault-job-hang) make the unhappy paths
 // visible. Run with
 // -h for every flag. It logs with log/slog, as text on a terminal and as

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -184,11 +185,15 @@ type demo struct {
 	done chan struct{}
 }
 
-// startDemo starts bin with args and waits for its "demo running" log line.
-func startDemo(t testing.TB, bin string, args ...string) *demo {
+// startDemo starts bin with args and the environment variables env
+// ("KEY=value") and waits for its "demo running" log line.
+func startDemo(t testing.TB, bin string, env []string, args ...string) *demo {
 	t.Helper()
 	d := &demo{cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	d.cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=")
+	// The drill's own environment, without a brandguard mode the case did
+	// not ask for.
+	base := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "MULTI_BRAND_ENFORCEMENT=") })
+	d.cmd.Env = append(append(base, "REDIS_URL=", "DATABASE_URL="), env...)
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -230,6 +235,18 @@ func startDemo(t testing.TB, bin string, args ...string) *demo {
 		t.Fatalf("the demo did not start within 30s:\n%s", d.log())
 	}
 	return d
+}
+
+// stop ends the process as a rollout does: SIGTERM, and SIGKILL if it has
+// not exited within 10s. A clean stop releases the relay's leased rows,
+// which a SIGKILL leaves claimed for the lease's unscaled TTL.
+func (d *demo) stop() {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		d.kill()
+	}
 }
 
 // kill ends the process at once (SIGKILL), as a crash or a redeploy's

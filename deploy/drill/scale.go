@@ -39,6 +39,11 @@ var (
 	rangeRE    = regexp.MustCompile(`\[(` + durationRE + `)(?::(` + durationRE + `)?)?\]`)
 	offsetRE   = regexp.MustCompile(`\boffset(\s+)(-?)(` + durationRE + `)`)
 	unitRE     = regexp.MustCompile(`(\d+)(ms|[smhdwy])`)
+	// secondsRE is a metric in seconds: a gauge of a duration or a time
+	// (headway_consumer_lag_seconds), not a counter or histogram of them.
+	secondsRE = regexp.MustCompile(`\b[a-z_:][a-z0-9_:]*_seconds\b([^_]|$)`)
+	// thresholdRE is a comparison with a number: "> 300".
+	thresholdRE = regexp.MustCompile(`(>=|<=|==|!=|>|<)(\s*)(\d+(?:\.\d+)?)\b`)
 )
 
 var units = map[string]time.Duration{
@@ -83,9 +88,12 @@ func formatDuration(d time.Duration) string {
 
 // ScaleRules returns rules, the text of a Prometheus rules file, with every
 // `for:` value and, inside `expr:` values (inline or block scalars), every
-// range `[d]`, subquery `[d:r]` and `offset d` scaled by s. Nothing else
-// changes: thresholds, labels, comments and layout are kept byte for byte.
-// It lists the substitutions made.
+// range `[d]`, subquery `[d:r]` and `offset d` scaled by s, and every
+// threshold in seconds: a number compared with on a line of an expression
+// that reads a metric in seconds (a name ending in `_seconds`), as
+// `headway_consumer_lag_seconds > 300` or `time() - …_timestamp_seconds >
+// 120`. Nothing else changes: other thresholds, labels, comments and
+// layout are kept byte for byte. It lists the substitutions made.
 func ScaleRules(rules string, s Scaling) (string, []Change, error) {
 	if s.Factor < 1 {
 		return "", nil, fmt.Errorf("scale factor %d: must be at least 1", s.Factor)
@@ -116,9 +124,22 @@ func ScaleRules(rules string, s Scaling) (string, []Change, error) {
 			}
 			return out + "]"
 		})
-		return offsetRE.ReplaceAllStringFunc(text, func(m string) string {
+		text = offsetRE.ReplaceAllStringFunc(text, func(m string) string {
 			sub := offsetRE.FindStringSubmatch(m)
 			return "offset" + sub[1] + sub[2] + scale(line, sub[3])
+		})
+		if !secondsRE.MatchString(text) {
+			return text
+		}
+		return thresholdRE.ReplaceAllStringFunc(text, func(m string) string {
+			sub := thresholdRE.FindStringSubmatch(m)
+			v, err := strconv.ParseFloat(sub[3], 64)
+			if err != nil || v <= 0 {
+				return m
+			}
+			to := strconv.FormatFloat(s.Apply(time.Duration(v*float64(time.Second))).Seconds(), 'f', -1, 64)
+			changes = append(changes, Change{Line: line, From: sub[3], To: to})
+			return sub[1] + sub[2] + to
 		})
 	}
 

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,14 @@ func TestScaleRules(t *testing.T) {
       - alert: C
         expr: rate(z[10m])[30m:] > 0
         for: 0s
+      - alert: D
+        expr: max by (g) (x_lag_seconds) > 300
+      - alert: E
+        expr: time() - max(x_measured_timestamp_seconds) > 120 and x_seconds_total > 7
+      - alert: F
+        expr: >-
+          increase(x_duration_seconds_total[5m]) > 3
+          or (time() - x_timestamp_seconds > x_after_seconds)
 `
 	got, changes, err := ScaleRules(in, Scaling{Factor: 60, Floor: 2 * time.Second})
 	if err != nil {
@@ -51,7 +60,19 @@ func TestScaleRules(t *testing.T) {
       - alert: C
         expr: rate(z[10s])[30s:] > 0
         for: 0s
+      - alert: D
+        expr: max by (g) (x_lag_seconds) > 5
+      - alert: E
+        expr: time() - max(x_measured_timestamp_seconds) > 2 and x_seconds_total > 2
+      - alert: F
+        expr: >-
+          increase(x_duration_seconds_total[5s]) > 3
+          or (time() - x_timestamp_seconds > x_after_seconds)
 `
+	// A threshold compared on a line that reads a metric in seconds is
+	// scaled, to the floor too; on a line with only counters of seconds
+	// (_seconds_total) it is a count and kept. E's second threshold shows
+	// the rule is per line: keep a gauge in seconds and a count apart.
 	// `labels:` then `for: 5m` is a label value that looks like a for:
 	// line; the rules file has none, and scaling it would be harmless.
 	// The `[5m]` inside a label value is scaled too: rules do not match
@@ -60,8 +81,8 @@ func TestScaleRules(t *testing.T) {
 	if got != want {
 		t.Errorf("scaled:\n%s\nwant:\n%s", got, want)
 	}
-	if len(changes) != 11 {
-		t.Errorf("%d changes, want 11: %+v", len(changes), changes)
+	if len(changes) != 15 {
+		t.Errorf("%d changes, want 15: %+v", len(changes), changes)
 	}
 }
 
@@ -77,6 +98,16 @@ func TestScaleRulesKeepsTheProductionFileValid(t *testing.T) {
 	}
 	if len(changes) == 0 {
 		t.Fatal("nothing scaled")
+	}
+	// The three thresholds in seconds, and no other.
+	var thresholds []string
+	for _, c := range changes {
+		if _, err := parseDuration(c.From); err != nil {
+			thresholds = append(thresholds, c.From+"→"+c.To)
+		}
+	}
+	if want := []string{"300→5", "300→5", "120→2"}; !slices.Equal(thresholds, want) {
+		t.Errorf("thresholds scaled %v, want %v (lag, backlog age, measured timestamp in file order)", thresholds, want)
 	}
 	for _, l := range strings.Split(scaled, "\n") {
 		if f, ok := strings.CutPrefix(strings.TrimSpace(l), "for: "); ok {
