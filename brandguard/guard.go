@@ -69,7 +69,8 @@ type Guard struct {
 	m       *metrics
 }
 
-// New returns a Guard. Defaults: Mode enforce, Codec the zero event.Codec (1 MiB entries), no metrics registration,
+// New returns a Guard. Catalog is required. Defaults: Mode enforce, Codec
+// the zero event.Codec (1 MiB entries), no metrics registration,
 // slog.Default(). It fails on an invalid Config or when a metric clashes
 // with a different one already registered; building two Guards against one
 // registerer is fine, they share the series.

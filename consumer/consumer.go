@@ -66,9 +66,9 @@ type Consumer struct {
 
 var _ suture.Service = (*Consumer)(nil)
 
-// New returns a Consumer. Defaults: Consumer the host name, Catalog
-// CatalogStream looked up by Stream's key, Guard
-// brandguard in enforce mode, no Dedup, BatchSize 500, Block 1s,
+// New returns a Consumer. Client, Stream, Group, Handlers and Catalog are
+// required. Defaults: Consumer the host name, CatalogStream looked up by
+// Stream's key, Guard brandguard in enforce mode, no Dedup, BatchSize 500, Block 1s,
 // Concurrency 8, HandlerTimeout 30s, Retry 3 attempts from 100ms doubling
 // to 2s, MaxDeliveries 5, ReclaimIdle 1m, ReclaimInterval ReclaimIdle/2,
 // ConsumerIdleTimeout 1h, DeadLetterStream Stream+":dlq", StartID "0",

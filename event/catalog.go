@@ -115,8 +115,9 @@ func StreamKey(name string) string { return "events:{" + name + "}" }
 func DeadLetterKey(name string) string { return StreamKey(name) + ":dlq" }
 
 // Catalog lists the streams of the platform and the event types on each.
-// It is plain data: build one by hand (package platform has the platform's), check it with
-// [Catalog.Validate], then share it read-only between goroutines.
+// It is plain data: build one by hand (package platform has the
+// platform's), check it with [Catalog.Validate], then share it read-only
+// between goroutines.
 type Catalog struct {
 	Streams []StreamInfo `json:"streams"`
 	// Retired lists types retired on every stream, such as the

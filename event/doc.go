@@ -1,6 +1,7 @@
 // Package event defines the event envelope that travels on headway's Redis
-// streams, its codec to and from stream entry fields, and the platform's
-// event catalog. It does no I/O.
+// streams, its codec to and from stream entry fields, and the Catalog type
+// that describes streams and their event types (package platform has the
+// platform's). It does no I/O.
 //
 // # Envelope and wire format
 //
@@ -32,7 +33,7 @@
 // # Catalog
 //
 // A [Catalog] lists streams, their producer and consumers, and each event
-// type with its [Status]. platform.Catalog (package platform) returns the platform's catalog;
+// type with its [Status]; package platform has the platform's.
 // docs/event-catalog.md and docs/event-catalog.json are generated from it by
 // go generate, and a test fails when they are stale. A consumer runs
 // [Catalog.CheckDispatch] at start-up to refuse handlers for types that are

@@ -149,7 +149,6 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	r := &Relay{cfg: cfg, store: store, wm: cfg.Watermark, log: cfg.Logger.With(slog.String(attrRelay, cfg.Table))}
 	if r.wm == nil {
-		var err error
 		if r.wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay/" + cfg.Table}); err != nil {
 			return nil, err
 		}

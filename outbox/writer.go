@@ -35,7 +35,7 @@ func ValidTableName(name string) bool { return tableNameRE.MatchString(name) }
 // Writer.Check failing.
 const DefaultAlertWindow = 5 * time.Minute
 
-// WriterConfig configures a [Writer]. The zero value is valid.
+// WriterConfig configures a [Writer]. Only Catalog is required.
 type WriterConfig struct {
 	// Table is the outbox table (see [ValidTableName]; the schema
 	// comes from the search_path). Default DefaultTable.

@@ -1,5 +1,5 @@
 // Command catalogdoc writes the generated event catalog documents from
-// platform.Catalog(). It runs through go generate (see event/doc.go):
+// platform.Catalog(). It runs through go generate (see platform/platform.go):
 //
 //	go generate ./platform
 package main
