@@ -98,12 +98,8 @@ func idleHour(t *testing.T) observation {
 }
 
 func steadyFlow(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied))
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, counting(&applied), nil)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -120,16 +116,13 @@ func steadyFlow(t *testing.T) observation {
 }
 
 func behind(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	slow := func(context.Context, *consumer.Message) error {
 		time.Sleep(20 * time.Millisecond) // a handler slower than the producer
 		return nil
 	}
-	cfg := s.consumerConfig(rdb, stream(prefix), slow)
-	cfg.BatchSize, cfg.Concurrency = 1, 1
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, slow, func(c *consumer.Config) {
+		c.BatchSize, c.Concurrency = 1, 1
+	})
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -144,21 +137,33 @@ func behind(t *testing.T) observation {
 }
 
 func handlerHung(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	var started atomic.Int64
 	h, release := hung(&started)
 	defer release()
-	cfg := s.consumerConfig(rdb, stream(prefix), h)
-	cfg.HandlerTimeout = time.Minute
-	cfg.ReclaimIdle = 2 * time.Minute
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, h, func(c *consumer.Config) {
+		c.HandlerTimeout = time.Minute
+		c.ReclaimIdle = 2 * time.Minute
+	})
 	publish(t, rdb, cfg.Stream, bets("e", 3)...)
 	eventually(t, 5*time.Second, "stalled", func() bool {
 		return started.Load() > 0 && cfg.Watermark.Status().State == readiness.StateStalled
 	})
 	return s.observe(subject{loop: cfg.Watermark})
+}
+
+// running starts a consumer of a stream of the test's own on the shared
+// Redis, with handler h and the stack's short windows, adjusted by adjust
+// (when not nil) before it starts, and serves its tree.
+func running(t *testing.T, h consumer.Handler, adjust func(*consumer.Config)) (*redis.Client, *stack, consumer.Config) {
+	rdb, prefix := redistest.Client(t)
+	s := newStack(t, supervisor.Config{})
+	cfg := s.consumerConfig(rdb, stream(prefix), h)
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	s.consumer(cfg)
+	s.serve()
+	return rdb, s, cfg
 }
 
 // privateRedis starts a redis-server of the test's own, to stop or pause,
@@ -230,13 +235,10 @@ func legacy(t *testing.T, rdb redis.UniversalClient, stream, id string) {
 
 func legacyPolicy(policy consumer.AlertPolicy) scenario {
 	return func(t *testing.T) observation {
-		rdb, prefix := redistest.Client(t)
-		s := newStack(t, supervisor.Config{})
 		var applied atomic.Int64
-		cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied))
-		cfg.AlertPolicy = policy
-		s.consumer(cfg)
-		s.serve()
+		rdb, s, cfg := running(t, counting(&applied), func(c *consumer.Config) {
+			c.AlertPolicy = policy
+		})
 		legacy(t, rdb, cfg.Stream, "old-1")
 		publish(t, rdb, cfg.Stream, bets("e", 1)...)
 		eventually(t, 5*time.Second, "the legacy event surfaced, the next applied", func() bool {
@@ -254,16 +256,13 @@ func legacyPolicy(policy consumer.AlertPolicy) scenario {
 }
 
 func legacyTrickleHung(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	var started atomic.Int64
 	h, release := hung(&started)
 	defer release()
-	cfg := s.consumerConfig(rdb, stream(prefix), h)
-	cfg.AlertPolicy = consumer.AlertHold
-	cfg.HandlerTimeout, cfg.ReclaimIdle = time.Minute, 2*time.Minute
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, h, func(c *consumer.Config) {
+		c.AlertPolicy = consumer.AlertHold
+		c.HandlerTimeout, c.ReclaimIdle = time.Minute, 2*time.Minute
+	})
 	publish(t, rdb, cfg.Stream, bets("e", 2)...)
 	eventually(t, 5*time.Second, "the handler hangs", func() bool { return started.Load() > 0 })
 	// The hung batch holds the loop: further entries wait behind it, so the
@@ -276,8 +275,6 @@ func legacyTrickleHung(t *testing.T) observation {
 }
 
 func oneRetrying(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	var applied, stuck atomic.Int64
 	h := func(_ context.Context, m *consumer.Message) error {
 		if m.Envelope.EventID == "stuck" {
@@ -287,10 +284,9 @@ func oneRetrying(t *testing.T) observation {
 		applied.Add(1)
 		return nil
 	}
-	cfg := s.consumerConfig(rdb, stream(prefix), h)
-	cfg.ReclaimIdle = time.Minute // the entry waits for its redelivery throughout
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, h, func(c *consumer.Config) {
+		c.ReclaimIdle = time.Minute // the entry waits for its redelivery throughout
+	})
 	publish(t, rdb, cfg.Stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck"))
 	eventually(t, 5*time.Second, "the entry failed", func() bool { return stuck.Load() > 0 })
 	publish(t, rdb, cfg.Stream, bets("e", 20)...)
@@ -303,12 +299,9 @@ func oneRetrying(t *testing.T) observation {
 
 func allFailing(err error) scenario {
 	return func(t *testing.T) observation {
-		rdb, prefix := redistest.Client(t)
-		s := newStack(t, supervisor.Config{})
-		cfg := s.consumerConfig(rdb, stream(prefix), func(context.Context, *consumer.Message) error { return err })
-		cfg.ReclaimIdle = time.Minute
-		s.consumer(cfg)
-		s.serve()
+		rdb, s, cfg := running(t, func(context.Context, *consumer.Message) error { return err }, func(c *consumer.Config) {
+			c.ReclaimIdle = time.Minute
+		})
 		publish(t, rdb, cfg.Stream, bets("e", 6)...)
 		eventually(t, 5*time.Second, "failing", func() bool { return cfg.Watermark.Status().State == readiness.StateFailing })
 		return s.observe(subject{loop: cfg.Watermark})
@@ -316,11 +309,7 @@ func allFailing(err error) scenario {
 }
 
 func badInputOnly(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
-	cfg := s.consumerConfig(rdb, stream(prefix), apply)
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, apply, nil)
 	for i := range 6 {
 		publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "bad-" + strconv.Itoa(i),
 			"event_type": string(platform.BetSettledConfirmed), "schema_version": "2"})
@@ -333,12 +322,8 @@ func badInputOnly(t *testing.T) observation {
 }
 
 func nogroupRecreate(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied))
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, counting(&applied), nil)
 	publish(t, rdb, cfg.Stream, bets("a", 1)...)
 	eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
 	if err := rdb.XGroupDestroy(context.Background(), cfg.Stream, cfg.Group).Err(); err != nil {
@@ -352,12 +337,8 @@ func nogroupRecreate(t *testing.T) observation {
 }
 
 func schemaV3(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
 	var applied atomic.Int64
-	cfg := s.consumerConfig(rdb, stream(prefix), counting(&applied))
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, counting(&applied), nil)
 	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "v3", "event_type": string(platform.BetSettledConfirmed),
 		"schema_version": "3", "brand_id": "3", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1",
 		"payload": "{}", "a_field_of_version_3": "x"})
@@ -368,11 +349,7 @@ func schemaV3(t *testing.T) observation {
 }
 
 func sentinelBare(t *testing.T) observation {
-	rdb, prefix := redistest.Client(t)
-	s := newStack(t, supervisor.Config{})
-	cfg := s.consumerConfig(rdb, stream(prefix), apply)
-	s.consumer(cfg)
-	s.serve()
+	rdb, s, cfg := running(t, apply, nil)
 	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "sentinel-1",
 		"event_type": string(platform.BrandAwarePublishingBegins), "schema_version": "2"})
 	eventually(t, 5*time.Second, "ignored", func() bool {
