@@ -123,7 +123,10 @@ type Config struct {
 	// Retry is the in-process retry policy.
 	Retry RetryPolicy
 	// MaxDeliveries: a handler failure on the MaxDeliveries-th delivery
-	// dead-letters the entry with the error. Default 5.
+	// dead-letters the entry with the error. Deliveries that reach no
+	// handler verdict (deferred, a dedup store failure, a shutdown) are
+	// given back to Redis's counter, so they do not count (ADR-016).
+	// Default 5.
 	MaxDeliveries int64
 	// ReclaimIdle is how long an entry stays pending and idle before this
 	// consumer claims it (from a dead consumer, or its own failed ones).

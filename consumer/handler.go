@@ -39,7 +39,8 @@ func (m *Message) CheckTarget(ctx context.Context, target event.BrandID) (event.
 // returns (its memory is reused for the next batch): copy what must outlive
 // the call. Returning nil acknowledges it. An error is
 // retried in process (Config.Retry), then left pending for redelivery, and
-// dead-lettered once Redis has delivered it Config.MaxDeliveries times; an
+// dead-lettered when it fails on the Config.MaxDeliveries-th delivery
+// (deliveries on which no handler ran to a verdict are not counted); an
 // error wrapping [ErrPermanent] or brandguard.ErrBrandMismatch is
 // dead-lettered at once. Handlers must honour ctx: it ends at
 // Config.HandlerTimeout and at the drain deadline.

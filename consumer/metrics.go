@@ -39,6 +39,7 @@ type metrics struct {
 	lost         *prometheus.CounterVec   // stream, group
 	reclaimed    *prometheus.CounterVec   // stream, group
 	taken        *prometheus.CounterVec   // stream, group
+	givenBack    *prometheus.CounterVec   // stream, group
 	retries      *prometheus.CounterVec   // stream, group
 	recreated    *prometheus.CounterVec   // stream, group
 	readErrors   *prometheus.CounterVec   // stream, group
@@ -66,6 +67,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lost:         counter("lost_to_trim_total", "Pending entries whose data was trimmed from the stream before they were processed."),
 		reclaimed:    counter("reclaimed_total", "Idle pending entries claimed by this consumer."),
 		taken:        counter("taken_in_flight_total", "Entries in flight here that another consumer claimed, because this process did not refresh them for ReclaimIdle (paused, or Redis unreachable): they may run twice."),
+		givenBack:    counter("deliveries_given_back_total", "Deliveries returned to Redis's delivery counter because they reached no handler verdict (deferred, dedup store failed, shutting down): they do not count toward MaxDeliveries."),
 		retries:      counter("handler_retries_total", "In-process handler retries."),
 		recreated:    counter("group_recreated_total", "Times the consumer group (or stream) had vanished and was created again."),
 		readErrors:   counter("read_errors_total", "Failed reads of the stream."),
@@ -91,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			*g, err = promutil.Register(reg, *g)
 		}
 	}
-	for _, c := range []**prometheus.CounterVec{&m.entries, &m.deadLettered, &m.lost, &m.reclaimed, &m.taken, &m.retries, &m.recreated, &m.readErrors, &m.dlqFailures} {
+	for _, c := range []**prometheus.CounterVec{&m.entries, &m.deadLettered, &m.lost, &m.reclaimed, &m.taken, &m.givenBack, &m.retries, &m.recreated, &m.readErrors, &m.dlqFailures} {
 		reg1(c)
 	}
 	for _, g := range []**prometheus.GaugeVec{&m.lagEntries, &m.lagSeconds, &m.pending, &m.oldestAge} {
@@ -113,6 +115,7 @@ type series struct {
 	lost        prometheus.Counter
 	reclaimed   prometheus.Counter
 	taken       prometheus.Counter
+	givenBack   prometheus.Counter
 	retries     prometheus.Counter
 	recreated   prometheus.Counter
 	readErrs    prometheus.Counter
@@ -132,6 +135,7 @@ func newSeries(m *metrics, stream, group string, types []event.Type) *series {
 		lost:        m.lost.WithLabelValues(stream, group),
 		reclaimed:   m.reclaimed.WithLabelValues(stream, group),
 		taken:       m.taken.WithLabelValues(stream, group),
+		givenBack:   m.givenBack.WithLabelValues(stream, group),
 		retries:     m.retries.WithLabelValues(stream, group),
 		recreated:   m.recreated.WithLabelValues(stream, group),
 		readErrs:    m.readErrors.WithLabelValues(stream, group),

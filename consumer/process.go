@@ -35,6 +35,7 @@ type item struct {
 	lane         int           // the lane it runs on (runLanes)
 	notOurs      bool          // pending for another consumer now: holds nothing here
 	failed       bool          // its handler (or its dedup store) failed on it: err says why
+	spent        bool          // its handler failed on this delivery: it counts toward MaxDeliveries
 	took         time.Duration // the successful attempt's duration, when timed
 	timed        bool
 	m            Message // handed to the handler, with the envelope; part of the item to save an allocation
@@ -173,6 +174,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 		<-acked
 	}
 	c.acknowledge(opCtx, b.items, &b.ids)
+	c.giveBack(opCtx, b.items)
 	c.report(b.items)
 	c.countLost(b.items)
 	c.countOutcomes(b.items)
@@ -397,8 +399,10 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptCont
 	case errors.Is(err, dedup.ErrStore):
 		it.outcome = OutcomeRetryLater
 	case it.deliveries >= c.cfg.MaxDeliveries:
+		it.spent = true
 		c.deadLetter(opCtx, it, ReasonMaxDeliveries, err)
 	default:
+		it.spent = true
 		it.outcome = OutcomeRetryLater
 	}
 	if it.outcome == OutcomeRetryLater {

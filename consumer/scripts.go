@@ -67,3 +67,28 @@ if #claim > 4 then
 end
 return {taken, trimmed}
 `)
+
+// giveBackDeliveries sets the delivery counter of each entry back by one
+// (see Consumer.giveBack), with XCLAIM … IDLE (its idle time kept, so it
+// is reclaimed when it would have been) RETRYCOUNT (one less) JUSTID (no
+// increment). Only an entry still pending for this consumer, with the
+// delivery count the caller saw, is changed: one claimed or delivered
+// again meanwhile is another delivery's. An entry deleted from the stream
+// is skipped: XCLAIM on Redis 7 would drop it from the pending list
+// without a word (see refreshHeld).
+//
+// KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, then pairs of entry ID
+// and the delivery count seen. Returns how many entries it changed.
+var giveBackDeliveries = redis.NewScript(`
+local n = 0
+for i = 3, #ARGV, 2 do
+  local id, seen = ARGV[i], tonumber(ARGV[i + 1])
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #p == 1 and p[1][2] == ARGV[2] and p[1][4] == seen and seen >= 1
+    and #redis.call('XRANGE', KEYS[1], id, id) == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'IDLE', p[1][3], 'RETRYCOUNT', seen - 1, 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+`)

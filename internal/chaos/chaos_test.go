@@ -82,7 +82,11 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 	ctx := context.Background()
 	migrate(t, ctx, db)
 
-	logs, err := os.Create(filepath.Join(dir, "workers.log"))
+	logPath := filepath.Join(dir, "workers.log")
+	if p := os.Getenv("HEADWAY_CHAOS_LOG"); p != "" {
+		logPath = p // kept after the run
+	}
+	logs, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}

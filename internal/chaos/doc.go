@@ -65,7 +65,7 @@
 // The short run is part of the test suite (about a minute on 2 cores).
 // Longer ones, other freezes, other failure rates of the handler ("0"
 // disables each; HEADWAY_CHAOS_CONVERGE bounds the wait at the end,
-// default 90s):
+// default 90s; HEADWAY_CHAOS_LOG keeps every worker's log in that file):
 //
 //	HEADWAY_CHAOS_EVENTS=30000 HEADWAY_CHAOS_RATE=200 go test -run Chaos -v -timeout 30m ./internal/chaos
 //	HEADWAY_CHAOS_PG_FREEZE=45s HEADWAY_CHAOS_REDIS_FREEZE=30s HEADWAY_CHAOS_CONVERGE=3m go test -run Chaos -v ./internal/chaos

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/chaos"
 	"github.com/headwaylabs/headway/platform"
@@ -23,12 +23,13 @@ type state struct {
 	effects     map[string]int
 	balance     int64
 	dead        map[string][]string // event ID -> reason of each dead letter
+	deadDetail  map[string][]string // event ID -> reason, deliveries, consumer and error of each
 	pending     int64               // in the group; -1 when unknown
 	entries     int64               // in the stream
 }
 
 func readState(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) (state, error) {
-	s := state{effects: map[string]int{}, dead: map[string][]string{}, pending: -1}
+	s := state{effects: map[string]int{}, dead: map[string][]string{}, deadDetail: map[string][]string{}, pending: -1}
 	rows, err := pool.Query(ctx, `SELECT event_id, published_at IS NULL, coalesce((payload->>'amount')::bigint, 0)
 		FROM headway_outbox WHERE event_id LIKE 'ev-%' ORDER BY event_id`)
 	if err != nil {
@@ -76,8 +77,10 @@ func readState(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client) (stat
 	}
 	for _, m := range msgs {
 		id, _ := m.Values[event.FieldEventID].(string)
-		reason, _ := m.Values[consumer.DLQFieldReason].(string)
+		reason, _ := m.Values[deadletter.FieldReason].(string)
 		s.dead[id] = append(s.dead[id], reason)
+		s.deadDetail[id] = append(s.deadDetail[id], fmt.Sprintf("%s after %v deliveries by %v: %v", reason,
+			m.Values[deadletter.FieldDeliveries], m.Values[deadletter.FieldConsumer], m.Values[deadletter.FieldError]))
 	}
 	if s.entries, err = rdb.XLen(ctx, event.StreamKey(platform.StreamWallet)).Result(); err != nil {
 		return s, err
@@ -162,7 +165,7 @@ func (s state) report(r *chaos.Report, injected map[string]bool, sqlFaults float
 func (s state) notes(injected map[string]bool, sqlFaults float64) []string {
 	var lost, lostFault, deadApplied, deadTwice []string
 	for _, id := range s.good {
-		reasons := strings.Join(s.dead[id], ",")
+		reasons := strings.Join(s.deadDetail[id], "; ")
 		fault := chaos.SQLFault(id, sqlFaults)
 		switch {
 		case s.effects[id] == 0 && fault == "" && len(lost) < 5:
