@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,11 +33,15 @@ type RedriveOptions struct {
 // redriveScript moves one dead letter back to its source stream: KEYS[1]
 // is the dead-letter stream, KEYS[2] the source stream, KEYS[3] the
 // marker of this call (see Redrive); ARGV[1] is the dead letter's ID,
-// ARGV[2] the marker's time to live in milliseconds and ARGV[3:] the field
-// names to drop. It returns {new entry ID, 0} after the move, {new entry
-// ID, 1} when this call's move was already done, and nil when the dead
-// letter is not there. The append runs before the delete: if the append
-// fails, nothing has changed.
+// ARGV[2] the marker's time to live in milliseconds, ARGV[3] the name of
+// the field that records the source stream (FieldStream) and ARGV[4:] the
+// field names to drop. It returns {new entry ID, 0} after the move, {new
+// entry ID, 1} when this call's move was already done, and nil when the
+// dead letter is not there. It refuses, changing nothing, a dead letter
+// whose source field names another stream (an error reply starting with
+// mismatchReply, then that stream) or that has no original fields
+// (noFieldsReply). The append runs before the delete: if the append fails,
+// nothing has changed.
 //
 // go-redis sends a call again when its reply is lost (a read timeout, a
 // dropped connection): that retry finds the dead letter gone although the
@@ -53,16 +58,19 @@ if #e == 0 then
   return false
 end
 local drop = {}
-for i = 3, #ARGV do drop[ARGV[i]] = true end
+for i = 4, #ARGV do drop[ARGV[i]] = true end
 local f, out = e[1][2], {}
 for i = 1, #f, 2 do
+  if f[i] == ARGV[3] and f[i + 1] ~= '' and f[i + 1] ~= KEYS[2] then
+    return redis.error_reply('HEADWAY_SOURCE_MISMATCH ' .. f[i + 1])
+  end
   if not drop[f[i]] then
     out[#out + 1] = f[i]
     out[#out + 1] = f[i + 1]
   end
 end
 if #out == 0 then
-  return redis.error_reply('dead letter ' .. ARGV[1] .. ' has no original fields')
+  return redis.error_reply('HEADWAY_NO_FIELDS the dead letter has no original fields')
 end
 local id = redis.call('XADD', KEYS[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])
@@ -78,13 +86,13 @@ return {id, 0}
 // and source must share a hash slot; the record of the move is kept under
 // a key that starts with dlq, so it does too.
 //
-// Redrive reads the dead letter first and refuses it, leaving it in place,
-// when its dlq_stream names another stream than source
-// ([ErrSourceMismatch]) or when it has no original fields ([ErrNoFields]);
-// a dead letter without dlq_stream (written by hand) is taken as source's.
-// The read and the move need not be atomic: an entry's fields never change
-// under its ID. It returns [ErrNotFound] when dlq does not hold id, which
-// is what a second redrive of the same entry finds.
+// Redrive refuses a dead letter, leaving it in place, when its dlq_stream
+// names another stream than source ([ErrSourceMismatch]) or when it has no
+// original fields ([ErrNoFields]); a dead letter without dlq_stream
+// (written by hand) is taken as source's. The checks run in the same
+// script as the move: one round trip. It returns [ErrNotFound] when dlq
+// does not hold id, which is what a second redrive of the same entry
+// finds.
 //
 // Redrive is idempotent under retried calls: a script call go-redis sends
 // again after a lost reply, or a Redrive called again with the same
@@ -102,32 +110,33 @@ func Redrive(ctx context.Context, rdb redis.Cmdable, dlq, source, id string, opt
 	if o.MarkerTTL <= 0 {
 		o.MarkerTTL = DefaultMarkerTTL
 	}
-	msgs, err := rdb.XRange(ctx, dlq, id, id).Result()
-	if err != nil {
-		return "", fmt.Errorf("deadletter: XRANGE %s: %w", dlq, err)
-	}
-	if len(msgs) > 0 {
-		l := Parse(msgs[0])
-		if l.SourceStream != "" && l.SourceStream != source {
-			return "", fmt.Errorf("%w: %s of %s was dead-lettered from %s, not from %s", ErrSourceMismatch, id, dlq, l.SourceStream, source)
-		}
-		if len(l.Fields) == 0 {
-			return "", fmt.Errorf("%w: %s of %s", ErrNoFields, id, dlq)
-		}
-	}
 	newID, _, err := redriveCall(ctx, rdb, dlq, source, id, o.Token, o.MarkerTTL)
-	if errors.Is(err, redis.Nil) {
+	var rerr redis.Error
+	switch {
+	case errors.Is(err, redis.Nil):
 		return "", fmt.Errorf("%w: %s in %s", ErrNotFound, id, dlq)
+	case errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), mismatchReply+" "):
+		from := strings.TrimSpace(strings.TrimPrefix(rerr.Error(), mismatchReply))
+		return "", fmt.Errorf("%w: %s of %s was dead-lettered from %s, not from %s", ErrSourceMismatch, id, dlq, from, source)
+	case errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), noFieldsReply+" "):
+		return "", fmt.Errorf("%w: %s of %s", ErrNoFields, id, dlq)
 	}
 	return newID, err
 }
+
+// The redrive script's error replies for a dead letter it refuses: an
+// error code (the first word of the reply), then a space.
+const (
+	mismatchReply = "HEADWAY_SOURCE_MISMATCH"
+	noFieldsReply = "HEADWAY_NO_FIELDS"
+)
 
 // redriveCall runs redriveScript once; again reports that the call found
 // the move already done under token. It returns redis.Nil when id is no
 // longer a dead letter.
 func redriveCall(ctx context.Context, rdb redis.Scripter, dlq, source, id, token string, ttl time.Duration) (newID string, again bool, err error) {
-	argv := make([]any, 0, 2+len(fields))
-	argv = append(argv, id, ttl.Milliseconds())
+	argv := make([]any, 0, 3+len(fields))
+	argv = append(argv, id, ttl.Milliseconds(), FieldStream)
 	for _, f := range fields {
 		argv = append(argv, f)
 	}
