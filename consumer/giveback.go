@@ -18,11 +18,26 @@ import (
 // (killed, or paused until another consumer claimed its entries) still
 // counts: nothing knows what its handler did.
 //
-// One script call for the batch, bounded by opTimeout, and only when
-// something is to be given back. A failure is logged at debug: the entry
-// stays pending either way, and its counter merely stays one higher.
+// Only when something is to be given back: one script call per
+// refreshChunk entries (so Redis is never blocked long), each bounded by
+// opTimeout. A failure is logged at debug: the entry stays pending either
+// way, and its counter merely stays one higher.
 func (c *Consumer) giveBack(ctx context.Context, items []item) {
 	var args []any
+	flush := func() {
+		if len(args) <= 2 {
+			return
+		}
+		gctx, cancel := context.WithTimeout(ctx, opTimeout)
+		n, err := giveBackDeliveries.Run(gctx, c.rdb, []string{c.cfg.Stream}, args...).Int64()
+		cancel()
+		args = args[:2]
+		if err != nil {
+			c.log.Debug("giving back deliveries that reached no handler verdict failed", slog.String(AttrError, err.Error()))
+			return
+		}
+		c.series.givenBack.Add(float64(n))
+	}
 	for i := range items {
 		it := &items[i]
 		if it.resolved || it.notOurs || it.spent || it.deliveries < 1 ||
@@ -30,19 +45,12 @@ func (c *Consumer) giveBack(ctx context.Context, items []item) {
 			continue
 		}
 		if args == nil {
-			args = append(make([]any, 0, 2+2*(len(items)-i)), c.cfg.Group, c.cfg.Consumer)
+			args = append(make([]any, 0, 2+2*min(refreshChunk, len(items)-i)), c.cfg.Group, c.cfg.Consumer)
 		}
 		args = append(args, it.msg.ID, strconv.FormatInt(it.deliveries, 10))
+		if len(args) >= 2+2*refreshChunk {
+			flush()
+		}
 	}
-	if args == nil {
-		return
-	}
-	gctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	n, err := giveBackDeliveries.Run(gctx, c.rdb, []string{c.cfg.Stream}, args...).Int64()
-	if err != nil {
-		c.log.Debug("giving back deliveries that reached no handler verdict failed", slog.String(AttrError, err.Error()))
-		return
-	}
-	c.series.givenBack.Add(float64(n))
+	flush()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -234,6 +235,14 @@ func (handlerTx) Rollback(context.Context) error { return errTxOwned }
 // unknown, but redelivery then either finds the mark or runs fn again.
 // The commit and the rollback run even when ctx is cancelled, for at most
 // 15 seconds.
+//
+// What fn's transaction did is fn's failure, not the store's, and does
+// not wrap ErrStore (a consumer counts it against MaxDeliveries): fn's
+// error when the rollback after it failed too (a query cut off by fn's
+// deadline closes the connection), and a commit the server refused for
+// the transaction's content — a deferred constraint (SQLSTATE class 23),
+// a serialization failure or deadlock (class 40), or statements of fn
+// that failed while fn returned nil.
 func (s *PostgresStore) Process(ctx context.Context, key Key, fn Func) (Outcome, error) {
 	if err := checkKey(key); err != nil {
 		return 0, err
@@ -280,16 +289,35 @@ func (s *PostgresStore) Process(ctx context.Context, key Key, fn Func) (Outcome,
 	panicking = false
 	if ferr != nil {
 		if rerr := rollback(); rerr != nil {
-			return Failed, fmt.Errorf("%w (%w)", ferr, rerr)
+			// The handler's verdict stands; the connection is gone
+			// with its transaction.
+			return Failed, fmt.Errorf("%w (and the rollback failed: %v)", ferr, rerr)
 		}
 		return Failed, ferr
 	}
 	c, cancel := settleCtx()
 	defer cancel()
 	if err := tx.Commit(c); err != nil {
+		if refusedContent(err) {
+			return Failed, fmt.Errorf("dedup: commit %s refused: %w", key, err)
+		}
 		return Failed, fmt.Errorf("%w: commit %s: %w", ErrStore, key, err)
 	}
 	return Processed, nil
+}
+
+// refusedContent reports whether a failed commit was refused for what the
+// transaction did, rather than for the store's sake (a connection lost, a
+// backend terminated, the server out of resources).
+func refusedContent(err error) bool {
+	if errors.Is(err, pgx.ErrTxCommitRollback) {
+		return true // a statement of fn failed, and fn returned nil
+	}
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return false
+	}
+	return strings.HasPrefix(pg.Code, "23") || strings.HasPrefix(pg.Code, "40")
 }
 
 // Prune deletes the marks of events processed more than olderThan ago, in

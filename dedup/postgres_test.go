@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/headwaylabs/headway/dedup"
@@ -447,9 +448,10 @@ func TestPostgresStoreErrorsWrapErrStore(t *testing.T) {
 		}
 	})
 
-	t.Run("CommitFails", func(t *testing.T) {
+	t.Run("CommitRefusedForContent", func(t *testing.T) {
 		// A deferred constraint is checked at commit: the handler succeeds,
-		// the commit does not.
+		// the commit does not. The transaction's content failed: the
+		// handler's failure, not the store's.
 		if _, err := db.Pool.Exec(ctx, "CREATE TABLE uniq (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)"); err != nil {
 			t.Fatal(err)
 		}
@@ -458,14 +460,52 @@ func TestPostgresStoreErrorsWrapErrStore(t *testing.T) {
 			_, err := tx.Exec(ctx, "INSERT INTO uniq VALUES (1), (1)")
 			return err
 		})
-		if o != dedup.Failed || !errors.Is(err, dedup.ErrStore) {
-			t.Fatalf("%v, %v; want Failed, ErrStore", o, err)
+		var pg *pgconn.PgError
+		if o != dedup.Failed || errors.Is(err, dedup.ErrStore) || !errors.As(err, &pg) || pg.Code != "23505" {
+			t.Fatalf("%v, %v; want Failed with the unique violation, not ErrStore", o, err)
 		}
 		if m := marks(t, db, s, k); m != 0 {
 			t.Fatalf("%d marks after a failed commit, want 0", m)
 		}
 		if o, err := s.Process(ctx, k, fn); o != dedup.Processed || err != nil || !ran {
 			t.Fatalf("redelivery: %v, %v, ran=%v; want Processed", o, err, ran)
+		}
+	})
+
+	t.Run("HandlerDeadlineInAQuery", func(t *testing.T) {
+		// fn's own deadline cuts its query off; pgx closes the connection,
+		// so the rollback fails too. The failure is fn's: a consumer must
+		// count it, not give the delivery back as a store outage.
+		k := dedup.Key{Scope: "g", EventID: "slow"}
+		o, err := s.Process(ctx, k, func(ctx context.Context) error {
+			tx, _ := dedup.Tx(ctx)
+			qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancel()
+			_, err := tx.Exec(qctx, "SELECT pg_sleep(5)")
+			return err
+		})
+		if o != dedup.Failed || err == nil || errors.Is(err, dedup.ErrStore) {
+			t.Fatalf("%v, %v; want Failed with the handler's error, not ErrStore", o, err)
+		}
+		if m := marks(t, db, s, k); m != 0 {
+			t.Fatalf("%d marks after the handler failed, want 0", m)
+		}
+	})
+
+	t.Run("HandlerSwallowedAnSQLError", func(t *testing.T) {
+		// fn's statement failed and fn returned nil: the transaction is
+		// aborted and the commit rolls back. fn's failure, not the store's.
+		k := dedup.Key{Scope: "g", EventID: "swallowed"}
+		o, err := s.Process(ctx, k, func(ctx context.Context) error {
+			tx, _ := dedup.Tx(ctx)
+			_, _ = tx.Exec(ctx, "SELECT 1/0")
+			return nil
+		})
+		if o != dedup.Failed || !errors.Is(err, pgx.ErrTxCommitRollback) || errors.Is(err, dedup.ErrStore) {
+			t.Fatalf("%v, %v; want Failed wrapping pgx.ErrTxCommitRollback, not ErrStore", o, err)
+		}
+		if m := marks(t, db, s, k); m != 0 {
+			t.Fatalf("%d marks after an aborted transaction, want 0", m)
 		}
 	})
 
