@@ -30,6 +30,10 @@ import (
 type freshness struct {
 	mu     sync.Mutex
 	held   map[*redis.XMessage][]redis.XMessage // batches by their first entry
+	heldAt map[*redis.XMessage]time.Time        // when each batch was held
+	// passAt is when the last refresh pass that refreshed every held
+	// entry started: each batch held before it was fresh then.
+	passAt time.Time
 	leases map[dedup.Key]struct{}               // dedup leases of held entries, renewed too
 	// takenIDs: held entries another consumer has claimed; trimmedIDs:
 	// held entries deleted from the stream while pending here.
@@ -80,8 +84,40 @@ func (f *freshness) hold(msgs []redis.XMessage) {
 	defer f.mu.Unlock()
 	if f.held == nil {
 		f.held = make(map[*redis.XMessage][]redis.XMessage, pipelineDepth)
+		f.heldAt = make(map[*redis.XMessage]time.Time, pipelineDepth)
 	}
 	f.held[&msgs[0]] = msgs
+	f.heldAt[&msgs[0]] = time.Now()
+}
+
+// unrefreshed returns how long ago the entries of the held batch msgs were
+// last known fresh: since they were held, or since the last full refresh
+// pass that started after that. Past ReclaimIdle another consumer may have
+// claimed them.
+func (f *freshness) unrefreshed(msgs []redis.XMessage) time.Duration {
+	if len(msgs) == 0 {
+		return 0
+	}
+	f.mu.Lock()
+	at, ok := f.heldAt[&msgs[0]]
+	if f.passAt.After(at) {
+		at = f.passAt
+	}
+	f.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return time.Since(at)
+}
+
+// passed records a refresh pass, started at start, that refreshed every
+// entry held then.
+func (f *freshness) passed(start time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if start.After(f.passAt) {
+		f.passAt = start
+	}
 }
 
 // release lets go of a batch held by hold.
@@ -92,6 +128,7 @@ func (f *freshness) release(msgs []redis.XMessage) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.held, &msgs[0])
+	delete(f.heldAt, &msgs[0])
 	if len(f.takenIDs)+len(f.trimmedIDs) > 0 {
 		for i := range msgs {
 			delete(f.takenIDs, msgs[i].ID)
@@ -191,11 +228,9 @@ func (c *Consumer) refresh(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ids := c.fresh.ids()
-		for len(ids) > 0 {
-			chunk := ids[:min(len(ids), refreshChunk)]
-			ids = ids[len(chunk):]
-			c.refreshChunk(ctx, chunk)
+		start := time.Now()
+		if c.refreshIDs(ctx, c.fresh.ids()) {
+			c.fresh.passed(start)
 		}
 		if keys := c.fresh.leaseKeys(); c.batcher != nil && len(keys) > 0 {
 			rctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -208,10 +243,55 @@ func (c *Consumer) refresh(ctx context.Context) {
 	}
 }
 
+// refreshIDs refreshes the held entries ids in chunks (refreshChunk) and
+// reports whether every chunk was refreshed.
+func (c *Consumer) refreshIDs(ctx context.Context, ids []string) bool {
+	ok := true
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), refreshChunk)]
+		ids = ids[len(chunk):]
+		ok = c.refreshChunk(ctx, chunk) && ok
+	}
+	return ok
+}
+
+// confirmHeld runs before a batch is acknowledged. When its entries went
+// unrefreshed for ReclaimIdle/2 or more — the process was paused, or cut
+// off from Redis, so another consumer may have claimed them — it refreshes
+// them first, so that those taken are known (and counted) before the
+// acknowledgement, which must leave them to their new owner: XACK does not
+// check the owner, and the periodic refresh may not have run since the
+// process came back. When that refresh fails, nothing of the batch is
+// acknowledged: its entries stay pending and come back as duplicates.
+func (c *Consumer) confirmHeld(ctx context.Context, msgs []redis.XMessage, items []item) {
+	if c.fresh.unrefreshed(msgs) < c.cfg.ReclaimIdle/2 {
+		return
+	}
+	ids := make([]string, len(msgs))
+	for i := range msgs {
+		ids[i] = msgs[i].ID
+	}
+	if c.refreshIDs(ctx, ids) {
+		return
+	}
+	n := 0
+	for i := range items {
+		if items[i].ack {
+			items[i].ack = false
+			n++
+		}
+	}
+	if n > 0 {
+		c.log.Warn("entries not acknowledged: after a pause they could not be confirmed as still this consumer's; they stay pending and come back as duplicates",
+			slog.Int("entries", n), slog.String("first_id", msgs[0].ID))
+	}
+}
+
 // refreshChunk refreshes the held entries ids with one call of refreshHeld,
 // bounded by opTimeout, and reports the entries taken by another consumer
-// and those trimmed from the stream, once each.
-func (c *Consumer) refreshChunk(ctx context.Context, ids []string) {
+// and those trimmed from the stream, once each. It reports whether the
+// call succeeded.
+func (c *Consumer) refreshChunk(ctx context.Context, ids []string) bool {
 	args := make([]any, 0, len(ids)+2)
 	args = append(args, c.cfg.Group, c.cfg.Consumer)
 	for _, id := range ids {
@@ -227,7 +307,7 @@ func (c *Consumer) refreshChunk(ctx context.Context, ids []string) {
 		if ctx.Err() == nil {
 			c.log.Warn("refreshing entries in flight failed", slog.String(AttrError, err.Error()))
 		}
-		return
+		return false
 	}
 	if taken := c.fresh.note(&c.fresh.takenIDs, replyStrings(res[0])); len(taken) > 0 {
 		c.series.taken.Add(float64(len(taken)))
@@ -239,6 +319,7 @@ func (c *Consumer) refreshChunk(ctx context.Context, ids []string) {
 		c.log.Warn("entries in flight here were trimmed from the stream: each is counted as lost unless its handler applies it",
 			slog.Int("entries", len(trimmed)), slog.String("first_id", trimmed[0]))
 	}
+	return true
 }
 
 // replyStrings returns the strings in a script's array reply.

@@ -173,6 +173,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	if acked != nil {
 		<-acked
 	}
+	c.confirmHeld(opCtx, b.msgs, b.items)
 	c.acknowledge(opCtx, b.items, &b.ids)
 	c.giveBack(opCtx, b.items)
 	c.report(b.items)

@@ -178,3 +178,72 @@ func TestTrimmedWhileInFlightIsCountedAsLost(t *testing.T) {
 		})
 	}
 }
+
+// TestPausedProcessConfirmsOwnershipBeforeAcknowledging: as above, pod-a
+// stops refreshing its entry (frozen connection) and pod-b claims it; but
+// pod-a's handler returns at once when pod-a comes back, before its
+// periodic refresh runs again. Its batch went unrefreshed for longer than
+// ReclaimIdle/2, so pod-a refreshes it before acknowledging: it finds the
+// entry taken, counts it, and leaves it to pod-b instead of acknowledging
+// it off pod-b's pending list.
+func TestPausedProcessConfirmsOwnershipBeforeAcknowledging(t *testing.T) {
+	t.Parallel() // about 20s, mostly the freeze
+	shared, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	proxy, err := faultproxy.Start(shared.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = viaProxy.Close() })
+
+	var startedA, startedB atomic.Int32
+	releaseA, releaseB := make(chan struct{}), make(chan struct{})
+	closeA, closeB := sync.OnceFunc(func() { close(releaseA) }), sync.OnceFunc(func() { close(releaseB) })
+	mk := func(rdb redis.UniversalClient, name string, started *atomic.Int32, release chan struct{}, reclaimIdle time.Duration) consumer.Config {
+		cfg := fastConfig(rdb, stream, handlersFor(func(ctx context.Context, m *consumer.Message) error {
+			started.Add(1)
+			<-release // ignores ctx on purpose: a long handler
+			return nil
+		}))
+		cfg.Consumer = name
+		cfg.HandlerTimeout = 500 * time.Millisecond
+		cfg.ReclaimIdle, cfg.ReclaimInterval = reclaimIdle, 50*time.Millisecond
+		return cfg
+	}
+	// pod-a refreshes every 10s (ReclaimIdle/3, at most 10s): no periodic
+	// refresh runs between its thaw and its acknowledgement.
+	a := start(t, mk(viaProxy, "pod-a", &startedA, releaseA, 30*time.Second))
+	t.Cleanup(closeA)
+	id := publish(t, shared, stream, envelope("paused", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
+	eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
+	proxy.Freeze() // pod-a is cut off: as if paused
+	// pod-b reclaims entries idle for 1s; pod-a's entry is idle since its
+	// read (its first refresh would come 10s later).
+	b := start(t, mk(shared, "pod-b", &startedB, releaseB, time.Second))
+	t.Cleanup(closeB)
+	eventually(t, 10*time.Second, "pod-b claims the entry and runs it", func() bool {
+		return startedB.Load() == 1 && owner(t, shared, stream, id) == "pod-b"
+	})
+	// Hold the freeze until pod-a's batch has gone unrefreshed for
+	// ReclaimIdle/2, as pod-a measures it.
+	eventually(t, 30*time.Second, "pod-a's batch unrefreshed for ReclaimIdle/2", func() bool {
+		return consumer.UnrefreshedForTest(a.c) >= 15*time.Second
+	})
+	closeA() // pod-a's handler returns while it is still cut off
+	proxy.Thaw()
+	eventually(t, 10*time.Second, "pod-a counts the entry taken", func() bool {
+		return a.counter("headway_consumer_taken_in_flight_total", nil) == 1
+	})
+	eventually(t, 5*time.Second, "pod-a's batch done", func() bool {
+		return a.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
+	})
+	if o := owner(t, shared, stream, id); o != "pod-b" {
+		t.Fatalf("after pod-a's handler returned the entry is owned by %q, want still pending for pod-b: pod-a acknowledged an entry it no longer held", o)
+	}
+	closeB()
+	eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
+		return b.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
+	})
+}
