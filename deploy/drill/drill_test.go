@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +41,7 @@ const (
 	legacyEvents    = "HeadwayLegacySchemaEvents"
 	deadLetters     = "HeadwayConsumerDeadLetters"
 	lostToTrim      = "HeadwayConsumerLostToTrim"
+	entriesTaken    = "HeadwayConsumerEntriesTaken"
 	groupRecreated  = "HeadwayConsumerGroupRecreated"
 	brandViolations = "HeadwayProducerBrandViolations"
 	publishFailures = "HeadwayOutboxPublishFailures"
@@ -208,6 +210,34 @@ var cases = []drillCase{
 			})
 			e.start()
 		}},
+	// Redis at maxmemory with noeviction refuses every XADD (OOM) and
+	// serves everything else: the relay claims rows and fails each append,
+	// so it is failing (2m) and, held, its rows fail in every window
+	// (HeadwayOutboxPublishFailures, for: 20m: the case is held until that
+	// warning fires). Tolerated: the relay stalled before its failures
+	// reach the bound, its backoff (a relay that fails its cycles returns
+	// and is restarted, as in the outage), the backlog too old, as the
+	// rows wait; and the consumers stalled: their Redis dedup store cannot
+	// take leases (SET is refused too), so entries read before the fault
+	// stay pending.
+	{name: "Redis full (maxmemory reached, noeviction)",
+		expect: []string{relayFailing, publishFailures}, tolerate: []string{loopStalled, backlogTooOld, workerBackoff},
+		page: 20 * time.Minute, fixed: 30 * time.Second,
+		inject: func(e *env) { setMaxMemory(e, "1") }, end: func(e *env) { setMaxMemory(e, "0") }},
+	// The demo is paused (SIGSTOP) while its promotion consumer runs a
+	// batch (slowed to 300ms an entry), for longer than ReclaimIdle (30s,
+	// compiled in, unscaled); another consumer of the group reclaims the
+	// entries, as a second pod would; then the demo resumes. Before it
+	// acknowledges the batch it refreshes it once more (it went
+	// unrefreshed for over ReclaimIdle/2), finds the entries taken and
+	// counts them. Tolerated: the slowed group's own alerts, as in the
+	// slow consumer case; the reconciliation job overdue (the process was
+	// stopped past its interval); and what a 30s gap in the scrape leaves
+	// behind once the demo is back (the backlog measured late).
+	{name: "entries taken in flight (SIGSTOP past ReclaimIdle, another consumer reclaims; -fault-slow promotion=300ms)",
+		expect: []string{entriesTaken}, tolerate: []string{loopBehind, loopStalled, lagTooOld, jobFailing, jobOverdue, backlogBlind, backlogTooOld},
+		needFlag: "-fault-slow", page: time.Minute, fixed: 45 * time.Second,
+		flags: []string{"-fault-slow", "promotion=300ms"}, inject: pauseWhileTaken, end: redeploy},
 	// A row the relay can never append (over the entry size limit),
 	// written by hand in SQL: the writer refuses such events. Ended as
 	// the runbook says: the operator drops it.
@@ -289,6 +319,67 @@ func trimPending(e *env) {
 	e.demo.kill()
 	e.start()
 }
+
+// setMaxMemory sets Redis's maxmemory (bytes; "0" lifts it) with the
+// noeviction policy: at "1" every write that may grow memory is refused.
+func setMaxMemory(e *env, bytes string) {
+	e.redisDo(func(ctx context.Context, c *redis.Client) error {
+		if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+			return err
+		}
+		return c.ConfigSet(ctx, "maxmemory", bytes).Err()
+	})
+}
+
+// pauseWhileTaken stops the demo (SIGSTOP) while entries are pending for
+// its promotion consumer, waits until they have been idle for ReclaimIdle
+// (30s), reclaims them as another consumer of the group would (XAUTOCLAIM
+// with that idle time), and resumes the demo (SIGCONT).
+func pauseWhileTaken(e *env) {
+	stream := event.StreamKey(platform.StreamWallet)
+	pendingHere := func(minIdle time.Duration) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		p, err := e.redis.Client().XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: platform.ServicePromotion,
+			Start: "-", End: "+", Count: 1000, Idle: minIdle}).Result()
+		if err != nil {
+			return 0
+		}
+		n := 0
+		for _, x := range p {
+			if x.Consumer != thief {
+				n++
+			}
+		}
+		return n
+	}
+	if !poll(20*time.Second, func() bool { return pendingHere(0) > 0 }) {
+		e.t.Fatal("no entry pending for the promotion group within 20s")
+	}
+	if err := e.demo.signal(syscall.SIGSTOP); err != nil {
+		e.t.Fatal(err)
+	}
+	defer func() {
+		if err := e.demo.signal(syscall.SIGCONT); err != nil {
+			e.t.Error(err)
+		}
+	}()
+	const reclaimIdle = 30 * time.Second // the demo's, compiled in
+	if !poll(reclaimIdle+15*time.Second, func() bool { return pendingHere(reclaimIdle) > 0 }) {
+		e.t.Fatal("the paused demo's entries never went idle for ReclaimIdle")
+	}
+	var taken []string
+	e.redisDo(func(ctx context.Context, c *redis.Client) error {
+		var err error
+		taken, _, err = c.XAutoClaimJustID(ctx, &redis.XAutoClaimArgs{Stream: stream, Group: platform.ServicePromotion,
+			Consumer: thief, MinIdle: reclaimIdle, Start: "0-0", Count: 1000}).Result()
+		return err
+	})
+	e.t.Logf("%s reclaimed %d entries from the paused demo", thief, len(taken))
+}
+
+// thief is the consumer name under which pauseWhileTaken reclaims entries.
+const thief = "drill-other-pod"
 
 // breakDeadLetters replaces the dead-letter stream with a string, once the
 // consumers run (a consumer refuses to start on such a key), and appends

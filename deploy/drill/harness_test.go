@@ -249,6 +249,9 @@ func (d *demo) stop() {
 	}
 }
 
+// signal sends sig to the process (SIGSTOP, SIGCONT: a pause).
+func (d *demo) signal(sig syscall.Signal) error { return d.cmd.Process.Signal(sig) }
+
 // kill ends the process at once (SIGKILL), as a crash or a redeploy's
 // forced stop does, and waits for it.
 func (d *demo) kill() {
