@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
@@ -38,9 +39,9 @@ const (
 )
 
 // RetryPolicy is the in-process retry of a failing handler within one
-// delivery: Attempts tries in all, waiting Initial, then twice as long each
-// time up to Max. Zero fields mean the defaults (3 attempts, 100ms, 2s);
-// Attempts 1 means no retry.
+// delivery: Attempts tries in all, waiting Backoff.Delay(n) after the n-th
+// failure. Zero fields mean the defaults (3 attempts, 100ms doubling to
+// 2s); Attempts 1 means no retry.
 //
 // Each attempt starts clean. With a dedup store that is not a
 // dedup.Batcher (the PostgreSQL inbox), every attempt is a Process call of
@@ -51,16 +52,7 @@ const (
 // store itself (dedup.ErrStore: the entry stays pending).
 type RetryPolicy struct {
 	Attempts int
-	Initial  time.Duration
-	Max      time.Duration
-}
-
-func (p RetryPolicy) delay(attempt int) time.Duration {
-	d := p.Initial
-	for i := 1; i < attempt && d < p.Max; i++ {
-		d *= 2
-	}
-	return min(d, p.Max)
+	Backoff  backoff.Exponential
 }
 
 // Config configures a [Consumer]. Client, Stream, Group and Handlers are
@@ -244,8 +236,8 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.Concurrency, DefaultConcurrency)
 	setDefault(&c.HandlerTimeout, DefaultHandlerTimeout)
 	setDefault(&c.Retry.Attempts, DefaultRetryAttempts)
-	setDefault(&c.Retry.Initial, DefaultRetryInitial)
-	setDefault(&c.Retry.Max, DefaultRetryMax)
+	setDefault(&c.Retry.Backoff.Initial, DefaultRetryInitial)
+	setDefault(&c.Retry.Backoff.Max, DefaultRetryMax)
 	setDefault(&c.MaxDeliveries, DefaultMaxDeliveries)
 	setDefault(&c.ReclaimIdle, DefaultReclaimIdle)
 	setDefault(&c.ReclaimInterval, c.ReclaimIdle/2)
@@ -264,7 +256,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.BatchSize < 0 || c.Concurrency < 0 || c.MaxDeliveries < 0 || c.Retry.Attempts < 0 || c.FailureLimit < 0:
 		return c, configErr("negative size or count")
 	case c.Block < 0 || c.HandlerTimeout < 0 || c.ReclaimIdle < 0 || c.ReclaimInterval < 0 ||
-		c.DrainTimeout < 0 || c.InfoInterval < 0 || c.AlertWindow < 0 || c.Retry.Initial < 0 || c.Retry.Max < 0:
+		c.DrainTimeout < 0 || c.InfoInterval < 0 || c.AlertWindow < 0 || c.Retry.Backoff.Initial < 0 || c.Retry.Backoff.Max < 0:
 		return c, configErr("negative duration")
 	case c.Block < time.Millisecond:
 		return c, configErr("Block %v is below 1ms (0 would block forever in Redis)", c.Block)

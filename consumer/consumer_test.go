@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
@@ -93,7 +94,7 @@ func TestAlwaysFailingIsDeadLetteredAfterMaxDeliveries(t *testing.T) {
 	}
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.MaxDeliveries = 3
-	cfg.Retry = consumer.RetryPolicy{Attempts: 2, Initial: time.Millisecond, Max: time.Millisecond}
+	cfg.Retry = consumer.RetryPolicy{Attempts: 2, Backoff: backoff.Exponential{Initial: time.Millisecond, Max: time.Millisecond}}
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle = 200 * time.Millisecond
 	cfg.ReclaimInterval = 50 * time.Millisecond

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/testkit"
@@ -43,7 +44,7 @@ func fastConfig(rdb redis.UniversalClient, stream string, handlers map[event.Typ
 		Client: rdb, Stream: stream, CatalogStream: platform.StreamWallet, Group: "rolling_service", Consumer: "pod-a",
 		Handlers: handlers, Block: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
 		HandlerTimeout: 2 * time.Second, ReclaimIdle: 3 * time.Second,
-		Retry: consumer.RetryPolicy{Attempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		Retry: consumer.RetryPolicy{Attempts: 3, Backoff: backoff.Exponential{Initial: time.Millisecond, Max: 5 * time.Millisecond}},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/internal/logkey"
 	"github.com/headwaylabs/headway/internal/promutil"
 	"github.com/headwaylabs/headway/internal/redisutil"
@@ -65,9 +66,9 @@ type RelayConfig struct {
 	// PollInterval is how long the relay waits for a notification before
 	// looking anyway (the fallback if a NOTIFY is missed). Default 1s.
 	PollInterval time.Duration
-	// RetryInitial and RetryMax bound the backoff of a row whose append
-	// failed: RetryInitial × 2^attempts, at most RetryMax. Defaults 1s, 5m.
-	RetryInitial, RetryMax time.Duration
+	// Retry is the backoff of a row whose append failed: due again
+	// Retry.Delay(n) after its n-th failure. Defaults 1s doubling to 5m.
+	Retry backoff.Exponential
 	// FailureLimit: after this many failed cycles in a row, Serve returns
 	// an error wrapping ErrRelayFailing (the supervisor restarts it and
 	// shows it). Default 10.
@@ -127,11 +128,8 @@ type relayMetrics struct {
 	gauges    backlogGauges
 }
 
-// NewRelay returns a Relay. Defaults: Table "headway_outbox", BatchSize
-// 1000, PollInterval 1s, RetryInitial 1s, RetryMax 5m, FailureLimit 10,
-// InfoInterval 5s, Retention 7 days, PruneInterval 1m, PruneBatch 1000,
-// OpTimeout 10s, a Watermark named "relay/<Table>", no metrics
-// registration, slog.Default().
+// NewRelay returns a Relay. Every zero field of cfg takes the default its
+// comment in [RelayConfig] states.
 func NewRelay(cfg RelayConfig) (*Relay, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -200,14 +198,14 @@ func (c RelayConfig) withDefaults() (RelayConfig, error) {
 	defInt(&c.FailureLimit, DefaultFailureLimit)
 	defInt(&c.PruneBatch, DefaultPruneBatch)
 	def(&c.PollInterval, DefaultPollInterval)
-	def(&c.RetryInitial, DefaultRetryInitial)
-	def(&c.RetryMax, DefaultRetryMax)
+	def(&c.Retry.Initial, DefaultRetryInitial)
+	def(&c.Retry.Max, DefaultRetryMax)
 	def(&c.InfoInterval, DefaultInfoInterval)
 	def(&c.Retention, DefaultRetention)
 	def(&c.PruneInterval, DefaultPruneInterval)
 	def(&c.OpTimeout, DefaultOpTimeout)
 	if c.BatchSize < 0 || c.FailureLimit < 0 || c.PruneBatch < 0 || c.PollInterval < 0 ||
-		c.RetryInitial < 0 || c.RetryMax < c.RetryInitial || c.InfoInterval < 0 || c.PruneInterval < 0 ||
+		c.Retry.Validate() != nil || c.InfoInterval < 0 || c.PruneInterval < 0 ||
 		c.OpTimeout < 0 {
 		return c, fmt.Errorf("%w: negative or inverted durations or sizes", ErrInvalidConfig)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
@@ -232,7 +233,7 @@ func TestRelayDropsClaimAheadOnFailure(t *testing.T) {
 	hook := &pipeHook{delay: 10 * time.Millisecond, failID: "t0-10"} // the second batch
 	f := newAheadFixture(t, 50, hook)
 	runRelay(t, outbox.RelayConfig{Store: f.store, Client: f.rdb, BatchSize: 10, PollInterval: 20 * time.Millisecond,
-		RetryInitial: time.Hour, RetryMax: time.Hour, FailureLimit: 1000})
+		Retry: backoff.Exponential{Initial: time.Hour, Max: time.Hour}, FailureLimit: 1000})
 	waitFor(t, 30*time.Second, "all but the failed batch published", func() bool {
 		return count(t, f.db, "published_at IS NULL") == 10
 	})

@@ -44,7 +44,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 	ectx, cancel := r.op(ctx)
 	_, _ = b.pipe.Exec(ectx) // per-command errors are read below
 	cancel()
-	o := Outcome{Published: make([]int64, 0, len(claimed)), Backoff: Backoff{Initial: r.cfg.RetryInitial, Max: r.cfg.RetryMax}}
+	o := Outcome{Published: make([]int64, 0, len(claimed)), Backoff: r.cfg.Retry}
 	var failErr error
 	for i := range claimed {
 		if err := b.encErrs[i]; err != nil {

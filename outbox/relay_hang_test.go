@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -62,7 +63,7 @@ func TestRelayStaysLiveWhilePostgresHangs(t *testing.T) {
 	}
 	runRelay(t, outbox.RelayConfig{Pool: pool, Client: rdb, Watermark: wm, OpTimeout: 300 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond, PruneInterval: 50 * time.Millisecond,
-		RetryInitial: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, FailureLimit: 1_000_000})
+		Retry: backoff.Exponential{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, FailureLimit: 1_000_000})
 	key := prefix + "events:{wallet}"
 	writeEvents(t, db, w, "before", 5, 3)
 	waitFor(t, 10*time.Second, "rows published before the freeze", func() bool { return len(streamEvents(t, rdb, key)) == 5 })
@@ -118,7 +119,7 @@ func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
 	}
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, Watermark: wm, OpTimeout: 300 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
-		RetryInitial: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, FailureLimit: 1_000_000})
+		Retry: backoff.Exponential{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, FailureLimit: 1_000_000})
 	key := "events:{wallet}"
 	writeEvents(t, db, w, "before", 5, 3)
 	waitFor(t, 10*time.Second, "rows published before the pause", func() bool { return len(streamEvents(t, rdb, key)) == 5 })

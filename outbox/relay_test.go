@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -204,7 +205,7 @@ func TestRelayKeepsRowsWhileRedisIsDown(t *testing.T) {
 	srv.Stop()
 	writeEvents(t, db, w, "down", 10, 3)
 	rr := runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 50 * time.Millisecond,
-		RetryInitial: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond, FailureLimit: 1000, Watermark: wm})
+		Retry: backoff.Exponential{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}, FailureLimit: 1000, Watermark: wm})
 	waitFor(t, 10*time.Second, "failures recorded and relay not ready", func() bool {
 		return count(t, db, "attempts >= 2 AND last_error IS NOT NULL AND published_at IS NULL") == 10 && !wm.Status().Ready()
 	})
@@ -222,7 +223,7 @@ func TestRelayFailsLoudlyPastTheLimit(t *testing.T) {
 	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
 	writeEvents(t, db, w, "x", 1, 3)
 	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: db.Pool, Client: rdb, FailureLimit: 3, PollInterval: 10 * time.Millisecond,
-		RetryInitial: time.Millisecond, RetryMax: time.Millisecond, Logger: quiet()})
+		Retry: backoff.Exponential{Initial: time.Millisecond, Max: time.Millisecond}, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +321,7 @@ func TestRelayBackoffAfterManyAttempts(t *testing.T) {
 	w2, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix + "ok:"})
 	writeEvents(t, db, w2, "fine", 5, 3)
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond,
-		RetryInitial: time.Second, RetryMax: time.Minute, FailureLimit: 1000})
+		Retry: backoff.Exponential{Initial: time.Second, Max: time.Minute}, FailureLimit: 1000})
 	waitFor(t, 10*time.Second, "the poison row's failure recorded with a capped backoff; the others published", func() bool {
 		var attempts int
 		var lastErr string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/event"
 )
 
@@ -21,23 +22,6 @@ type Row struct {
 	CreatedAt time.Time
 	// Attempts counts the failed appends so far.
 	Attempts int
-}
-
-// Backoff is the retry schedule of a row whose append failed: it is due
-// again after Initial × 2^attempts, at most Max.
-type Backoff struct {
-	Initial, Max time.Duration
-}
-
-// Delay returns the wait before the next attempt of a row that has failed
-// attempts times before this failure. The exponent is capped, so the
-// result never overflows.
-func (b Backoff) Delay(attempts int) time.Duration {
-	d := b.Initial
-	for i := 0; i < min(max(attempts, 0), 40) && d < b.Max; i++ {
-		d *= 2
-	}
-	return min(d, b.Max)
 }
 
 // Store is where a [Relay] finds outbox rows. [PostgresStore] is the
@@ -98,10 +82,11 @@ type Outcome struct {
 	// Failed rows were not appended because Redis refused or did not
 	// answer: a transient failure. They stay unpublished with attempts +
 	// 1 and LastError (at most 1 KiB of UTF-8, cut at a rune boundary),
-	// due again after Backoff.Delay(attempts).
+	// due again after Backoff.Delay(attempts + 1): Backoff.Initial after
+	// its first failure.
 	Failed    []int64
 	LastError string
-	Backoff   Backoff
+	Backoff   backoff.Exponential
 	// Parked rows can never be appended: they do not encode (a row
 	// written by an older version or by hand, over the size limit, …).
 	// They leave the unpublished set with their reason — never claimed

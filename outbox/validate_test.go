@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
@@ -23,7 +24,7 @@ func TestConfigValidate(t *testing.T) {
 	for name, cfg := range map[string]outbox.RelayConfig{
 		"no client":                {Pool: db.Pool},
 		"bad table":                {Pool: db.Pool, Client: rdb, Table: "drop table"},
-		"retry max below initial":  {Pool: db.Pool, Client: rdb, RetryInitial: time.Minute, RetryMax: time.Second},
+		"retry max below initial":  {Pool: db.Pool, Client: rdb, Retry: backoff.Exponential{Initial: time.Minute, Max: time.Second}},
 		"op timeout past liveness": {Pool: db.Pool, Client: rdb, OpTimeout: 2 * time.Minute},
 	} {
 		if err := cfg.Validate(); !errors.Is(err, outbox.ErrInvalidConfig) {

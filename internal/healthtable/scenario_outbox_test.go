@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/pgtest"
@@ -89,7 +90,7 @@ func (s *stack) outboxRelay(pool *pgxpool.Pool, rdb redis.UniversalClient, wm *r
 	s.t.Helper()
 	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Client: rdb, Watermark: wm,
 		PollInterval: 50 * time.Millisecond, InfoInterval: 50 * time.Millisecond, OpTimeout: 300 * time.Millisecond,
-		RetryInitial: time.Millisecond, RetryMax: 10 * time.Millisecond, FailureLimit: 1000,
+		Retry: backoff.Exponential{Initial: time.Millisecond, Max: 10 * time.Millisecond}, FailureLimit: 1000,
 		Registerer: s.reg, Logger: s.log})
 	if err != nil {
 		s.t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/testkit"
@@ -135,7 +136,7 @@ func (s *stack) consumerConfig(rdb redis.UniversalClient, stream string, h consu
 		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h},
 		Block:    50 * time.Millisecond, InfoInterval: 50 * time.Millisecond,
 		HandlerTimeout: 2 * time.Second, ReclaimIdle: 3 * time.Second,
-		Retry:     consumer.RetryPolicy{Attempts: 2, Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		Retry:     consumer.RetryPolicy{Attempts: 2, Backoff: backoff.Exponential{Initial: time.Millisecond, Max: 5 * time.Millisecond}},
 		Watermark: wm, Registerer: s.reg, Logger: s.log,
 	}
 }
@@ -155,7 +156,7 @@ func (s *stack) consumer(cfg consumer.Config) *consumer.Consumer {
 // subject names the check a row is about.
 type subject struct {
 	loop    *readiness.Watermark
-	job     *readiness.Job
+	job     *readiness.JobHealth
 	service string // a worker of the tree
 	tree    bool   // the tree's own check
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
@@ -116,7 +117,7 @@ func parkedRowsLeaveTheBacklog(t *testing.T, h Harness) {
 	}
 	before := time.Now()
 	if err := cl.Finish(ctx(t), outbox.Outcome{Published: []int64{a}, Failed: []int64{b}, LastError: "down",
-		Backoff: outbox.Backoff{Initial: time.Millisecond, Max: time.Millisecond},
+		Backoff: backoff.Exponential{Initial: time.Millisecond, Max: time.Millisecond},
 		Parked:  []outbox.Parked{{ID: c, Reason: "event: entry too large"}}}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
@@ -191,7 +192,7 @@ func relayParksRowThatNeverEncodes(t *testing.T, h Harness) {
 	var logs testkit.SyncBuffer
 	r, err := outbox.NewRelay(outbox.RelayConfig{Store: h.Store, Client: rdb, Registerer: reg,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), BatchSize: 10, PollInterval: 20 * time.Millisecond,
-		InfoInterval: 20 * time.Millisecond, RetryInitial: time.Minute, RetryMax: time.Hour, FailureLimit: 1000})
+		InfoInterval: 20 * time.Millisecond, Retry: backoff.Exponential{Initial: time.Minute, Max: time.Hour}, FailureLimit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -282,7 +282,7 @@ func (c *claim) Finish(ctx context.Context, o outbox.Outcome) error {
 		for _, id := range failed {
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_error = ?,
 				next_attempt_at = ?, lease_token = NULL, lease_until = 0 WHERE id = ? AND lease_token = ?`, c.s.table),
-				lastErr, now.Add(b.Delay(attempts[id])).UnixNano(), id, c.token); err != nil {
+				lastErr, now.Add(b.Delay(attempts[id]+1)).UnixNano(), id, c.token); err != nil {
 				return fmt.Errorf("record failure: %w", err)
 			}
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -225,7 +226,7 @@ func TestSQLiteKeepsRowsWhileRedisIsDown(t *testing.T) {
 	srv.Stop()
 	f.write(t, "down", 10, 3)
 	r, _ := runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, PollInterval: 50 * time.Millisecond,
-		RetryInitial: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond, FailureLimit: 1000, Watermark: wm})
+		Retry: backoff.Exponential{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}, FailureLimit: 1000, Watermark: wm})
 	testkit.Eventually(t, 10*time.Second, "failures recorded and relay not ready", func() bool {
 		return f.count(t, "attempts >= 2 AND last_error IS NOT NULL AND published_at IS NULL") == 10 && !wm.Status().Ready()
 	})
@@ -296,18 +297,6 @@ func TestSQLitePruneAndMigrateTwice(t *testing.T) {
 	}
 }
 
-func TestBackoffDelay(t *testing.T) {
-	b := outbox.Backoff{Initial: time.Second, Max: time.Minute}
-	for _, c := range []struct {
-		attempts int
-		want     time.Duration
-	}{{0, time.Second}, {1, 2 * time.Second}, {5, 32 * time.Second}, {6, time.Minute}, {1 << 30, time.Minute}, {-3, time.Second}} {
-		if got := b.Delay(c.attempts); got != c.want {
-			t.Errorf("Delay(%d) = %v, want %v", c.attempts, got, c.want)
-		}
-	}
-}
-
 // TestHungRedisNeverBlocksBusinessWrites: the relay's claim must not hold
 // SQLite's write lock while it waits on Redis. With Redis frozen (SIGSTOP)
 // and the relay stuck in its append, producer transactions still commit
@@ -317,7 +306,7 @@ func TestHungRedisNeverBlocksBusinessWrites(t *testing.T) {
 	rdb := srv.Client()
 	f := newFixture(t, "", sqliteoutbox.Config{LeaseTTL: 2 * time.Second})
 	r, _ := runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, PollInterval: 20 * time.Millisecond,
-		RetryInitial: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond, FailureLimit: 1000})
+		Retry: backoff.Exponential{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}, FailureLimit: 1000})
 	f.write(t, "before", 5, 3)
 	testkit.Eventually(t, 10*time.Second, "relay running", func() bool { return f.count(t, "published_at IS NULL") == 0 })
 	srv.Pause()

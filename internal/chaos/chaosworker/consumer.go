@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
@@ -33,7 +34,7 @@ func newConsumer(pool *pgxpool.Pool, rdb redis.UniversalClient, o options, wm *r
 	}
 	return consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Group: platform.ServiceRolling,
 		Consumer: o.name, Dedup: inbox, Block: 200 * time.Millisecond, HandlerTimeout: time.Second,
-		Retry:       consumer.RetryPolicy{Attempts: 3, Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Retry:       consumer.RetryPolicy{Attempts: 3, Backoff: backoff.Exponential{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}},
 		ReclaimIdle: 3 * time.Second, ReclaimInterval: time.Second, InfoInterval: time.Second, DrainTimeout: time.Second,
 		Handlers:  map[event.Type]consumer.Handler{platform.BetSettledConfirmed: apply(o.name, o.transient, o.sqlFaults)},
 		Watermark: wm, Logger: log})

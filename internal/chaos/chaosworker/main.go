@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/chaos"
 	"github.com/headwaylabs/headway/outbox"
@@ -132,8 +133,8 @@ func serve(ctx context.Context, o options, pool *pgxpool.Pool, rdb redis.Univers
 		// OpTimeout + PollInterval must stay below the liveness window
 		// (NewRelay checks).
 		svc, err = outbox.NewRelay(outbox.RelayConfig{Pool: pool, Client: rdb, PollInterval: 200 * time.Millisecond,
-			OpTimeout:    o.liveness / 3,
-			RetryInitial: 100 * time.Millisecond, RetryMax: time.Second, FailureLimit: 20, Retention: -1,
+			OpTimeout: o.liveness / 3,
+			Retry:     backoff.Exponential{Initial: 100 * time.Millisecond, Max: time.Second}, FailureLimit: 20, Retention: -1,
 			Watermark: wm, Logger: log})
 	} else {
 		svc, err = newConsumer(pool, rdb, o, wm, log)
