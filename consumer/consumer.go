@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
@@ -67,14 +68,8 @@ type Consumer struct {
 var _ suture.Service = (*Consumer)(nil)
 
 // New returns a Consumer. Client, Stream, Group, Handlers and Catalog are
-// required. Defaults: Consumer the host name, CatalogStream looked up by
-// Stream's key, Guard brandguard in enforce mode, no Dedup, BatchSize 500, Block 1s,
-// Concurrency 8, HandlerTimeout 30s, Retry 3 attempts from 100ms doubling
-// to 2s, MaxDeliveries 5, ReclaimIdle 1m, ReclaimInterval ReclaimIdle/2,
-// ConsumerIdleTimeout 1h, DeadLetterStream Stream+":dlq", StartID "0",
-// DrainTimeout 8s, InfoInterval 5s, AlertWindow 5m, FailureLimit 30, a
-// Watermark named "<Group>@<Stream>", no metrics registration,
-// slog.Default().
+// required; every zero field of cfg takes the default its comment in
+// [Config] states.
 //
 // New fails with an error wrapping ErrInvalidConfig on a bad Config, and
 // with event.ErrNotDispatchable when a handler's type is not emitted on the
@@ -186,30 +181,15 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	side.Go(func() { c.pollInfo(infoCtx) })
 	c.log.Info("consumer started", slog.String("start_id", c.cfg.StartID))
 
-	// The loop is a pipeline: while a batch runs its handlers, the batch
-	// before it may still be settling dedup and acknowledging, the one
-	// after it is prepared (decoded, judged, claimed in dedup) and the
-	// next one is read. Each batch read gets a goroutine that prepares it,
-	// waits for the handlers of the batch before it to finish and runs
-	// its own; so handlers run batch after batch in the order the batches
-	// were read, which keeps each aggregate in stream order, and
-	// acknowledgements follow in the same order. At most three batches are
-	// in memory.
+	// The loop is a pipeline (see pipeline for its order): each batch
+	// read gets a goroutine that prepares it, waits for the handlers of
+	// the batch before it and runs its own.
 	readID := "0" // first our own pending entries, then new ones
-	// done[i] closes when the batch in slot i has finished (acknowledged);
-	// ran[i] when its handlers have finished (the next batch's handlers
-	// may start).
-	var done, ran [pipelineDepth]chan struct{}
-	for i := range done {
-		done[i], ran[i] = make(chan struct{}), make(chan struct{})
-		close(done[i])
-		close(ran[i])
-	}
-	seq := 0 // batches read
-	last := func() chan struct{} { return done[(seq+pipelineDepth-1)%pipelineDepth] }
+	var p pipeline
+	p.init()
 	// Serve returns only after every batch it read has finished (the
 	// refresher stops after this, so entries still draining stay ours).
-	defer func() { c.await(last()) }()
+	defer func() { c.await(p.last()) }()
 	nextReclaim := time.Now()
 	failures := 0
 	for {
@@ -217,7 +197,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			// Batches prepared but not started run no handler after the
 			// cancel (the drain covers only work already in flight);
 			// their entries stay pending, their leases are released.
-			c.await(last())
+			c.await(p.last())
 			c.log.Info("consumer stopped")
 			return ctx.Err()
 		}
@@ -226,32 +206,29 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			// Under steady load batches are always in flight: let them
 			// finish first, so reclaiming (dead consumers' entries, our
 			// own failed and deferred ones) is never starved.
-			c.await(last())
-			c.reclaim(ctx, &c.bufs[seq%pipelineDepth])
+			c.await(p.last())
+			c.reclaim(ctx, &c.bufs[p.slot()])
 			nextReclaim = time.Now().Add(c.cfg.ReclaimInterval)
 			c.wm.Heartbeat()
 		}
-		slot := seq % pipelineDepth
-		c.await(done[slot]) // the batch read three batches ago has finished
+		slot := p.slot()
+		c.await(p.free(slot))
 		pending := readID != ">"
 		next, err := c.read(ctx, readID)
 		if err == nil && len(next) > 0 && ctx.Err() == nil {
 			// Held from now on: kept fresh until it has run.
 			c.fresh.hold(next)
-			prevRan, prevDone := ran[(seq+pipelineDepth-1)%pipelineDepth], last()
-			handled, finished := make(chan struct{}), make(chan struct{})
-			ran[slot], done[slot] = handled, finished
-			seq++
+			s := p.start(slot)
 			go func(buf *batch) {
-				defer close(finished)
+				defer close(s.finished)
 				var counts []int64
 				if pending {
 					counts = c.deliveryCounts(ctx, next)
 				}
 				b := c.prepare(ctx, buf, next, counts, false)
-				<-prevRan
+				<-s.prevRan
 				b.abandon = ctx.Err() != nil
-				c.run(ctx, b, handled, prevDone)
+				c.run(ctx, b, s.ran, s.prevDone)
 			}(&c.bufs[slot])
 		}
 		if err != nil {
@@ -270,7 +247,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			if failures >= c.cfg.FailureLimit {
 				return fmt.Errorf("%s: %d reads in a row failed: %w", c, failures, err)
 			}
-			c.rest(ctx, backoff(failures))
+			c.rest(ctx, readBackoff.Delay(failures))
 			continue
 		}
 		if failures > 0 || c.wm.ConsecutiveFailures() > 0 {
@@ -286,11 +263,6 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		}
 	}
 }
-
-// pipelineDepth is the number of batches in the pipeline: one running its
-// handlers (while the one before it may still be acknowledging), one
-// prepared behind it, one being read.
-const pipelineDepth = 3
 
 // read returns the next batch: pending entries of this consumer after id,
 // or new entries for id ">".
@@ -410,13 +382,9 @@ func (c *Consumer) deliveryCounts(ctx context.Context, msgs []redis.XMessage) []
 	return counts
 }
 
-func backoff(failures int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < failures && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Second)
-}
+// readBackoff is the wait after failed reads in a row: 100ms, doubling,
+// at most 5s.
+var readBackoff = backoff.Exponential{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 
 // await waits until ch is closed, beating the heartbeat meanwhile: the
 // loop is alive while the batches it started finish, and every Redis call

@@ -34,7 +34,7 @@ type freshness struct {
 	// passAt is when the last refresh pass that refreshed every held
 	// entry started: each batch held before it was fresh then.
 	passAt time.Time
-	leases map[dedup.Key]struct{}               // dedup leases of held entries, renewed too
+	leases map[dedup.Key]struct{} // dedup leases of held entries, renewed too
 	// takenIDs: held entries another consumer has claimed; trimmedIDs:
 	// held entries deleted from the stream while pending here.
 	takenIDs, trimmedIDs map[string]struct{}

@@ -34,6 +34,38 @@ func owner(t *testing.T, rdb redis.UniversalClient, stream, id string) string {
 	return p[0].Consumer
 }
 
+// pausable returns a client of a test Redis, a client of the same server
+// through a proxy the test can freeze (a process paused, or cut off), the
+// proxy, and a fresh wallet stream key.
+func pausable(t *testing.T) (shared, viaProxy *redis.Client, proxy *faultproxy.Proxy, stream string) {
+	t.Helper()
+	shared, prefix := redistest.Client(t)
+	proxy, err := faultproxy.Start(shared.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	viaProxy = redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = viaProxy.Close() })
+	return shared, viaProxy, proxy, walletStream(prefix)
+}
+
+// longHandlerConfig is a consumer named name whose handler counts its
+// starts and then waits for release, ignoring its context (a long
+// handler); it reclaims entries idle for reclaimIdle (and refreshes its
+// own every reclaimIdle/3, at most 10s).
+func longHandlerConfig(rdb redis.UniversalClient, stream, name string, started *atomic.Int32, release chan struct{}, reclaimIdle time.Duration) consumer.Config {
+	cfg := fastConfig(rdb, stream, handlersFor(func(ctx context.Context, m *consumer.Message) error {
+		started.Add(1)
+		<-release // ignores ctx on purpose: a long handler
+		return nil
+	}))
+	cfg.Consumer = name
+	cfg.HandlerTimeout = 500 * time.Millisecond
+	cfg.ReclaimIdle, cfg.ReclaimInterval = reclaimIdle, 50*time.Millisecond
+	return cfg
+}
+
 // TestRefreshNeverTakesBackAnEntryAPeerClaimed: pod-a runs an entry and
 // then stops refreshing it for longer than ReclaimIdle (here its Redis
 // connection freezes, as for a process stopped by SIGSTOP or a long GC);
@@ -41,29 +73,12 @@ func owner(t *testing.T, rdb redis.UniversalClient, stream, id string) string {
 // must not claim the entry back (pod-b holds it), and pod-a must report
 // the entry as taken.
 func TestRefreshNeverTakesBackAnEntryAPeerClaimed(t *testing.T) {
-	shared, prefix := redistest.Client(t)
-	stream := walletStream(prefix)
-	proxy, err := faultproxy.Start(shared.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = viaProxy.Close() })
-
+	shared, viaProxy, proxy, stream := pausable(t)
 	var startedA, startedB atomic.Int32
 	releaseA, releaseB := make(chan struct{}), make(chan struct{})
 	closeA, closeB := sync.OnceFunc(func() { close(releaseA) }), sync.OnceFunc(func() { close(releaseB) })
 	mk := func(rdb redis.UniversalClient, name string, started *atomic.Int32, release chan struct{}) consumer.Config {
-		cfg := fastConfig(rdb, stream, handlersFor(func(ctx context.Context, m *consumer.Message) error {
-			started.Add(1)
-			<-release // ignores ctx on purpose: a long handler
-			return nil
-		}))
-		cfg.Consumer = name
-		cfg.HandlerTimeout = 500 * time.Millisecond
-		cfg.ReclaimIdle, cfg.ReclaimInterval = time.Second, 50*time.Millisecond // refresh every 333ms
-		return cfg
+		return longHandlerConfig(rdb, stream, name, started, release, time.Second) // refresh every 333ms
 	}
 	a := start(t, mk(viaProxy, "pod-a", &startedA, releaseA))
 	t.Cleanup(closeA) // runs before the harness stops Serve
@@ -188,40 +203,20 @@ func TestTrimmedWhileInFlightIsCountedAsLost(t *testing.T) {
 // it off pod-b's pending list.
 func TestPausedProcessConfirmsOwnershipBeforeAcknowledging(t *testing.T) {
 	t.Parallel() // about 20s, mostly the freeze
-	shared, prefix := redistest.Client(t)
-	stream := walletStream(prefix)
-	proxy, err := faultproxy.Start(shared.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	viaProxy := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = viaProxy.Close() })
-
+	shared, viaProxy, proxy, stream := pausable(t)
 	var startedA, startedB atomic.Int32
 	releaseA, releaseB := make(chan struct{}), make(chan struct{})
 	closeA, closeB := sync.OnceFunc(func() { close(releaseA) }), sync.OnceFunc(func() { close(releaseB) })
-	mk := func(rdb redis.UniversalClient, name string, started *atomic.Int32, release chan struct{}, reclaimIdle time.Duration) consumer.Config {
-		cfg := fastConfig(rdb, stream, handlersFor(func(ctx context.Context, m *consumer.Message) error {
-			started.Add(1)
-			<-release // ignores ctx on purpose: a long handler
-			return nil
-		}))
-		cfg.Consumer = name
-		cfg.HandlerTimeout = 500 * time.Millisecond
-		cfg.ReclaimIdle, cfg.ReclaimInterval = reclaimIdle, 50*time.Millisecond
-		return cfg
-	}
 	// pod-a refreshes every 10s (ReclaimIdle/3, at most 10s): no periodic
 	// refresh runs between its thaw and its acknowledgement.
-	a := start(t, mk(viaProxy, "pod-a", &startedA, releaseA, 30*time.Second))
+	a := start(t, longHandlerConfig(viaProxy, stream, "pod-a", &startedA, releaseA, 30*time.Second))
 	t.Cleanup(closeA)
 	id := publish(t, shared, stream, envelope("paused", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
 	eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
 	proxy.Freeze() // pod-a is cut off: as if paused
 	// pod-b reclaims entries idle for 1s; pod-a's entry is idle since its
 	// read (its first refresh would come 10s later).
-	b := start(t, mk(shared, "pod-b", &startedB, releaseB, time.Second))
+	b := start(t, longHandlerConfig(shared, stream, "pod-b", &startedB, releaseB, time.Second))
 	t.Cleanup(closeB)
 	eventually(t, 10*time.Second, "pod-b claims the entry and runs it", func() bool {
 		return startedB.Load() == 1 && owner(t, shared, stream, id) == "pod-b"
