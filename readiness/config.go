@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Defaults of [WatermarkConfig] and [JobConfig], used when a field is zero.
+// Defaults of [WatermarkConfig] and [JobHealthConfig], used when a field is zero.
 const (
 	DefaultStallWindow    = 30 * time.Second
 	DefaultLivenessWindow = time.Minute
@@ -68,9 +68,9 @@ func (c WatermarkConfig) withDefaults() WatermarkConfig {
 	return c
 }
 
-// JobConfig configures a [Job]. The zero value of every field but Name and
+// JobHealthConfig configures a [JobHealth]. The zero value of every field but Name and
 // Interval means its documented default.
-type JobConfig struct {
+type JobHealthConfig struct {
 	// Name identifies the job in checks ("job/<Name>"), reasons and the job_name
 	// label of metrics. Required.
 	Name string
@@ -85,15 +85,15 @@ type JobConfig struct {
 	// Tolerance is how many of the longest healthy gaps may pass without a
 	// success: the job is overdue when its last success (or the start of
 	// its clock, before the first success) is older than
-	// (Interval + Slack) × Tolerance ([Job.OverdueAfter]). With Tolerance 1
+	// (Interval + Slack) × Tolerance ([JobHealth.OverdueAfter]). With Tolerance 1
 	// a job that misses no run is never overdue; with 2 it may miss one.
 	// Default [DefaultJobTolerance] (2); must be at least 1.
 	Tolerance float64
 	// FailureBound: the job is failing once this many runs in a row have
 	// failed. Default [DefaultJobFailures] (3); negative disables the rule.
 	FailureBound int
-	// Deferred starts the job's clock at the first [Job.Start] (or
-	// [Job.Record]) instead of at [NewJob]: until then the job is waiting
+	// Deferred starts the job's clock at the first [JobHealth.Start] (or
+	// [JobHealth.Record]) instead of at [NewJobHealth]: until then the job is waiting
 	// (ready) however long, so a job built long before its runner starts is
 	// not overdue at once. supervisor.Job defers, and starts the clock when
 	// its Serve first runs.
@@ -104,7 +104,7 @@ type JobConfig struct {
 
 // Validate reports the first invalid field, wrapping [ErrInvalidConfig]. It
 // never panics.
-func (c JobConfig) Validate() error {
+func (c JobHealthConfig) Validate() error {
 	switch {
 	case c.Name == "":
 		return fmt.Errorf("%w: job Name is required", ErrInvalidConfig)
@@ -118,7 +118,7 @@ func (c JobConfig) Validate() error {
 	return nil
 }
 
-func (c JobConfig) withDefaults() JobConfig {
+func (c JobHealthConfig) withDefaults() JobHealthConfig {
 	if c.Tolerance == 0 {
 		c.Tolerance = DefaultJobTolerance
 	}

@@ -2,7 +2,7 @@
 // being alive (ADR-003), and serves the verdicts as Kubernetes probes.
 //
 // A loop holds a [Watermark] and reports into it; a scheduled job has a
-// [Job]; the [Probes] read both (and any custom check, such as the
+// [JobHealth]; the [Probes] read both (and any custom check, such as the
 // supervisor's) to answer /live and /ready, and export their metrics.
 // readiness is a leaf package: it knows nothing of Redis, PostgreSQL or the
 // loops themselves.
@@ -77,12 +77,12 @@
 //
 // # Jobs
 //
-// A [Job] is overdue when its last success is older than
-// (interval + slack) × tolerance ([Job.OverdueAfter]), where slack is how
+// A [JobHealth] is overdue when its last success is older than
+// (interval + slack) × tolerance ([JobHealth.OverdueAfter]), where slack is how
 // much a healthy schedule may add to the interval (jitter and run time), so
 // a job that misses no run never flaps; it is failing when its last runs
-// failed ([JobConfig]). A deferred job's clock starts when its runner first
-// runs ([Job.Start]); before that it is waiting, which is ready. The error
+// failed ([JobHealthConfig]). A deferred job's clock starts when its runner first
+// runs ([JobHealth.Start]); before that it is waiting, which is ready. The error
 // of the last failed run stays in the reason (ADR-004: never swallowed).
 //
 // # Probes

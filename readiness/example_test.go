@@ -86,9 +86,9 @@ func ExampleWatermark_Alert() {
 
 // A scheduled job records each run; repeated failure makes it unready with
 // the error in the reason.
-func ExampleJob() {
+func ExampleJobHealth() {
 	clk := newClock()
-	job, _ := readiness.NewJob(readiness.JobConfig{
+	job, _ := readiness.NewJobHealth(readiness.JobHealthConfig{
 		Name:         "outbox-prune",
 		Interval:     5 * time.Minute,
 		FailureBound: 2,

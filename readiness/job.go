@@ -8,21 +8,21 @@ import (
 	"time"
 )
 
-// Job is the health record of a scheduled job (ADR-003: scheduler-backed
+// JobHealth is the health record of a scheduled job (ADR-003: scheduler-backed
 // workers include job-health readiness, not just a process heartbeat). The
-// runner calls [Job.Record] after each run; probes and metrics read it.
+// runner calls [JobHealth.Record] after each run; probes and metrics read it.
 //
 // A job is not ready when its last success (or the start of its clock,
 // before the first success) is older than (Interval + Slack) × Tolerance
-// ([Job.OverdueAfter], [StateOverdue]), or when its last FailureBound runs
+// ([JobHealth.OverdueAfter], [StateOverdue]), or when its last FailureBound runs
 // failed ([StateFailing]). Slack covers the jitter and run time a healthy
 // schedule adds to Interval, so a job that misses no run never flaps to
-// overdue. The clock starts at [NewJob], or with JobConfig.Deferred at the
-// first [Job.Start]. The error of a failed run is kept and shown in the
+// overdue. The clock starts at [NewJobHealth], or with JobHealthConfig.Deferred at the
+// first [JobHealth.Start]. The error of a failed run is kept and shown in the
 // reason: it is never swallowed (ADR-004).
 //
 // All methods are safe for concurrent use; Record and Start take no lock.
-type Job struct {
+type JobHealth struct {
 	name      string
 	now       func() time.Time
 	start     time.Time // origin of the offsets
@@ -40,17 +40,17 @@ type Job struct {
 	lastErr     atomic.Pointer[errBox]
 }
 
-// NewJob returns the health record of job cfg.Name with no run, its clock
-// started now (with cfg.Deferred: at the first [Job.Start]). Defaults for
+// NewJobHealth returns the health record of job cfg.Name with no run, its clock
+// started now (with cfg.Deferred: at the first [JobHealth.Start]). Defaults for
 // zero fields: Slack 0, Tolerance 2, FailureBound 3, Now time.Now. It
 // returns an error wrapping [ErrInvalidConfig] when cfg is invalid (Name
 // and a positive Interval are required).
-func NewJob(cfg JobConfig) (*Job, error) {
+func NewJobHealth(cfg JobHealthConfig) (*JobHealth, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	j := &Job{
+	j := &JobHealth{
 		name:      cfg.Name,
 		now:       cfg.Now,
 		start:     cfg.Now(),
@@ -68,30 +68,30 @@ func NewJob(cfg JobConfig) (*Job, error) {
 }
 
 // Name returns the job's name.
-func (j *Job) Name() string { return j.name }
+func (j *JobHealth) Name() string { return j.name }
 
 // String returns "job/<name>", the name of its check.
-func (j *Job) String() string { return "job/" + j.name }
+func (j *JobHealth) String() string { return "job/" + j.name }
 
 // Interval returns the interval the job is meant to succeed at.
-func (j *Job) Interval() time.Duration { return j.interval }
+func (j *JobHealth) Interval() time.Duration { return j.interval }
 
 // OverdueAfter returns how old the last success (or, before the first,
 // the start of the job's clock) may grow before the job is overdue:
 // (Interval + Slack) × Tolerance, or the longest Duration when that does
 // not fit in one (the job is then never overdue).
-func (j *Job) OverdueAfter() time.Duration { return j.due() }
+func (j *JobHealth) OverdueAfter() time.Duration { return j.due() }
 
-func (j *Job) offset(t time.Time) int64 { return int64(t.Sub(j.start)) }
+func (j *JobHealth) offset(t time.Time) int64 { return int64(t.Sub(j.start)) }
 
 // Start starts the job's clock, if it has not started: from now on, a job
-// with no success yet becomes overdue after [Job.OverdueAfter]. The runner
+// with no success yet becomes overdue after [JobHealth.OverdueAfter]. The runner
 // calls it when it first runs; later calls do nothing. Only a job built
-// with JobConfig.Deferred needs it (the clock of any other starts at
-// NewJob); [Job.Record] starts the clock too.
-func (j *Job) Start() { j.startAt(j.offset(j.now())) }
+// with JobHealthConfig.Deferred needs it (the clock of any other starts at
+// NewJobHealth); [JobHealth.Record] starts the clock too.
+func (j *JobHealth) Start() { j.startAt(j.offset(j.now())) }
 
-func (j *Job) startAt(off int64) {
+func (j *JobHealth) startAt(off int64) {
 	if j.clockFrom.Load() == never {
 		j.clockFrom.CompareAndSwap(never, off)
 	}
@@ -99,8 +99,8 @@ func (j *Job) startAt(off int64) {
 
 // Record records the end of a run: a success when err is nil, otherwise a
 // failure whose error is kept for the reason. A success resets the
-// consecutive failures. It starts the job's clock if [Job.Start] has not.
-func (j *Job) Record(err error) {
+// consecutive failures. It starts the job's clock if [JobHealth.Start] has not.
+func (j *JobHealth) Record(err error) {
 	t := j.offset(j.now())
 	j.startAt(t)
 	j.lastRun.Store(t)
@@ -117,7 +117,7 @@ func (j *Job) Record(err error) {
 
 // LastSuccess returns the time of the last successful run; ok is false if
 // none yet.
-func (j *Job) LastSuccess() (t time.Time, ok bool) {
+func (j *JobHealth) LastSuccess() (t time.Time, ok bool) {
 	off := j.lastSuccess.Load()
 	if off == never {
 		return time.Time{}, false
@@ -126,7 +126,7 @@ func (j *Job) LastSuccess() (t time.Time, ok bool) {
 }
 
 // LastRun returns the end time of the last run; ok is false if none yet.
-func (j *Job) LastRun() (t time.Time, ok bool) {
+func (j *JobHealth) LastRun() (t time.Time, ok bool) {
 	off := j.lastRun.Load()
 	if off == never {
 		return time.Time{}, false
@@ -135,21 +135,21 @@ func (j *Job) LastRun() (t time.Time, ok bool) {
 }
 
 // Runs returns how many runs succeeded and failed.
-func (j *Job) Runs() (succeeded, failed uint64) { return j.successes.Load(), j.failed.Load() }
+func (j *JobHealth) Runs() (succeeded, failed uint64) { return j.successes.Load(), j.failed.Load() }
 
 // ConsecutiveFailures returns how many runs in a row failed.
-func (j *Job) ConsecutiveFailures() int64 { return j.failures.Load() }
+func (j *JobHealth) ConsecutiveFailures() int64 { return j.failures.Load() }
 
 // LastError returns the error of the last failed run, nil if none.
-func (j *Job) LastError() error {
+func (j *JobHealth) LastError() error {
 	if b := j.lastErr.Load(); b != nil {
 		return b.err
 	}
 	return nil
 }
 
-// Status evaluates the job at its clock's now. See [Job.StatusAt].
-func (j *Job) Status() Status { return j.StatusAt(j.now()) }
+// Status evaluates the job at its clock's now. See [JobHealth.StatusAt].
+func (j *JobHealth) Status() Status { return j.StatusAt(j.now()) }
 
 // StatusAt evaluates the job at now, in this order: failing (the last
 // FailureBound runs failed), overdue (no success within
@@ -157,7 +157,7 @@ func (j *Job) Status() Status { return j.StatusAt(j.now()) }
 // clock before the first success), ok (a success within that time),
 // waiting (no success yet, not due yet, or the clock of a deferred job
 // not started yet).
-func (j *Job) StatusAt(now time.Time) Status {
+func (j *JobHealth) StatusAt(now time.Time) Status {
 	v := j.evaluate(now)
 	return Status{Name: j.name, State: v.state, Reason: j.reason(&v)}
 }
@@ -173,7 +173,7 @@ type jobVerdict struct {
 // due returns (interval + slack) × tolerance, saturated at the longest
 // Duration: a job whose interval is too long to count in a Duration is
 // never overdue, rather than overdue at once from an overflow.
-func (j *Job) due() time.Duration {
+func (j *JobHealth) due() time.Duration {
 	gap := j.interval + j.slack
 	if gap < j.interval { // both are non-negative: the sum overflowed
 		return math.MaxInt64
@@ -185,7 +185,7 @@ func (j *Job) due() time.Duration {
 	return time.Duration(d)
 }
 
-func (j *Job) evaluate(now time.Time) jobVerdict {
+func (j *JobHealth) evaluate(now time.Time) jobVerdict {
 	v := jobVerdict{
 		now:         j.offset(now),
 		clockFrom:   j.clockFrom.Load(),
@@ -209,7 +209,7 @@ func (j *Job) evaluate(now time.Time) jobVerdict {
 
 // appendDue writes how the due time is made, such as
 // "(interval 5m0s × tolerance 2 = 10m0s)".
-func (j *Job) appendDue(b *strings.Builder) {
+func (j *JobHealth) appendDue(b *strings.Builder) {
 	if j.slack == 0 {
 		fmt.Fprintf(b, "(interval %s × tolerance %g = %s)", human(j.interval), j.tolerance, human(j.due()))
 		return
@@ -217,7 +217,7 @@ func (j *Job) appendDue(b *strings.Builder) {
 	fmt.Fprintf(b, "((interval %s + slack %s) × tolerance %g = %s)", human(j.interval), human(j.slack), j.tolerance, human(j.due()))
 }
 
-func (j *Job) reason(v *jobVerdict) string {
+func (j *JobHealth) reason(v *jobVerdict) string {
 	var b strings.Builder
 	b.WriteString(v.state.String())
 	b.WriteString(": ")
@@ -257,7 +257,7 @@ func (j *Job) reason(v *jobVerdict) string {
 	return b.String()
 }
 
-func (j *Job) readyCheck() error {
+func (j *JobHealth) readyCheck() error {
 	v := j.evaluate(j.now())
 	if v.state.Ready() {
 		return nil

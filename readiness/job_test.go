@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-func newTestJob(t *testing.T) (*Job, *fakeClock) {
+func newTestJob(t *testing.T) (*JobHealth, *fakeClock) {
 	t.Helper()
 	clk := newClock()
-	j, err := NewJob(JobConfig{Name: "prune", Interval: 5 * time.Minute, Now: clk.Now})
+	j, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: 5 * time.Minute, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,19 +22,19 @@ func TestJobRules(t *testing.T) {
 	boom := errors.New("delete outbox rows: timeout")
 	tests := []struct {
 		name   string
-		run    func(j *Job, c *fakeClock)
+		run    func(j *JobHealth, c *fakeClock)
 		want   State
 		reason string
 	}{
 		{
 			name:   "new job is waiting",
-			run:    func(j *Job, c *fakeClock) { c.Advance(time.Minute) },
+			run:    func(j *JobHealth, c *fakeClock) { c.Advance(time.Minute) },
 			want:   StateWaiting,
 			reason: "waiting: no run yet, started 1m0s ago (due within 10m0s)",
 		},
 		{
 			name: "a job that never succeeds is overdue after interval × tolerance",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				c.Advance(10*time.Minute + time.Second)
 			},
 			want:   StateOverdue,
@@ -42,7 +42,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "recent success is ok",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				c.Advance(5 * time.Minute)
 				j.Record(nil)
 				c.Advance(3 * time.Minute)
@@ -52,7 +52,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "job overdue",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				j.Record(nil)
 				c.Advance(25 * time.Minute)
 			},
@@ -61,7 +61,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "overdue shows the failures since the last success",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				j.Record(nil)
 				c.Advance(11 * time.Minute)
 				j.Record(boom)
@@ -71,7 +71,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "job failing N times",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				j.Record(nil)
 				for range 3 {
 					c.Advance(time.Minute)
@@ -83,7 +83,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "failures below the bound with a recent success stay ok",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				j.Record(nil)
 				j.Record(boom)
 				j.Record(boom)
@@ -92,7 +92,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "failures before the first success while not due",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				j.Record(boom)
 			},
 			want:   StateWaiting,
@@ -100,7 +100,7 @@ func TestJobRules(t *testing.T) {
 		},
 		{
 			name: "a success after failing recovers",
-			run: func(j *Job, c *fakeClock) {
+			run: func(j *JobHealth, c *fakeClock) {
 				for range 5 {
 					j.Record(boom)
 				}
@@ -161,17 +161,17 @@ func TestJobConfigValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		cfg  JobConfig
+		cfg  JobHealthConfig
 		ok   bool
 	}{
-		{"minimal", JobConfig{Name: "x", Interval: time.Second}, true},
-		{"no name", JobConfig{Interval: time.Second}, false},
-		{"no interval", JobConfig{Name: "x"}, false},
-		{"negative interval", JobConfig{Name: "x", Interval: -time.Second}, false},
-		{"tolerance below one", JobConfig{Name: "x", Interval: time.Second, Tolerance: 0.5}, false},
-		{"tolerance one", JobConfig{Name: "x", Interval: time.Second, Tolerance: 1}, true},
-		{"negative slack", JobConfig{Name: "x", Interval: time.Second, Slack: -time.Second}, false},
-		{"slack", JobConfig{Name: "x", Interval: time.Second, Slack: time.Second}, true},
+		{"minimal", JobHealthConfig{Name: "x", Interval: time.Second}, true},
+		{"no name", JobHealthConfig{Interval: time.Second}, false},
+		{"no interval", JobHealthConfig{Name: "x"}, false},
+		{"negative interval", JobHealthConfig{Name: "x", Interval: -time.Second}, false},
+		{"tolerance below one", JobHealthConfig{Name: "x", Interval: time.Second, Tolerance: 0.5}, false},
+		{"tolerance one", JobHealthConfig{Name: "x", Interval: time.Second, Tolerance: 1}, true},
+		{"negative slack", JobHealthConfig{Name: "x", Interval: time.Second, Slack: -time.Second}, false},
+		{"slack", JobHealthConfig{Name: "x", Interval: time.Second, Slack: time.Second}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +183,7 @@ func TestJobConfigValidate(t *testing.T) {
 			if err != nil && !errors.Is(err, ErrInvalidConfig) {
 				t.Errorf("error %v does not wrap ErrInvalidConfig", err)
 			}
-			if _, err := NewJob(tt.cfg); (err == nil) != tt.ok {
+			if _, err := NewJobHealth(tt.cfg); (err == nil) != tt.ok {
 				t.Errorf("NewJob() = %v, want ok %v", err, tt.ok)
 			}
 		})
@@ -197,7 +197,7 @@ func TestJobSlack(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	// A supervisor job: every hour ± 10%, runs of up to an hour.
-	j, err := NewJob(JobConfig{Name: "prune", Interval: time.Hour, Slack: 66 * time.Minute, Tolerance: 1, Now: clk.Now})
+	j, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: time.Hour, Slack: 66 * time.Minute, Tolerance: 1, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestJobSlack(t *testing.T) {
 		t.Errorf("past it: %v %q\nwant %q", st.State, st.Reason, want)
 	}
 	// Tolerance scales the whole gap.
-	j2, err := NewJob(JobConfig{Name: "prune", Interval: time.Hour, Slack: 66 * time.Minute, Tolerance: 2, Now: clk.Now})
+	j2, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: time.Hour, Slack: 66 * time.Minute, Tolerance: 2, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestJobSlack(t *testing.T) {
 func TestJobDeferred(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	j, err := NewJob(JobConfig{Name: "prune", Interval: 5 * time.Minute, Deferred: true, Now: clk.Now})
+	j, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: 5 * time.Minute, Deferred: true, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestJobDeferred(t *testing.T) {
 	}
 
 	// Record starts the clock of a job never started.
-	j2, err := NewJob(JobConfig{Name: "prune", Interval: 5 * time.Minute, Deferred: true, Now: clk.Now})
+	j2, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: 5 * time.Minute, Deferred: true, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func TestJobLongIntervalIsNotOverdue(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			clk := newClock()
-			j, err := NewJob(JobConfig{Name: "archive", Interval: tt.interval, Slack: tt.slack, Tolerance: tt.tolerance, Now: clk.Now})
+			j, err := NewJobHealth(JobHealthConfig{Name: "archive", Interval: tt.interval, Slack: tt.slack, Tolerance: tt.tolerance, Now: clk.Now})
 			if err != nil {
 				t.Fatal(err)
 			}

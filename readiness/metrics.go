@@ -115,7 +115,7 @@ func (c *collector) collectLoop(ch chan<- prometheus.Metric, w *Watermark) {
 	}
 }
 
-func (c *collector) collectJob(ch chan<- prometheus.Metric, j *Job) {
+func (c *collector) collectJob(ch chan<- prometheus.Metric, j *JobHealth) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}

@@ -19,7 +19,7 @@ func TestMetrics(t *testing.T) {
 	}
 	w, clk := newTestWatermark(t, "wallet")
 	fresh, _ := newTestWatermark(t, "fresh")
-	j, err := NewJob(JobConfig{Name: "prune", Interval: time.Minute, Now: clk.Now})
+	j, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: time.Minute, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

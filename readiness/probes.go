@@ -65,7 +65,7 @@ type Probes struct {
 	// runs checks while holding its own lock, which p.mu must never wait
 	// behind (AddLoop holds p.mu while it adds a check to the handler).
 	loops atomic.Pointer[[]*Watermark]
-	jobs  atomic.Pointer[[]*Job]
+	jobs  atomic.Pointer[[]*JobHealth]
 }
 
 // liveLoopsCheck is the name of the one liveness check covering every loop.
@@ -125,12 +125,43 @@ func (p *Probes) register(name string, live bool, check healthcheck.Check) {
 // Liveness is one check for all loops rather than one per loop, so /ready
 // (which runs liveness checks too) evaluates each loop once.
 func (p *Probes) AddLoop(w *Watermark) error {
+	return p.addLoop(w, "", nil, false)
+}
+
+// AddLoopWithCheck adds the loop w as [Probes.AddLoop] does and, in the
+// same step, the custom readiness check name (as
+// [Probes.AddReadinessCheck] does): either both are added or, on error,
+// neither. A loop already added — the same *Watermark — is kept as it is
+// and only the check is added, so a caller that registered the loop itself
+// before handing it to the supervisor loses nothing. The supervisor adds
+// "loop/<name>" and "service/<name>" this way for a service that reports a
+// watermark. It returns an error wrapping [ErrDuplicateCheck] if a name is
+// taken (by another watermark, for the loop's), or [ErrInvalidConfig] for a
+// nil watermark, an empty name or a nil check.
+func (p *Probes) AddLoopWithCheck(w *Watermark, name string, check func() error) error {
+	if check == nil || name == "" {
+		return fmt.Errorf("%w: check %q without a name or a function", ErrInvalidConfig, name)
+	}
+	return p.addLoop(w, name, check, true)
+}
+
+func (p *Probes) addLoop(w *Watermark, name string, check func() error, keep bool) error {
 	if w == nil {
 		return fmt.Errorf("%w: nil watermark", ErrInvalidConfig)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	names := map[string]bool{w.String(): false}
+	names := map[string]bool{}
+	added := keep && slices.Contains(loadSnapshot(&p.loops), w)
+	if !added {
+		names[w.String()] = false
+	}
+	if name != "" {
+		if name == w.String() {
+			return fmt.Errorf("%w: %q", ErrDuplicateCheck, name)
+		}
+		names[name] = false
+	}
 	first := p.loops.Load() == nil
 	if first {
 		names[liveLoopsCheck] = true
@@ -138,8 +169,13 @@ func (p *Probes) AddLoop(w *Watermark) error {
 	if err := p.reserve(names); err != nil {
 		return err
 	}
-	p.loops.Store(appendSnapshot(p.loops.Load(), w))
-	p.register(w.String(), false, w.readyCheck)
+	if name != "" {
+		p.register(name, false, check)
+	}
+	if !added {
+		p.loops.Store(appendSnapshot(p.loops.Load(), w))
+		p.register(w.String(), false, w.readyCheck)
+	}
 	if first {
 		p.register(liveLoopsCheck, true, p.liveLoops)
 	}
@@ -189,7 +225,7 @@ func loadSnapshot[T any](p *atomic.Pointer[[]T]) []T {
 // AddJob adds the readiness check "job/<name>" of the scheduled job j and
 // exports its metrics. It returns an error wrapping [ErrDuplicateCheck] if
 // a job with that name was already added.
-func (p *Probes) AddJob(j *Job) error {
+func (p *Probes) AddJob(j *JobHealth) error {
 	return p.AddJobWithCheck(j, "", nil)
 }
 
@@ -201,7 +237,7 @@ func (p *Probes) AddJob(j *Job) error {
 // alone. It returns an error wrapping [ErrDuplicateCheck] if either name is
 // taken (or name equals the job's check name), or [ErrInvalidConfig] for a
 // nil job, or a name without a check.
-func (p *Probes) AddJobWithCheck(j *Job, name string, check func() error) error {
+func (p *Probes) AddJobWithCheck(j *JobHealth, name string, check func() error) error {
 	if j == nil {
 		return fmt.Errorf("%w: nil job", ErrInvalidConfig)
 	}
@@ -367,4 +403,4 @@ func (p *Probes) Check(liveOnly bool) error {
 func (p *Probes) Loops() []*Watermark { return slices.Clone(loadSnapshot(&p.loops)) }
 
 // Jobs returns the jobs added, in order.
-func (p *Probes) Jobs() []*Job { return slices.Clone(loadSnapshot(&p.jobs)) }
+func (p *Probes) Jobs() []*JobHealth { return slices.Clone(loadSnapshot(&p.jobs)) }

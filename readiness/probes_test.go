@@ -36,7 +36,7 @@ func TestProbesHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	w, clk := newTestWatermark(t, "wallet")
-	j, err := NewJob(JobConfig{Name: "prune", Interval: time.Hour, Now: clk.Now})
+	j, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: time.Hour, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestProbesDuplicates(t *testing.T) {
 	}
 	w, _ := newTestWatermark(t, "wallet")
 	w2, _ := newTestWatermark(t, "wallet")
-	j, err := NewJob(JobConfig{Name: "prune", Interval: time.Hour})
+	j, err := NewJobHealth(JobHealthConfig{Name: "prune", Interval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,8 +240,8 @@ func TestProbesAddJobWithCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newJob := func(name string) *Job {
-		j, err := NewJob(JobConfig{Name: name, Interval: time.Hour})
+	newJob := func(name string) *JobHealth {
+		j, err := NewJobHealth(JobHealthConfig{Name: name, Interval: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -284,5 +284,68 @@ func TestProbesAddJobWithCheck(t *testing.T) {
 	want := map[string]string{"job/taken": "OK", "service/busy": "OK", "service/taken": "OK", "job/busy": "OK", "job/self": "OK"}
 	if code != http.StatusOK || !equalMaps(body, want) {
 		t.Errorf("GET /ready = %d %v, want %v", code, body, want)
+	}
+}
+
+// AddLoopWithCheck adds a loop and a custom check together or not at all,
+// and keeps a loop added before (the same watermark).
+func TestProbesAddLoopWithCheck(t *testing.T) {
+	t.Parallel()
+	p, err := NewProbes(ProbesConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newWM := func(name string) *Watermark {
+		w, err := NewWatermark(WatermarkConfig{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	ok := func() error { return nil }
+	kept := newWM("kept")
+	if err := p.AddLoop(kept); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddReadinessCheck("service/busy", ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddLoopWithCheck(kept, "service/kept", ok); err != nil {
+		t.Errorf("the same watermark again, with a check: %v", err)
+	}
+	if err := p.AddLoop(kept); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("AddLoop of the same watermark twice: %v, want ErrDuplicateCheck", err)
+	}
+	// Another watermark under the kept loop's name: the check is not
+	// added either.
+	if err := p.AddLoopWithCheck(newWM("kept"), "service/other", ok); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("loop name taken by another watermark: %v", err)
+	}
+	// The custom name is taken: the loop is not added either.
+	if err := p.AddLoopWithCheck(newWM("busy"), "service/busy", ok); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("check name taken: %v", err)
+	}
+	if err := p.AddLoopWithCheck(newWM("self"), "loop/self", ok); !errors.Is(err, ErrDuplicateCheck) {
+		t.Errorf("check named like its loop: %v", err)
+	}
+	for _, err := range []error{p.AddLoopWithCheck(nil, "x", ok), p.AddLoopWithCheck(newWM("x"), "x", nil), p.AddLoopWithCheck(newWM("x"), "", ok)} {
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("invalid: %v, want ErrInvalidConfig", err)
+		}
+	}
+	if n := len(p.Loops()); n != 1 {
+		t.Errorf("%d loops after refused adds, want 1", n)
+	}
+	if err := p.AddLoopWithCheck(newWM("busy"), "service/other", ok); err != nil {
+		t.Fatalf("free names: %v", err)
+	}
+	_, body := get(t, p, http.MethodGet, "/ready?full=1")
+	for _, name := range []string{"loop/kept", "service/kept", "service/busy", "loop/busy", "service/other", "loops/live"} {
+		if _, ok := body[name]; !ok {
+			t.Errorf("check %s missing: %v", name, body)
+		}
+	}
+	if len(body) != 6 {
+		t.Errorf("checks %v, want exactly 6", body)
 	}
 }

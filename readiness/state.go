@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// State is the verdict of the rules on a [Watermark] or a [Job]. Its String
+// State is the verdict of the rules on a [Watermark] or a [JobHealth]. Its String
 // form is the lower-case name used in reasons and in the status label of
 // the metrics.
 type State uint8
@@ -44,7 +44,7 @@ const (
 	StateParked
 )
 
-// States of a scheduled job ([Job]). A job may also be [StateFailing].
+// States of a scheduled job ([JobHealth]). A job may also be [StateFailing].
 const (
 	// StateWaiting: the job has not succeeded yet, but it is not due yet
 	// (or the clock of a deferred job has not started). Ready.
@@ -52,7 +52,7 @@ const (
 	// StateOK: the last success is recent enough. Ready.
 	StateOK
 	// StateOverdue: the last success (or the start, if none) is older than
-	// (interval + slack) × tolerance ([Job.OverdueAfter]). Not ready.
+	// (interval + slack) × tolerance ([JobHealth.OverdueAfter]). Not ready.
 	StateOverdue
 )
 
@@ -75,7 +75,7 @@ var stateNames = map[State]string{
 // metrics export them.
 var loopStates = []State{StateStarting, StateProgressing, StateIdle, StateBehind, StateStalled, StateFailing, StateAlert, StateWedged, StateParked}
 
-// jobStates lists the states a Job can be in, in the order the metrics
+// jobStates lists the states a JobHealth can be in, in the order the metrics
 // export them.
 var jobStates = []State{StateWaiting, StateOK, StateOverdue, StateFailing}
 

@@ -60,8 +60,8 @@ func longWorld(t *testing.T) *status.Handler {
 	promotion := loop("promotion_service@events:{wallet}")
 	settlement := loop("settlement_service@events:{bet-settlement}")
 	relay := loop("relay/headway_outbox")
-	job := func(name string, every time.Duration) *readiness.Job {
-		j, err := readiness.NewJob(readiness.JobConfig{Name: name, Interval: every, Now: clk.Now})
+	job := func(name string, every time.Duration) *readiness.JobHealth {
+		j, err := readiness.NewJobHealth(readiness.JobHealthConfig{Name: name, Interval: every, Now: clk.Now})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -83,7 +83,7 @@ type Loop struct {
 	LagSeconds *float64 `json:"lag_seconds"`
 }
 
-// Job is one scheduled job's health ([readiness.Job]).
+// Job is one scheduled job's health ([readiness.JobHealth]).
 type Job struct {
 	Name string `json:"name"`
 	// State is the [readiness.State] in words: waiting, ok, overdue or
@@ -234,7 +234,7 @@ func loopOf(wm *readiness.Watermark, now time.Time) Loop {
 	return l
 }
 
-func jobOf(j *readiness.Job) Job {
+func jobOf(j *readiness.JobHealth) Job {
 	st := j.Status()
 	ok, failed := j.Runs()
 	out := Job{

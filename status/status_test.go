@@ -86,15 +86,15 @@ func newWorld(t *testing.T, withTree bool) *world {
 			newLoop(l.name)
 		}
 	}
-	jobs := map[string]*readiness.Job{}
-	for _, j := range []readiness.JobConfig{
+	jobs := map[string]*readiness.JobHealth{}
+	for _, j := range []readiness.JobHealthConfig{
 		{Name: "outbox-prune", Interval: 5 * time.Minute},
 		{Name: "nightly-report", Interval: 24 * time.Hour, Deferred: true},
 		{Name: "reconcile", Interval: 10 * time.Second},
 		{Name: "settle-bets", Interval: time.Minute},
 	} {
 		j.Now = w.clk.Now
-		job, err := readiness.NewJob(j)
+		job, err := readiness.NewJobHealth(j)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -472,7 +472,7 @@ func TestEscaping(t *testing.T) {
 	}
 	wm.Progress(xss)
 	wm.Alert("alert "+xss, clk.Now().Add(time.Minute))
-	job, err := readiness.NewJob(readiness.JobConfig{Name: "job " + xss, Interval: time.Minute, FailureBound: 1, Now: clk.Now})
+	job, err := readiness.NewJobHealth(readiness.JobHealthConfig{Name: "job " + xss, Interval: time.Minute, FailureBound: 1, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ type serviceFunc func(ctx context.Context) error
 
 func (f serviceFunc) Serve(ctx context.Context) error { return f(ctx) }
 
-// A scheduled job records every run in its readiness.Job.
+// A scheduled job records every run in its readiness.JobHealth.
 func ExampleTree_AddJob() {
 	probes, _ := readiness.NewProbes(readiness.ProbesConfig{})
 	tree, _ := supervisor.New(supervisor.Config{Logger: slog.New(slog.DiscardHandler), Probes: probes})

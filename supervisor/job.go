@@ -37,7 +37,7 @@ type JobConfig struct {
 	// Timeout bounds one run. Default Interval.
 	Timeout time.Duration
 	// Tolerance and FailureBound decide the job's readiness (see
-	// readiness.JobConfig). The longest gap between two successes of a
+	// readiness.JobHealthConfig). The longest gap between two successes of a
 	// healthy schedule is one jittered wait plus one run:
 	// Interval × (1 + Jitter) + Timeout. The job is overdue (not ready) when
 	// its last success is older than Tolerance such gaps —
@@ -56,7 +56,7 @@ type JobConfig struct {
 	// per successful one (Debug). Default slog.Default(); [Tree.AddJob]
 	// passes the tree's.
 	Logger *slog.Logger
-	// Now is the clock of the job's health (readiness.JobConfig.Now).
+	// Now is the clock of the job's health (readiness.JobHealthConfig.Now).
 	// Default time.Now. The schedule itself uses real timers.
 	Now func() time.Time
 }
@@ -95,19 +95,19 @@ func (c JobConfig) withDefaults() JobConfig {
 // config with its defaults applied: the slack is what the schedule adds to
 // Interval between two successes (the jitter of one wait and one run), and
 // the clock starts when Serve first runs.
-func (c JobConfig) health() readiness.JobConfig {
+func (c JobConfig) health() readiness.JobHealthConfig {
 	slack := c.Timeout
 	if c.Jitter > 0 {
 		slack += time.Duration(float64(c.Interval) * c.Jitter)
 	}
-	return readiness.JobConfig{
+	return readiness.JobHealthConfig{
 		Name: c.Name, Interval: c.Interval, Slack: slack, Tolerance: c.Tolerance,
 		FailureBound: c.FailureBound, Deferred: true, Now: c.Now,
 	}
 }
 
 // Job runs a function on a schedule (an interval with jitter) and records
-// every run in its [readiness.Job], so a job that stops succeeding makes the
+// every run in its [readiness.JobHealth], so a job that stops succeeding makes the
 // process unready (ADR-003) and its error is logged and shown, never
 // swallowed (ADR-004). A run that panics is recorded as a failure wrapping
 // [ErrJobPanicked], then the panic goes on to the supervisor, which
@@ -118,7 +118,7 @@ func (c JobConfig) health() readiness.JobConfig {
 // ends.
 type Job struct {
 	cfg    JobConfig
-	health *readiness.Job
+	health *readiness.JobHealth
 	log    *slog.Logger
 }
 
@@ -135,7 +135,7 @@ func NewJob(cfg JobConfig) (*Job, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	h, err := readiness.NewJob(cfg.health())
+	h, err := readiness.NewJobHealth(cfg.health())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -146,7 +146,7 @@ func NewJob(cfg JobConfig) (*Job, error) {
 func (j *Job) String() string { return j.cfg.Name }
 
 // Health returns the job's health record, read by the probes and metrics.
-func (j *Job) Health() *readiness.Job { return j.health }
+func (j *Job) Health() *readiness.JobHealth { return j.health }
 
 // next returns the jittered wait before the next run.
 func (j *Job) next() time.Duration {
@@ -159,7 +159,7 @@ func (j *Job) next() time.Duration {
 
 // Serve runs the job until ctx is cancelled and returns ctx's error. A run
 // in progress at cancellation gets its context cancelled and is waited for.
-// The first Serve starts the clock of the job's health ([readiness.Job.Start]);
+// The first Serve starts the clock of the job's health ([readiness.JobHealth.Start]);
 // a restart does not reset it.
 func (j *Job) Serve(ctx context.Context) error {
 	j.health.Start()

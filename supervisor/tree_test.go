@@ -405,7 +405,7 @@ func TestAddJobCheckTakenRollsBack(t *testing.T) {
 		return h.probes.Check(false) == nil, fmt.Sprint(h.probes.Check(false))
 	})
 	// Another component already reports a job named "reconcile".
-	other, err := readiness.NewJob(readiness.JobConfig{Name: "reconcile", Interval: time.Hour})
+	other, err := readiness.NewJobHealth(readiness.JobHealthConfig{Name: "reconcile", Interval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

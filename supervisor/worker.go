@@ -83,7 +83,7 @@ type worker struct {
 	name string
 	tree *Tree
 	sup  *suture.Supervisor
-	job  *readiness.Job       // nil for plain services
+	job  *readiness.JobHealth // nil for plain services
 	wm   *readiness.Watermark // nil unless the service is a WatermarkReporter
 
 	starts       atomic.Uint64
