@@ -19,7 +19,7 @@
 //		Registerer: reg,
 //		Logger:     log,
 //	})
-//	tree.Add("rolling", c)       // a suture.Service; probes.AddLoop(c.Watermark())
+//	tree.Add("rolling", c)       // a suture.Service; registers its loop with the tree's probes
 //
 // New refuses handlers for types the catalog does not list as emitted on
 // the stream (reserved, retired, unknown): a consumer cannot wait for an

@@ -86,13 +86,11 @@ func Example_supervised() {
 	if err != nil {
 		panic(err)
 	}
-	if err := probes.AddLoop(c.Watermark()); err != nil {
-		panic(err)
-	}
 	tree, err := supervisor.New(supervisor.Config{Probes: probes, Registerer: reg, Logger: log})
 	if err != nil {
 		panic(err)
 	}
+	// Add registers the worker's check and its loop's (c's watermark).
 	if err := tree.Add("rolling", c); err != nil {
 		panic(err)
 	}

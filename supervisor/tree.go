@@ -142,6 +142,10 @@ type WatermarkReporter interface {
 // after a permanent error ("parked: service stopped: <error>"), and
 // unparked when svc runs again: the loop is then not ready, but /live
 // stays up (see package doc). The event hook does it with atomics only.
+// With Config.Probes, Add registers the worker's check "service/<name>"
+// and, for a WatermarkReporter, its loop ("loop/<watermark name>", as
+// Probes.AddLoop does; a loop already added there is kept): a service is
+// registered once, here.
 //
 // name labels the worker's logs, metrics and check: keep it short and
 // bounded. Add returns an error wrapping [ErrInvalidConfig] for an empty
@@ -157,7 +161,7 @@ func (t *Tree) Add(name string, svc suture.Service) error {
 	return t.add(name, svc, nil)
 }
 
-func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
+func (t *Tree) add(name string, svc suture.Service, job *readiness.JobHealth) error {
 	if name == "" || svc == nil {
 		return fmt.Errorf("%w: Add needs a name and a service (name %q)", ErrInvalidConfig, name)
 	}
@@ -196,14 +200,18 @@ func (t *Tree) add(name string, svc suture.Service, job *readiness.Job) error {
 	t.order = append(t.order, w)
 	t.mu.Unlock()
 
-	// The service check and the job check are added together or not at
-	// all: a check left behind by a refused Add would report the worker
-	// pending forever and keep its name.
+	// The service check and the job's or the loop's check are added
+	// together or not at all: a check left behind by a refused Add would
+	// report the worker pending forever and keep its name. A loop the
+	// caller added to the probes itself is kept (AddLoopWithCheck).
 	if p := t.cfg.Probes; p != nil {
 		var err error
-		if job != nil {
+		switch {
+		case job != nil:
 			err = p.AddJobWithCheck(job, "service/"+name, w.check)
-		} else {
+		case w.wm != nil:
+			err = p.AddLoopWithCheck(w.wm, "service/"+name, w.check)
+		default:
 			err = p.AddReadinessCheck("service/"+name, w.check)
 		}
 		if err != nil {
