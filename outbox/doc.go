@@ -31,6 +31,11 @@
 //		return writer.Write(ctx, tx, bet.BrandID, env) // same transaction
 //	})
 //
+// An envelope may leave SchemaVersion zero (the writer writes the current
+// version) and EventID empty (the writer sets a new, time-ordered
+// [event.NewID]); set EventID yourself when the same event may be written
+// again, so that consumers see it once.
+//
 // [Writer.WriteBatch] checks every event first — it encodes as the relay
 // will, within the stream entry size limit (else [ErrEventTooLarge]), its
 // type is emitted on a catalog stream, its brand equals the owner's — and

@@ -157,7 +157,10 @@ func (w *Writer) Write(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID,
 
 // WriteBatch writes events owned by a row of brand ownerBrand inside tx,
 // the caller's transaction, and notifies the relay (the notification is
-// delivered when tx commits). Every event is checked before anything is
+// delivered when tx commits). A zero SchemaVersion is filled with
+// event.CurrentSchemaVersion and an empty EventID with [event.NewID], in
+// envs (set EventID yourself when you need it, or when a retry of your
+// transaction must keep it). Every event is checked before anything is
 // written, and nothing is written when one fails:
 //   - it must encode as the relay encodes it (schema_version 2, a valid
 //     brand, …), else ErrInvalidEvent, and fit the size limit of a stream
@@ -203,9 +206,10 @@ func (w *Writer) WriteBatch(ctx context.Context, tx pgx.Tx, ownerBrand event.Bra
 	return nil
 }
 
-// Prepare runs the checks of [Writer.WriteBatch] on events owned by a row
-// of brand ownerBrand and returns the rows to insert, with their stream
-// keys; refusals are counted and surfaced as WriteBatch describes. It is
+// Prepare fills the defaults and runs the checks of [Writer.WriteBatch] on
+// events owned by a row of brand ownerBrand and returns the rows to insert,
+// with their stream keys; refusals are counted and surfaced as WriteBatch
+// describes. It is
 // for stores other than PostgreSQL (see headway/outbox/sqliteoutbox),
 // which insert the rows in their own transaction and then call
 // [Writer.Written].
@@ -213,6 +217,12 @@ func (w *Writer) Prepare(ctx context.Context, ownerBrand event.BrandID, envs []e
 	rows := make([]Row, len(envs))
 	for i := range envs {
 		e := &envs[i]
+		if e.SchemaVersion == 0 {
+			e.SchemaVersion = event.CurrentSchemaVersion
+		}
+		if e.EventID == "" {
+			e.EventID = event.NewID()
+		}
 		if _, err := encode(*e); err != nil {
 			if errors.Is(err, event.ErrEntryTooLarge) {
 				w.refused.WithLabelValues("too_large").Inc()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +119,42 @@ func TestWriteInCallerTransaction(t *testing.T) {
 	n, err := listener.Conn().WaitForNotification(nctx)
 	if err != nil || n.Channel != "headway_outbox" {
 		t.Fatalf("no notification after commit: %v %v", n, err)
+	}
+}
+
+// TestWriterFillsDefaults: a zero SchemaVersion is written as the current
+// version and an empty EventID as a new time-ordered ID, set in the
+// caller's slice; an explicit legacy version is still refused.
+func TestWriterFillsDefaults(t *testing.T) {
+	db := migrated(t)
+	ctx := context.Background()
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := env("", platform.BetSettledConfirmed, "bet-1", 3)
+	e.SchemaVersion = 0
+	envs := []event.Envelope{e, e}
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(ctx, tx, 3, envs) }); err != nil {
+		t.Fatal(err)
+	}
+	uuidV7 := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	for _, got := range envs {
+		if !uuidV7.MatchString(got.EventID) || got.SchemaVersion != event.CurrentSchemaVersion {
+			t.Errorf("filled envelope: event_id %q, schema_version %d", got.EventID, got.SchemaVersion)
+		}
+	}
+	if envs[0].EventID == envs[1].EventID {
+		t.Errorf("two events got one ID %q", envs[0].EventID)
+	}
+	if n := count(t, db, fmt.Sprintf("schema_version = %d AND event_id IN ('%s', '%s')",
+		event.CurrentSchemaVersion, envs[0].EventID, envs[1].EventID)); n != 2 {
+		t.Errorf("%d rows with the filled ID and the current version, want 2", n)
+	}
+	legacy := env("legacy-1", platform.BetSettledConfirmed, "bet-1", 3)
+	legacy.SchemaVersion = 1
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return w.Write(ctx, tx, 3, legacy) }); !errors.Is(err, outbox.ErrInvalidEvent) {
+		t.Errorf("schema_version 1 written: %v, want ErrInvalidEvent", err)
 	}
 }
 
