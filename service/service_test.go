@@ -105,7 +105,7 @@ func newService(t *testing.T, rdb redis.UniversalClient, stream string, a *appli
 	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream,
 		CatalogStream: platform.StreamWallet, Group: platform.ServiceRolling, Consumer: "pod-a",
 		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: a.handle},
-		Block: 50 * time.Millisecond, Registerer: s.Registerer(), Logger: s.Logger()})
+		Block:    50 * time.Millisecond, Registerer: s.Registerer(), Logger: s.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
