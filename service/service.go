@@ -28,17 +28,23 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/status"
 	"github.com/headwaylabs/headway/supervisor"
@@ -280,4 +286,73 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	}
 	return treeErr
+}
+
+// Environment variables the helpers below read.
+const (
+	EnvRedisURL    = "REDIS_URL"    // redis://[user:password@]host:port/db
+	EnvDatabaseURL = "DATABASE_URL" // postgres://…
+)
+
+// OpenRedis returns a Redis client for url (when empty, $REDIS_URL) with
+// the options headway's docs recommend: ContextTimeoutEnabled, so that
+// every call honours its context's deadline (a hung Redis then fails calls
+// on time instead of after the client's read timeouts and retries). The
+// pool is go-redis's default (10 per CPU): each consumer holds one
+// connection in its blocking read, beside its handlers' and the relay's
+// calls. An error never repeats the URL, which may carry a password.
+func OpenRedis(url string) (*redis.Client, error) {
+	if url == "" {
+		url = os.Getenv(EnvRedisURL)
+	}
+	if url == "" {
+		return nil, fmt.Errorf("%w: no Redis URL (set %s)", ErrInvalidConfig, EnvRedisURL)
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		var uerr *neturl.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("%w: %s is not a valid redis:// URL: %v", ErrInvalidConfig, EnvRedisURL, err)
+	}
+	opts.ContextTimeoutEnabled = true
+	return redis.NewClient(opts), nil
+}
+
+// OpenPostgres returns a pgx pool for url (when empty, $DATABASE_URL). It
+// does not connect: the first use does (pgxpool.Pool.Ping to check).
+func OpenPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	if url == "" {
+		url = os.Getenv(EnvDatabaseURL)
+	}
+	if url == "" {
+		return nil, fmt.Errorf("%w: no PostgreSQL URL (set %s)", ErrInvalidConfig, EnvDatabaseURL)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not a valid PostgreSQL URL", ErrInvalidConfig, EnvDatabaseURL)
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// Guard returns a brandguard.Guard for catalog in the mode of
+// MULTI_BRAND_ENFORCEMENT (default enforce; an invalid value is an error),
+// registering its metrics and logging with the service's.
+func (s *Service) Guard(catalog *event.Catalog) (*brandguard.Guard, error) {
+	mode, err := brandguard.ModeFromEnv(os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	return brandguard.New(brandguard.Config{Catalog: catalog, Mode: mode, Registerer: s.reg, Logger: s.log})
+}
+
+// WriterCheck is the readiness check AddWriter registers.
+const WriterCheck = "outbox/writer"
+
+// AddWriter registers the outbox writer's readiness check (WriterCheck):
+// not ready for a while after a producer brand violation
+// (outbox.Writer.Check).
+func (s *Service) AddWriter(w *outbox.Writer) error {
+	return s.probes.AddReadinessCheck(WriterCheck, w.Check)
 }
