@@ -30,12 +30,17 @@ type projection struct {
 	byPlayer map[string]int64
 	bets     map[string]betPayload // settled and not rolled back
 	seen     map[string]time.Time  // bets applied and not yet reconciled
+	// since is when the projection started: bets of events that occurred
+	// before it are not reconciled. The projections live in memory, so
+	// after a restart one group may be redelivered an event the other
+	// applied before the restart, into a projection that is gone.
+	since time.Time
 }
 
 func newProjection(name string, dir *directory, count bool, fail float64, hang bool) *projection {
 	return &projection{name: name, dir: dir, count: count, fail: fail, hang: hang,
 		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11)),
-		byPlayer: map[string]int64{}, bets: map[string]betPayload{}, seen: map[string]time.Time{}}
+		byPlayer: map[string]int64{}, bets: map[string]betPayload{}, seen: map[string]time.Time{}, since: time.Now()}
 }
 
 // errInjected is the transient failure of -fault-fail.
@@ -49,7 +54,7 @@ func (p *projection) handlers() map[event.Type]consumer.Handler {
 	}
 }
 
-func (p *projection) handle(apply func(betPayload)) consumer.Handler {
+func (p *projection) handle(apply func(b betPayload, reconciled bool)) consumer.Handler {
 	return func(ctx context.Context, m *consumer.Message) error {
 		if p.hang {
 			<-ctx.Done() // -fault-hang: never finishes on its own
@@ -74,21 +79,25 @@ func (p *projection) handle(apply func(betPayload)) consumer.Handler {
 		if p.fail > 0 && p.rng.Float64() < p.fail {
 			return errInjected
 		}
-		apply(b)
+		apply(b, !m.Envelope.OccurredAt.Before(p.since))
 		return nil
 	}
 }
 
-func (p *projection) settle(b betPayload) {
+// settle applies a settled bet; reconciled says whether the reconciliation
+// job compares it (an event that occurred since the projection started).
+func (p *projection) settle(b betPayload, reconciled bool) {
 	if _, dup := p.bets[b.BetID]; dup {
 		return
 	}
 	p.bets[b.BetID] = b
 	p.byPlayer[b.PlayerID] += p.delta(b)
-	p.seen[b.BetID] = time.Now()
+	if reconciled {
+		p.seen[b.BetID] = time.Now()
+	}
 }
 
-func (p *projection) rollback(b betPayload) {
+func (p *projection) rollback(b betPayload, _ bool) {
 	settled, ok := p.bets[b.BetID]
 	if !ok {
 		return
