@@ -115,16 +115,7 @@ func TestRefreshNeverTakesBackAnEntryAPeerClaimed(t *testing.T) {
 	// pod-a's handler returns first: pod-a must not acknowledge the entry
 	// pod-b now runs (XACK does not check the owner).
 	closeA()
-	eventually(t, 5*time.Second, "pod-a's handler returns", func() bool {
-		return a.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
-	})
-	if o := owner(t, shared, stream, id); o != "pod-b" {
-		t.Fatalf("after pod-a's handler returned the entry is owned by %q, want still pending for pod-b: pod-a acknowledged an entry it no longer held", o)
-	}
-	closeB()
-	eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
-		return b.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
-	})
+	leftToPodB(t, shared, stream, id, a, b, closeB)
 	if taken() != 1 {
 		t.Errorf("taken_in_flight_total = %v, want 1 (counted once)", taken())
 	}
@@ -231,10 +222,19 @@ func TestPausedProcessConfirmsOwnershipBeforeAcknowledging(t *testing.T) {
 	eventually(t, 10*time.Second, "pod-a counts the entry taken", func() bool {
 		return a.counter("headway_consumer_taken_in_flight_total", nil) == 1
 	})
-	eventually(t, 5*time.Second, "pod-a's batch done", func() bool {
+	leftToPodB(t, shared, stream, id, a, b, closeB)
+}
+
+// leftToPodB waits for pod-a's handler of id to return, checks that pod-a
+// left the entry pending for pod-b (XACK does not check the owner), then
+// lets pod-b's handler return and waits for pod-b to apply and acknowledge
+// it.
+func leftToPodB(t *testing.T, rdb redis.UniversalClient, stream, id string, a, b *harness, closeB func()) {
+	t.Helper()
+	eventually(t, 5*time.Second, "pod-a's handler returns", func() bool {
 		return a.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
-	if o := owner(t, shared, stream, id); o != "pod-b" {
+	if o := owner(t, rdb, stream, id); o != "pod-b" {
 		t.Fatalf("after pod-a's handler returned the entry is owned by %q, want still pending for pod-b: pod-a acknowledged an entry it no longer held", o)
 	}
 	closeB()
