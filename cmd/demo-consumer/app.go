@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		c, err := consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Catalog: catalog,
 			Group: group, Consumer: cfg.consumer, Handlers: handlers, Guard: guard, Dedup: store,
-			HandlerTimeout: 5 * time.Second, ReclaimIdle: 30 * time.Second, Block: 500 * time.Millisecond,
+			HandlerTimeout: 5 * time.Second, ReclaimIdle: cfg.reclaimIdle, Block: 500 * time.Millisecond,
 			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,
 			Watermark: wm, Registerer: reg, Logger: log})
 		if err != nil {

@@ -24,6 +24,7 @@ type config struct {
 	players     int     // players per brand
 	title       string
 	stallWindow time.Duration
+	reclaimIdle time.Duration // the consumers' ReclaimIdle
 	reconcile   time.Duration // job interval
 	grace       time.Duration // how long projections may disagree before the job fails
 	consumer    string        // consumer name; empty: hostname
@@ -83,6 +84,7 @@ Flags:
 	fs.IntVar(&c.players, "players", 20, "players per brand (three brands)")
 	fs.StringVar(&c.title, "title", "headway demo", "`title` of the status page")
 	fs.DurationVar(&c.stallWindow, "stall-window", 30*time.Second, "how long a loop with backlog may go without progress before it is not ready")
+	fs.DurationVar(&c.reclaimIdle, "reclaim-idle", 30*time.Second, "how long an entry stays pending and idle before another consumer of the group claims it (above the handlers' 5s timeout)")
 	policy := fs.String("alert-policy", string(consumer.AlertNotice), "how the consumers surface a legacy v1 event or a recreated group: `notice` (shown, still ready) or hold (not ready for -alert-window)")
 	fs.DurationVar(&c.alertWindow, "alert-window", consumer.DefaultAlertWindow, "how long the notice or hold of -alert-policy lasts")
 	fs.DurationVar(&c.reconcile, "reconcile-interval", 10*time.Second, "interval of the reconciliation job")
@@ -159,6 +161,9 @@ Flags:
 	}
 	if c.faultFor < 0 {
 		errs = append(errs, errors.New("-fault-for must not be negative"))
+	}
+	if c.reclaimIdle <= 5*time.Second {
+		errs = append(errs, errors.New("-reclaim-idle must exceed the handlers' 5s timeout"))
 	}
 	if c.stallWindow <= 0 || c.reconcile <= 0 || c.grace <= 0 {
 		errs = append(errs, errors.New("-stall-window, -reconcile-interval and -reconcile-grace must be positive"))

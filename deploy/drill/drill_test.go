@@ -225,19 +225,23 @@ var cases = []drillCase{
 		page: 20 * time.Minute, fixed: 30 * time.Second,
 		inject: func(e *env) { setMaxMemory(e, "1") }, end: func(e *env) { setMaxMemory(e, "0") }},
 	// The demo is paused (SIGSTOP) while its promotion consumer runs a
-	// batch (slowed to 300ms an entry), for longer than ReclaimIdle (30s,
-	// compiled in, unscaled); another consumer of the group reclaims the
-	// entries, as a second pod would; then the demo resumes. Before it
-	// acknowledges the batch it refreshes it once more (it went
-	// unrefreshed for over ReclaimIdle/2), finds the entries taken and
-	// counts them. Tolerated: the slowed group's own alerts, as in the
-	// slow consumer case; the reconciliation job overdue (the process was
-	// stopped past its interval); and what a 30s gap in the scrape leaves
+	// batch (slowed to 300ms an entry), for longer than ReclaimIdle;
+	// another consumer of the group reclaims the entries, as a second pod
+	// would; then the demo resumes. Before it acknowledges the batch it
+	// refreshes it once more (it went unrefreshed for over
+	// ReclaimIdle/2), finds the entries taken and counts them.
+	// ReclaimIdle is takenReclaimIdle, not the demo's 30s: it must exceed
+	// the handlers' 5s timeout, so it cannot be scaled ÷60, and a pause
+	// longer than the rule's scaled 15s window would leave the counter's
+	// last value before the pause out of the window, so increase() could
+	// not see the jump. Tolerated: the slowed group's own alerts, as in
+	// the slow consumer case; the reconciliation job overdue (the process
+	// was stopped past its interval); and what a gap in the scrape leaves
 	// behind once the demo is back (the backlog measured late).
 	{name: "entries taken in flight (SIGSTOP past ReclaimIdle, another consumer reclaims; -fault-slow promotion=300ms)",
 		expect: []string{entriesTaken}, tolerate: []string{loopBehind, loopStalled, lagTooOld, jobFailing, jobOverdue, backlogBlind, backlogTooOld},
-		needFlag: "-fault-slow", page: time.Minute, fixed: 45 * time.Second,
-		flags: []string{"-fault-slow", "promotion=300ms"}, inject: pauseWhileTaken, end: redeploy},
+		needFlag: "-reclaim-idle", page: time.Minute, fixed: 25 * time.Second,
+		flags: []string{"-fault-slow", "promotion=300ms", "-reclaim-idle", takenReclaimIdle.String()}, inject: pauseWhileTaken, end: redeploy},
 	// A row the relay can never append (over the entry size limit),
 	// written by hand in SQL: the writer refuses such events. Ended as
 	// the runbook says: the operator drops it.
@@ -331,10 +335,13 @@ func setMaxMemory(e *env, bytes string) {
 	})
 }
 
+// takenReclaimIdle is the demo's ReclaimIdle in the entries-taken case.
+const takenReclaimIdle = 6 * time.Second
+
 // pauseWhileTaken stops the demo (SIGSTOP) while entries are pending for
 // its promotion consumer, waits until they have been idle for ReclaimIdle
-// (30s), reclaims them as another consumer of the group would (XAUTOCLAIM
-// with that idle time), and resumes the demo (SIGCONT).
+// (takenReclaimIdle), reclaims them as another consumer of the group would
+// (XAUTOCLAIM with that idle time), and resumes the demo (SIGCONT).
 func pauseWhileTaken(e *env) {
 	stream := event.StreamKey(platform.StreamWallet)
 	pendingHere := func(minIdle time.Duration) int {
@@ -364,7 +371,7 @@ func pauseWhileTaken(e *env) {
 			e.t.Error(err)
 		}
 	}()
-	const reclaimIdle = 30 * time.Second // the demo's, compiled in
+	reclaimIdle := takenReclaimIdle
 	if !poll(reclaimIdle+15*time.Second, func() bool { return pendingHere(reclaimIdle) > 0 }) {
 		e.t.Fatal("the paused demo's entries never went idle for ReclaimIdle")
 	}
