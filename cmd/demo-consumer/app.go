@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +26,7 @@ import (
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
+	"github.com/headwaylabs/headway/service"
 	"github.com/headwaylabs/headway/status"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -243,18 +243,11 @@ func (c *failing) Watermark() *readiness.Watermark {
 // openRedis connects to REDIS_URL or starts an embedded Redis.
 func openRedis(cfg config, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if cfg.redisURL != "" {
-		opts, err := redis.ParseURL(cfg.redisURL)
+		rdb, err := service.OpenRedis(cfg.redisURL) // never repeats the URL, which may carry a password
 		if err != nil {
-			// Never the URL itself: it may carry a password.
-			var uerr *url.Error
-			if errors.As(err, &uerr) {
-				err = uerr.Err
-			}
-			return nil, nil, fmt.Errorf("REDIS_URL is not a valid redis:// URL: %v", err)
+			return nil, nil, err
 		}
-		opts.ContextTimeoutEnabled = true
-		rdb := redis.NewClient(opts)
-		log.Info("using Redis", slog.String("addr", opts.Addr))
+		log.Info("using Redis", slog.String("addr", rdb.Options().Addr))
 		return rdb, func() { _ = rdb.Close() }, nil
 	}
 	mr := miniredis.NewMiniRedis()
