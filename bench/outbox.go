@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/consumer"
@@ -34,7 +35,7 @@ type RelayResult struct {
 func (b *bench) relaySection(ctx context.Context) error {
 	res := &RelayResult{Section: Section{LoadStart: loadAvg()}}
 	b.rep.Relay = res
-	if err := outbox.Migrate(ctx, b.pool, ""); err != nil {
+	if err := migrateOutbox(ctx, b.pool); err != nil {
 		return err
 	}
 	n := b.o.RelayN
@@ -214,7 +215,7 @@ type E2EResult struct {
 func (b *bench) e2eSection(ctx context.Context) error {
 	res := &E2EResult{Section: Section{LoadStart: loadAvg()}, Rate: b.o.Rate, Seconds: b.o.Seconds}
 	b.rep.E2E = res
-	if err := outbox.Migrate(ctx, b.pool, ""); err != nil {
+	if err := migrateOutbox(ctx, b.pool); err != nil {
 		return err
 	}
 	keyPrefix := b.prefix + "e2e:"
@@ -337,4 +338,13 @@ func (b *bench) e2eSection(ctx context.Context) error {
 	t.write(b.o.Out)
 	b.rep.target(fmt.Sprintf("end-to-end p99 < 10 ms at %d events/s", res.Rate), res.P99 < 10, "p99 %.2f ms", res.P99)
 	return nil
+}
+
+// migrateOutbox creates the default outbox table.
+func migrateOutbox(ctx context.Context, pool *pgxpool.Pool) error {
+	s, err := outbox.NewPostgresStore(pool, "")
+	if err != nil {
+		return err
+	}
+	return s.Migrate(ctx)
 }

@@ -46,7 +46,7 @@ type Config struct {
 
 // Validate reports a configuration error: an unknown Mode, no catalog
 // ([ErrNoCatalog]) or an invalid one.
-func (c *Config) Validate() error {
+func (c Config) Validate() error {
 	if !c.Mode.valid() {
 		return fmt.Errorf("%w: %v", ErrInvalidMode, c.Mode)
 	}

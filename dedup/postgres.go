@@ -37,7 +37,7 @@ const maxIdentLen = 63
 
 // Validate reports a Table that is not a plain, optionally
 // schema-qualified, SQL identifier.
-func (c *PostgresConfig) Validate() error {
+func (c PostgresConfig) Validate() error {
 	if c.Table == "" {
 		return nil
 	}

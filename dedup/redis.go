@@ -41,7 +41,7 @@ const (
 )
 
 // Validate reports negative durations.
-func (c *RedisConfig) Validate() error {
+func (c RedisConfig) Validate() error {
 	if c.LeaseTTL < 0 || c.DoneTTL < 0 {
 		return errors.New("dedup: negative LeaseTTL or DoneTTL")
 	}

@@ -51,9 +51,7 @@ func BenchmarkRelay(b *testing.B) {
 	n := benchN(20_000)
 	db := pgtest.New(b)
 	ctx := context.Background()
-	if err := outbox.Migrate(ctx, db.Pool, ""); err != nil {
-		b.Fatal(err)
-	}
+	migrateOutbox(b, db.Pool)
 	rdb, prefix := redistest.Client(b)
 	var single, batched float64
 	for i := 0; b.Loop(); i++ {
@@ -138,9 +136,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 	db := pgtest.New(b)
 	ctx := context.Background()
-	if err := outbox.Migrate(ctx, db.Pool, ""); err != nil {
-		b.Fatal(err)
-	}
+	migrateOutbox(b, db.Pool)
 	rdb, prefix := redistest.Client(b)
 	for i := 0; b.Loop(); i++ {
 		keyPrefix := fmt.Sprintf("%se%d:", prefix, i)

@@ -5,7 +5,7 @@
 //
 // # Schema
 //
-// [Migrate] applies the embedded migrations (idempotent, serialised by an
+// [PostgresStore.Migrate] applies the embedded migrations (idempotent, serialised by an
 // advisory lock). The outbox table keeps every event with its stream,
 // envelope fields, the envelope brand (brand_id) and the owning row's brand
 // (owner_brand_id), tied by a CHECK. An owner table makes the database

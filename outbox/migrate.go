@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 //go:embed migrations/*.sql
@@ -20,17 +19,11 @@ var migrations embed.FS
 const migrateLock = 0x68656164776179
 
 // Migrate applies the outbox schema migrations embedded in this package to
-// the table (default DefaultTable), each once, recorded in
-// <table>_migrations. It is idempotent and safe when several processes
-// start together: it runs in one transaction under a transaction-level
-// advisory lock.
-func Migrate(ctx context.Context, pool *pgxpool.Pool, table string) error {
-	if table == "" {
-		table = DefaultTable
-	}
-	if !ValidTableName(table) {
-		return fmt.Errorf("%w: table name %q", ErrInvalidConfig, table)
-	}
+// the store's table, each once, recorded in <table>_migrations. It is
+// idempotent and safe when several processes start together: it runs in
+// one transaction under a transaction-level advisory lock.
+func (s *PostgresStore) Migrate(ctx context.Context) error {
+	pool, table := s.pool, s.table
 	files, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return err

@@ -14,8 +14,8 @@ import (
 	"github.com/headwaylabs/headway/event"
 )
 
-// PostgresStore is the production [Store]: the outbox table of [Migrate]
-// in PostgreSQL. Claims are transactions that lock their rows with FOR
+// PostgresStore is the production [Store]: the outbox table in
+// PostgreSQL, created by [PostgresStore.Migrate]. Claims are transactions that lock their rows with FOR
 // UPDATE SKIP LOCKED, so several relays share the table safely; wake-ups
 // come from the writer's NOTIFY on a LISTEN connection of the store's own.
 type PostgresStore struct {
@@ -29,7 +29,7 @@ type PostgresStore struct {
 var _ Store = (*PostgresStore)(nil)
 
 // NewPostgresStore returns the store of table (default DefaultTable) in
-// pool's database. The table must exist (see [Migrate]).
+// pool's database. The table must exist (see [PostgresStore.Migrate]).
 func NewPostgresStore(pool *pgxpool.Pool, table string) (*PostgresStore, error) {
 	if pool == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)

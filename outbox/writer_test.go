@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -26,10 +27,20 @@ import (
 func migrated(t *testing.T) *pgtest.DB {
 	t.Helper()
 	db := pgtest.New(t)
-	if err := outbox.Migrate(context.Background(), db.Pool, ""); err != nil {
-		t.Fatal(err)
-	}
+	migrateOutbox(t, db.Pool)
 	return db
+}
+
+// migrateOutbox creates the default outbox table in pool's database.
+func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	s, err := outbox.NewPostgresStore(pool, "")
+	if err == nil {
+		err = s.Migrate(context.Background())
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func env(id string, typ event.Type, agg string, brand event.BrandID) event.Envelope {
@@ -49,10 +60,14 @@ func count(t *testing.T, db *pgtest.DB, where string) int {
 
 func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	db := pgtest.New(t)
+	store, err := outbox.NewPostgresStore(db.Pool, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
-		wg.Go(func() { errs[i] = outbox.Migrate(context.Background(), db.Pool, "") })
+		wg.Go(func() { errs[i] = store.Migrate(context.Background()) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -60,7 +75,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := outbox.Migrate(context.Background(), db.Pool, ""); err != nil {
+	if err := store.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	var n, distinct int
@@ -68,7 +83,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	if n != 2 || distinct != 2 {
 		t.Fatalf("%d migrations recorded (%d distinct); want each of the 2 once", n, distinct)
 	}
-	if err := outbox.Migrate(context.Background(), db.Pool, "Bad-Name"); !errors.Is(err, outbox.ErrInvalidConfig) {
+	if _, err := outbox.NewPostgresStore(db.Pool, "Bad-Name"); !errors.Is(err, outbox.ErrInvalidConfig) {
 		t.Fatalf("bad table name: %v", err)
 	}
 }

@@ -170,13 +170,12 @@ func openPGWallet(ctx context.Context, url string, w *outbox.Writer) (*pgWallet,
 	if err != nil {
 		return nil, err
 	}
-	err = outbox.Migrate(ctx, pool, "")
+	s, err := outbox.NewPostgresStore(pool, "")
+	if err == nil {
+		err = s.Migrate(ctx)
+	}
 	if err == nil {
 		_, err = pool.Exec(ctx, walletSchema)
-	}
-	var s *outbox.PostgresStore
-	if err == nil {
-		s, err = outbox.NewPostgresStore(pool, "")
 	}
 	if err != nil {
 		pool.Close()

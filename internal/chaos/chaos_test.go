@@ -252,7 +252,11 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 // CHECK the SQL fault violates).
 func migrate(t *testing.T, ctx context.Context, db *pgtest.DB) {
 	t.Helper()
-	if err := outbox.Migrate(ctx, db.Pool, ""); err != nil {
+	store, err := outbox.NewPostgresStore(db.Pool, "")
+	if err == nil {
+		err = store.Migrate(ctx)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	inbox, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})

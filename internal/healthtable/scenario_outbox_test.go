@@ -34,9 +34,7 @@ func init() {
 func outboxDB(t *testing.T) *pgtest.DB {
 	t.Helper()
 	db := pgtest.New(t)
-	if err := outbox.Migrate(context.Background(), db.Pool, ""); err != nil {
-		t.Fatal(err)
-	}
+	migrateOutbox(t, db.Pool)
 	return db
 }
 
@@ -232,4 +230,16 @@ func outboxRowParked(t *testing.T) observation {
 			wm.Status().State == readiness.StateProgressing
 	})
 	return s.observe(subject{loop: wm})
+}
+
+// migrateOutbox creates the default outbox table in pool's database.
+func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	s, err := outbox.NewPostgresStore(pool, "")
+	if err == nil {
+		err = s.Migrate(context.Background())
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
 }
