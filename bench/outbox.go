@@ -256,7 +256,7 @@ func (b *bench) e2eSection(ctx context.Context) error {
 	defer func() { _, _ = cs.stop(), rs.stop() }()
 	// Measure the steady state: both loops have started.
 	for _, wm := range []*readiness.Watermark{c.Watermark(), r.Watermark()} {
-		for _, ok := wm.LastHeartbeat(); !ok; _, ok = wm.LastHeartbeat() {
+		for wm.Snapshot().LastHeartbeat.IsZero() {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

@@ -121,12 +121,12 @@ func awaitDrained(ctx context.Context, cnt *counter, wms []*readiness.Watermark,
 
 // awaitPosition returns when wm's position is want.
 func awaitPosition(ctx context.Context, timeout <-chan time.Time, limit time.Duration, f *failure, wm *readiness.Watermark, want string) error {
-	for wm.Position() != want {
+	for wm.Snapshot().Position != want {
 		select {
 		case <-f.ch:
-			return fmt.Errorf("%s at %q before %q: %w", wm.Name(), wm.Position(), want, f.err)
+			return fmt.Errorf("%s at %q before %q: %w", wm.Name(), wm.Snapshot().Position, want, f.err)
 		case <-timeout:
-			return fmt.Errorf("%s: at %q, not %q, after %s", wm.Name(), wm.Position(), want, limit)
+			return fmt.Errorf("%s: at %q, not %q, after %s", wm.Name(), wm.Snapshot().Position, want, limit)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Microsecond):

@@ -110,8 +110,8 @@ func TestStartAgainstHungRedisFails(t *testing.T) {
 	go func() { done <- c.Serve(ctx) }()
 	select {
 	case err := <-done:
-		if err == nil || wm.ConsecutiveFailures() == 0 {
-			t.Fatalf("Serve returned %v with %d failures recorded; want the group creation's error, recorded", err, wm.ConsecutiveFailures())
+		if err == nil || wm.Snapshot().ConsecutiveFailures == 0 {
+			t.Fatalf("Serve returned %v with %d failures recorded; want the group creation's error, recorded", err, wm.Snapshot().ConsecutiveFailures)
 		}
 	case <-time.After(15 * time.Second):
 		cancel()

@@ -88,7 +88,8 @@ func TestClusterCoreCases(t *testing.T) {
 		t.Error("the duplicate was not recognised")
 	}
 	eventually(t, 5*time.Second, "group info read on the cluster", func() bool {
-		n, known := h.wm.Backlog()
+		snap := h.wm.Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0
 	})
 	eventually(t, 5*time.Second, "pod-dead, idle with nothing pending, removed", func() bool {

@@ -250,7 +250,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 			c.rest(ctx, readBackoff.Delay(failures))
 			continue
 		}
-		if failures > 0 || c.wm.ConsecutiveFailures() > 0 {
+		if failures > 0 || c.wm.Snapshot().ConsecutiveFailures > 0 {
 			failures = 0
 			c.wm.Succeed()
 		}

@@ -45,7 +45,7 @@ func TestHappyPath(t *testing.T) {
 	entryIDs := publish(t, rdb, stream, envs...)
 	eventually(t, 5*time.Second, "50 events applied", func() bool { return rec.n() == 50 })
 	eventually(t, 5*time.Second, "pending list empty", func() bool { return h.pending() == 0 })
-	eventually(t, 5*time.Second, "watermark at the last entry", func() bool { return h.wm.Position() == entryIDs[49] })
+	eventually(t, 5*time.Second, "watermark at the last entry", func() bool { return h.wm.Snapshot().Position == entryIDs[49] })
 	for _, id := range ids("e", 50) {
 		if rec.times(id) != 1 {
 			t.Errorf("%s applied %d times", id, rec.times(id))
@@ -55,7 +55,8 @@ func TestHappyPath(t *testing.T) {
 		t.Errorf("applied counter = %v, want 50", got)
 	}
 	eventually(t, 5*time.Second, "idle consumer ready with zero backlog", func() bool {
-		n, known := h.wm.Backlog()
+		snap := h.wm.Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0 && h.wm.Status().Ready()
 	})
 }
@@ -235,7 +236,8 @@ func TestLegacyEventSurfacedByPolicy(t *testing.T) {
 			}
 			eventually(t, 5*time.Second, "ready, with the legacy notice", func() bool {
 				st := h.wm.Status()
-				notice, ok := h.wm.ActiveNotice()
+				snap := h.wm.Snapshot()
+				notice, ok := snap.NoticeReason, snap.Notice
 				return st.Ready() && ok && strings.HasPrefix(notice, "legacy_schema") && strings.Contains(st.Reason, "; notice: legacy_schema")
 			})
 		})

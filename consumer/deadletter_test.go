@@ -88,7 +88,7 @@ func TestServeRefusesDeadLetterKeyOfWrongType(t *testing.T) {
 	if !errors.Is(err, consumer.ErrDeadLetterKey) || !strings.Contains(err.Error(), "hash") {
 		t.Fatalf("Serve = %v, want ErrDeadLetterKey naming the type", err)
 	}
-	if c.Watermark().LastError() == nil {
+	if c.Watermark().Snapshot().LastError == nil {
 		t.Fatal("the refusal is not on the watermark (readiness would not show it)")
 	}
 }

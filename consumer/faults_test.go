@@ -118,7 +118,7 @@ func TestRedisRestartedEmptyRecreatesGroup(t *testing.T) {
 	})
 	// The default policy (notice): ready, with the reason shown.
 	st := h.wm.Status()
-	if notice, ok := h.wm.ActiveNotice(); !st.Ready() || !ok || !strings.Contains(notice, "recreated") {
+	if snap := h.wm.Snapshot(); !st.Ready() || !snap.Notice || !strings.Contains(snap.NoticeReason, "recreated") {
 		t.Errorf("status after NOGROUP = %v %q; want ready with the notice", st.State, st.Reason)
 	}
 	if !strings.Contains(h.logs.String(), "NOGROUP") {

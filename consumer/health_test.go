@@ -48,13 +48,13 @@ func TestOneEntryRetryingKeepsReady(t *testing.T) {
 		st := h.wm.Status()
 		return st.State == readiness.StateIdle && strings.Contains(st.Reason, "retrying 1")
 	})
-	if n, _ := h.wm.Backlog(); n != 0 {
-		t.Errorf("backlog = %d with one entry waiting for a retry, want 0", n)
+	if snap := h.wm.Snapshot(); snap.Backlog != 0 {
+		t.Errorf("backlog = %d with one entry waiting for a retry, want 0", snap.Backlog)
 	}
 	// Its redelivery fails again: still one entry, not a second failure.
 	eventually(t, 10*time.Second, "stuck entry delivered again", func() bool { return stuckCalls.Load() >= 6 })
 	eventually(t, 2*time.Second, "the retry reported", func() bool { return h.pending() == 1 })
-	if n := h.wm.ConsecutiveWorkFailures(); n != 0 {
+	if n := h.wm.Snapshot().ConsecutiveWorkFailures; n != 0 {
 		t.Errorf("failed work items after a redelivery failed again = %d, want 0 (it was counted once, and progress came after)", n)
 	}
 	if st := h.wm.Status(); !st.Ready() {
@@ -168,7 +168,8 @@ func TestPeersRetryIsNotBacklog(t *testing.T) {
 	cfgB.Consumer = "pod-b"
 	b := start(t, cfgB)
 	eventually(t, 2*time.Second, "pod-b idle with no backlog", func() bool {
-		n, known := b.wm.Backlog()
+		snap := b.wm.Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0 && b.wm.Status().State == readiness.StateIdle
 	})
 	// Until pod-a's entry is reclaimed (ReclaimIdle 3s), pod-b never
@@ -198,7 +199,8 @@ func TestNewConsumerKnowsItsBacklogAtOnce(t *testing.T) {
 	cfg.InfoInterval = time.Minute
 	h := start(t, cfg) // stall window 500ms
 	eventually(t, 2*time.Second, "backlog known to be zero", func() bool {
-		n, known := h.wm.Backlog()
+		snap := h.wm.Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0
 	})
 	time.Sleep(600 * time.Millisecond) // past the stall window: the state it settles in, not a synchronisation

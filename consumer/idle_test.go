@@ -43,7 +43,8 @@ func TestIdleConsumerStaysReady(t *testing.T) {
 	for step := range 60 { // 60 × 10s = 10 minutes
 		clock.Advance(10 * time.Second)
 		eventually(t, 5*time.Second, "a heartbeat at the new time", func() bool {
-			hb, ok := wm.LastHeartbeat()
+			snap := wm.Snapshot()
+			hb, ok := snap.LastHeartbeat, !snap.LastHeartbeat.IsZero()
 			return ok && !hb.Before(clock.Now())
 		})
 		st := wm.Status()

@@ -173,7 +173,7 @@ func TestAcknowledgementsInStreamOrder(t *testing.T) {
 	if rec.times("ack-2") != 1 {
 		t.Fatalf("ack-2 ran %d times", rec.times("ack-2"))
 	}
-	if got := h.wm.Position(); got != ids[1] {
+	if got := h.wm.Snapshot().Position; got != ids[1] {
 		t.Fatalf("watermark at %s after both acknowledgements, want the newest entry %s", got, ids[1])
 	}
 }

@@ -120,7 +120,7 @@ func TestPayloadsNeverReachLogsMetricsOrProbes(t *testing.T) {
 	psrv := httptest.NewServer(probes)
 	defer psrv.Close()
 	for what, text := range map[string]string{"logs": h.logs.String(), "/metrics": get(srv.URL),
-		"/ready?full=1": get(psrv.URL + "/ready?full=1"), "watermark": fmt.Sprint(wm.Status(), wm.LastError())} {
+		"/ready?full=1": get(psrv.URL + "/ready?full=1"), "watermark": fmt.Sprint(wm.Status(), wm.Snapshot().LastError)} {
 		if strings.Contains(text, secret) {
 			t.Errorf("%s contain the payload", what)
 		}

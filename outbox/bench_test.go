@@ -103,10 +103,10 @@ func BenchmarkRelay(b *testing.B) {
 		// One relay publishes in id order, so it is done when its position
 		// (the last published id, in memory) is the last row's id.
 		deadline := time.Now().Add(5 * time.Minute)
-		for r.Watermark().Position() != last {
+		for r.Watermark().Snapshot().Position != last {
 			if time.Now().After(deadline) {
 				b.Fatalf("the relay did not publish %d rows within 5 minutes (position %q, want %s): %v",
-					n, r.Watermark().Position(), last, r.Watermark().LastError())
+					n, r.Watermark().Snapshot().Position, last, r.Watermark().Snapshot().LastError)
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -363,7 +363,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 			r.wait(ctx, l, min(r.cfg.PollInterval, time.Duration(failures)*100*time.Millisecond+r.cfg.PollInterval/10))
 			continue
 		}
-		if failures > 0 || r.wm.ConsecutiveFailures() > 0 {
+		if failures > 0 || r.wm.Snapshot().ConsecutiveFailures > 0 {
 			failures = 0
 			r.wm.Succeed()
 		}

@@ -108,7 +108,8 @@ func TestRelayEndToEnd(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "rows marked published and backlog zero", func() bool {
-		n, known := rr.r.Watermark().Backlog()
+		snap := rr.r.Watermark().Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return count(t, db, "published_at IS NULL") == 0 && known && n == 0
 	})
 	if st := rr.r.Watermark().Status(); !st.Ready() {

@@ -68,8 +68,8 @@ func TestUnparkKeepsConcurrentPark(t *testing.T) {
 		w.Park("service in backoff")
 		during.Store(true)
 		w.Unpark()
-		if r, ok := w.Parked(); !ok || r != again {
-			t.Errorf("after Park(%q) during Unpark: Parked() = %q, %v; want the later park to stand", again, r, ok)
+		if snap := w.Snapshot(); !snap.Parked || snap.ParkedReason != again {
+			t.Errorf("after Park(%q) during Unpark: Parked = %v, %q; want the later park to stand", again, snap.Parked, snap.ParkedReason)
 		}
 	}
 }
@@ -97,9 +97,10 @@ func TestFailDuringProgressIsKept(t *testing.T) {
 		wg.Go(func() { ready.Done(); ready.Wait(); w.Progress("1-0") })
 		wg.Go(func() { ready.Done(); ready.Wait(); w.Fail(boom) })
 		wg.Wait()
-		progress, _ := w.LastProgress()
+		snap := w.Snapshot()
+		progress := snap.LastProgress
 		beat := w.at(w.heartbeat.Load())
-		if beat.After(progress) && w.ConsecutiveFailures() == 0 {
+		if beat.After(progress) && w.Snapshot().ConsecutiveFailures == 0 {
 			lost++
 		}
 	}
@@ -125,13 +126,13 @@ func TestConcurrentResetsKeepCount(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := w.ConsecutiveFailures(); n < 0 || n > 4 {
+	if n := w.Snapshot().ConsecutiveFailures; n < 0 || n > 4 {
 		t.Errorf("consecutive failures after the storm = %d, want 0..4", n)
 	}
-	if n := w.ConsecutiveWorkFailures(); n < 0 || n > 4 {
+	if n := w.Snapshot().ConsecutiveWorkFailures; n < 0 || n > 4 {
 		t.Errorf("consecutive work failures after the storm = %d, want 0..4", n)
 	}
-	if got := w.FailuresTotal(); got != 4*5000*2 {
+	if got := w.Snapshot().FailuresTotal; got != 4*5000*2 {
 		t.Errorf("FailuresTotal = %d, want %d", got, 4*5000*2)
 	}
 }

@@ -83,10 +83,8 @@ type JobHealthConfig struct {
 	// negative.
 	Slack time.Duration
 	// Tolerance is how many of the longest healthy gaps may pass without a
-	// success: the job is overdue when its last success (or the start of
-	// its clock, before the first success) is older than
-	// (Interval + Slack) × Tolerance ([JobHealth.OverdueAfter]). With Tolerance 1
-	// a job that misses no run is never overdue; with 2 it may miss one.
+	// success ([JobHealth.OverdueAfter]). With Tolerance 1 a job that
+	// misses no run is never overdue; with 2 it may miss one.
 	// Default [DefaultJobTolerance] (2); must be at least 1.
 	Tolerance float64
 	// FailureBound: the job is failing once this many runs in a row have

@@ -28,7 +28,7 @@
 // Updates take no lock and do not allocate (Fail boxes its error): a
 // Watermark can sit in the hottest loop. The position text is kept in a
 // fixed buffer of [MaxPositionLen] bytes behind an atomic sequence lock, so
-// Progress copies it without allocating; readers ([Watermark.Position])
+// Progress copies it without allocating; readers ([Watermark.Snapshot])
 // allocate.
 //
 // # Rules
@@ -78,9 +78,9 @@
 // # Jobs
 //
 // A [JobHealth] is overdue when its last success is older than
-// (interval + slack) × tolerance ([JobHealth.OverdueAfter]), where slack is how
-// much a healthy schedule may add to the interval (jitter and run time), so
-// a job that misses no run never flaps; it is failing when its last runs
+// [JobHealth.OverdueAfter], which allows for how much a healthy schedule
+// may add to the interval (jitter and run time), so a job that misses no
+// run never flaps; it is failing when its last runs
 // failed ([JobHealthConfig]). A deferred job's clock starts when its runner first
 // runs ([JobHealth.Start]); before that it is waiting, which is ready. The error
 // of the last failed run stays in the reason (ADR-004: never swallowed).

@@ -13,8 +13,8 @@ import (
 // runner calls [JobHealth.Record] after each run; probes and metrics read it.
 //
 // A job is not ready when its last success (or the start of its clock,
-// before the first success) is older than (Interval + Slack) × Tolerance
-// ([JobHealth.OverdueAfter], [StateOverdue]), or when its last FailureBound runs
+// before the first success) is older than [JobHealth.OverdueAfter]
+// ([StateOverdue]), or when its last FailureBound runs
 // failed ([StateFailing]). Slack covers the jitter and run time a healthy
 // schedule adds to Interval, so a job that misses no run never flaps to
 // overdue. The clock starts at [NewJobHealth], or with JobHealthConfig.Deferred at the
@@ -115,33 +115,44 @@ func (j *JobHealth) Record(err error) {
 	j.failed.Add(1)
 }
 
-// LastSuccess returns the time of the last successful run; ok is false if
-// none yet.
-func (j *JobHealth) LastSuccess() (t time.Time, ok bool) {
-	off := j.lastSuccess.Load()
-	if off == never {
-		return time.Time{}, false
-	}
-	return j.start.Add(time.Duration(off)), true
+// JobSnapshot is what a [JobHealth] has recorded, as [JobHealth.Snapshot]
+// read it (each field atomically, not all at one instant).
+type JobSnapshot struct {
+	Name string
+	// LastRun is the end time of the last run, LastSuccess of the last
+	// successful one; zero if none yet.
+	LastRun     time.Time
+	LastSuccess time.Time
+	// Succeeded and Failed count the runs; ConsecutiveFailures the runs
+	// in a row that failed.
+	Succeeded           uint64
+	Failed              uint64
+	ConsecutiveFailures int64
+	// LastError is the error of the last failed run, nil if none.
+	LastError error
 }
 
-// LastRun returns the end time of the last run; ok is false if none yet.
-func (j *JobHealth) LastRun() (t time.Time, ok bool) {
-	off := j.lastRun.Load()
-	if off == never {
-		return time.Time{}, false
+// Snapshot reads everything the job's health has recorded.
+func (j *JobHealth) Snapshot() JobSnapshot {
+	return JobSnapshot{
+		Name:                j.name,
+		LastRun:             j.timeOf(j.lastRun.Load()),
+		LastSuccess:         j.timeOf(j.lastSuccess.Load()),
+		Succeeded:           j.successes.Load(),
+		Failed:              j.failed.Load(),
+		ConsecutiveFailures: j.failures.Load(),
+		LastError:           j.lastError(),
 	}
-	return j.start.Add(time.Duration(off)), true
 }
 
-// Runs returns how many runs succeeded and failed.
-func (j *JobHealth) Runs() (succeeded, failed uint64) { return j.successes.Load(), j.failed.Load() }
+func (j *JobHealth) timeOf(off int64) time.Time {
+	if off == never {
+		return time.Time{}
+	}
+	return j.start.Add(time.Duration(off))
+}
 
-// ConsecutiveFailures returns how many runs in a row failed.
-func (j *JobHealth) ConsecutiveFailures() int64 { return j.failures.Load() }
-
-// LastError returns the error of the last failed run, nil if none.
-func (j *JobHealth) LastError() error {
+func (j *JobHealth) lastError() error {
 	if b := j.lastErr.Load(); b != nil {
 		return b.err
 	}
@@ -153,8 +164,7 @@ func (j *JobHealth) Status() Status { return j.StatusAt(j.now()) }
 
 // StatusAt evaluates the job at now, in this order: failing (the last
 // FailureBound runs failed), overdue (no success within
-// (Interval + Slack) × Tolerance, counted from the start of the job's
-// clock before the first success), ok (a success within that time),
+// [JobHealth.OverdueAfter]), ok (a success within that time),
 // waiting (no success yet, not due yet, or the clock of a deferred job
 // not started yet).
 func (j *JobHealth) StatusAt(now time.Time) Status {
@@ -170,9 +180,9 @@ type jobVerdict struct {
 	failures    int64
 }
 
-// due returns (interval + slack) × tolerance, saturated at the longest
-// Duration: a job whose interval is too long to count in a Duration is
-// never overdue, rather than overdue at once from an overflow.
+// due is [JobHealth.OverdueAfter]; its saturation makes a job whose
+// interval is too long to count in a Duration never overdue, rather than
+// overdue at once from an overflow.
 func (j *JobHealth) due() time.Duration {
 	gap := j.interval + j.slack
 	if gap < j.interval { // both are non-negative: the sum overflowed
@@ -224,7 +234,7 @@ func (j *JobHealth) reason(v *jobVerdict) string {
 	switch v.state {
 	case StateFailing:
 		fmt.Fprintf(&b, "last %d runs failed (bound %d)", v.failures, j.bound)
-		if err := j.LastError(); err != nil {
+		if err := j.lastError(); err != nil {
 			fmt.Fprintf(&b, ", last error: %v", err)
 		}
 	case StateOverdue:
@@ -236,7 +246,7 @@ func (j *JobHealth) reason(v *jobVerdict) string {
 		j.appendDue(&b)
 		if v.failures > 0 {
 			fmt.Fprintf(&b, ", %d failed runs since", v.failures)
-			if err := j.LastError(); err != nil {
+			if err := j.lastError(); err != nil {
 				fmt.Fprintf(&b, ", last error: %v", err)
 			}
 		}
@@ -246,7 +256,7 @@ func (j *JobHealth) reason(v *jobVerdict) string {
 		if v.failures == 0 {
 			b.WriteString("no run yet")
 		} else {
-			fmt.Fprintf(&b, "no success yet, %d failed runs, last error: %v", v.failures, j.LastError())
+			fmt.Fprintf(&b, "no success yet, %d failed runs, last error: %v", v.failures, j.lastError())
 		}
 		if v.clockFrom == never {
 			fmt.Fprintf(&b, ", not started yet (due within %s of the start)", human(j.due()))

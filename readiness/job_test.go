@@ -131,10 +131,10 @@ func TestJobRules(t *testing.T) {
 func TestJobReadings(t *testing.T) {
 	t.Parallel()
 	j, clk := newTestJob(t)
-	if _, ok := j.LastRun(); ok {
+	if snap := j.Snapshot(); !snap.LastRun.IsZero() {
 		t.Error("LastRun ok before a run")
 	}
-	if _, ok := j.LastSuccess(); ok {
+	if snap := j.Snapshot(); !snap.LastSuccess.IsZero() {
 		t.Error("LastSuccess ok before a run")
 	}
 	clk.Advance(time.Minute)
@@ -142,15 +142,16 @@ func TestJobReadings(t *testing.T) {
 	clk.Advance(time.Minute)
 	boom := errors.New("boom")
 	j.Record(boom)
-	ok, failed := j.Runs()
-	if ok != 1 || failed != 1 || j.ConsecutiveFailures() != 1 || !errors.Is(j.LastError(), boom) {
-		t.Errorf("Runs = %d, %d; consecutive %d; last error %v", ok, failed, j.ConsecutiveFailures(), j.LastError())
+	snap := j.Snapshot()
+	ok, failed := snap.Succeeded, snap.Failed
+	if ok != 1 || failed != 1 || j.Snapshot().ConsecutiveFailures != 1 || !errors.Is(j.Snapshot().LastError, boom) {
+		t.Errorf("Runs = %d, %d; consecutive %d; last error %v", ok, failed, j.Snapshot().ConsecutiveFailures, j.Snapshot().LastError)
 	}
-	if s, _ := j.LastSuccess(); !s.Equal(newClock().Now().Add(time.Minute)) {
-		t.Errorf("LastSuccess = %v", s)
+	if snap := j.Snapshot(); !snap.LastSuccess.Equal(newClock().Now().Add(time.Minute)) {
+		t.Errorf("LastSuccess = %v", snap.LastSuccess)
 	}
-	if r, _ := j.LastRun(); !r.Equal(newClock().Now().Add(2 * time.Minute)) {
-		t.Errorf("LastRun = %v", r)
+	if snap := j.Snapshot(); !snap.LastRun.Equal(newClock().Now().Add(2 * time.Minute)) {
+		t.Errorf("LastRun = %v", snap.LastRun)
 	}
 	if j.Name() != "prune" || j.String() != "job/prune" || j.Interval() != 5*time.Minute {
 		t.Errorf("Name, String, Interval = %q, %q, %v", j.Name(), j.String(), j.Interval())

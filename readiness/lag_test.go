@@ -8,8 +8,8 @@ import (
 func TestWatermarkLag(t *testing.T) {
 	t.Parallel()
 	w, clk := newTestWatermark(t, "wallet")
-	if d, known := w.Lag(); known || d != 0 {
-		t.Fatalf("Lag() = %v, %v on a new watermark; want unknown", d, known)
+	if snap := w.Snapshot(); snap.LagKnown || snap.Lag != 0 {
+		t.Fatalf("Lag = %v, %v on a new watermark; want unknown", snap.Lag, snap.LagKnown)
 	}
 	steps := []struct {
 		set       time.Duration
@@ -24,15 +24,15 @@ func TestWatermarkLag(t *testing.T) {
 	}
 	for _, s := range steps {
 		w.SetLag(s.set)
-		if d, known := w.Lag(); d != s.want || known != s.wantKnown {
-			t.Errorf("after SetLag(%v): Lag() = %v, %v; want %v, %v", s.set, d, known, s.want, s.wantKnown)
+		if snap := w.Snapshot(); snap.Lag != s.want || snap.LagKnown != s.wantKnown {
+			t.Errorf("after SetLag(%v): Lag = %v, %v; want %v, %v", s.set, snap.Lag, snap.LagKnown, s.want, s.wantKnown)
 		}
 	}
 
 	// The lag is for people: it is no heartbeat and leaves the rules alone.
 	clk.Advance(2 * time.Minute)
 	w.SetLag(time.Second)
-	if _, ok := w.LastHeartbeat(); ok {
+	if snap := w.Snapshot(); !snap.LastHeartbeat.IsZero() {
 		t.Error("SetLag counted as a heartbeat")
 	}
 	if st := w.Status(); st.State != StateWedged {
@@ -46,7 +46,7 @@ func TestWatermarkLagDoesNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() {
 		d += time.Millisecond
 		w.SetLag(d)
-		_, _ = w.Lag()
+		_ = w.Snapshot()
 	}); n != 0 {
 		t.Errorf("SetLag and Lag allocate %v times per run, want 0", n)
 	}
@@ -64,12 +64,12 @@ func TestWatermarkLagConcurrent(t *testing.T) {
 		}
 	}()
 	for range 1000 {
-		if d, known := w.Lag(); known && (d < 0 || d >= time.Second) {
-			t.Fatalf("Lag() = %v: a value never set", d)
+		if snap := w.Snapshot(); snap.LagKnown && (snap.Lag < 0 || snap.Lag >= time.Second) {
+			t.Fatalf("Lag = %v: a value never set", snap.Lag)
 		}
 	}
 	<-done
-	if d, known := w.Lag(); !known || d != 999*time.Millisecond {
-		t.Errorf("Lag() = %v, %v after the writer ended; want 999ms, true", d, known)
+	if snap := w.Snapshot(); !snap.LagKnown || snap.Lag != 999*time.Millisecond {
+		t.Errorf("Lag = %v, %v after the writer ended; want 999ms, true", snap.Lag, snap.LagKnown)
 	}
 }

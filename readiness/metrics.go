@@ -107,8 +107,8 @@ func (c *collector) collectLoop(ch chan<- prometheus.Metric, w *Watermark) {
 		gauge(c.loopBacklog, float64(v.backlog), w.name)
 	}
 	gauge(c.loopFailures, float64(max(v.failures, v.work)), w.name)
-	ch <- prometheus.MustNewConstMetric(c.loopProgressTotal, prometheus.CounterValue, float64(w.ProgressTotal()), w.name)
-	ch <- prometheus.MustNewConstMetric(c.loopFailuresTotal, prometheus.CounterValue, float64(w.FailuresTotal()), w.name)
+	ch <- prometheus.MustNewConstMetric(c.loopProgressTotal, prometheus.CounterValue, float64(w.progressTotal.Load()), w.name)
+	ch <- prometheus.MustNewConstMetric(c.loopFailuresTotal, prometheus.CounterValue, float64(w.failuresTotal.Load()+w.workTotal.Load()), w.name)
 	gauge(c.loopReady, boolFloat(v.state.Ready()), w.name)
 	for _, s := range loopStates {
 		gauge(c.loopStatus, boolFloat(s == v.state), w.name, s.String())
@@ -120,15 +120,15 @@ func (c *collector) collectJob(ch chan<- prometheus.Metric, j *JobHealth) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	v := j.evaluate(j.now())
-	if t, ok := j.LastSuccess(); ok {
-		gauge(c.jobSuccess, unixSeconds(t), j.name)
+	s := j.Snapshot()
+	if !s.LastSuccess.IsZero() {
+		gauge(c.jobSuccess, unixSeconds(s.LastSuccess), j.name)
 	}
-	if t, ok := j.LastRun(); ok {
-		gauge(c.jobRun, unixSeconds(t), j.name)
+	if !s.LastRun.IsZero() {
+		gauge(c.jobRun, unixSeconds(s.LastRun), j.name)
 	}
-	ok, failed := j.Runs()
-	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(ok), j.name, "success")
-	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(failed), j.name, "failure")
+	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(s.Succeeded), j.name, "success")
+	ch <- prometheus.MustNewConstMetric(c.jobRuns, prometheus.CounterValue, float64(s.Failed), j.name, "failure")
 	gauge(c.jobFailures, float64(v.failures), j.name)
 	gauge(c.jobInterval, j.interval.Seconds(), j.name)
 	gauge(c.jobOverdueAfter, j.due().Seconds(), j.name)

@@ -343,7 +343,7 @@ func (p *Probes) ready(w http.ResponseWriter, r *http.Request) {
 func (p *Probes) notices() map[string]string {
 	var out map[string]string
 	for _, w := range loadSnapshot(&p.loops) {
-		if reason, ok := w.ActiveNotice(); ok {
+		if reason, ok := w.activeNotice(w.offset(w.now())); ok {
 			if out == nil {
 				out = map[string]string{}
 			}

@@ -83,8 +83,8 @@ func (w *Watermark) evaluate(now time.Time) loopVerdict {
 		backlog:    w.backlog.Load(),
 		runStart:   w.runStart.Load(),
 		runSince:   w.runSince.Load(),
-		failures:   w.ConsecutiveFailures(),
-		work:       w.ConsecutiveWorkFailures(),
+		failures:   w.consecutiveFailures(),
+		work:       consecutive(&w.workTotal, &w.workBase),
 		workAt:     w.workAt.Load(),
 		retrying:   w.retrying.Load(),
 		alertUntil: w.alertUntil.Load(),
@@ -245,7 +245,7 @@ func (w *Watermark) reason(v *loopVerdict) string {
 		b = strconv.AppendInt(b, w.failureBound, 10)
 		b = append(b, ')')
 		b = v.appendRetrying(b)
-		if err := w.LastError(); err != nil {
+		if err := w.lastError(); err != nil {
 			b = append(b, ", last error: "...)
 			b = append(b, err.Error()...)
 		}

@@ -52,7 +52,7 @@ const (
 	// StateOK: the last success is recent enough. Ready.
 	StateOK
 	// StateOverdue: the last success (or the start, if none) is older than
-	// (interval + slack) × tolerance ([JobHealth.OverdueAfter]). Not ready.
+	// [JobHealth.OverdueAfter]. Not ready.
 	StateOverdue
 )
 

@@ -25,7 +25,7 @@ const lagUnknown = math.MinInt64
 // The loop calls the update methods ([Watermark.Heartbeat],
 // [Watermark.Progress], [Watermark.SetBacklog], [Watermark.Succeed], …);
 // probes, metrics and the supervisor call the read methods
-// ([Watermark.Status], [Watermark.Backlog], …). All methods are safe for
+// ([Watermark.Status], [Watermark.Snapshot]). All methods are safe for
 // concurrent use. Updates never block, take no lock and do not allocate,
 // except [Watermark.Fail] (one small box for the error) and
 // [Watermark.Alert] (a copy of the reason when it changes).
@@ -210,16 +210,6 @@ func (w *Watermark) SetLag(d time.Duration) {
 	w.lag.Store(int64(d))
 }
 
-// Lag returns the last lag given to [Watermark.SetLag]; known is false
-// before the first, or after a negative one.
-func (w *Watermark) Lag() (d time.Duration, known bool) {
-	n := w.lag.Load()
-	if n == lagUnknown {
-		return 0, false
-	}
-	return time.Duration(n), true
-}
-
 // Succeed records an iteration that worked without necessarily advancing
 // (for example a read that returned nothing): consecutive failed
 // iterations go back to zero (failed work items do not: see
@@ -278,9 +268,6 @@ func (w *Watermark) FailWork(err error) {
 // [Watermark.FailWork] to say. Negative n counts as zero.
 func (w *Watermark) SetRetrying(n int64) { w.retrying.Store(max(n, 0)) }
 
-// Retrying returns the last count given to [Watermark.SetRetrying].
-func (w *Watermark) Retrying() int64 { return w.retrying.Load() }
-
 // Alert holds the loop not ready ([StateAlert]) until until, with reason,
 // whatever its progress: another component uses it to surface a condition
 // to supervision (brandguard's legacy schema_version 1 entries, for
@@ -311,12 +298,6 @@ func (w *Watermark) Notice(reason string, until time.Time) {
 // ClearNotice ends a notice set by [Watermark.Notice].
 func (w *Watermark) ClearNotice() { w.noticeUntil.Store(never) }
 
-// ActiveNotice returns the reason of the notice shown now; ok is false when
-// there is none.
-func (w *Watermark) ActiveNotice() (reason string, ok bool) {
-	return w.activeNotice(w.offset(w.now()))
-}
-
 func (w *Watermark) activeNotice(now int64) (string, bool) {
 	until := w.noticeUntil.Load()
 	if until == never || now >= until {
@@ -342,24 +323,10 @@ func hold(reason *atomic.Pointer[string], until *atomic.Int64, r string, u int64
 	}
 }
 
-// Position returns the text of the last position reported with
-// [Watermark.Progress], or "" if none. It allocates the string.
-func (w *Watermark) Position() string { return w.pos.load() }
-
-// LastProgress returns the time of the last progress; ok is false if the
-// loop has not progressed yet.
-func (w *Watermark) LastProgress() (t time.Time, ok bool) { return w.timeOf(w.progress.Load()) }
-
 // LivenessWindow returns how long the loop may go without a heartbeat
 // before it is judged wedged, so a loop can check that its longest wait
 // fits in it.
 func (w *Watermark) LivenessWindow() time.Duration { return w.livenessWindow }
-
-// LastHeartbeat returns the time of the last heartbeat (any update but
-// SetBacklog, BacklogUnknown and Alert counts); ok is false if none yet.
-func (w *Watermark) LastHeartbeat() (t time.Time, ok bool) {
-	return w.timeOf(w.lastBeat())
-}
 
 // lastBeat is the offset of the last heartbeat: Progress does not store
 // one separately (one store less on the hot path), so it is the later of
@@ -371,44 +338,6 @@ func (w *Watermark) timeOf(off int64) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return w.at(off), true
-}
-
-// Backlog returns the last backlog reported; known is false when it is
-// unknown.
-func (w *Watermark) Backlog() (n int64, known bool) {
-	n = w.backlog.Load()
-	if n == backlogUnknown {
-		return 0, false
-	}
-	return n, true
-}
-
-// ProgressTotal returns how many times [Watermark.Progress] was called.
-func (w *Watermark) ProgressTotal() uint64 { return w.progressTotal.Load() }
-
-// ConsecutiveFailures returns the failed iterations since the last success
-// or progress.
-func (w *Watermark) ConsecutiveFailures() int64 {
-	return consecutive(&w.failuresTotal, &w.failBase)
-}
-
-// ConsecutiveWorkFailures returns the failed work items since the last
-// progress ([Watermark.FailWork]).
-func (w *Watermark) ConsecutiveWorkFailures() int64 {
-	return consecutive(&w.workTotal, &w.workBase)
-}
-
-// FailuresTotal returns how many failures were recorded: calls of
-// [Watermark.Fail] and [Watermark.FailWork].
-func (w *Watermark) FailuresTotal() uint64 { return w.failuresTotal.Load() + w.workTotal.Load() }
-
-// LastError returns the error of the last [Watermark.Fail] that had one,
-// even if the loop has succeeded since; nil if none.
-func (w *Watermark) LastError() error {
-	if b := w.lastErr.Load(); b != nil {
-		return b.err
-	}
-	return nil
 }
 
 // Park marks the loop as held by its supervisor with reason (such as
@@ -444,11 +373,87 @@ func (w *Watermark) Unpark() {
 	w.parked.CompareAndSwap(cur, nil)
 }
 
-// Parked returns the reason given to [Watermark.Park]; ok is false when the
-// loop is not parked.
-func (w *Watermark) Parked() (reason string, ok bool) {
-	if r := w.parked.Load(); r != nil {
-		return *r, true
+// WatermarkSnapshot is what a [Watermark] has recorded, as
+// [Watermark.Snapshot] read it. Each field is read atomically, but not all
+// of them at one instant: a loop updating meanwhile may show in some fields
+// and not yet in others.
+type WatermarkSnapshot struct {
+	Name string
+	// Position is the text of the last position given to
+	// [Watermark.Progress], or "" if none.
+	Position string
+	// LastProgress is the time of the last progress; zero if none yet.
+	LastProgress time.Time
+	// LastHeartbeat is the time of the last heartbeat (any update but
+	// SetBacklog, BacklogUnknown and Alert counts); zero if none yet.
+	LastHeartbeat time.Time
+	// ProgressTotal counts the calls of [Watermark.Progress].
+	ProgressTotal uint64
+	// Backlog is the last backlog reported; BacklogKnown is false when it
+	// is unknown.
+	Backlog      int64
+	BacklogKnown bool
+	// Lag is the last lag given to [Watermark.SetLag]; LagKnown is false
+	// before the first, or after a negative one.
+	Lag      time.Duration
+	LagKnown bool
+	// Retrying is the last count given to [Watermark.SetRetrying].
+	Retrying int64
+	// ConsecutiveFailures counts the failed iterations since the last
+	// success or progress; ConsecutiveWorkFailures the failed work items
+	// since the last progress ([Watermark.FailWork]).
+	ConsecutiveFailures     int64
+	ConsecutiveWorkFailures int64
+	// FailuresTotal counts the calls of [Watermark.Fail] and
+	// [Watermark.FailWork].
+	FailuresTotal uint64
+	// LastError is the error of the last Fail or FailWork that had one,
+	// even if the loop has succeeded since; nil if none.
+	LastError error
+	// Parked is true while the loop is parked ([Watermark.Park]), with the
+	// reason given.
+	Parked       bool
+	ParkedReason string
+	// Notice is true while a notice ([Watermark.Notice]) is shown, with
+	// its reason.
+	Notice       bool
+	NoticeReason string
+}
+
+// Snapshot reads everything the watermark has recorded, at its clock's
+// now (which decides whether a notice is still shown). It allocates the
+// position's text.
+func (w *Watermark) Snapshot() WatermarkSnapshot {
+	s := WatermarkSnapshot{
+		Name:                    w.name,
+		Position:                w.pos.load(),
+		ProgressTotal:           w.progressTotal.Load(),
+		Retrying:                w.retrying.Load(),
+		ConsecutiveFailures:     w.consecutiveFailures(),
+		ConsecutiveWorkFailures: consecutive(&w.workTotal, &w.workBase),
+		FailuresTotal:           w.failuresTotal.Load() + w.workTotal.Load(),
+		LastError:               w.lastError(),
 	}
-	return "", false
+	s.LastProgress, _ = w.timeOf(w.progress.Load())
+	s.LastHeartbeat, _ = w.timeOf(w.lastBeat())
+	if n := w.backlog.Load(); n != backlogUnknown {
+		s.Backlog, s.BacklogKnown = n, true
+	}
+	if n := w.lag.Load(); n != lagUnknown {
+		s.Lag, s.LagKnown = time.Duration(n), true
+	}
+	if r := w.parked.Load(); r != nil {
+		s.Parked, s.ParkedReason = true, *r
+	}
+	s.NoticeReason, s.Notice = w.activeNotice(w.offset(w.now()))
+	return s
+}
+
+func (w *Watermark) consecutiveFailures() int64 { return consecutive(&w.failuresTotal, &w.failBase) }
+
+func (w *Watermark) lastError() error {
+	if b := w.lastErr.Load(); b != nil {
+		return b.err
+	}
+	return nil
 }

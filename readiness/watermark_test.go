@@ -48,17 +48,17 @@ func TestWatermarkReadings(t *testing.T) {
 	if w.Name() != "relay" || w.String() != "loop/relay" {
 		t.Errorf("Name, String = %q, %q", w.Name(), w.String())
 	}
-	if _, ok := w.LastProgress(); ok {
+	if snap := w.Snapshot(); !snap.LastProgress.IsZero() {
 		t.Error("LastProgress ok before any progress")
 	}
-	if _, ok := w.LastHeartbeat(); ok {
+	if snap := w.Snapshot(); !snap.LastHeartbeat.IsZero() {
 		t.Error("LastHeartbeat ok before any heartbeat")
 	}
-	if _, known := w.Backlog(); known {
+	if snap := w.Snapshot(); snap.BacklogKnown {
 		t.Error("backlog known on a new watermark")
 	}
-	if w.Position() != "" || w.LastError() != nil {
-		t.Errorf("Position, LastError = %q, %v on a new watermark", w.Position(), w.LastError())
+	if w.Snapshot().Position != "" || w.Snapshot().LastError != nil {
+		t.Errorf("Position, LastError = %q, %v on a new watermark", w.Snapshot().Position, w.Snapshot().LastError)
 	}
 
 	clk.Advance(time.Second)
@@ -70,27 +70,27 @@ func TestWatermarkReadings(t *testing.T) {
 	w.Fail(boom)
 	w.Fail(nil)
 
-	if p, ok := w.LastProgress(); !ok || !p.Equal(start.Add(time.Second)) {
-		t.Errorf("LastProgress = %v, %v", p, ok)
+	if snap := w.Snapshot(); snap.LastProgress.IsZero() || !snap.LastProgress.Equal(start.Add(time.Second)) {
+		t.Errorf("LastProgress = %v (set %v)", snap.LastProgress, !snap.LastProgress.IsZero())
 	}
-	if h, ok := w.LastHeartbeat(); !ok || !h.Equal(start.Add(2*time.Second)) {
-		t.Errorf("LastHeartbeat = %v, %v", h, ok)
+	if snap := w.Snapshot(); snap.LastHeartbeat.IsZero() || !snap.LastHeartbeat.Equal(start.Add(2*time.Second)) {
+		t.Errorf("LastHeartbeat = %v (set %v)", snap.LastHeartbeat, !snap.LastHeartbeat.IsZero())
 	}
-	if n, known := w.Backlog(); n != 9 || !known {
-		t.Errorf("Backlog = %d, %v", n, known)
+	if snap := w.Snapshot(); snap.Backlog != 9 || !snap.BacklogKnown {
+		t.Errorf("Backlog = %d, %v", snap.Backlog, snap.BacklogKnown)
 	}
-	if w.Position() != "42" || w.ProgressTotal() != 1 {
-		t.Errorf("Position, ProgressTotal = %q, %d", w.Position(), w.ProgressTotal())
+	if w.Snapshot().Position != "42" || w.Snapshot().ProgressTotal != 1 {
+		t.Errorf("Position, ProgressTotal = %q, %d", w.Snapshot().Position, w.Snapshot().ProgressTotal)
 	}
-	if w.ConsecutiveFailures() != 2 || w.FailuresTotal() != 2 || !errors.Is(w.LastError(), boom) {
-		t.Errorf("failures = %d, %d, %v", w.ConsecutiveFailures(), w.FailuresTotal(), w.LastError())
+	if w.Snapshot().ConsecutiveFailures != 2 || w.Snapshot().FailuresTotal != 2 || !errors.Is(w.Snapshot().LastError, boom) {
+		t.Errorf("failures = %d, %d, %v", w.Snapshot().ConsecutiveFailures, w.Snapshot().FailuresTotal, w.Snapshot().LastError)
 	}
 	w.Progress("")
-	if w.Position() != "42" || w.ConsecutiveFailures() != 0 || w.FailuresTotal() != 2 {
-		t.Errorf("after Progress(\"\"): %q, %d, %d", w.Position(), w.ConsecutiveFailures(), w.FailuresTotal())
+	if w.Snapshot().Position != "42" || w.Snapshot().ConsecutiveFailures != 0 || w.Snapshot().FailuresTotal != 2 {
+		t.Errorf("after Progress(\"\"): %q, %d, %d", w.Snapshot().Position, w.Snapshot().ConsecutiveFailures, w.Snapshot().FailuresTotal)
 	}
 	w.BacklogUnknown()
-	if _, known := w.Backlog(); known {
+	if snap := w.Snapshot(); snap.BacklogKnown {
 		t.Error("backlog known after BacklogUnknown")
 	}
 }
@@ -215,10 +215,10 @@ func TestWatermarkConcurrent(t *testing.T) {
 					w.Alert("a", time.Now().Add(time.Millisecond))
 				case 5:
 					_ = w.Status()
-					_ = w.Position()
+					_ = w.Snapshot().Position
 				case 6:
 					w.Park(fmt.Sprint("backoff ", g))
-					_, _ = w.Parked()
+					_ = w.Snapshot()
 				case 7:
 					w.Unpark()
 				}
@@ -226,17 +226,17 @@ func TestWatermarkConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := w.ProgressTotal(); got != wantProgress {
+	if got := w.Snapshot().ProgressTotal; got != wantProgress {
 		t.Errorf("ProgressTotal = %d, want %d (one per Progress call)", got, wantProgress)
 	}
-	if got := w.FailuresTotal(); got != wantFailures {
+	if got := w.Snapshot().FailuresTotal; got != wantFailures {
 		t.Errorf("FailuresTotal = %d, want %d (one per Fail call)", got, wantFailures)
 	}
-	if got := w.Position(); !written[got] {
+	if got := w.Snapshot().Position; !written[got] {
 		t.Errorf("Position = %q, not a text any Progress wrote", got)
 	}
-	if r, ok := w.Parked(); ok && !strings.HasPrefix(r, "backoff ") {
-		t.Errorf("Parked = %q, not a reason any Park gave", r)
+	if snap := w.Snapshot(); snap.Parked && !strings.HasPrefix(snap.ParkedReason, "backoff ") {
+		t.Errorf("Parked  reason %q, not a reason any Park gave", snap.ParkedReason)
 	}
 }
 
@@ -254,7 +254,7 @@ func TestWatermarkPark(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Progress("1-0")
-	if _, ok := w.Parked(); ok {
+	if snap := w.Snapshot(); snap.Parked {
 		t.Fatal("a new watermark is parked")
 	}
 	w.Park("service in backoff")
@@ -264,8 +264,8 @@ func TestWatermarkPark(t *testing.T) {
 	if st.State != StateParked || st.Reason != "parked: service in backoff" || st.Ready() || !st.Live() {
 		t.Fatalf("parked: %v %q ready %v live %v", st.State, st.Reason, st.Ready(), st.Live())
 	}
-	if r, ok := w.Parked(); !ok || r != "service in backoff" {
-		t.Errorf("Parked() = %q, %v", r, ok)
+	if snap := w.Snapshot(); !snap.Parked || snap.ParkedReason != "service in backoff" {
+		t.Errorf("parked = %v, %q", snap.Parked, snap.ParkedReason)
 	}
 	if code, body := get(t, p, http.MethodGet, "/live?full=1"); code != http.StatusOK || body["loops/live"] != "OK" {
 		t.Errorf("GET /live while parked = %d %v", code, body)
@@ -285,7 +285,7 @@ func TestWatermarkPark(t *testing.T) {
 	// Unpark: the loop gets a whole liveness window from now, although its
 	// last heartbeat is 10m old.
 	w.Unpark()
-	if _, ok := w.Parked(); ok {
+	if snap := w.Snapshot(); snap.Parked {
 		t.Error("still parked after Unpark")
 	}
 	if st := w.Status(); st.State == StateParked || !st.Live() {

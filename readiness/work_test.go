@@ -30,10 +30,10 @@ func TestFailWorkNeedsProgress(t *testing.T) {
 	if st.State != StateFailing || st.Reason != want {
 		t.Fatalf("after 3 failed items: %v %q, want %q", st.State, st.Reason, want)
 	}
-	if n := w.ConsecutiveWorkFailures(); n != 3 {
+	if n := w.Snapshot().ConsecutiveWorkFailures; n != 3 {
 		t.Errorf("ConsecutiveWorkFailures = %d", n)
 	}
-	if n := w.ConsecutiveFailures(); n != 0 {
+	if n := w.Snapshot().ConsecutiveFailures; n != 0 {
 		t.Errorf("ConsecutiveFailures = %d, want 0 (failed items are not failed iterations)", n)
 	}
 	w.Progress("2-0")
@@ -70,7 +70,7 @@ func TestRetryingIsShown(t *testing.T) {
 		t.Errorf("stalled: %v %q", st.State, st.Reason)
 	}
 	w.SetRetrying(-3)
-	if n := w.Retrying(); n != 0 {
+	if n := w.Snapshot().Retrying; n != 0 {
 		t.Errorf("Retrying after a negative count = %d", n)
 	}
 }
@@ -112,7 +112,7 @@ func TestNoticeKeepsReady(t *testing.T) {
 		t.Errorf("stalled with a notice = %d %v", code, body)
 	}
 	clk.Advance(4 * time.Minute)
-	if _, ok := w.ActiveNotice(); ok {
+	if snap := w.Snapshot(); snap.Notice {
 		t.Error("notice still shown after its time")
 	}
 	code, body = get(t, p, http.MethodGet, "/ready?full=1")
@@ -121,7 +121,7 @@ func TestNoticeKeepsReady(t *testing.T) {
 	}
 	w.Notice("again", clk.Now().Add(time.Hour))
 	w.ClearNotice()
-	if _, ok := w.ActiveNotice(); ok {
+	if snap := w.Snapshot(); snap.Notice {
 		t.Error("notice shown after ClearNotice")
 	}
 }

@@ -37,7 +37,7 @@
 //     reason unless it is progressing;
 //   - loops ([readiness.Probes.Loops]): name, state and reason
 //     ([readiness.Watermark.Status]), last progress and its age, position,
-//     backlog (or "unknown"), lag ([readiness.Watermark.Lag], or "unknown");
+//     backlog (or "unknown"), lag ([readiness.WatermarkSnapshot.Lag], or "unknown");
 //   - jobs ([readiness.Probes.Jobs]): name, state, reason, last success,
 //     last run, interval, runs succeeded and failed.
 //

@@ -79,7 +79,7 @@ type Loop struct {
 	// Backlog is the work known to be waiting; null when unknown.
 	Backlog *int64 `json:"backlog"`
 	// LagSeconds is how far behind the loop is in time
-	// ([readiness.Watermark.Lag]); null when unknown.
+	// ([readiness.WatermarkSnapshot.Lag]); null when unknown.
 	LagSeconds *float64 `json:"lag_seconds"`
 }
 
@@ -210,48 +210,47 @@ func linkLoops(workers []Worker, loops []Loop, links map[string]string) {
 }
 
 func loopOf(wm *readiness.Watermark, now time.Time) Loop {
-	st := wm.Status()
+	st, snap := wm.Status(), wm.Snapshot()
 	l := Loop{
-		Name:     wm.Name(),
+		Name:     snap.Name,
 		State:    st.State.String(),
 		Ready:    st.Ready(),
 		Tone:     stateTone(st.State),
 		Reason:   st.Reason,
-		Position: wm.Position(),
+		Position: snap.Position,
 	}
-	if t, ok := wm.LastProgress(); ok {
+	if t := snap.LastProgress; !t.IsZero() {
 		u := t.UTC()
 		age := max(now.Sub(t), 0).Seconds()
 		l.LastProgress, l.LastProgressAgeSeconds = &u, &age
 	}
-	if n, known := wm.Backlog(); known {
-		l.Backlog = &n
+	if snap.BacklogKnown {
+		l.Backlog = &snap.Backlog
 	}
-	if d, known := wm.Lag(); known {
-		sec := d.Seconds()
+	if snap.LagKnown {
+		sec := snap.Lag.Seconds()
 		l.LagSeconds = &sec
 	}
 	return l
 }
 
 func jobOf(j *readiness.JobHealth) Job {
-	st := j.Status()
-	ok, failed := j.Runs()
+	st, snap := j.Status(), j.Snapshot()
 	out := Job{
-		Name:            j.Name(),
+		Name:            snap.Name,
 		State:           st.State.String(),
 		Ready:           st.Ready(),
 		Tone:            stateTone(st.State),
 		Reason:          st.Reason,
 		IntervalSeconds: j.Interval().Seconds(),
-		RunsOK:          ok,
-		RunsFailed:      failed,
+		RunsOK:          snap.Succeeded,
+		RunsFailed:      snap.Failed,
 	}
-	if t, ok := j.LastSuccess(); ok {
+	if t := snap.LastSuccess; !t.IsZero() {
 		u := t.UTC()
 		out.LastSuccess = &u
 	}
-	if t, ok := j.LastRun(); ok {
+	if t := snap.LastRun; !t.IsZero() {
 		u := t.UTC()
 		out.LastRun = &u
 	}

@@ -40,8 +40,7 @@
 // [Tree.AddJob] also get the job-health check "job/<name>" (ADR-003), and
 // every failed run is recorded, logged and shown (ADR-004). A job's health
 // allows for its schedule: it is overdue only when no success came within
-// (Interval × (1 + Jitter) + Timeout) × Tolerance, counted from when the
-// job first ran before its first success (see [JobConfig]). The two checks
+// Tolerance of its longest healthy gaps (see JobConfig.Tolerance). The two checks
 // of a job are added together or not at all, so a refused Add leaves no
 // check behind.
 //

@@ -91,7 +91,7 @@ func ExampleTree_AddJob() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- tree.Serve(ctx) }()
-	waitFor(func() bool { ok, _ := job.Health().Runs(); return ok > 0 })
+	waitFor(func() bool { return job.Health().Snapshot().Succeeded > 0 })
 
 	fmt.Println(job.Health().Status().State)
 	fmt.Println(probes.Check(false))

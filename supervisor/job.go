@@ -124,11 +124,8 @@ type Job struct {
 
 var _ suture.Service = (*Job)(nil)
 
-// NewJob returns a job that runs nothing until served. Defaults: Jitter
-// 0.1, Timeout Interval, Tolerance 2, FailureBound 3, Logger
-// slog.Default(), Now time.Now. Its health is overdue past
-// (Interval × (1 + Jitter) + Timeout) × Tolerance without a success, the
-// clock starting when Serve first runs (see JobConfig.Tolerance). It
+// NewJob returns a job that runs nothing until served, with the defaults
+// of [JobConfig]; its health is judged as JobConfig.Tolerance says. It
 // returns an error wrapping [ErrInvalidConfig] for an invalid cfg.
 func NewJob(cfg JobConfig) (*Job, error) {
 	if err := cfg.Validate(); err != nil {
@@ -205,7 +202,7 @@ func (j *Job) runOnce(ctx context.Context) {
 	if err != nil {
 		j.log.Error("job run failed",
 			slog.String(AttrJob, j.cfg.Name), slog.String(AttrError, err.Error()),
-			slog.Int64("consecutive_failures", j.health.ConsecutiveFailures()),
+			slog.Int64("consecutive_failures", j.health.Snapshot().ConsecutiveFailures),
 			slog.Duration("duration", took))
 		return
 	}

@@ -44,8 +44,8 @@ func TestJobFailureIsNeverSwallowed(t *testing.T) {
 			strings.HasSuffix(body["job/outbox-prune"], "last error: delete published rows: redis: connection refused") &&
 			body["service/outbox-prune"] == "OK", fmt.Sprint(code, body)
 	})
-	if _, failed := job.Health().Runs(); failed < 3 {
-		t.Errorf("failed runs = %d", failed)
+	if snap := job.Health().Snapshot(); snap.Failed < 3 {
+		t.Errorf("failed runs = %d", snap.Failed)
 	}
 	failing.Store(false)
 	eventually(t, 5*time.Second, func() (bool, string) {
@@ -62,8 +62,8 @@ func TestJobFailureIsNeverSwallowed(t *testing.T) {
 			logged++
 		}
 	}
-	if _, failed := job.Health().Runs(); uint64(logged) != failed {
-		t.Errorf("%d failure records logged for %d failed runs", logged, failed)
+	if snap := job.Health().Snapshot(); uint64(logged) != snap.Failed {
+		t.Errorf("%d failure records logged for %d failed runs", logged, snap.Failed)
 	}
 	lint(t, h.reg)
 }
@@ -86,10 +86,11 @@ func TestJobPanic(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, func() (bool, string) {
-		ok, failed := job.Health().Runs()
+		snap := job.Health().Snapshot()
+		ok, failed := snap.Succeeded, snap.Failed
 		return ok >= 1 && failed == 1, fmt.Sprint(ok, failed)
 	})
-	if err := job.Health().LastError(); !errors.Is(err, ErrJobPanicked) || !strings.Contains(err.Error(), "index out of range") {
+	if err := job.Health().Snapshot().LastError; !errors.Is(err, ErrJobPanicked) || !strings.Contains(err.Error(), "index out of range") {
 		t.Errorf("LastError = %v", err)
 	}
 	if got := h.counter(t, "headway_supervisor_panics_total", "worker", "reconcile"); got != 1 {
@@ -139,10 +140,10 @@ func TestJobOverdue(t *testing.T) {
 	}
 	_ = stop() // cuts the run short
 	close(block)
-	if ok, failed := job.Health().Runs(); ok != 0 || failed != 0 {
-		t.Errorf("runs after an interrupted run: %d succeeded, %d failed; want none recorded", ok, failed)
+	if snap := job.Health().Snapshot(); snap.Succeeded != 0 || snap.Failed != 0 {
+		t.Errorf("runs after an interrupted run: %d succeeded, %d failed; want none recorded", snap.Succeeded, snap.Failed)
 	}
-	if err := job.Health().LastError(); err != nil {
+	if err := job.Health().Snapshot().LastError; err != nil {
 		t.Errorf("LastError after an interrupted run = %v", err)
 	}
 	if !strings.Contains(h.logs.String(), "job run interrupted by shutdown") {

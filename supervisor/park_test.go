@@ -79,7 +79,8 @@ func staysLive(t *testing.T, h *harness, l *wmLoop, held func() (bool, string)) 
 		if code, body := h.live(t); code != http.StatusOK {
 			t.Fatalf("GET /live = %d %v: a loop held by its supervisor failed liveness", code, body)
 		}
-		hb, _ := l.wm.LastHeartbeat()
+		snap := l.wm.Snapshot()
+		hb := snap.LastHeartbeat
 		age := time.Since(hb)
 		return age > 3*testLiveness, fmt.Sprintf("last heartbeat %v ago", age)
 	})
@@ -118,8 +119,8 @@ func TestBackoffKeepsLiveness(t *testing.T) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
-	if r, parked := l.wm.Parked(); parked {
-		t.Errorf("still parked after the restart: %q", r)
+	if snap := l.wm.Snapshot(); snap.Parked {
+		t.Errorf("still parked after the restart: %q", snap.ParkedReason)
 	}
 	lint(t, h.reg)
 }
@@ -162,8 +163,8 @@ func TestWatermarkParkedUntilFirstStart(t *testing.T) {
 	if err := tree.Add("relay", l); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := l.wm.Parked(); !ok || r != "service not started yet" {
-		t.Fatalf("Parked() before Serve = %q, %v", r, ok)
+	if snap := l.wm.Snapshot(); !snap.Parked || snap.ParkedReason != "service not started yet" {
+		t.Fatalf("parked before Serve = %v, %q", snap.Parked, snap.ParkedReason)
 	}
 	begin := time.Now()
 	eventually(t, 5*time.Second, func() (bool, string) {
@@ -180,7 +181,7 @@ func TestWatermarkParkedUntilFirstStart(t *testing.T) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
-	if _, ok := l.wm.Parked(); ok {
+	if snap := l.wm.Snapshot(); snap.Parked {
 		t.Error("still parked while running")
 	}
 }

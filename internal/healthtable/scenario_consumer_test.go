@@ -85,13 +85,16 @@ func idleHour(t *testing.T) observation {
 	s.serve()
 	publish(t, rdb, cfg.Stream, bets("e", 1)...)
 	eventually(t, 5*time.Second, "applied, no backlog", func() bool {
-		n, known := wm.Backlog()
-		return applied.Load() == 1 && known && n == 0 && wm.ProgressTotal() == 1
+		snap := wm.Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
+		return applied.Load() == 1 && known && n == 0 && wm.Snapshot().ProgressTotal == 1
 	})
 	clk.Advance(time.Hour)
-	beat, _ := wm.LastHeartbeat()
+	snap := wm.Snapshot()
+	beat := snap.LastHeartbeat
 	eventually(t, 5*time.Second, "a heartbeat after the hour", func() bool {
-		b, _ := wm.LastHeartbeat()
+		snap := wm.Snapshot()
+		b := snap.LastHeartbeat
 		return b.After(beat)
 	})
 	return s.observe(subject{loop: wm})

@@ -151,7 +151,8 @@ func (s *stack) metricSum(name string) float64 {
 func relayIdle(t *testing.T, wm *readiness.Watermark) {
 	t.Helper()
 	eventually(t, 5*time.Second, "the relay idle", func() bool {
-		n, known := wm.Backlog()
+		snap := wm.Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0 && wm.Status().State == readiness.StateIdle
 	})
 }

@@ -172,7 +172,8 @@ func crashLoop(t *testing.T) observation {
 	eventually(t, 5*time.Second, "in backoff", inBackoff)
 	// Held past several liveness windows, the loop is parked, not wedged.
 	eventually(t, 5*time.Second, "the last heartbeat several liveness windows old", func() bool {
-		hb, _ := w.wm.LastHeartbeat()
+		snap := w.wm.Snapshot()
+		hb := snap.LastHeartbeat
 		return time.Since(hb) > 3*liveness
 	})
 	if !inBackoff() {
@@ -222,7 +223,7 @@ func jobFailing(t *testing.T) observation {
 	s.serve()
 	eventually(t, 5*time.Second, "failing", func() bool { return j.Health().Status().State == readiness.StateFailing })
 	o := s.observe(subject{job: j.Health()})
-	if _, ok := j.Health().LastSuccess(); ok {
+	if snap := j.Health().Snapshot(); !snap.LastSuccess.IsZero() {
 		t.Error("a job whose every run fails has a last success")
 	}
 	return o
@@ -310,11 +311,11 @@ func longBackoffLeaving(t *testing.T) observation {
 	w.fail(nil) // Redis is back: the next start succeeds, once connected
 	eventually(t, 10*time.Second, "restarted after the backoff", func() bool { return w.healthy.Load() == 2 })
 	o := s.observe(subject{loop: w.wm})
-	if hb, _ := w.wm.LastHeartbeat(); time.Since(hb) <= liveness {
+	if snap := w.wm.Snapshot(); time.Since(snap.LastHeartbeat) <= liveness {
 		t.Errorf("the last heartbeat is %v old at the restart, within the liveness window %v: the scenario shows nothing",
-			time.Since(hb), liveness)
+			time.Since(snap.LastHeartbeat), liveness)
 	}
-	if _, parked := w.wm.Parked(); parked {
+	if snap := w.wm.Snapshot(); snap.Parked {
 		t.Error("still parked after the restart")
 	}
 	if st, _ := s.tree.Status("worker"); st.State != supervisor.ServiceRunning {

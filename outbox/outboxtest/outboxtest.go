@@ -226,11 +226,12 @@ func relayParksRowThatNeverEncodes(t *testing.T, h Harness) {
 		t.Fatalf("headway_outbox_parked_total = %v, want 1", v)
 	}
 	testkit.Eventually(t, 5*time.Second, "headway_outbox_parked_rows 1, backlog 0, relay ready", func() bool {
-		n, known := r.Watermark().Backlog()
+		snap := r.Watermark().Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return testutil.ToFloat64(gathered(t, reg, "headway_outbox_parked_rows")) == 1 && known && n == 0 &&
 			r.Watermark().Status().Ready()
 	})
-	if f := r.Watermark().FailuresTotal(); f != 0 {
+	if f := r.Watermark().Snapshot().FailuresTotal; f != 0 {
 		t.Fatalf("%d failed cycles: a row that never encodes is parked, not a failure", f)
 	}
 	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "event_id=bad") ||

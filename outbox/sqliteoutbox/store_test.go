@@ -148,10 +148,11 @@ func TestRelayOnSQLiteEndToEnd(t *testing.T) {
 		}
 	}
 	testkit.Eventually(t, 5*time.Second, "rows published and backlog zero", func() bool {
-		n, known := r.Watermark().Backlog()
+		snap := r.Watermark().Snapshot()
+		n, known := snap.Backlog, snap.BacklogKnown
 		return f.count(t, "published_at IS NULL") == 0 && known && n == 0
 	})
-	if pos := r.Watermark().Position(); pos != "120" {
+	if pos := r.Watermark().Snapshot().Position; pos != "120" {
 		t.Fatalf("position = %q, want the last published id 120", pos)
 	}
 }
@@ -165,7 +166,7 @@ func TestSQLiteNotifyWakesRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, _ := runRelay(t, outbox.RelayConfig{Store: f.store, Client: rdb, PollInterval: time.Minute, InfoInterval: time.Minute, Watermark: wm})
-	testkit.Eventually(t, 5*time.Second, "relay waiting", func() bool { _, ok := r.Watermark().LastHeartbeat(); return ok })
+	testkit.Eventually(t, 5*time.Second, "relay waiting", func() bool { return !r.Watermark().Snapshot().LastHeartbeat.IsZero() })
 	// The poll and info intervals are a minute: only the notification can
 	// deliver these in time.
 	key := prefix + "events:{wallet}"
