@@ -11,6 +11,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -109,7 +110,7 @@ func TestBadInputCatalogue(t *testing.T) {
 	}
 	// The original of the duplicate goes first.
 	publish(t, rdb, stream, envelope("bad-dup", platform.BetSettledConfirmed, "bet-dup", 3, map[string]string{"amount": "1.00"}))
-	eventually(t, 5*time.Second, "the original applied", func() bool { return rec.times("bad-dup") == 1 })
+	testkit.Eventually(t, 5*time.Second, "the original applied", func() bool { return rec.times("bad-dup") == 1 })
 	entryClass := map[string]int{}
 	for i, c := range cases {
 		id := publishRaw(t, rdb, stream, c.fields)
@@ -135,7 +136,7 @@ func TestBadInputCatalogue(t *testing.T) {
 	for _, n := range wantDead {
 		total += n
 	}
-	eventually(t, 15*time.Second, "every bad entry judged and the good ones applied", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every bad entry judged and the good ones applied", func() bool {
 		return len(h.deadLetters()) == total && rec.times("good-last") == 1 && h.pending() == 0
 	})
 

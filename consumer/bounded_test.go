@@ -12,6 +12,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
@@ -42,7 +43,7 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 	cfg.ConsumerIdleTimeout = time.Second
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("before", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "applied and ready", func() bool { return rec.times("before") == 1 && wm.Status().Ready() })
+	testkit.Eventually(t, 5*time.Second, "applied and ready", func() bool { return rec.times("before") == 1 && wm.Status().Ready() })
 
 	srv.Pause()
 	paused := true
@@ -51,7 +52,7 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 			srv.Resume() // so that Serve can stop
 		}
 	}()
-	eventually(t, 20*time.Second, "not ready while Redis hangs", func() bool {
+	testkit.Eventually(t, 20*time.Second, "not ready while Redis hangs", func() bool {
 		st := wm.Status()
 		if !st.Live() {
 			t.Fatalf("wedged while Redis hangs: %v", st.Reason)
@@ -74,7 +75,7 @@ func TestHungRedisNeverWedgesTheLoop(t *testing.T) {
 	srv.Resume()
 	paused = false
 	publish(t, rdb, stream, envelope("after", platform.BetSettledConfirmed, "bet-2", 3, nil))
-	eventually(t, 20*time.Second, "applies again and ready", func() bool {
+	testkit.Eventually(t, 20*time.Second, "applies again and ready", func() bool {
 		return rec.times("after") == 1 && h.pending() == 0 && wm.Status().Ready()
 	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -84,7 +85,7 @@ func TestIdleConsumerCleanupKeepsAConsumerThatCameBack(t *testing.T) {
 	}
 	// Two more readings after pod-old came back: the cleanup that saw it
 	// idle has finished, and a later one has run.
-	eventually(t, 10*time.Second, "pod-old came back and two cleanups ran after", func() bool { return infosAfter.Load() >= 2 })
+	testkit.Eventually(t, 10*time.Second, "pod-old came back and two cleanups ran after", func() bool { return infosAfter.Load() >= 2 })
 	cs := consumers()
 	if n, ok := cs["pod-old"]; !ok || n != 1 {
 		t.Fatalf("consumers %v: pod-old, back with one entry pending, was removed (its pending entry dropped)", cs)
@@ -92,7 +93,7 @@ func TestIdleConsumerCleanupKeepsAConsumerThatCameBack(t *testing.T) {
 	if p, err := shared.XPending(ctx, stream, "rolling_service").Result(); err != nil || p.Consumers["pod-old"] != 1 {
 		t.Fatalf("pending %+v %v: pod-old's entry left the pending list", p, err)
 	}
-	eventually(t, 5*time.Second, "pod-gone, idle with nothing pending, removed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "pod-gone, idle with nothing pending, removed", func() bool {
 		_, ok := consumers()["pod-gone"]
 		return !ok
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -69,7 +70,7 @@ func TestClusterCoreCases(t *testing.T) {
 	publishRaw(t, rdb, stream, map[string]any{"event_id": "legacy", "event_type": "BET_SETTLED_CONFIRMED",
 		"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-l", "payload": "{}"})
 
-	eventually(t, 15*time.Second, "everything resolved", func() bool {
+	testkit.Eventually(t, 15*time.Second, "everything resolved", func() bool {
 		return h.pending() == 0 && len(h.deadLetters()) == 2 && rec.n() == 5
 	})
 	for _, id := range []string{"orphan-1", "orphan-2", "ok-1", "dup", "slow"} {
@@ -87,12 +88,12 @@ func TestClusterCoreCases(t *testing.T) {
 	if h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) != 1 {
 		t.Error("the duplicate was not recognised")
 	}
-	eventually(t, 5*time.Second, "group info read on the cluster", func() bool {
+	testkit.Eventually(t, 5*time.Second, "group info read on the cluster", func() bool {
 		snap := h.wm.Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0
 	})
-	eventually(t, 5*time.Second, "pod-dead, idle with nothing pending, removed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "pod-dead, idle with nothing pending, removed", func() bool {
 		cs, err := rdb.XInfoConsumers(ctx, stream, "rolling_service").Result()
 		if err != nil {
 			t.Fatal(err)

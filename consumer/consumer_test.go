@@ -19,6 +19,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -43,9 +44,9 @@ func TestHappyPath(t *testing.T) {
 		envs = append(envs, envelope(id, platform.BetSettledConfirmed, fmt.Sprintf("bet-%d", i%7), 3, map[string]int{"n": i}))
 	}
 	entryIDs := publish(t, rdb, stream, envs...)
-	eventually(t, 5*time.Second, "50 events applied", func() bool { return rec.n() == 50 })
-	eventually(t, 5*time.Second, "pending list empty", func() bool { return h.pending() == 0 })
-	eventually(t, 5*time.Second, "watermark at the last entry", func() bool { return h.wm.Snapshot().Position == entryIDs[49] })
+	testkit.Eventually(t, 5*time.Second, "50 events applied", func() bool { return rec.n() == 50 })
+	testkit.Eventually(t, 5*time.Second, "pending list empty", func() bool { return h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "watermark at the last entry", func() bool { return h.wm.Snapshot().Position == entryIDs[49] })
 	for _, id := range ids("e", 50) {
 		if rec.times(id) != 1 {
 			t.Errorf("%s applied %d times", id, rec.times(id))
@@ -54,7 +55,7 @@ func TestHappyPath(t *testing.T) {
 	if got := h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied); got != 50 {
 		t.Errorf("applied counter = %v, want 50", got)
 	}
-	eventually(t, 5*time.Second, "idle consumer ready with zero backlog", func() bool {
+	testkit.Eventually(t, 5*time.Second, "idle consumer ready with zero backlog", func() bool {
 		snap := h.wm.Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0 && h.wm.Status().Ready()
@@ -73,7 +74,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
 	publish(t, rdb, stream, envelope("r1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "applied after retries", func() bool {
+	testkit.Eventually(t, 5*time.Second, "applied after retries", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if c := calls.Load(); c != 3 {
@@ -82,7 +83,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	if r := h.counter("headway_consumer_handler_retries_total", nil); r != 2 {
 		t.Errorf("retries = %v, want 2", r)
 	}
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "acknowledged", func() bool { return h.pending() == 0 })
 }
 
 func TestAlwaysFailingIsDeadLetteredAfterMaxDeliveries(t *testing.T) {
@@ -102,7 +103,7 @@ func TestAlwaysFailingIsDeadLetteredAfterMaxDeliveries(t *testing.T) {
 	h := start(t, cfg)
 	id := publish(t, rdb, stream, envelope("f1", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
 
-	eventually(t, 10*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
+	testkit.Eventually(t, 10*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
 	dl := h.deadLetters()[0].Values
 	want := map[string]string{
 		"dlq_reason": consumer.ReasonMaxDeliveries, "dlq_id": id, "dlq_deliveries": "3",
@@ -120,7 +121,7 @@ func TestAlwaysFailingIsDeadLetteredAfterMaxDeliveries(t *testing.T) {
 	if c := calls.Load(); c != 6 {
 		t.Errorf("handler ran %d times, want 3 deliveries × 2 attempts", c)
 	}
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "acknowledged", func() bool { return h.pending() == 0 })
 	if n := h.counter("headway_consumer_dead_lettered_total", map[string]string{"reason": consumer.ReasonMaxDeliveries}); n != 1 {
 		t.Errorf("dead_lettered{max_deliveries} = %v", n)
 	}
@@ -136,7 +137,7 @@ func TestPermanentErrorIsDeadLetteredAtOnce(t *testing.T) {
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
 	publish(t, rdb, stream, envelope("p1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
+	testkit.Eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
 	if r := h.deadLetters()[0].Values["dlq_reason"]; r != consumer.ReasonHandlerPermanent || calls.Load() != 1 {
 		t.Errorf("reason %v after %d calls; want handler_permanent after 1", r, calls.Load())
 	}
@@ -182,8 +183,8 @@ func TestBadInputIsDeadLetteredByReason(t *testing.T) {
 	}
 	publish(t, rdb, stream, envelope("good-after", platform.BetSettledConfirmed, "bet-9", 3, nil))
 
-	eventually(t, 5*time.Second, "every bad entry dead-lettered", func() bool { return len(h.deadLetters()) == len(cases) })
-	eventually(t, 5*time.Second, "the good entry after them applied", func() bool { return rec.times("good-after") == 1 })
+	testkit.Eventually(t, 5*time.Second, "every bad entry dead-lettered", func() bool { return len(h.deadLetters()) == len(cases) })
+	testkit.Eventually(t, 5*time.Second, "the good entry after them applied", func() bool { return rec.times("good-after") == 1 })
 	byReason := map[string]int{}
 	for _, m := range h.deadLetters() {
 		byReason[m.Values["dlq_reason"].(string)]++
@@ -208,7 +209,7 @@ func TestBadInputIsDeadLetteredByReason(t *testing.T) {
 	if rec.n() != 1 {
 		t.Errorf("handler ran %d times; only the good entry may reach it", rec.n())
 	}
-	eventually(t, 5*time.Second, "nothing pending", func() bool { return h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "nothing pending", func() bool { return h.pending() == 0 })
 }
 
 // A legacy event is counted and surfaced under either policy: the hold
@@ -224,17 +225,17 @@ func TestLegacyEventSurfacedByPolicy(t *testing.T) {
 			h := start(t, cfg)
 			publishRaw(t, rdb, stream, map[string]any{"event_id": "old-1", "event_type": "BET_SETTLED_CONFIRMED",
 				"schema_version": "1", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1", "payload": "{}"})
-			eventually(t, 5*time.Second, "legacy counted", func() bool {
+			testkit.Eventually(t, 5*time.Second, "legacy counted", func() bool {
 				return h.counter("event_legacy_schema_total", map[string]string{"stream": stream, "consumer": "rolling_service"}) == 1
 			})
 			if policy == consumer.AlertHold {
-				eventually(t, 5*time.Second, "not ready with the legacy reason", func() bool {
+				testkit.Eventually(t, 5*time.Second, "not ready with the legacy reason", func() bool {
 					st := h.wm.Status()
 					return !st.Ready() && strings.HasPrefix(st.Reason, "alert: legacy_schema")
 				})
 				return
 			}
-			eventually(t, 5*time.Second, "ready, with the legacy notice", func() bool {
+			testkit.Eventually(t, 5*time.Second, "ready, with the legacy notice", func() bool {
 				st := h.wm.Status()
 				snap := h.wm.Snapshot()
 				notice, ok := snap.NoticeReason, snap.Notice
@@ -271,7 +272,7 @@ func TestUnhandledIgnoredAndTargetMismatch(t *testing.T) {
 		envelope("cross-brand", platform.BetSettledConfirmed, "bet-2", 4, nil),
 		envelope("same-brand", platform.BetSettledConfirmed, "bet-3", 3, nil),
 	)
-	eventually(t, 5*time.Second, "all four resolved", func() bool {
+	testkit.Eventually(t, 5*time.Second, "all four resolved", func() bool {
 		return h.pending() == 0 && rec.times("same-brand") == 1 && len(h.deadLetters()) == 1
 	})
 	if got := h.outcome(platform.DepositApproved, consumer.OutcomeUnhandled); got != 1 {
@@ -310,7 +311,7 @@ func TestDuplicatesRunOnce(t *testing.T) {
 			h := start(t, cfg)
 			e := envelope("dup-"+tc.name, platform.BetSettledConfirmed, "bet-1", 3, nil)
 			publish(t, rdb, h.stream, e, e, e)
-			eventually(t, 10*time.Second, "all three resolved", func() bool {
+			testkit.Eventually(t, 10*time.Second, "all three resolved", func() bool {
 				return h.pending() == 0 &&
 					h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
 			})
@@ -346,7 +347,7 @@ func TestFailedEventWithDedupRunsAgain(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 200*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("again", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 10*time.Second, "applied on redelivery", func() bool {
+	testkit.Eventually(t, 10*time.Second, "applied on redelivery", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
 	})
 	if h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) != 0 {
@@ -375,7 +376,7 @@ func TestDeadConsumerEntriesAreReclaimed(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
-	eventually(t, 5*time.Second, "reclaimed and applied", func() bool { return rec.n() == 2 && h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "reclaimed and applied", func() bool { return rec.n() == 2 && h.pending() == 0 })
 	if rec.times("d1") != 1 || rec.times("d2") != 1 {
 		t.Errorf("applied %v", rec.count)
 	}
@@ -419,12 +420,12 @@ func TestSlowHandlerIsNotReclaimedWhileRunning(t *testing.T) {
 	// its idle threshold is below the handler's run time.
 	a := start(t, mk("pod-a"))
 	publish(t, rdb, stream, envelope("slow", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "handler started", func() bool { return runs.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "handler started", func() bool { return runs.Load() == 1 })
 	other := mk("pod-b")
 	other.HandlerTimeout = 200 * time.Millisecond
 	other.ReclaimIdle = time.Second // above pod-a's refresh period (700ms), below its handler's 1.2s
 	b := start(t, other)
-	eventually(t, 5*time.Second, "applied", func() bool { return a.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "applied", func() bool { return a.pending() == 0 })
 	_ = b
 	if runs.Load() != 1 || maxRunning.Load() != 1 {
 		t.Fatalf("handler ran %d times, up to %d at once; want once", runs.Load(), maxRunning.Load())
@@ -465,7 +466,7 @@ func TestPerAggregateOrderWithConcurrency(t *testing.T) {
 	}
 	publish(t, rdb, stream, envs...)
 	start(t, cfg)
-	eventually(t, 10*time.Second, "all applied", func() bool { return applied.Load() == aggregates*perAggregate })
+	testkit.Eventually(t, 10*time.Second, "all applied", func() bool { return applied.Load() == aggregates*perAggregate })
 	if v := violations.Load(); v != 0 {
 		t.Fatalf("%d entries ran out of their aggregate's order", v)
 	}
@@ -497,13 +498,13 @@ func TestFailedEntryHoldsItsAggregate(t *testing.T) {
 	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
 		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil),
 		envelope("b1", platform.BetSettledConfirmed, "bet-B", 3, nil))
-	eventually(t, 5*time.Second, "b1 applied while a1 waits", func() bool {
+	testkit.Eventually(t, 5*time.Second, "b1 applied while a1 waits", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order) >= 1
 	})
 	publish(t, rdb, stream, envelope("a3", platform.BetSettledConfirmed, "bet-A", 3, nil))
-	eventually(t, 10*time.Second, "everything applied", func() bool {
+	testkit.Eventually(t, 10*time.Second, "everything applied", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order) == 4 && h.pending() == 0
@@ -527,7 +528,7 @@ func TestTrimmedWhilePendingIsCountedAsLost(t *testing.T) {
 	trimWhilePending(t, rdb, stream)
 	rec := newRecorder()
 	h := start(t, fastConfig(rdb, stream, handlersFor(rec.handle))) // pod-a restarts
-	eventually(t, 5*time.Second, "lost entry counted and acknowledged", func() bool {
+	testkit.Eventually(t, 5*time.Second, "lost entry counted and acknowledged", func() bool {
 		return h.counter("headway_consumer_lost_to_trim_total", nil) == 1 && h.pending() == 0 && rec.times("t2") == 1
 	})
 	if !strings.Contains(h.logs.String(), "trimmed") {
@@ -633,7 +634,7 @@ func TestHandlerTimeoutCancelsAttempt(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("HandlerTimeout did not cancel the attempt")
 	}
-	eventually(t, 5*time.Second, "the retry applied it", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the retry applied it", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 }
@@ -674,7 +675,7 @@ func TestReclaimRunsUnderSteadyLoad(t *testing.T) {
 		}
 	})
 	defer func() { close(stop); producer.Wait() }()
-	eventually(t, 10*time.Second, "the failed entry applied while the load goes on", func() bool { return rec.times("first") == 1 })
+	testkit.Eventually(t, 10*time.Second, "the failed entry applied while the load goes on", func() bool { return rec.times("first") == 1 })
 }
 
 // TestDedupLeaseRenewedWhileRunning: a handler that runs longer than the
@@ -710,5 +711,5 @@ func TestDedupLeaseRenewedWhileRunning(t *testing.T) {
 	if err != nil || out[0] != dedup.Busy {
 		t.Fatalf("another store could claim a running event after LeaseTTL: %v %v", out, err)
 	}
-	eventually(t, 5*time.Second, "applied", func() bool { return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 })
+	testkit.Eventually(t, 5*time.Second, "applied", func() bool { return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 })
 }

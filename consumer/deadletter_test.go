@@ -39,13 +39,13 @@ func TestDeadLetterFailureKeepsTheEntryPending(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("warm", platform.BetSettledConfirmed, "bet-0", 3, nil))
-	eventually(t, 5*time.Second, "started", func() bool { return rec.times("warm") == 1 })
+	testkit.Eventually(t, 5*time.Second, "started", func() bool { return rec.times("warm") == 1 })
 	// The key goes wrong after the start-up check.
 	if err := rdb.Set(ctx, h.dlq, "not a stream", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	id := publishRaw(t, rdb, stream, malformedEntry("bad"))
-	eventually(t, 5*time.Second, "the dead-letter failure counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the dead-letter failure counted", func() bool {
 		return h.counter("headway_consumer_dead_letter_failures_total", nil) >= 1
 	})
 	pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "rolling_service", Start: id, End: id, Count: 1}).Result()
@@ -62,7 +62,7 @@ func TestDeadLetterFailureKeepsTheEntryPending(t *testing.T) {
 	if err := rdb.Del(ctx, h.dlq).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "dead-lettered after the fix", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 10*time.Second, "dead-lettered after the fix", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
 	if got := h.deadLetters()[0].Values[consumer.DLQFieldID]; got != id {
 		t.Fatalf("dead letter of %v, want %s", got, id)
 	}
@@ -103,7 +103,7 @@ func TestOversizedEntryDeadLetteredBounded(t *testing.T) {
 	big := malformedEntry("big")
 	big["payload"] = `"` + strings.Repeat("x", 2*event.DefaultMaxEntryBytes) + `"`
 	publishRaw(t, rdb, stream, big)
-	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
 	dl := h.deadLetters()[0].Values
 	if _, ok := dl["payload"]; ok {
 		t.Fatal("the dead letter copies the oversized payload")
@@ -134,7 +134,7 @@ func TestEntryWithManyFieldsDeadLettered(t *testing.T) {
 		wide[fmt.Sprintf("x%05d", i)] = "v"
 	}
 	publishRaw(t, rdb, stream, wide)
-	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
 	dl := h.deadLetters()[0].Values
 	if dl["event_id"] != "wide" || dl["payload"] != "{not json" || dl[consumer.DLQFieldReason] != "malformed" {
 		t.Fatalf("dead letter lost its envelope fields: event_id=%v payload=%v reason=%v", dl["event_id"], dl["payload"], dl[consumer.DLQFieldReason])
@@ -169,7 +169,7 @@ func TestDeadLetterSkipsAnEntryAnotherConsumerTook(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release)
-	eventually(t, 5*time.Second, "pod-a's outcome counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "pod-a's outcome counted", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) == 1
 	})
 	if n := len(h.deadLetters()); n != 0 {
@@ -215,7 +215,7 @@ func TestRejectedEntryKeepsItsIdentity(t *testing.T) {
 	entry["payload"] = "{}"
 	delete(entry, "brand_id")
 	publishRaw(t, rdb, stream, entry)
-	eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
 	if n := h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeadLettered); n != 1 {
 		t.Fatalf("entries_total{event_type=BET_SETTLED_CONFIRMED,outcome=dead_lettered} = %v, want 1", n)
 	}

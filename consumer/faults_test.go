@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
@@ -69,13 +70,13 @@ func TestRedisPausedStallsThenRecovers(t *testing.T) {
 	// Acknowledged before the freeze: without a dedup store delivery is at
 	// least once, and an acknowledgement lost to the freeze would rightly
 	// redeliver "before".
-	eventually(t, 5*time.Second, "first event applied, acknowledged and ready", func() bool {
+	testkit.Eventually(t, 5*time.Second, "first event applied, acknowledged and ready", func() bool {
 		code, _ := readyStatus(t, web)
 		return rec.times("before") == 1 && h.pending() == 0 && code == http.StatusOK
 	})
 
 	srv.Pause()
-	eventually(t, 10*time.Second, "/ready 503 while Redis is frozen", func() bool {
+	testkit.Eventually(t, 10*time.Second, "/ready 503 while Redis is frozen", func() bool {
 		code, body := readyStatus(t, web)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "loop/rolling")
 	})
@@ -90,7 +91,7 @@ func TestRedisPausedStallsThenRecovers(t *testing.T) {
 
 	srv.Resume()
 	publish(t, rdb, stream, envelope("after", platform.BetSettledConfirmed, "bet-2", 3, nil))
-	eventually(t, 10*time.Second, "recovered: both applied once, ready again", func() bool {
+	testkit.Eventually(t, 10*time.Second, "recovered: both applied once, ready again", func() bool {
 		code, _ := readyStatus(t, web)
 		return rec.times("after") == 1 && code == http.StatusOK && h.pending() == 0
 	})
@@ -110,10 +111,10 @@ func TestRedisRestartedEmptyRecreatesGroup(t *testing.T) {
 	rec := newRecorder()
 	h := start(t, fastConfig(rdb, stream, handlersFor(rec.handle)))
 	publish(t, rdb, stream, envelope("one", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "first applied", func() bool { return rec.times("one") == 1 })
+	testkit.Eventually(t, 5*time.Second, "first applied", func() bool { return rec.times("one") == 1 })
 
 	srv.Restart()
-	eventually(t, 10*time.Second, "group recreated and counted", func() bool {
+	testkit.Eventually(t, 10*time.Second, "group recreated and counted", func() bool {
 		return h.counter("headway_consumer_group_recreated_total", nil) >= 1
 	})
 	// The default policy (notice): ready, with the reason shown.
@@ -125,7 +126,7 @@ func TestRedisRestartedEmptyRecreatesGroup(t *testing.T) {
 		t.Error("NOGROUP not logged")
 	}
 	publish(t, rdb, stream, envelope("two", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "new events flow again", func() bool { return rec.times("two") == 1 })
+	testkit.Eventually(t, 5*time.Second, "new events flow again", func() bool { return rec.times("two") == 1 })
 	groups, err := rdb.XInfoGroups(context.Background(), stream).Result()
 	if err != nil || len(groups) != 1 || groups[0].Name != "rolling_service" {
 		t.Fatalf("groups after restart: %v %v", groups, err)
@@ -151,7 +152,7 @@ func TestHungHandlerStallsButStaysLive(t *testing.T) {
 	t.Cleanup(func() { close(release) }) // runs before the harness stops Serve
 	publish(t, rdb, stream, envelope("hang", platform.BetSettledConfirmed, "bet-1", 3, nil),
 		envelope("behind", platform.BetSettledConfirmed, "bet-2", 3, nil))
-	eventually(t, 5*time.Second, "stalled with a backlog", func() bool {
+	testkit.Eventually(t, 5*time.Second, "stalled with a backlog", func() bool {
 		st := wm.Status()
 		return st.State == readiness.StateStalled && strings.Contains(st.Reason, "backlog")
 	})

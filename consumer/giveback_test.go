@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -75,7 +76,7 @@ func TestFailingHeadDoesNotSpendFollowersDeliveries(t *testing.T) {
 	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
 		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil))
 
-	eventually(t, 10*time.Second, "a1 dead-lettered, a2 applied, nothing pending", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a1 dead-lettered, a2 applied, nothing pending", func() bool {
 		_, a2runs := runs.get("a2")
 		return len(h.deadLetters()) == 1 && a2runs == 2 && h.pending() == 0
 	})
@@ -139,7 +140,7 @@ func TestStoreOutageDoesNotSpendDeliveries(t *testing.T) {
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("s1", platform.BetSettledConfirmed, "bet-S", 3, nil))
 
-	eventually(t, 10*time.Second, "s1 applied and acknowledged", func() bool {
+	testkit.Eventually(t, 10*time.Second, "s1 applied and acknowledged", func() bool {
 		_, n := runs.get("s1")
 		return n == 2 && h.pending() == 0
 	})

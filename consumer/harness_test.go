@@ -181,12 +181,6 @@ func trimWhilePending(t *testing.T, rdb redis.UniversalClient, stream string) {
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testkit.Eventually(t, within, what, cond)
-}
-
 // pending returns the group's pending count.
 func (h *harness) pending() int64 {
 	p, err := h.rdb.XPending(context.Background(), h.stream, "rolling_service").Result()

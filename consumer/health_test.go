@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
@@ -37,14 +38,14 @@ func TestOneEntryRetryingKeepsReady(t *testing.T) {
 	}
 	h := start(t, fastConfig(rdb, stream, handlersFor(handler)))
 	publish(t, rdb, stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck", 3, nil))
-	eventually(t, 5*time.Second, "stuck entry failed once", func() bool { return stuckCalls.Load() >= 3 })
+	testkit.Eventually(t, 5*time.Second, "stuck entry failed once", func() bool { return stuckCalls.Load() >= 3 })
 	var envs []event.Envelope
 	for i := range 20 {
 		envs = append(envs, envelope("ok-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
-	eventually(t, 5*time.Second, "the others applied", func() bool { return rec.n() == 20 })
-	eventually(t, 2500*time.Millisecond, "idle and ready, retrying 1", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the others applied", func() bool { return rec.n() == 20 })
+	testkit.Eventually(t, 2500*time.Millisecond, "idle and ready, retrying 1", func() bool {
 		st := h.wm.Status()
 		return st.State == readiness.StateIdle && strings.Contains(st.Reason, "retrying 1")
 	})
@@ -52,8 +53,8 @@ func TestOneEntryRetryingKeepsReady(t *testing.T) {
 		t.Errorf("backlog = %d with one entry waiting for a retry, want 0", snap.Backlog)
 	}
 	// Its redelivery fails again: still one entry, not a second failure.
-	eventually(t, 10*time.Second, "stuck entry delivered again", func() bool { return stuckCalls.Load() >= 6 })
-	eventually(t, 2*time.Second, "the retry reported", func() bool { return h.pending() == 1 })
+	testkit.Eventually(t, 10*time.Second, "stuck entry delivered again", func() bool { return stuckCalls.Load() >= 6 })
+	testkit.Eventually(t, 2*time.Second, "the retry reported", func() bool { return h.pending() == 1 })
 	if n := h.wm.Snapshot().ConsecutiveWorkFailures; n != 0 {
 		t.Errorf("failed work items after a redelivery failed again = %d, want 0 (it was counted once, and progress came after)", n)
 	}
@@ -95,13 +96,13 @@ func TestHandlerFailuresMakeTheLoopFailing(t *testing.T) {
 				publish(t, rdb, stream, envelope(id, platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
 			}
 			if tc.failing {
-				eventually(t, 5*time.Second, "failing", func() bool {
+				testkit.Eventually(t, 5*time.Second, "failing", func() bool {
 					st := h.wm.Status()
 					return st.State == readiness.StateFailing && strings.Contains(st.Reason, "work items failed with no progress since")
 				})
 				return
 			}
-			eventually(t, 5*time.Second, "all dead-lettered as bad input", func() bool { return len(h.deadLetters()) == 6 })
+			testkit.Eventually(t, 5*time.Second, "all dead-lettered as bad input", func() bool { return len(h.deadLetters()) == 6 })
 			if st := h.wm.Status(); !st.Ready() {
 				t.Errorf("only bad input: %v %q, want ready", st.State, st.Reason)
 			}
@@ -124,7 +125,7 @@ func TestStuckAggregatesAreBacklog(t *testing.T) {
 		envs = append(envs, envelope("e-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i%2), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
-	eventually(t, 5*time.Second, "stalled with the held entries as backlog, the two failed ones retrying", func() bool {
+	testkit.Eventually(t, 5*time.Second, "stalled with the held entries as backlog, the two failed ones retrying", func() bool {
 		st := h.wm.Status()
 		return st.State == readiness.StateStalled && strings.HasPrefix(st.Reason, "stalled: backlog 18, retrying 2")
 	})
@@ -144,8 +145,8 @@ func TestFailingEndsAfterTheBurst(t *testing.T) {
 		envs = append(envs, envelope("e-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-"+strconv.Itoa(i), 3, nil))
 	}
 	publish(t, rdb, stream, envs...)
-	eventually(t, 5*time.Second, "failing", func() bool { return h.wm.Status().State == readiness.StateFailing })
-	eventually(t, 5*time.Second, "idle once the burst is over", func() bool {
+	testkit.Eventually(t, 5*time.Second, "failing", func() bool { return h.wm.Status().State == readiness.StateFailing })
+	testkit.Eventually(t, 5*time.Second, "idle once the burst is over", func() bool {
 		st := h.wm.Status()
 		return st.State == readiness.StateIdle && len(h.deadLetters()) == 5
 	})
@@ -161,13 +162,13 @@ func TestPeersRetryIsNotBacklog(t *testing.T) {
 	failing := func(context.Context, *consumer.Message) error { return errors.New("wallet service: 503") }
 	a := start(t, fastConfig(rdb, stream, handlersFor(failing)))
 	publish(t, rdb, stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck", 3, nil))
-	eventually(t, 5*time.Second, "pod-a retrying 1", func() bool {
+	testkit.Eventually(t, 5*time.Second, "pod-a retrying 1", func() bool {
 		return strings.Contains(a.wm.Status().Reason, "retrying 1")
 	})
 	cfgB := fastConfig(rdb, stream, handlersFor(newRecorder().handle))
 	cfgB.Consumer = "pod-b"
 	b := start(t, cfgB)
-	eventually(t, 2*time.Second, "pod-b idle with no backlog", func() bool {
+	testkit.Eventually(t, 2*time.Second, "pod-b idle with no backlog", func() bool {
 		snap := b.wm.Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0 && b.wm.Status().State == readiness.StateIdle
@@ -198,7 +199,7 @@ func TestNewConsumerKnowsItsBacklogAtOnce(t *testing.T) {
 	cfg := fastConfig(rdb, walletStream(prefix), handlersFor(newRecorder().handle))
 	cfg.InfoInterval = time.Minute
 	h := start(t, cfg) // stall window 500ms
-	eventually(t, 2*time.Second, "backlog known to be zero", func() bool {
+	testkit.Eventually(t, 2*time.Second, "backlog known to be zero", func() bool {
 		snap := h.wm.Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0

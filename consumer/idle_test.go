@@ -38,11 +38,11 @@ func TestIdleConsumerStaysReady(t *testing.T) {
 	cfg.Watermark = wm
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("first", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "the first event applied", func() bool { return rec.n() == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "the first event applied", func() bool { return rec.n() == 1 && h.pending() == 0 })
 
 	for step := range 60 { // 60 × 10s = 10 minutes
 		clock.Advance(10 * time.Second)
-		eventually(t, 5*time.Second, "a heartbeat at the new time", func() bool {
+		testkit.Eventually(t, 5*time.Second, "a heartbeat at the new time", func() bool {
 			snap := wm.Snapshot()
 			hb, ok := snap.LastHeartbeat, !snap.LastHeartbeat.IsZero()
 			return ok && !hb.Before(clock.Now())
@@ -64,7 +64,7 @@ func TestIdleConsumerStaysReady(t *testing.T) {
 		t.Fatalf("/ready after 10 idle minutes = %d", resp.StatusCode)
 	}
 	publish(t, rdb, stream, envelope("after", platform.BetSettledConfirmed, "bet-2", 3, nil))
-	eventually(t, 5*time.Second, "progressing again", func() bool {
+	testkit.Eventually(t, 5*time.Second, "progressing again", func() bool {
 		return rec.n() == 2 && wm.Status().State == readiness.StateProgressing
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -53,7 +54,7 @@ func TestPostgresInboxExactlyOnceEffect(t *testing.T) {
 	h := start(t, cfg)
 	dup := envelope("dup", platform.BetSettledConfirmed, "bet-1", 3, nil)
 	publish(t, rdb, stream, dup, envelope("flaky", platform.BetSettledConfirmed, "bet-2", 3, nil), dup, dup)
-	eventually(t, 10*time.Second, "all four entries resolved", func() bool {
+	testkit.Eventually(t, 10*time.Second, "all four entries resolved", func() bool {
 		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 2
 	})
 	var n int
@@ -119,7 +120,7 @@ func TestInboxRetryAfterWriteCommitsOnce(t *testing.T) {
 	cfg.Dedup = store
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 10*time.Second, "the event applied", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the event applied", func() bool {
 		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if got := attempts.Load(); got != 2 {
@@ -155,7 +156,7 @@ func TestInboxRetryAfterSQLErrorSucceeds(t *testing.T) {
 	cfg.Dedup = store
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 10*time.Second, "the event applied", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the event applied", func() bool {
 		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if got := attempts.Load(); got != 2 {
@@ -189,7 +190,7 @@ func TestInboxDeadLetterKeepsTheRealSQLError(t *testing.T) {
 	cfg.MaxDeliveries = 1
 	h := start(t, cfg)
 	publish(t, rdb, stream, envelope("e1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 10*time.Second, "the event dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
+	testkit.Eventually(t, 10*time.Second, "the event dead-lettered", func() bool { return len(h.deadLetters()) == 1 })
 	dl := h.deadLetters()[0].Values
 	if dl[consumer.DLQFieldReason] != consumer.ReasonMaxDeliveries {
 		t.Fatalf("dlq_reason = %v, want %s", dl[consumer.DLQFieldReason], consumer.ReasonMaxDeliveries)

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -21,7 +22,7 @@ func TestMetricsLint(t *testing.T) {
 		publish(t, rdb, stream, envelope("ok-"+strconv.Itoa(i), platform.BetSettledConfirmed, "bet-1", 3, nil))
 	}
 	publishRaw(t, rdb, stream, map[string]any{"event_id": "bad", "event_type": "BET_SETTLED_CONFIRMED"})
-	eventually(t, 5*time.Second, "applied and dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 5*time.Second, "applied and dead-lettered", func() bool { return len(h.deadLetters()) == 1 && h.pending() == 0 })
 	problems, err := testutil.GatherAndLint(h.reg)
 	if err != nil {
 		t.Fatal(err)

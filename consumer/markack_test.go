@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -73,7 +74,7 @@ func TestDoneMarkWrittenBeforeAcknowledgement(t *testing.T) {
 	cfg.Dedup = store
 	h := start(t, cfg)
 	publish(t, base, stream, envelope("m1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "applied and acknowledged", func() bool {
+	testkit.Eventually(t, 5*time.Second, "applied and acknowledged", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && h.pending() == 0
 	})
 	var settleEnd, ackStart = -1, -1
@@ -110,7 +111,7 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	cfg.Dedup = store
 	first := start(t, cfg)
 	publish(t, base, stream, envelope("m1", platform.BetSettledConfirmed, "bet-1", 3, nil))
-	eventually(t, 5*time.Second, "the XACK attempted (and failed)", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the XACK attempted (and failed)", func() bool {
 		for _, e := range log.all() {
 			if e == "start xack" {
 				return true
@@ -126,7 +127,7 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	cfg2 := fastConfig(base, stream, handlersFor(handler))
 	cfg2.Dedup = store2
 	h := start(t, cfg2)
-	eventually(t, 5*time.Second, "acknowledged as a duplicate", func() bool {
+	testkit.Eventually(t, 5*time.Second, "acknowledged as a duplicate", func() bool {
 		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 1
 	})
 	if n := runs.Load(); n != 1 {
@@ -162,7 +163,7 @@ func TestLostToTrimCountedOnceWhenAckFails(t *testing.T) {
 	cfg.ReclaimIdle, cfg.ReclaimInterval = time.Second, 50*time.Millisecond
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	h := start(t, cfg) // pod-a restarts
-	eventually(t, 10*time.Second, "the lost entry off the pending list and t2 applied", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the lost entry off the pending list and t2 applied", func() bool {
 		return h.pending() == 0 && rec.times("t2") == 1 && strings.Contains(h.logs.String(), "acknowledgement failed")
 	})
 	if n := h.counter("headway_consumer_lost_to_trim_total", nil); n != 1 {

@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -54,10 +55,10 @@ func TestBusyLeaseHoldsItsAggregate(t *testing.T) {
 	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
 		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil),
 		envelope("b1", platform.BetSettledConfirmed, "bet-B", 3, nil))
-	eventually(t, 5*time.Second, "b1 applied while a1 is busy", func() bool { return len(applied()) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "b1 applied while a1 is busy", func() bool { return len(applied()) >= 1 })
 	publish(t, rdb, stream, envelope("a3", platform.BetSettledConfirmed, "bet-A", 3, nil))
 	// Let several reclaim passes meet the busy lease (each defers a1 again).
-	eventually(t, 5*time.Second, "a1 deferred by a reclaim pass", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a1 deferred by a reclaim pass", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) >= 4
 	})
 	if got := applied(); strings.Join(got, ",") != "b1" {
@@ -67,7 +68,7 @@ func TestBusyLeaseHoldsItsAggregate(t *testing.T) {
 	if err := dead.Settle(ctx, nil, []dedup.Key{a1}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "everything applied", func() bool { return len(applied()) == 4 && h.pending() == 0 })
+	testkit.Eventually(t, 10*time.Second, "everything applied", func() bool { return len(applied()) == 4 && h.pending() == 0 })
 	if got := strings.Join(applied(), ","); got != "b1,a1,a2,a3" {
 		t.Fatalf("applied %s, want b1,a1,a2,a3", got)
 	}
@@ -119,7 +120,7 @@ func TestBusyLeaseHoldsItsAggregateAcrossReclaimPages(t *testing.T) {
 	cfg.HandlerTimeout = 100 * time.Millisecond
 	cfg.ReclaimIdle, cfg.ReclaimInterval = 300*time.Millisecond, 50*time.Millisecond
 	h := start(t, cfg)
-	eventually(t, 10*time.Second, "several reclaim passes meet the busy lease", func() bool {
+	testkit.Eventually(t, 10*time.Second, "several reclaim passes meet the busy lease", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) >= 6
 	})
 	if got := applied(); got != "" {
@@ -128,7 +129,7 @@ func TestBusyLeaseHoldsItsAggregateAcrossReclaimPages(t *testing.T) {
 	if err := dead.Settle(ctx, nil, []dedup.Key{a1}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "both applied", func() bool { return h.pending() == 0 && applied() != "" && strings.Count(applied(), ",") == 1 })
+	testkit.Eventually(t, 10*time.Second, "both applied", func() bool { return h.pending() == 0 && applied() != "" && strings.Count(applied(), ",") == 1 })
 	if got := applied(); got != "a1,a2" {
 		t.Fatalf("applied %s, want a1,a2", got)
 	}
@@ -157,7 +158,7 @@ func TestHoldReleasedWhenBlockerLeavesAnotherWay(t *testing.T) {
 	h := start(t, cfg)
 	ids := publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "bet-A", 3, nil),
 		envelope("a2", platform.BetSettledConfirmed, "bet-A", 3, nil))
-	eventually(t, 10*time.Second, "a2 deferred behind a1 by a reclaim pass", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a2 deferred behind a1 by a reclaim pass", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDeferred) >= 3
 	})
 	if rec.times("a2") != 0 {
@@ -166,5 +167,5 @@ func TestHoldReleasedWhenBlockerLeavesAnotherWay(t *testing.T) {
 	if err := rdb.XAck(ctx, stream, "rolling_service", ids[0]).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "a2 applied once a1 left", func() bool { return rec.times("a2") == 1 && h.pending() == 0 })
+	testkit.Eventually(t, 10*time.Second, "a2 applied once a1 left", func() bool { return rec.times("a2") == 1 && h.pending() == 0 })
 }

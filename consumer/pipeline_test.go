@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -27,7 +28,7 @@ func TestBatchRunsWithoutWaitingForTheNextRead(t *testing.T) {
 	cfg.Block = 5 * time.Second
 	cfg.ReclaimIdle = time.Minute
 	h := start(t, cfg)
-	eventually(t, 5*time.Second, "the consumer reads new entries", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the consumer reads new entries", func() bool {
 		cs, err := rdb.XInfoConsumers(context.Background(), stream, "rolling_service").Result()
 		return err == nil && len(cs) == 1
 	})
@@ -35,7 +36,7 @@ func TestBatchRunsWithoutWaitingForTheNextRead(t *testing.T) {
 		id := fmt.Sprintf("lat-%d", i)
 		began := time.Now()
 		publish(t, rdb, stream, envelope(id, platform.BetSettledConfirmed, "bet-1", 3, nil))
-		eventually(t, 10*time.Second, id+" applied", func() bool { return rec.times(id) == 1 })
+		testkit.Eventually(t, 10*time.Second, id+" applied", func() bool { return rec.times(id) == 1 })
 		if d := time.Since(began); d > 2*time.Second {
 			t.Fatalf("%s applied after %v: it waited for a blocked read (Block %v)", id, d, cfg.Block)
 		}
@@ -78,7 +79,7 @@ func TestCancelLeavesBatchesBehindTheRunningOnePending(t *testing.T) {
 	// The two batches behind the running one are read and claimed.
 	behind := []dedup.Key{{Scope: "rolling_service", EventID: "p-2"}, {Scope: "rolling_service", EventID: "p-3"},
 		{Scope: "rolling_service", EventID: "p-4"}, {Scope: "rolling_service", EventID: "p-5"}}
-	eventually(t, 5*time.Second, "the batches behind the running one are claimed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the batches behind the running one are claimed", func() bool {
 		for _, k := range behind {
 			// RedisConfig.Prefix documents the key; a claimed key points
 			// to its batch: "B:<batch id>".
@@ -167,7 +168,7 @@ func TestAcknowledgementsInStreamOrder(t *testing.T) {
 	cfg.BatchSize = 1
 	cfg.StartID = "0"
 	h := start(t, cfg)
-	eventually(t, 5*time.Second, "both entries applied and acknowledged", func() bool {
+	testkit.Eventually(t, 5*time.Second, "both entries applied and acknowledged", func() bool {
 		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 2
 	})
 	if rec.times("ack-2") != 1 {

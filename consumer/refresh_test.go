@@ -16,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -83,18 +84,18 @@ func TestRefreshNeverTakesBackAnEntryAPeerClaimed(t *testing.T) {
 	a := start(t, mk(viaProxy, "pod-a", &startedA, releaseA))
 	t.Cleanup(closeA) // runs before the harness stops Serve
 	id := publish(t, shared, stream, envelope("paused", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
-	eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
 	b := start(t, mk(shared, "pod-b", &startedB, releaseB))
 	t.Cleanup(closeB)
 
 	proxy.Freeze() // pod-a stops refreshing
-	eventually(t, 10*time.Second, "pod-b claims the entry after ReclaimIdle and runs it", func() bool {
+	testkit.Eventually(t, 10*time.Second, "pod-b claims the entry after ReclaimIdle and runs it", func() bool {
 		return startedB.Load() == 1 && owner(t, shared, stream, id) == "pod-b"
 	})
 	proxy.Thaw()
 	taken := func() float64 { return a.counter("headway_consumer_taken_in_flight_total", nil) }
 	stolen := false
-	eventually(t, 10*time.Second, "pod-a refreshes again", func() bool {
+	testkit.Eventually(t, 10*time.Second, "pod-a refreshes again", func() bool {
 		stolen = stolen || owner(t, shared, stream, id) != "pod-b"
 		return stolen || taken() == 1
 	})
@@ -162,16 +163,16 @@ func TestTrimmedWhileInFlightIsCountedAsLost(t *testing.T) {
 			publish(t, rdb, stream, envs...)
 			h := start(t, cfg)
 			t.Cleanup(releaseAll) // runs before the harness stops Serve
-			eventually(t, 10*time.Second, "three batches pending", func() bool { return h.pending() == 150 })
+			testkit.Eventually(t, 10*time.Second, "three batches pending", func() bool { return h.pending() == 150 })
 			if err := rdb.XTrimMaxLen(context.Background(), stream, 0).Err(); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 5*time.Second, "the refresh after the trim", func() bool {
+			testkit.Eventually(t, 5*time.Second, "the refresh after the trim", func() bool {
 				return h.pending() < 150 || strings.Contains(h.logs.String(), "trimmed from the stream")
 			})
 			releaseAll()
 			lost := func() float64 { return h.counter("headway_consumer_lost_to_trim_total", nil) }
-			eventually(t, 15*time.Second, "every entry settled: applied, or counted as lost", func() bool {
+			testkit.Eventually(t, 15*time.Second, "every entry settled: applied, or counted as lost", func() bool {
 				return h.pending() == 0 && lost()+h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) >= 150
 			})
 			lostEntries := h.counter("headway_consumer_entries_total", map[string]string{"outcome": consumer.OutcomeLostToTrim})
@@ -203,23 +204,23 @@ func TestPausedProcessConfirmsOwnershipBeforeAcknowledging(t *testing.T) {
 	a := start(t, longHandlerConfig(viaProxy, stream, "pod-a", &startedA, releaseA, 30*time.Second))
 	t.Cleanup(closeA)
 	id := publish(t, shared, stream, envelope("paused", platform.BetSettledConfirmed, "bet-1", 3, nil))[0]
-	eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "pod-a runs the entry", func() bool { return startedA.Load() == 1 })
 	proxy.Freeze() // pod-a is cut off: as if paused
 	// pod-b reclaims entries idle for 1s; pod-a's entry is idle since its
 	// read (its first refresh would come 10s later).
 	b := start(t, longHandlerConfig(shared, stream, "pod-b", &startedB, releaseB, time.Second))
 	t.Cleanup(closeB)
-	eventually(t, 10*time.Second, "pod-b claims the entry and runs it", func() bool {
+	testkit.Eventually(t, 10*time.Second, "pod-b claims the entry and runs it", func() bool {
 		return startedB.Load() == 1 && owner(t, shared, stream, id) == "pod-b"
 	})
 	// Hold the freeze until pod-a's batch has gone unrefreshed for
 	// ReclaimIdle/2, as pod-a measures it.
-	eventually(t, 30*time.Second, "pod-a's batch unrefreshed for ReclaimIdle/2", func() bool {
+	testkit.Eventually(t, 30*time.Second, "pod-a's batch unrefreshed for ReclaimIdle/2", func() bool {
 		return consumer.UnrefreshedForTest(a.c) >= 15*time.Second
 	})
 	closeA() // pod-a's handler returns while it is still cut off
 	proxy.Thaw()
-	eventually(t, 10*time.Second, "pod-a counts the entry taken", func() bool {
+	testkit.Eventually(t, 10*time.Second, "pod-a counts the entry taken", func() bool {
 		return a.counter("headway_consumer_taken_in_flight_total", nil) == 1
 	})
 	leftToPodB(t, shared, stream, id, a, b, closeB)
@@ -231,14 +232,14 @@ func TestPausedProcessConfirmsOwnershipBeforeAcknowledging(t *testing.T) {
 // it.
 func leftToPodB(t *testing.T, rdb redis.UniversalClient, stream, id string, a, b *harness, closeB func()) {
 	t.Helper()
-	eventually(t, 5*time.Second, "pod-a's handler returns", func() bool {
+	testkit.Eventually(t, 5*time.Second, "pod-a's handler returns", func() bool {
 		return a.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1
 	})
 	if o := owner(t, rdb, stream, id); o != "pod-b" {
 		t.Fatalf("after pod-a's handler returned the entry is owned by %q, want still pending for pod-b: pod-a acknowledged an entry it no longer held", o)
 	}
 	closeB()
-	eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
+	testkit.Eventually(t, 5*time.Second, "pod-b applies and acknowledges", func() bool {
 		return b.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 1 && b.pending() == 0
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 )
@@ -51,7 +52,7 @@ func TestEnforceModeNeverAppliesAnotherBrand(t *testing.T) {
 			"payload": "{}"})
 	}
 	publish(t, rdb, stream, envelope("honest", platform.BetSettledConfirmed, "bet-h", 3, nil))
-	eventually(t, 10*time.Second, "every entry judged", func() bool {
+	testkit.Eventually(t, 10*time.Second, "every entry judged", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(h.deadLetters()) == len(spellings) && applied["honest"] == 3 && h.pending() == 0
@@ -104,7 +105,7 @@ func TestPayloadsNeverReachLogsMetricsOrProbes(t *testing.T) {
 	for _, f := range []map[string]any{ok, fail, legacy, broken, big} {
 		publishRaw(t, rdb, stream, f)
 	}
-	eventually(t, 10*time.Second, "all judged", func() bool { return len(h.deadLetters()) == 4 && h.pending() == 0 })
+	testkit.Eventually(t, 10*time.Second, "all judged", func() bool { return len(h.deadLetters()) == 4 && h.pending() == 0 })
 
 	srv := httptest.NewServer(promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	defer srv.Close()

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 )
@@ -32,7 +33,7 @@ func TestMetricsLint(t *testing.T) {
 	if _, err := outbox.NewObserver(outbox.ObserverConfig{Store: store, Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "rows published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
+	testkit.Eventually(t, 10*time.Second, "rows published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 )
@@ -67,13 +68,13 @@ func TestObserverMeasuresWithoutARelay(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	waitFor(t, 5*time.Second, "the backlog measured", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the backlog measured", func() bool {
 		rows, _ := gaugeOf(t, reg, "headway_outbox_backlog_rows")
 		at, _ := gaugeOf(t, reg, "headway_outbox_backlog_measured_timestamp_seconds")
 		return rows == 7 && at >= float64(start.Unix())
 	})
 	first, _ := gaugeOf(t, reg, "headway_outbox_oldest_unpublished_age_seconds")
-	waitFor(t, 5*time.Second, "the oldest row ages", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the oldest row ages", func() bool {
 		age, _ := gaugeOf(t, reg, "headway_outbox_oldest_unpublished_age_seconds")
 		return age > first && age > 0
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 )
@@ -199,7 +200,7 @@ func (f *aheadFixture) streamIDs(t *testing.T) []string {
 func TestRelayClaimsAheadInOrder(t *testing.T) {
 	f := newAheadFixture(t, 400, &pipeHook{delay: 15 * time.Millisecond})
 	runRelay(t, outbox.RelayConfig{Store: f.store, Client: f.rdb, BatchSize: 20, PollInterval: 20 * time.Millisecond})
-	waitFor(t, 30*time.Second, "400 rows published", func() bool { return count(t, f.db, "published_at IS NULL") == 0 })
+	testkit.Eventually(t, 30*time.Second, "400 rows published", func() bool { return count(t, f.db, "published_at IS NULL") == 0 })
 	if got := f.streamIDs(t); !slices.Equal(got, f.ids) {
 		t.Fatalf("stream holds %d entries, not the %d rows once each in id order:\n got %v\nwant %v", len(got), len(f.ids), got, f.ids)
 	}
@@ -234,7 +235,7 @@ func TestRelayDropsClaimAheadOnFailure(t *testing.T) {
 	f := newAheadFixture(t, 50, hook)
 	runRelay(t, outbox.RelayConfig{Store: f.store, Client: f.rdb, BatchSize: 10, PollInterval: 20 * time.Millisecond,
 		Retry: backoff.Exponential{Initial: time.Hour, Max: time.Hour}, FailureLimit: 1000})
-	waitFor(t, 30*time.Second, "all but the failed batch published", func() bool {
+	testkit.Eventually(t, 30*time.Second, "all but the failed batch published", func() bool {
 		return count(t, f.db, "published_at IS NULL") == 10
 	})
 	want := slices.Concat(f.ids[:10], f.ids[20:])
@@ -293,7 +294,7 @@ func TestRelayStopReleasesClaimAhead(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
-	waitFor(t, 10*time.Second, "two claims open", func() bool {
+	testkit.Eventually(t, 10*time.Second, "two claims open", func() bool {
 		_, open, _, _ := f.store.snapshot()
 		return open == 2
 	})
@@ -318,7 +319,7 @@ func TestRelayStopReleasesClaimAhead(t *testing.T) {
 	if unpublished == 0 {
 		t.Fatal("the relay published every row before the stop; the test needs rows left")
 	}
-	waitFor(t, 5*time.Second, "a claim after stop gets every unpublished row", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a claim after stop gets every unpublished row", func() bool {
 		c, err := f.store.Store.Claim(context.Background(), 1000)
 		if err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
@@ -66,7 +67,7 @@ func TestRelayStaysLiveWhilePostgresHangs(t *testing.T) {
 		Retry: backoff.Exponential{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, FailureLimit: 1_000_000})
 	key := prefix + "events:{wallet}"
 	writeEvents(t, db, w, "before", 5, 3)
-	waitFor(t, 10*time.Second, "rows published before the freeze", func() bool { return len(streamEvents(t, rdb, key)) == 5 })
+	testkit.Eventually(t, 10*time.Second, "rows published before the freeze", func() bool { return len(streamEvents(t, rdb, key)) == 5 })
 
 	proxy.Freeze()
 	writeEvents(t, db, w, "during", 20, 3) // straight to PostgreSQL, not through the proxy
@@ -95,10 +96,10 @@ func TestRelayStaysLiveWhilePostgresHangs(t *testing.T) {
 	t.Logf("while frozen: %s", st.Reason)
 
 	proxy.Thaw()
-	waitFor(t, 20*time.Second, "the rows written during the freeze published", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the rows written during the freeze published", func() bool {
 		return count(t, db, "published_at IS NULL") == 0 && len(streamEvents(t, rdb, key)) >= 25
 	})
-	waitFor(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })
+	testkit.Eventually(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })
 }
 
 // TestRelayStaysLiveWhileRedisHangs: Redis stops answering (the server is
@@ -122,7 +123,7 @@ func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
 		Retry: backoff.Exponential{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, FailureLimit: 1_000_000})
 	key := "events:{wallet}"
 	writeEvents(t, db, w, "before", 5, 3)
-	waitFor(t, 10*time.Second, "rows published before the pause", func() bool { return len(streamEvents(t, rdb, key)) == 5 })
+	testkit.Eventually(t, 10*time.Second, "rows published before the pause", func() bool { return len(streamEvents(t, rdb, key)) == 5 })
 
 	srv.Pause()
 	writeEvents(t, db, w, "during", 20, 3)
@@ -143,10 +144,10 @@ func TestRelayStaysLiveWhileRedisHangs(t *testing.T) {
 		t.Fatalf("while Redis hung the relay was %s (seen not ready: %v); want not ready", st.Reason, notReady)
 	}
 	t.Logf("while Redis hung: %s", st.Reason)
-	waitFor(t, 20*time.Second, "the rows written during the pause published", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the rows written during the pause published", func() bool {
 		return count(t, db, "published_at IS NULL") == 0 && len(streamEvents(t, rdb, key)) >= 25
 	})
-	waitFor(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })
+	testkit.Eventually(t, 10*time.Second, "the relay ready again", func() bool { return wm.Status().Ready() })
 }
 
 // TestNewRelayRefusesWaitsLongerThanTheLivenessWindow: the longest stretch

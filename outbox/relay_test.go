@@ -71,11 +71,6 @@ func writeEvents(t *testing.T, db *pgtest.DB, w *outbox.Writer, prefix string, n
 	return ids
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testkit.Eventually(t, within, what, cond)
-}
-
 // streamEvents decodes the stream's entries.
 func streamEvents(t *testing.T, rdb redis.UniversalClient, key string) []event.Envelope {
 	t.Helper()
@@ -100,14 +95,14 @@ func TestRelayEndToEnd(t *testing.T) {
 	rr := runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, BatchSize: 50, PollInterval: 100 * time.Millisecond,
 		InfoInterval: 20 * time.Millisecond})
 	key := prefix + "events:{wallet}"
-	waitFor(t, 10*time.Second, "120 events on the stream", func() bool { return len(streamEvents(t, rdb, key)) == 120 })
+	testkit.Eventually(t, 10*time.Second, "120 events on the stream", func() bool { return len(streamEvents(t, rdb, key)) == 120 })
 	got := streamEvents(t, rdb, key)
 	for i, e := range got {
 		if e.EventID != ids[i] || e.BrandID != 3 || e.EventType != platform.BetSettledConfirmed || e.SchemaVersion != 2 {
 			t.Fatalf("entry %d = %+v; want %s in id order", i, e, ids[i])
 		}
 	}
-	waitFor(t, 5*time.Second, "rows marked published and backlog zero", func() bool {
+	testkit.Eventually(t, 5*time.Second, "rows marked published and backlog zero", func() bool {
 		snap := rr.r.Watermark().Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return count(t, db, "published_at IS NULL") == 0 && known && n == 0
@@ -126,12 +121,12 @@ func TestRelayWakesOnNotify(t *testing.T) {
 	// A first event, whichever way it is found, puts the relay into its
 	// wait; every later one must wake it.
 	writeEvents(t, db, w, "warm-up", 1, 3)
-	waitFor(t, 35*time.Second, "warm-up published", func() bool { return len(streamEvents(t, rdb, key)) == 1 })
+	testkit.Eventually(t, 35*time.Second, "warm-up published", func() bool { return len(streamEvents(t, rdb, key)) == 1 })
 	var worst time.Duration
 	for i := range 5 {
 		start := time.Now()
 		writeEvents(t, db, w, fmt.Sprintf("n%d", i), 1, 3)
-		waitFor(t, 5*time.Second, "published without waiting for the poll", func() bool {
+		testkit.Eventually(t, 5*time.Second, "published without waiting for the poll", func() bool {
 			return len(streamEvents(t, rdb, key)) == i+2
 		})
 		worst = max(worst, time.Since(start))
@@ -159,11 +154,11 @@ func TestRelayNeverSkipsLateCommit(t *testing.T) {
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 50 * time.Millisecond})
 	writeEvents(t, db, w, "later", 3, 3)
 	key := prefix + "events:{wallet}"
-	waitFor(t, 5*time.Second, "later rows published", func() bool { return len(streamEvents(t, rdb, key)) == 3 })
+	testkit.Eventually(t, 5*time.Second, "later rows published", func() bool { return len(streamEvents(t, rdb, key)) == 3 })
 	if err := slow.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the early row published after its late commit", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the early row published after its late commit", func() bool {
 		evs := streamEvents(t, rdb, key)
 		return len(evs) == 4 && evs[3].EventID == "early"
 	})
@@ -182,7 +177,7 @@ func TestTwoRelaysPublishEveryRowOnce(t *testing.T) {
 	}
 	wg.Wait()
 	key := prefix + "events:{wallet}"
-	waitFor(t, 20*time.Second, "1000 rows published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
+	testkit.Eventually(t, 20*time.Second, "1000 rows published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
 	evs := streamEvents(t, rdb, key)
 	seen := map[string]int{}
 	for _, e := range evs {
@@ -207,14 +202,14 @@ func TestRelayKeepsRowsWhileRedisIsDown(t *testing.T) {
 	writeEvents(t, db, w, "down", 10, 3)
 	rr := runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 50 * time.Millisecond,
 		Retry: backoff.Exponential{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}, FailureLimit: 1000, Watermark: wm})
-	waitFor(t, 10*time.Second, "failures recorded and relay not ready", func() bool {
+	testkit.Eventually(t, 10*time.Second, "failures recorded and relay not ready", func() bool {
 		return count(t, db, "attempts >= 2 AND last_error IS NOT NULL AND published_at IS NULL") == 10 && !wm.Status().Ready()
 	})
 	srv.Restart()
-	waitFor(t, 15*time.Second, "all published after Redis came back", func() bool {
+	testkit.Eventually(t, 15*time.Second, "all published after Redis came back", func() bool {
 		return count(t, db, "published_at IS NULL") == 0 && len(streamEvents(t, rdb, "events:{wallet}")) == 10
 	})
-	waitFor(t, 5*time.Second, "ready again", func() bool { return rr.r.Watermark().Status().Ready() })
+	testkit.Eventually(t, 5*time.Second, "ready again", func() bool { return rr.r.Watermark().Status().Ready() })
 }
 
 func TestRelayFailsLoudlyPastTheLimit(t *testing.T) {
@@ -250,7 +245,7 @@ func TestRelayPrunesPublishedRows(t *testing.T) {
 	}
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PruneBatch: 10, PruneInterval: 50 * time.Millisecond,
 		PollInterval: 50 * time.Millisecond})
-	waitFor(t, 10*time.Second, "old published rows pruned, new ones published and kept", func() bool {
+	testkit.Eventually(t, 10*time.Second, "old published rows pruned, new ones published and kept", func() bool {
 		return count(t, db, "event_id LIKE 'old-%'") == 0 && count(t, db, "event_id LIKE 'new-%' AND published_at IS NOT NULL") == 5
 	})
 }
@@ -294,7 +289,7 @@ func TestRelayRecoversFromTerminatedConnections(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	waitFor(t, 20*time.Second, "every row published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
+	testkit.Eventually(t, 20*time.Second, "every row published", func() bool { return count(t, db, "published_at IS NULL") == 0 })
 	seen := map[string]bool{}
 	for _, e := range streamEvents(t, rdb, key) {
 		seen[e.EventID] = true
@@ -323,7 +318,7 @@ func TestRelayBackoffAfterManyAttempts(t *testing.T) {
 	writeEvents(t, db, w2, "fine", 5, 3)
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond,
 		Retry: backoff.Exponential{Initial: time.Second, Max: time.Minute}, FailureLimit: 1000})
-	waitFor(t, 10*time.Second, "the poison row's failure recorded with a capped backoff; the others published", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the poison row's failure recorded with a capped backoff; the others published", func() bool {
 		var attempts int
 		var lastErr string
 		var wait float64

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,70 +27,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// eventually polls cond every few milliseconds until it holds or the
-// deadline passes; then it fails the test with cond's last description.
-func eventually(t *testing.T, within time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %s", within, desc)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-// logBuffer is a concurrency-safe slog destination.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// records returns the JSON log records.
-func (b *logBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.SplitSeq(strings.TrimSpace(b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // fastConfig returns a config with short timings, a JSON logger into a
 // buffer, a fresh registry and probes.
 type harness struct {
 	tree   *Tree
 	probes *readiness.Probes
 	reg    *prometheus.Registry
-	logs   *logBuffer
+	logs   *testkit.SyncBuffer
 }
 
 func fastConfig(t *testing.T) (Config, *harness) {
 	t.Helper()
-	h := &harness{reg: prometheus.NewPedanticRegistry(), logs: &logBuffer{}}
+	h := &harness{reg: prometheus.NewPedanticRegistry(), logs: &testkit.SyncBuffer{}}
 	p, err := readiness.NewProbes(readiness.ProbesConfig{Registerer: h.reg})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -38,7 +39,7 @@ func TestJobFailureIsNeverSwallowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusServiceUnavailable && strings.HasPrefix(body["job/outbox-prune"], "failing: last ") &&
 			strings.HasSuffix(body["job/outbox-prune"], "last error: delete published rows: redis: connection refused") &&
@@ -48,7 +49,7 @@ func TestJobFailureIsNeverSwallowed(t *testing.T) {
 		t.Errorf("failed runs = %d", snap.Failed)
 	}
 	failing.Store(false)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -57,7 +58,7 @@ func TestJobFailureIsNeverSwallowed(t *testing.T) {
 	}
 	_ = stop()
 	var logged int
-	for _, r := range h.logs.records(t) {
+	for _, r := range h.logs.Records(t) {
 		if r[AttrJob] == "outbox-prune" && r["level"] == "ERROR" && r[AttrError] == "delete published rows: redis: connection refused" {
 			logged++
 		}
@@ -85,7 +86,7 @@ func TestJobPanic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		snap := job.Health().Snapshot()
 		ok, failed := snap.Succeeded, snap.Failed
 		return ok >= 1 && failed == 1, fmt.Sprint(ok, failed)
@@ -229,7 +230,7 @@ func TestJobHealthClockStartsAtServe(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tree.Serve(ctx) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		st := job.Health().Status()
 		return strings.Contains(st.Reason, ", started 0s ago"), st.Reason
 	})

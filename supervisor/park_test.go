@@ -11,6 +11,7 @@ import (
 
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -72,7 +73,7 @@ func newWMLoop(t *testing.T, h *harness, name string, fail error) *wmLoop {
 // mean anything).
 func staysLive(t *testing.T, h *harness, l *wmLoop, held func() (bool, string)) {
 	t.Helper()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		if ok, desc := held(); !ok {
 			t.Fatalf("the worker was released before its watermark aged: %s", desc)
 		}
@@ -101,7 +102,7 @@ func TestBackoffKeepsLiveness(t *testing.T) {
 		st, _ := h.tree.Status("consumer")
 		return st.State == ServiceBackoff, fmt.Sprint(st)
 	}
-	eventually(t, 5*time.Second, inBackoff)
+	testkit.EventuallyState(t, 5*time.Second, inBackoff)
 	staysLive(t, h, l, inBackoff)
 
 	code, body := h.ready(t)
@@ -115,7 +116,7 @@ func TestBackoffKeepsLiveness(t *testing.T) {
 
 	// Redis is back: after the backoff the loop runs, unparked, and ready.
 	l.fail.Store(nil)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -139,7 +140,7 @@ func TestPermanentStopKeepsLiveness(t *testing.T) {
 		st, _ := h.tree.Status("rolling")
 		return st.State == ServiceStopped, fmt.Sprint(st)
 	}
-	eventually(t, 5*time.Second, stopped)
+	testkit.EventuallyState(t, 5*time.Second, stopped)
 	staysLive(t, h, l, stopped)
 
 	errText := `consumer group "rolling": invalid stream name: ` + suture.ErrDoNotRestart.Error()
@@ -167,7 +168,7 @@ func TestWatermarkParkedUntilFirstStart(t *testing.T) {
 		t.Fatalf("parked before Serve = %v, %q", snap.Parked, snap.ParkedReason)
 	}
 	begin := time.Now()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		if code, body := h.live(t); code != http.StatusOK {
 			t.Fatalf("GET /live before Serve = %d %v", code, body)
 		}
@@ -177,7 +178,7 @@ func TestWatermarkParkedUntilFirstStart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tree.Serve(ctx) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -38,7 +39,7 @@ func TestAddRegistersTheLoopOnce(t *testing.T) {
 	if err := h.tree.Add("by-hand", byHand); err != nil {
 		t.Fatalf("Add of a service whose loop the caller added: %v", err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK && body["loop/alone"] == "OK" && body["service/alone"] == "OK" &&
 			body["loop/by-hand"] == "OK" && body["service/by-hand"] == "OK" && body["loops/live"] == "OK", ""

@@ -12,6 +12,7 @@ import (
 
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -119,7 +120,7 @@ func serveSlowTree(t *testing.T) *slowTree {
 		cancel()
 		<-exited
 	})
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -145,7 +146,7 @@ func terminating(t *testing.T) *slowTree {
 func TestTerminateTreeNotReadyWhileStopping(t *testing.T) {
 	st := terminating(t)
 	const stopping = "stopping: the supervisor is shutting down"
-	eventually(t, time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, time.Second, func() (bool, string) {
 		code, body := st.h.ready(t)
 		return code == http.StatusServiceUnavailable && body["supervisor/test"] == stopping &&
 			body["service/slow"] == stopping, fmt.Sprint(code, body)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 )
 
@@ -45,7 +46,7 @@ func TestBackoffMakesWorkerUnready(t *testing.T) {
 	if err := h.tree.Add("relay", blocker{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		st, _ := h.tree.Status("relay")
 		return st.Ready, fmt.Sprint(st)
 	})
@@ -55,7 +56,7 @@ func TestBackoffMakesWorkerUnready(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		r := body["service/consumer"]
 		return code == http.StatusServiceUnavailable && strings.HasPrefix(r, "backoff: ") &&
@@ -79,7 +80,7 @@ func TestBackoffMakesWorkerUnready(t *testing.T) {
 	}
 
 	f.failing.Store(false)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -97,7 +98,7 @@ func TestBackoffMakesWorkerUnready(t *testing.T) {
 	// The log has the backoff, the resume, and the failures with their
 	// error as a structured field.
 	var sawBackoff, sawResume, sawError bool
-	for _, r := range h.logs.records(t) {
+	for _, r := range h.logs.Records(t) {
 		if r[AttrService] != "consumer" {
 			continue
 		}
@@ -129,7 +130,7 @@ func TestPermanentErrorStaysVisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `stopped: returned a permanent error, not restarted: consumer group "rolling": invalid stream name: ` + suture.ErrDoNotRestart.Error()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusServiceUnavailable && body["service/bad"] == want, fmt.Sprint(code, body)
 	})
@@ -137,7 +138,7 @@ func TestPermanentErrorStaysVisible(t *testing.T) {
 	if err := h.tree.Add("good", blocker{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		st, _ := h.tree.Status("good")
 		return st.State == ServiceRunning, fmt.Sprint(st)
 	})
@@ -190,7 +191,7 @@ func TestPanicIsCountedAndLogged(t *testing.T) {
 	if err := h.tree.Add("returns", ret); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		p := h.counter(t, "headway_supervisor_restarts_total", "worker", "panicky", "reason", "panic")
 		r := h.counter(t, "headway_supervisor_restarts_total", "worker", "returns", "reason", "returned")
 		st, _ := h.tree.Status("panicky")
@@ -201,7 +202,7 @@ func TestPanicIsCountedAndLogged(t *testing.T) {
 	}
 	_ = stop()
 	var logged bool
-	for _, r := range h.logs.records(t) {
+	for _, r := range h.logs.Records(t) {
 		if r[AttrEvent] == EventPanic && r[AttrService] == "panicky" && r[AttrPanic] == "nil map write in handler" &&
 			strings.Contains(fmt.Sprint(r[AttrStack]), "supervisor.TestPanicIsCountedAndLogged") && r["level"] == "ERROR" {
 			logged = true
@@ -286,7 +287,7 @@ func TestHookNeverBlocks(t *testing.T) {
 	if err := h.tree.Add("flaky", f); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		return f.starts.Load() >= 50, fmt.Sprint(f.starts.Load(), " starts")
 	})
 	if got := h.counter(t, "headway_supervisor_log_events_dropped_total"); got < 1 {
@@ -316,7 +317,7 @@ func TestTreeCheckFollowsLifecycle(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- tree.Serve(ctx) }()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
@@ -401,7 +402,7 @@ func TestAddErrors(t *testing.T) {
 func TestAddJobCheckTakenRollsBack(t *testing.T) {
 	cfg, h := fastConfig(t)
 	start(t, cfg, h)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		return h.probes.Check(false) == nil, fmt.Sprint(h.probes.Check(false))
 	})
 	// Another component already reports a job named "reconcile".
@@ -429,7 +430,7 @@ func TestAddJobCheckTakenRollsBack(t *testing.T) {
 	if err := h.tree.Add("reconcile", blocker{}); err != nil {
 		t.Fatalf("Add after the refused AddJob = %v", err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testkit.EventuallyState(t, 5*time.Second, func() (bool, string) {
 		code, body := h.ready(t)
 		return code == http.StatusOK && body["service/reconcile"] == "OK", fmt.Sprint(code, body)
 	})

@@ -84,7 +84,7 @@ func idleHour(t *testing.T) observation {
 	s.consumer(cfg)
 	s.serve()
 	publish(t, rdb, cfg.Stream, bets("e", 1)...)
-	eventually(t, 5*time.Second, "applied, no backlog", func() bool {
+	testkit.Eventually(t, 5*time.Second, "applied, no backlog", func() bool {
 		snap := wm.Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return applied.Load() == 1 && known && n == 0 && wm.Snapshot().ProgressTotal == 1
@@ -92,7 +92,7 @@ func idleHour(t *testing.T) observation {
 	clk.Advance(time.Hour)
 	snap := wm.Snapshot()
 	beat := snap.LastHeartbeat
-	eventually(t, 5*time.Second, "a heartbeat after the hour", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a heartbeat after the hour", func() bool {
 		snap := wm.Snapshot()
 		b := snap.LastHeartbeat
 		return b.After(beat)
@@ -112,7 +112,7 @@ func steadyFlow(t *testing.T) observation {
 		}
 	})
 	defer func() { stop(); wg.Wait() }()
-	eventually(t, 5*time.Second, "progressing", func() bool {
+	testkit.Eventually(t, 5*time.Second, "progressing", func() bool {
 		return applied.Load() > 20 && cfg.Watermark.Status().State == readiness.StateProgressing
 	})
 	return s.observe(subject{loop: cfg.Watermark})
@@ -135,7 +135,7 @@ func behind(t *testing.T) observation {
 		}
 	})
 	defer func() { stop(); wg.Wait() }()
-	eventually(t, 10*time.Second, "behind", func() bool { return cfg.Watermark.Status().State == readiness.StateBehind })
+	testkit.Eventually(t, 10*time.Second, "behind", func() bool { return cfg.Watermark.Status().State == readiness.StateBehind })
 	return s.observe(subject{loop: cfg.Watermark})
 }
 
@@ -148,7 +148,7 @@ func handlerHung(t *testing.T) observation {
 		c.ReclaimIdle = 2 * time.Minute
 	})
 	publish(t, rdb, cfg.Stream, bets("e", 3)...)
-	eventually(t, 5*time.Second, "stalled", func() bool {
+	testkit.Eventually(t, 5*time.Second, "stalled", func() bool {
 		return started.Load() > 0 && cfg.Watermark.Status().State == readiness.StateStalled
 	})
 	return s.observe(subject{loop: cfg.Watermark})
@@ -191,9 +191,9 @@ func frozenOrDown(t *testing.T, brk, mend func(*redistest.Server)) observation {
 	s.consumer(cfg)
 	s.serve()
 	publish(t, rdb, cfg.Stream, bets("e", 1)...)
-	eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
 	brk(srv)
-	eventually(t, 20*time.Second, "failing", func() bool { return cfg.Watermark.Status().State == readiness.StateFailing })
+	testkit.Eventually(t, 20*time.Second, "failing", func() bool { return cfg.Watermark.Status().State == readiness.StateFailing })
 	o := s.observe(subject{loop: cfg.Watermark})
 	if mend != nil {
 		mend(srv)
@@ -221,9 +221,9 @@ func outageThroughRestarts(t *testing.T) observation {
 	s.consumer(cfg)
 	s.serve()
 	publish(t, rdb, cfg.Stream, bets("e", 1)...)
-	eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
 	srv.Stop()
-	eventually(t, 20*time.Second, "in backoff, its loop failing", func() bool {
+	testkit.Eventually(t, 20*time.Second, "in backoff, its loop failing", func() bool {
 		st, _ := s.tree.Status("consumer")
 		return st.State.String() == "backoff" && cfg.Watermark.Status().State == readiness.StateFailing
 	})
@@ -244,7 +244,7 @@ func legacyPolicy(policy consumer.AlertPolicy) scenario {
 		})
 		legacy(t, rdb, cfg.Stream, "old-1")
 		publish(t, rdb, cfg.Stream, bets("e", 1)...)
-		eventually(t, 5*time.Second, "the legacy event surfaced, the next applied", func() bool {
+		testkit.Eventually(t, 5*time.Second, "the legacy event surfaced, the next applied", func() bool {
 			return applied.Load() == 1 && strings.Contains(cfg.Watermark.Status().Reason, "legacy_schema") &&
 				cfg.Watermark.Status().State != readiness.StateIdle
 		})
@@ -267,13 +267,13 @@ func legacyTrickleHung(t *testing.T) observation {
 		c.HandlerTimeout, c.ReclaimIdle = time.Minute, 2*time.Minute
 	})
 	publish(t, rdb, cfg.Stream, bets("e", 2)...)
-	eventually(t, 5*time.Second, "the handler hangs", func() bool { return started.Load() > 0 })
+	testkit.Eventually(t, 5*time.Second, "the handler hangs", func() bool { return started.Load() > 0 })
 	// The hung batch holds the loop: further entries wait behind it, so the
 	// legacy ones are read and judged only in the batches already read.
 	for i := range 5 {
 		legacy(t, rdb, cfg.Stream, "old-"+strconv.Itoa(i))
 	}
-	eventually(t, 5*time.Second, "stalled", func() bool { return cfg.Watermark.Status().State == readiness.StateStalled })
+	testkit.Eventually(t, 5*time.Second, "stalled", func() bool { return cfg.Watermark.Status().State == readiness.StateStalled })
 	return s.observe(subject{loop: cfg.Watermark})
 }
 
@@ -291,9 +291,9 @@ func oneRetrying(t *testing.T) observation {
 		c.ReclaimIdle = time.Minute // the entry waits for its redelivery throughout
 	})
 	publish(t, rdb, cfg.Stream, envelope("stuck", platform.BetSettledConfirmed, "bet-stuck"))
-	eventually(t, 5*time.Second, "the entry failed", func() bool { return stuck.Load() > 0 })
+	testkit.Eventually(t, 5*time.Second, "the entry failed", func() bool { return stuck.Load() > 0 })
 	publish(t, rdb, cfg.Stream, bets("e", 20)...)
-	eventually(t, 5*time.Second, "the others applied, then idle", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the others applied, then idle", func() bool {
 		st := cfg.Watermark.Status()
 		return applied.Load() == 20 && st.State == readiness.StateIdle && strings.Contains(st.Reason, "retrying 1")
 	})
@@ -306,7 +306,7 @@ func allFailing(err error) scenario {
 			c.ReclaimIdle = time.Minute
 		})
 		publish(t, rdb, cfg.Stream, bets("e", 6)...)
-		eventually(t, 5*time.Second, "failing", func() bool { return cfg.Watermark.Status().State == readiness.StateFailing })
+		testkit.Eventually(t, 5*time.Second, "failing", func() bool { return cfg.Watermark.Status().State == readiness.StateFailing })
 		return s.observe(subject{loop: cfg.Watermark})
 	}
 }
@@ -317,7 +317,7 @@ func badInputOnly(t *testing.T) observation {
 		publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "bad-" + strconv.Itoa(i),
 			"event_type": string(platform.BetSettledConfirmed), "schema_version": "2"})
 	}
-	eventually(t, 5*time.Second, "dead-lettered, progressing", func() bool {
+	testkit.Eventually(t, 5*time.Second, "dead-lettered, progressing", func() bool {
 		n, _ := rdb.XLen(context.Background(), cfg.Stream+":dlq").Result()
 		return n == 6 && cfg.Watermark.Status().State == readiness.StateProgressing
 	})
@@ -328,11 +328,11 @@ func nogroupRecreate(t *testing.T) observation {
 	var applied atomic.Int64
 	rdb, s, cfg := running(t, counting(&applied), nil)
 	publish(t, rdb, cfg.Stream, bets("a", 1)...)
-	eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "applied", func() bool { return applied.Load() == 1 })
 	if err := rdb.XGroupDestroy(context.Background(), cfg.Stream, cfg.Group).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "recreated and replayed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "recreated and replayed", func() bool {
 		st := cfg.Watermark.Status()
 		return applied.Load() >= 2 && st.State == readiness.StateProgressing && strings.Contains(st.Reason, "notice: consumer group vanished")
 	})
@@ -345,7 +345,7 @@ func schemaV3(t *testing.T) observation {
 	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "v3", "event_type": string(platform.BetSettledConfirmed),
 		"schema_version": "3", "brand_id": "3", "occurred_at": "2026-05-15T10:20:30Z", "aggregate_id": "bet-1",
 		"payload": "{}", "a_field_of_version_3": "x"})
-	eventually(t, 5*time.Second, "applied", func() bool {
+	testkit.Eventually(t, 5*time.Second, "applied", func() bool {
 		return applied.Load() == 1 && cfg.Watermark.Status().State == readiness.StateProgressing
 	})
 	return s.observe(subject{loop: cfg.Watermark})
@@ -355,7 +355,7 @@ func sentinelBare(t *testing.T) observation {
 	rdb, s, cfg := running(t, apply, nil)
 	publishRaw(t, rdb, cfg.Stream, map[string]any{"event_id": "sentinel-1",
 		"event_type": string(platform.BrandAwarePublishingBegins), "schema_version": "2"})
-	eventually(t, 5*time.Second, "ignored", func() bool {
+	testkit.Eventually(t, 5*time.Second, "ignored", func() bool {
 		return cfg.Watermark.Status().State == readiness.StateProgressing
 	})
 	return s.observe(subject{loop: cfg.Watermark})

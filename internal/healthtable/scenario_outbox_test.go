@@ -17,6 +17,7 @@ import (
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/outbox/outboxtest"
 	"github.com/headwaylabs/headway/platform"
@@ -150,7 +151,7 @@ func (s *stack) metricSum(name string) float64 {
 // at least one cycle, and published nothing.
 func relayIdle(t *testing.T, wm *readiness.Watermark) {
 	t.Helper()
-	eventually(t, 5*time.Second, "the relay idle", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the relay idle", func() bool {
 		snap := wm.Snapshot()
 		n, known := snap.Backlog, snap.BacklogKnown
 		return known && n == 0 && wm.Status().State == readiness.StateIdle
@@ -175,7 +176,7 @@ func postgresFrozen(t *testing.T) observation {
 	// straight to PostgreSQL.
 	proxy.Freeze()
 	writeOutbox(t, db, w, "e", 5)
-	eventually(t, 15*time.Second, "failing", func() bool { return wm.Status().State == readiness.StateFailing })
+	testkit.Eventually(t, 15*time.Second, "failing", func() bool { return wm.Status().State == readiness.StateFailing })
 	return s.observe(subject{loop: wm})
 }
 
@@ -197,7 +198,7 @@ func relayFailing(t *testing.T) observation {
 	// Nothing was ever published: Redis goes before the rows come.
 	srv.Stop()
 	writeOutbox(t, db, w, "e", 5)
-	eventually(t, 10*time.Second, "failing", func() bool { return wm.Status().State == readiness.StateFailing })
+	testkit.Eventually(t, 10*time.Second, "failing", func() bool { return wm.Status().State == readiness.StateFailing })
 	return s.observe(subject{loop: wm})
 }
 
@@ -225,7 +226,7 @@ func outboxRowParked(t *testing.T) observation {
 		}
 	})
 	defer func() { stop(); wg.Wait() }()
-	eventually(t, 10*time.Second, "the row parked, the others published, progressing", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the row parked, the others published, progressing", func() bool {
 		n, err := rdb.XLen(context.Background(), key).Result()
 		return err == nil && n > 5 && s.metricSum("headway_outbox_parked_rows") == 1 &&
 			wm.Status().State == readiness.StateProgressing

@@ -13,6 +13,7 @@ import (
 
 	"github.com/thejerf/suture/v4"
 
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -169,9 +170,9 @@ func crashLoop(t *testing.T) observation {
 		st, _ := s.tree.Status("worker")
 		return st.State == supervisor.ServiceBackoff
 	}
-	eventually(t, 5*time.Second, "in backoff", inBackoff)
+	testkit.Eventually(t, 5*time.Second, "in backoff", inBackoff)
 	// Held past several liveness windows, the loop is parked, not wedged.
-	eventually(t, 5*time.Second, "the last heartbeat several liveness windows old", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the last heartbeat several liveness windows old", func() bool {
 		snap := w.wm.Snapshot()
 		hb := snap.LastHeartbeat
 		return time.Since(hb) > 3*liveness
@@ -205,7 +206,7 @@ func jobOverdue(t *testing.T) observation {
 	}
 	s.serve()
 	t.Cleanup(func() { close(release) }) // before the stack's cleanup stops the tree
-	eventually(t, 5*time.Second, "overdue", func() bool {
+	testkit.Eventually(t, 5*time.Second, "overdue", func() bool {
 		return started.Load() == 1 && j.Health().Status().State == readiness.StateOverdue
 	})
 	return s.observe(subject{job: j.Health()})
@@ -221,7 +222,7 @@ func jobFailing(t *testing.T) observation {
 		t.Fatal(err)
 	}
 	s.serve()
-	eventually(t, 5*time.Second, "failing", func() bool { return j.Health().Status().State == readiness.StateFailing })
+	testkit.Eventually(t, 5*time.Second, "failing", func() bool { return j.Health().Status().State == readiness.StateFailing })
 	o := s.observe(subject{job: j.Health()})
 	if snap := j.Health().Snapshot(); !snap.LastSuccess.IsZero() {
 		t.Error("a job whose every run fails has a last success")
@@ -236,12 +237,12 @@ func shutdown(t *testing.T) observation {
 	s.add("worker", &loopWorker{wm: s.loop(readiness.WatermarkConfig{Name: "worker"})})
 	s.serve()
 	t.Cleanup(slow.release) // before the stack's cleanup waits for the tree
-	eventually(t, 5*time.Second, "serving", func() bool {
+	testkit.Eventually(t, 5*time.Second, "serving", func() bool {
 		code, _ := s.get("/ready")
 		return closed(slow.running) && code == http.StatusOK
 	})
 	s.cancel()
-	eventually(t, 5*time.Second, "stopping", func() bool {
+	testkit.Eventually(t, 5*time.Second, "stopping", func() bool {
 		return closed(slow.cancelled) && strings.HasPrefix(s.readyBody()["supervisor/"+s.tree.String()], "stopping:")
 	})
 	o := s.observe(subject{tree: true})
@@ -267,12 +268,12 @@ func treeTerminating(t *testing.T) observation {
 	}))
 	s.serve()
 	t.Cleanup(slow.release) // before the stack's cleanup waits for the tree
-	eventually(t, 5*time.Second, "serving", func() bool {
+	testkit.Eventually(t, 5*time.Second, "serving", func() bool {
 		code, _ := s.get("/ready")
 		return closed(slow.running) && code == http.StatusOK
 	})
 	close(quit)
-	eventually(t, 5*time.Second, "stopping", func() bool {
+	testkit.Eventually(t, 5*time.Second, "stopping", func() bool {
 		return closed(slow.cancelled) && strings.HasPrefix(s.readyBody()["supervisor/"+s.tree.String()], "stopping:")
 	})
 	o := s.observe(subject{tree: true})
@@ -293,7 +294,7 @@ func longBackoffLeaving(t *testing.T) observation {
 	w := &loopWorker{wm: s.loop(readiness.WatermarkConfig{Name: "worker", LivenessWindow: liveness})}
 	s.add("worker", w)
 	s.serve()
-	eventually(t, 5*time.Second, "running, progressing", func() bool {
+	testkit.Eventually(t, 5*time.Second, "running, progressing", func() bool {
 		code, _ := s.get("/ready")
 		return code == http.StatusOK && w.wm.Status().State == readiness.StateProgressing
 	})
@@ -304,12 +305,12 @@ func longBackoffLeaving(t *testing.T) observation {
 	t.Cleanup(connect)
 	w.gate.Store(&gate)
 	w.fail(fmt.Errorf("read stream: %w", errRedisDown))
-	eventually(t, 5*time.Second, "in backoff", func() bool {
+	testkit.Eventually(t, 5*time.Second, "in backoff", func() bool {
 		st, _ := s.tree.Status("worker")
 		return st.State == supervisor.ServiceBackoff
 	})
 	w.fail(nil) // Redis is back: the next start succeeds, once connected
-	eventually(t, 10*time.Second, "restarted after the backoff", func() bool { return w.healthy.Load() == 2 })
+	testkit.Eventually(t, 10*time.Second, "restarted after the backoff", func() bool { return w.healthy.Load() == 2 })
 	o := s.observe(subject{loop: w.wm})
 	if snap := w.wm.Snapshot(); time.Since(snap.LastHeartbeat) <= liveness {
 		t.Errorf("the last heartbeat is %v old at the restart, within the liveness window %v: the scenario shows nothing",
@@ -324,7 +325,7 @@ func longBackoffLeaving(t *testing.T) observation {
 
 	// Connected: its first iteration makes it ready; /live never failed.
 	connect()
-	eventually(t, 5*time.Second, "ready after the restart", func() bool {
+	testkit.Eventually(t, 5*time.Second, "ready after the restart", func() bool {
 		code, _ := s.get("/ready")
 		return code == http.StatusOK
 	})

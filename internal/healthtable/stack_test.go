@@ -207,12 +207,6 @@ func (s *stack) readyBody() map[string]string {
 	return body
 }
 
-// eventually polls cond until it holds, or fails the test after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testkit.Eventually(t, within, what, cond)
-}
-
 // envelope returns a valid schema_version 2 event.
 func envelope(id string, typ event.Type, agg string) event.Envelope {
 	return event.Envelope{EventID: id, EventType: typ, SchemaVersion: 2, BrandID: 3,

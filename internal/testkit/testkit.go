@@ -22,6 +22,24 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
+// EventuallyState is Eventually for a condition that describes what it
+// saw: when within passes first, the failure shows cond's last
+// description.
+func EventuallyState(t testing.TB, within time.Duration, cond func() (ok bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %s", within, state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // FakeClock is a manual clock, safe for concurrent use. It starts at
 // 2026-05-15 12:00 UTC.
 type FakeClock struct {
