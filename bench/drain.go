@@ -46,14 +46,14 @@ func (b *bench) drainSection(ctx context.Context) error {
 		applied_at   timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return err
 	}
-	inbox, err := dedup.NewPostgres(b.pool, dedup.PostgresConfig{})
+	inbox, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: b.pool})
 	if err != nil {
 		return err
 	}
 	if err := inbox.Migrate(ctx); err != nil {
 		return err
 	}
-	redisDedup, err := dedup.NewRedis(b.rdb, dedup.RedisConfig{Prefix: b.prefix + "dedup:"})
+	redisDedup, err := dedup.NewRedis(dedup.RedisConfig{Client: b.rdb, Prefix: b.prefix + "dedup:"})
 	if err != nil {
 		return err
 	}

@@ -342,7 +342,7 @@ func (b *bench) e2eSection(ctx context.Context) error {
 
 // migrateOutbox creates the default outbox table.
 func migrateOutbox(ctx context.Context, pool *pgxpool.Pool) error {
-	s, err := outbox.NewPostgresStore(pool, "")
+	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ import (
 func TestBadInputCatalogue(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func BenchmarkDrain(b *testing.B) {
 		base := fmt.Sprintf("%sbench%d:", prefix, i)
 		raw += drainRaw(b, rdb, prefill(b, rdb, base+"raw:"+event.StreamKey("wallet"), n), n)
 		plain += drainHeadway(b, rdb, prefill(b, rdb, base+"hw:"+event.StreamKey("wallet"), n), n, nil)
-		store, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: base + "dedup:"})
+		store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: base + "dedup:"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -40,7 +40,7 @@ func TestClusterCoreCases(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{})
+	store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb})
 	if err != nil {
 		t.Fatal(err)
 	}

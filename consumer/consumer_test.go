@@ -292,7 +292,7 @@ func TestUnhandledIgnoredAndTargetMismatch(t *testing.T) {
 func TestDuplicatesRunOnce(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func (p perEvent) Process(ctx context.Context, k dedup.Key, fn dedup.Func) (dedu
 func TestFailedEventWithDedupRunsAgain(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	store, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	store, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"})
 	var calls atomic.Int32
 	handler := func(ctx context.Context, m *consumer.Message) error {
 		if calls.Add(1) == 1 {
@@ -684,9 +684,9 @@ func TestReclaimRunsUnderSteadyLoad(t *testing.T) {
 func TestDedupLeaseRenewedWhileRunning(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	storeCfg := dedup.RedisConfig{Prefix: prefix + "dedup:", LeaseTTL: 300 * time.Millisecond}
-	store, _ := dedup.NewRedis(rdb, storeCfg)
-	other, _ := dedup.NewRedis(rdb, storeCfg) // another process's store
+	storeCfg := dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:", LeaseTTL: 300 * time.Millisecond}
+	store, _ := dedup.NewRedis(storeCfg)
+	other, _ := dedup.NewRedis(storeCfg) // another process's store
 	running := make(chan struct{})
 	release := make(chan struct{})
 	handler := func(ctx context.Context, m *consumer.Message) error {

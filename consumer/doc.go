@@ -15,7 +15,7 @@
 //			platform.BetRolledBackConfirmed: rollBack,
 //		},
 //		Guard:      guard,       // brandguard, mode from MULTI_BRAND_ENFORCEMENT
-//		Dedup:      store,       // dedup.NewRedis(rdb, …) or an inbox store
+//		Dedup:      store,       // dedup.NewRedis(…) or an inbox store
 //		Registerer: reg,
 //		Logger:     log,
 //	})

@@ -56,7 +56,7 @@ func Example_supervised() {
 	if err != nil {
 		panic(err)
 	}
-	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: stream + ":dedup:"})
+	store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: stream + ":dedup:"})
 	if err != nil {
 		panic(err)
 	}

@@ -118,7 +118,7 @@ func (s *failingStore) Process(ctx context.Context, key dedup.Key, fn dedup.Func
 func TestStoreOutageDoesNotSpendDeliveries(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	inner, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	inner, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 func TestPostgresInboxExactlyOnceEffect(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
-	store, err := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
+	store, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func inboxWithBalance(t *testing.T) (*pgtest.DB, *dedup.PostgresStore) {
 	t.Helper()
 	db := pgtest.New(t)
 	ctx := context.Background()
-	store, err := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
+	store, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}

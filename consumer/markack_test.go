@@ -68,7 +68,7 @@ func TestDoneMarkWrittenBeforeAcknowledgement(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := &commandLog{slowEval: 200 * time.Millisecond}
 	rdb.AddHook(onCommand(log.process))
-	store, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	store, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"})
 	handler := func(context.Context, *consumer.Message) error { log.armed.Store(true); return nil }
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
 	cfg.Dedup = store
@@ -103,8 +103,8 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	log := &commandLog{}
 	log.failAck.Store(true)
 	rdb.AddHook(onCommand(log.process))
-	dcfg := dedup.RedisConfig{Prefix: prefix + "dedup:"}
-	store, _ := dedup.NewRedis(rdb, dcfg)
+	dcfg := dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"}
+	store, _ := dedup.NewRedis(dcfg)
 	var runs atomic.Int32
 	handler := func(context.Context, *consumer.Message) error { runs.Add(1); log.armed.Store(true); return nil }
 	cfg := fastConfig(rdb, stream, handlersFor(handler))
@@ -123,7 +123,7 @@ func TestCrashBetweenMarkAndAck(t *testing.T) {
 	if first.pending() != 1 {
 		t.Fatalf("pending = %d after the failed XACK, want 1", first.pending())
 	}
-	store2, _ := dedup.NewRedis(base, dcfg) // the restarted process
+	store2, _ := dedup.NewRedis(dedup.RedisConfig{Client: base, Prefix: dcfg.Prefix}) // the restarted process
 	cfg2 := fastConfig(base, stream, handlersFor(handler))
 	cfg2.Dedup = store2
 	h := start(t, cfg2)

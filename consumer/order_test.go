@@ -26,9 +26,9 @@ func TestBusyLeaseHoldsItsAggregate(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
 	ctx := context.Background()
-	storeCfg := dedup.RedisConfig{Prefix: prefix + "dedup:"}
-	store, _ := dedup.NewRedis(rdb, storeCfg)
-	dead, _ := dedup.NewRedis(rdb, storeCfg) // the killed process's store, its lease still live
+	storeCfg := dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"}
+	store, _ := dedup.NewRedis(storeCfg)
+	dead, _ := dedup.NewRedis(storeCfg) // the killed process's store, its lease still live
 	a1 := dedup.Key{Scope: "rolling_service", EventID: "a1"}
 	out := make([]dedup.Outcome, 1)
 	if err := dead.Claim(ctx, []dedup.Key{a1}, out); err != nil || out[0] != dedup.Processed {
@@ -84,9 +84,9 @@ func TestBusyLeaseHoldsItsAggregateAcrossReclaimPages(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
 	ctx := context.Background()
-	storeCfg := dedup.RedisConfig{Prefix: prefix + "dedup:"}
-	store, _ := dedup.NewRedis(rdb, storeCfg)
-	dead, _ := dedup.NewRedis(rdb, storeCfg)
+	storeCfg := dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"}
+	store, _ := dedup.NewRedis(storeCfg)
+	dead, _ := dedup.NewRedis(storeCfg)
 	a1 := dedup.Key{Scope: "rolling_service", EventID: "a1"}
 	out := make([]dedup.Outcome, 1)
 	if err := dead.Claim(ctx, []dedup.Key{a1}, out); err != nil || out[0] != dedup.Processed {

@@ -50,12 +50,12 @@ func TestBatchRunsWithoutWaitingForTheNextRead(t *testing.T) {
 func TestCancelLeavesBatchesBehindTheRunningOnePending(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	stream := walletStream(prefix)
-	dcfg := dedup.RedisConfig{Prefix: prefix + "dedup:"}
-	store, err := dedup.NewRedis(rdb, dcfg)
+	dcfg := dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"}
+	store, err := dedup.NewRedis(dcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := dedup.NewRedis(rdb, dcfg)
+	other, _ := dedup.NewRedis(dcfg)
 	started := make(chan struct{}, 10)
 	release := make(chan struct{})
 	rec := newRecorder()

@@ -44,7 +44,7 @@
 // mark. Writes made elsewhere (another connection, Redis, an HTTP call)
 // are not part of it and can happen twice.
 //
-//	inbox, err := dedup.NewPostgres(pool, dedup.PostgresConfig{}) // table "headway_inbox"
+//	inbox, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: pool}) // table "headway_inbox"
 //	if err != nil { ... }
 //	if err := inbox.Migrate(ctx); err != nil { ... } // once at start-up; idempotent
 //

@@ -15,6 +15,8 @@ import (
 
 // PostgresConfig configures a [PostgresStore]. The zero value is valid.
 type PostgresConfig struct {
+	// Pool is the database's connection pool. Required.
+	Pool *pgxpool.Pool
 	// Table is the inbox table: a plain SQL identifier (letters, digits and
 	// underscores, not starting with a digit, at most 63 bytes), optionally
 	// qualified by a schema ("app.inbox"). It is folded to lower case, as
@@ -35,9 +37,12 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_
 // maxIdentLen is PostgreSQL's NAMEDATALEN-1: longer names are truncated.
 const maxIdentLen = 63
 
-// Validate reports a Table that is not a plain, optionally
-// schema-qualified, SQL identifier.
+// Validate reports a missing Pool, and a Table that is not a plain,
+// optionally schema-qualified, SQL identifier.
 func (c PostgresConfig) Validate() error {
+	if c.Pool == nil {
+		return errors.New("dedup: nil PostgreSQL pool")
+	}
 	if c.Table == "" {
 		return nil
 	}
@@ -96,13 +101,10 @@ const migrateLockID int64 = 0x6865616477617901
 const settleTimeout = 15 * time.Second
 
 // NewPostgres returns a PostgresStore whose inbox table is cfg.Table in the
-// database of pool. Defaults: Table "headway_inbox". It does not touch the
+// database of cfg.Pool. It does not touch the
 // database; call [PostgresStore.Migrate] (or create the table yourself, see
 // Migrate) before the first Process.
-func NewPostgres(pool *pgxpool.Pool, cfg PostgresConfig) (*PostgresStore, error) {
-	if pool == nil {
-		return nil, errors.New("dedup: nil PostgreSQL pool")
-	}
+func NewPostgres(cfg PostgresConfig) (*PostgresStore, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -122,7 +124,7 @@ func NewPostgres(pool *pgxpool.Pool, cfg PostgresConfig) (*PostgresStore, error)
 	}
 	index := pgx.Identifier{base + suffix}.Sanitize()
 	return &PostgresStore{
-		pool:  pool,
+		pool:  cfg.Pool,
 		table: table,
 		createSQL: `CREATE TABLE IF NOT EXISTS ` + table + ` (
 	scope        text        NOT NULL,

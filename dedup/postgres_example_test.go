@@ -22,7 +22,7 @@ func ExampleTx() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	inbox, err := dedup.NewPostgres(pool, dedup.PostgresConfig{})
+	inbox, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: pool})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func ExamplePostgresStore_Prune() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	inbox, _ := dedup.NewPostgres(pool, dedup.PostgresConfig{Table: "billing.inbox"})
+	inbox, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: pool, Table: "billing.inbox"})
 	deleted, err := inbox.Prune(ctx, 14*24*time.Hour, 1000)
 	log.Println(deleted, err)
 }

@@ -22,7 +22,8 @@ import (
 func newPostgresStore(t *testing.T, cfg dedup.PostgresConfig) (*dedup.PostgresStore, *pgtest.DB) {
 	t.Helper()
 	db := pgtest.New(t)
-	s, err := dedup.NewPostgres(db.Pool, cfg)
+	cfg.Pool = db.Pool
+	s, err := dedup.NewPostgres(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +207,8 @@ func TestPostgresMigrateTwiceAndConcurrently(t *testing.T) {
 	for range 4 {
 		db := pgtest.New(t)
 		ctx := testCtx(t)
-		a, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
-		b, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
+		a, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool})
+		b, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool})
 		start := make(chan struct{})
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
@@ -255,12 +256,12 @@ func TestPostgresConfigTable(t *testing.T) {
 		{".inbox", false},
 		{"inbøx", false},
 	} {
-		_, err := dedup.NewPostgres(&pgxpool.Pool{}, dedup.PostgresConfig{Table: tc.table})
+		_, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: &pgxpool.Pool{}, Table: tc.table})
 		if (err == nil) != tc.valid {
 			t.Errorf("Table %q: %v; valid=%v", tc.table, err, tc.valid)
 		}
 	}
-	if _, err := dedup.NewPostgres(nil, dedup.PostgresConfig{}); err == nil {
+	if _, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: nil}); err == nil {
 		t.Error("nil pool accepted")
 	}
 }
@@ -280,7 +281,7 @@ func TestPostgresTableNames(t *testing.T) {
 		{"order", db.Schema, "order"},
 		{strings.Repeat("y", 63), db.Schema, strings.Repeat("y", 63)},
 	} {
-		s, err := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{Table: tc.table})
+		s, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool, Table: tc.table})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -366,7 +367,7 @@ func TestPostgresPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s, err := dedup.NewPostgres(pool, dedup.PostgresConfig{})
+	s, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +429,7 @@ func TestPostgresStoreErrorsWrapErrStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		closed, _ := dedup.NewPostgres(pool, dedup.PostgresConfig{})
+		closed, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: pool})
 		pool.Close()
 		if o, err := closed.Process(ctx, k, fn); o != 0 || !errors.Is(err, dedup.ErrStore) || ran {
 			t.Fatalf("Process: %v, %v, ran=%v; want 0, ErrStore, not run", o, err, ran)
@@ -442,7 +443,7 @@ func TestPostgresStoreErrorsWrapErrStore(t *testing.T) {
 	})
 
 	t.Run("MissingTable", func(t *testing.T) {
-		missing, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{Table: "not_migrated"})
+		missing, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool, Table: "not_migrated"})
 		if o, err := missing.Process(ctx, k, fn); o != 0 || !errors.Is(err, dedup.ErrStore) || ran {
 			t.Fatalf("%v, %v, ran=%v; want 0, ErrStore, not run", o, err, ran)
 		}
@@ -510,7 +511,7 @@ func TestPostgresStoreErrorsWrapErrStore(t *testing.T) {
 	})
 
 	t.Run("InvalidKey", func(t *testing.T) {
-		closedPool, _ := dedup.NewPostgres(&pgxpool.Pool{}, dedup.PostgresConfig{})
+		closedPool, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: &pgxpool.Pool{}})
 		// A zero pool would panic if touched: an invalid key must not be.
 		if _, err := closedPool.Process(ctx, dedup.Key{Scope: "g"}, fn); !errors.Is(err, dedup.ErrInvalidKey) {
 			t.Fatalf("%v, want ErrInvalidKey", err)

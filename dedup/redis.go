@@ -15,6 +15,8 @@ import (
 
 // RedisConfig configures a [RedisStore]. The zero value is valid.
 type RedisConfig struct {
+	// Client is the Redis connection (a cluster client works). Required.
+	Client redis.UniversalClient
 	// Prefix of every key; an event's key is Prefix + "{" + Scope + "}:" +
 	// EventID, a batch's is Prefix + "{" + Scope + "}#b:" + its id. The
 	// braces are a Redis Cluster hash tag: the keys of one scope share a
@@ -40,8 +42,11 @@ const (
 	DefaultDoneTTL     = 7 * 24 * time.Hour
 )
 
-// Validate reports negative durations.
+// Validate reports a missing Client and negative durations.
 func (c RedisConfig) Validate() error {
+	if c.Client == nil {
+		return errors.New("dedup: nil Redis client")
+	}
 	if c.LeaseTTL < 0 || c.DoneTTL < 0 {
 		return errors.New("dedup: negative LeaseTTL or DoneTTL")
 	}
@@ -186,16 +191,13 @@ return n`
 // releaseScript drops a batch key if it still holds this store's token.
 const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
 
-// NewRedis returns a RedisStore over rdb. Defaults: Prefix
-// "headway:dedup:", LeaseTTL 1 minute, DoneTTL 7 days.
-func NewRedis(rdb redis.UniversalClient, cfg RedisConfig) (*RedisStore, error) {
-	if rdb == nil {
-		return nil, errors.New("dedup: nil Redis client")
-	}
+// NewRedis returns a RedisStore on cfg.Client, with the defaults of
+// [RedisConfig].
+func NewRedis(cfg RedisConfig) (*RedisStore, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &RedisStore{rdb: rdb, prefix: cfg.Prefix, lease: cfg.LeaseTTL, done: cfg.DoneTTL,
+	s := &RedisStore{rdb: cfg.Client, prefix: cfg.Prefix, lease: cfg.LeaseTTL, done: cfg.DoneTTL,
 		claimScript: redis.NewScript(claimScript), settleScript: redis.NewScript(settleScript),
 		markScript: redis.NewScript(markScript), extendScript: redis.NewScript(extendScript),
 		releaseScript: redis.NewScript(releaseScript),

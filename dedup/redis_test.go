@@ -16,8 +16,8 @@ import (
 func newRedisStore(t *testing.T, cfg dedup.RedisConfig) *dedup.RedisStore {
 	t.Helper()
 	rdb, prefix := redistest.Client(t)
-	cfg.Prefix = prefix + "dedup:"
-	s, err := dedup.NewRedis(rdb, cfg)
+	cfg.Client, cfg.Prefix = rdb, prefix+"dedup:"
+	s, err := dedup.NewRedis(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,9 +59,9 @@ func TestRedisLeaseExpires(t *testing.T) {
 // another must not delete the other's lease when its handler fails.
 func TestRedisReleaseOnlyOwnLease(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	cfg := dedup.RedisConfig{Prefix: prefix, LeaseTTL: time.Minute}
-	a, _ := dedup.NewRedis(rdb, cfg)
-	b, _ := dedup.NewRedis(rdb, cfg)
+	cfg := dedup.RedisConfig{Client: rdb, Prefix: prefix, LeaseTTL: time.Minute}
+	a, _ := dedup.NewRedis(cfg)
+	b, _ := dedup.NewRedis(cfg)
 	ctx := context.Background()
 	k := dedup.Key{Scope: "g", EventID: "e1"}
 	out := make([]dedup.Outcome, 1)
@@ -78,7 +78,7 @@ func TestRedisReleaseOnlyOwnLease(t *testing.T) {
 
 func TestRedisStoreErrorsWrapErrStore(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	s, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
+	s, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	ran := false
@@ -86,19 +86,19 @@ func TestRedisStoreErrorsWrapErrStore(t *testing.T) {
 	if !errors.Is(err, dedup.ErrStore) || ran {
 		t.Fatalf("claim on a cancelled context: %v ran=%v; want ErrStore and no run", err, ran)
 	}
-	if _, err := dedup.NewRedis(rdb, dedup.RedisConfig{LeaseTTL: -1}); err == nil {
+	if _, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, LeaseTTL: -1}); err == nil {
 		t.Error("negative LeaseTTL accepted")
 	}
-	if _, err := dedup.NewRedis(nil, dedup.RedisConfig{}); err == nil {
+	if _, err := dedup.NewRedis(dedup.RedisConfig{Client: nil}); err == nil {
 		t.Error("nil client accepted")
 	}
 }
 
 func TestRedisExtendKeepsLease(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	cfg := dedup.RedisConfig{Prefix: prefix, LeaseTTL: 200 * time.Millisecond}
-	a, _ := dedup.NewRedis(rdb, cfg)
-	b, _ := dedup.NewRedis(rdb, cfg)
+	cfg := dedup.RedisConfig{Client: rdb, Prefix: prefix, LeaseTTL: 200 * time.Millisecond}
+	a, _ := dedup.NewRedis(cfg)
+	b, _ := dedup.NewRedis(cfg)
 	ctx := context.Background()
 	k := []dedup.Key{{Scope: "g", EventID: "long"}}
 	out := make([]dedup.Outcome, 1)
@@ -147,8 +147,8 @@ func keysOf(scope string, ids ...string) []dedup.Key {
 // that holds "D", and all carry DoneTTL.
 func TestRedisBatchLayout(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	cfg := dedup.RedisConfig{Prefix: prefix, DoneTTL: time.Hour}
-	s, _ := dedup.NewRedis(rdb, cfg)
+	cfg := dedup.RedisConfig{Client: rdb, Prefix: prefix, DoneTTL: time.Hour}
+	s, _ := dedup.NewRedis(cfg)
 	ctx := context.Background()
 	keys := keysOf("g", "e1", "e2", "e3")
 	claimAll(t, s, keys...)
@@ -181,7 +181,7 @@ func TestRedisBatchLayout(t *testing.T) {
 		t.Errorf("batch key TTL %v, want DoneTTL", ttl)
 	}
 	// Another store sees them done.
-	other, _ := dedup.NewRedis(rdb, cfg)
+	other, _ := dedup.NewRedis(cfg)
 	for i, o := range claimAll(t, other, keys...) {
 		if o != dedup.Duplicate {
 			t.Errorf("%s: %v, want duplicate", keys[i].EventID, o)
@@ -194,9 +194,9 @@ func TestRedisBatchLayout(t *testing.T) {
 // failed key is claimable again at once.
 func TestRedisPartialSettle(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	cfg := dedup.RedisConfig{Prefix: prefix}
-	a, _ := dedup.NewRedis(rdb, cfg)
-	b, _ := dedup.NewRedis(rdb, cfg)
+	cfg := dedup.RedisConfig{Client: rdb, Prefix: prefix}
+	a, _ := dedup.NewRedis(cfg)
+	b, _ := dedup.NewRedis(cfg)
 	ctx := context.Background()
 	k := keysOf("g", "a", "b", "c", "d", "e")
 	claimAll(t, a, k...)
@@ -223,9 +223,9 @@ func TestRedisPartialSettle(t *testing.T) {
 // leaves nothing leased.
 func TestRedisFailedBatchIsFreeAtOnce(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	cfg := dedup.RedisConfig{Prefix: prefix}
-	a, _ := dedup.NewRedis(rdb, cfg)
-	b, _ := dedup.NewRedis(rdb, cfg)
+	cfg := dedup.RedisConfig{Client: rdb, Prefix: prefix}
+	a, _ := dedup.NewRedis(cfg)
+	b, _ := dedup.NewRedis(cfg)
 	k := keysOf("g", "x", "y")
 	claimAll(t, a, k...)
 	if err := a.Settle(context.Background(), nil, k); err != nil {
@@ -242,10 +242,10 @@ func TestRedisFailedBatchIsFreeAtOnce(t *testing.T) {
 // handler did succeed), never free.
 func TestRedisSettleAfterTakeover(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	short := dedup.RedisConfig{Prefix: prefix, LeaseTTL: 50 * time.Millisecond}
-	a, _ := dedup.NewRedis(rdb, short)
-	b, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
-	c, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
+	short := dedup.RedisConfig{Client: rdb, Prefix: prefix, LeaseTTL: 50 * time.Millisecond}
+	a, _ := dedup.NewRedis(short)
+	b, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix})
+	c, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix})
 	k := keysOf("g", "p", "q")
 	claimAll(t, a, k...)
 	testkit.Eventually(t, 5*time.Second, "a's lease expires and b takes both keys", func() bool {
@@ -263,7 +263,7 @@ func TestRedisSettleAfterTakeover(t *testing.T) {
 // done, "L:<token>" while leased) keep their meaning.
 func TestRedisEarlierFormat(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	s, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix})
+	s, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix})
 	ctx := context.Background()
 	rdb.Set(ctx, prefix+"{g}:old-done", "D", time.Minute)
 	rdb.Set(ctx, prefix+"{g}:old-lease", "L:0123456789abcdef01234567", time.Minute)
@@ -296,14 +296,14 @@ func TestRedisStoreOnCluster(t *testing.T) {
 	n := 0
 	deduptest.Run(t, func(t *testing.T) dedup.Store {
 		n++
-		s, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: fmt.Sprintf("conf%d:", n)})
+		s, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: fmt.Sprintf("conf%d:", n)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	})
-	a, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: "layout:"})
-	b, _ := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: "layout:"})
+	a, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: "layout:"})
+	b, _ := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: "layout:"})
 	ctx := context.Background()
 	var keys []dedup.Key
 	for _, scope := range []string{"rolling_service", "promotion_service", "g3", "g4"} {

@@ -11,7 +11,7 @@ import (
 func TestPostgresStoreConformance(t *testing.T) {
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		db := migrated(t)
-		s, err := outbox.NewPostgresStore(db.Pool, "")
+		s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,7 +26,7 @@ func TestMetricsLint(t *testing.T) {
 	writeEvents(t, db, w, "lint", 3, 3)
 	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, Registerer: reg, PollInterval: 20 * time.Millisecond,
 		InfoInterval: 20 * time.Millisecond})
-	store, err := outbox.NewPostgresStore(db.Pool, "")
+	store, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestObserverMeasuresWithoutARelay(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
 	writeEvents(t, db, w, "waiting", 7, 3)
-	store, err := outbox.NewPostgresStore(db.Pool, "")
+	store, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,19 +28,39 @@ type PostgresStore struct {
 
 var _ Store = (*PostgresStore)(nil)
 
-// NewPostgresStore returns the store of table (default DefaultTable) in
-// pool's database. The table must exist (see [PostgresStore.Migrate]).
-func NewPostgresStore(pool *pgxpool.Pool, table string) (*PostgresStore, error) {
-	if pool == nil {
-		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
+// PostgresConfig configures a [PostgresStore]. Pool is required.
+type PostgresConfig struct {
+	// Pool is the database's connection pool.
+	Pool *pgxpool.Pool
+	// Table is the outbox table, a name [ValidTableName] accepts. Default
+	// [DefaultTable].
+	Table string
+}
+
+// Validate reports a nil Pool and an invalid Table, wrapping
+// [ErrInvalidConfig].
+func (c PostgresConfig) Validate() error {
+	if c.Pool == nil {
+		return fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
+	if c.Table != "" && !ValidTableName(c.Table) {
+		return fmt.Errorf("%w: table name %q", ErrInvalidConfig, c.Table)
+	}
+	return nil
+}
+
+// NewPostgresStore returns the store of cfg.Table in cfg.Pool's database.
+// It does not touch the database: call [PostgresStore.Migrate] (or create
+// the table yourself) before the first claim.
+func NewPostgresStore(cfg PostgresConfig) (*PostgresStore, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	table := cfg.Table
 	if table == "" {
 		table = DefaultTable
 	}
-	if !ValidTableName(table) {
-		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, table)
-	}
-	return &PostgresStore{pool: pool, table: table, held: map[*pgClaim]struct{}{}}, nil
+	return &PostgresStore{pool: cfg.Pool, table: table, held: map[*pgClaim]struct{}{}}, nil
 }
 
 // Table returns the outbox table name.

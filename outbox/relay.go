@@ -137,7 +137,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	}
 	store := cfg.Store
 	if store == nil {
-		if store, err = NewPostgresStore(cfg.Pool, cfg.Table); err != nil {
+		if store, err = NewPostgresStore(PostgresConfig{Pool: cfg.Pool, Table: cfg.Table}); err != nil {
 			return nil, err
 		}
 	}

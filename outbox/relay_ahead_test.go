@@ -169,7 +169,7 @@ func newAheadFixture(t *testing.T, rows int, hook *pipeHook) *aheadFixture {
 	for i := 0; i < rows; i += 50 {
 		f.ids = append(f.ids, writeEvents(t, db, w, fmt.Sprintf("t%d", i/50), min(50, rows-i), 3)...)
 	}
-	pg, err := outbox.NewPostgresStore(db.Pool, "")
+	pg, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestPostgresStoreClaimBesideHeldClaim(t *testing.T) {
 	db := migrated(t)
 	ctx := context.Background()
 	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
-	store, err := outbox.NewPostgresStore(db.Pool, "")
+	store, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}

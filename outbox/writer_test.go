@@ -34,7 +34,7 @@ func migrated(t *testing.T) *pgtest.DB {
 // migrateOutbox creates the default outbox table in pool's database.
 func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
 	tb.Helper()
-	s, err := outbox.NewPostgresStore(pool, "")
+	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
 	if err == nil {
 		err = s.Migrate(context.Background())
 	}
@@ -60,7 +60,7 @@ func count(t *testing.T, db *pgtest.DB, where string) int {
 
 func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	db := pgtest.New(t)
-	store, err := outbox.NewPostgresStore(db.Pool, "")
+	store, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	if n != 2 || distinct != 2 {
 		t.Fatalf("%d migrations recorded (%d distinct); want each of the 2 once", n, distinct)
 	}
-	if _, err := outbox.NewPostgresStore(db.Pool, "Bad-Name"); !errors.Is(err, outbox.ErrInvalidConfig) {
+	if _, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool, Table: "Bad-Name"}); !errors.Is(err, outbox.ErrInvalidConfig) {
 		t.Fatalf("bad table name: %v", err)
 	}
 }

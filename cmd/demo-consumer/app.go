@@ -122,7 +122,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	// The two consumers of the wallet stream, each with its projection.
-	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{})
+	store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb})
 	if err != nil {
 		return err
 	}

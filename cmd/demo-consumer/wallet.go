@@ -93,7 +93,10 @@ func openSQLiteWallet(ctx context.Context, path string, w *outbox.Writer) (*sqli
 	if err != nil {
 		return nil, err
 	}
-	s, err := sqliteoutbox.New(ctx, db, sqliteoutbox.Config{})
+	s, err := sqliteoutbox.New(sqliteoutbox.Config{DB: db})
+	if err == nil {
+		err = s.Migrate(ctx)
+	}
 	if err == nil {
 		_, err = db.ExecContext(ctx, walletSchema)
 	}
@@ -170,7 +173,7 @@ func openPGWallet(ctx context.Context, url string, w *outbox.Writer) (*pgWallet,
 	if err != nil {
 		return nil, err
 	}
-	s, err := outbox.NewPostgresStore(pool, "")
+	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
 	if err == nil {
 		err = s.Migrate(ctx)
 	}

@@ -252,14 +252,14 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 // CHECK the SQL fault violates).
 func migrate(t *testing.T, ctx context.Context, db *pgtest.DB) {
 	t.Helper()
-	store, err := outbox.NewPostgresStore(db.Pool, "")
+	store, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
 	if err == nil {
 		err = store.Migrate(ctx)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	inbox, _ := dedup.NewPostgres(db.Pool, dedup.PostgresConfig{})
+	inbox, _ := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool})
 	if err := inbox.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}

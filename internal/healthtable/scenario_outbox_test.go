@@ -237,7 +237,7 @@ func outboxRowParked(t *testing.T) observation {
 // migrateOutbox creates the default outbox table in pool's database.
 func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
 	tb.Helper()
-	s, err := outbox.NewPostgresStore(pool, "")
+	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
 	if err == nil {
 		err = s.Migrate(context.Background())
 	}

@@ -18,7 +18,10 @@ func TestSQLiteStoreConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = db.Close() })
-		s, err := sqliteoutbox.New(context.Background(), db, sqliteoutbox.Config{})
+		s, err := sqliteoutbox.New(sqliteoutbox.Config{DB: db})
+		if err == nil {
+			err = s.Migrate(context.Background())
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,8 @@
 // [outbox.Writer] (catalog, encoding, owner brand).
 //
 //	db, err := sqliteoutbox.Open(filepath.Join(dir, "outbox.db"))
-//	store, err := sqliteoutbox.New(ctx, db, sqliteoutbox.Config{})
+//	store, err := sqliteoutbox.New(sqliteoutbox.Config{DB: db})
+//	err = store.Migrate(ctx) // once at start-up; idempotent
 //	w := sqliteoutbox.NewWriter(outboxWriter, store)
 //	tx, err := db.BeginTx(ctx, nil)
 //	// … business writes in tx …

@@ -56,8 +56,10 @@ func Open(path string) (*sql.DB, error) {
 	return db, nil
 }
 
-// Config configures a [Store]. The zero value is valid.
+// Config configures a [Store]. DB is required.
 type Config struct {
+	// DB is the SQLite database, as [Open] returns it.
+	DB *sql.DB
 	// Table is the outbox table, a name outbox.ValidTableName accepts.
 	// Default outbox.DefaultTable.
 	Table string
@@ -87,17 +89,26 @@ type Store struct {
 
 var _ outbox.Store = (*Store)(nil)
 
-// New applies the embedded migrations to db (idempotent, each once,
-// recorded in <table>_migrations) and returns the store of the table.
-func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
-	if db == nil {
-		return nil, fmt.Errorf("%w: nil database", ErrInvalidConfig)
+// Validate reports a nil DB and an invalid Table, wrapping
+// [ErrInvalidConfig].
+func (c Config) Validate() error {
+	if c.DB == nil {
+		return fmt.Errorf("%w: nil database", ErrInvalidConfig)
+	}
+	if c.Table != "" && !outbox.ValidTableName(c.Table) {
+		return fmt.Errorf("%w: table name %q", ErrInvalidConfig, c.Table)
+	}
+	return nil
+}
+
+// New returns the store of cfg.Table in cfg.DB. It does not touch the
+// database: call [Store.Migrate] before the first claim.
+func New(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Table == "" {
 		cfg.Table = outbox.DefaultTable
-	}
-	if !outbox.ValidTableName(cfg.Table) {
-		return nil, fmt.Errorf("%w: table name %q", ErrInvalidConfig, cfg.Table)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -105,14 +116,12 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = time.Minute
 	}
-	s := &Store{db: db, table: cfg.Table, now: cfg.Now, lease: cfg.LeaseTTL, wake: make(chan struct{})}
-	if err := s.migrate(ctx); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return &Store{db: cfg.DB, table: cfg.Table, now: cfg.Now, lease: cfg.LeaseTTL, wake: make(chan struct{})}, nil
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+// Migrate applies the embedded migrations to the store's table, each
+// once, recorded in <table>_migrations. It is idempotent.
+func (s *Store) Migrate(ctx context.Context) error {
 	files, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return err

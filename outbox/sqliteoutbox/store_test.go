@@ -43,7 +43,11 @@ func newFixture(t *testing.T, prefix string, cfg sqliteoutbox.Config) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	store, err := sqliteoutbox.New(context.Background(), db, cfg)
+	cfg.DB = db
+	store, err := sqliteoutbox.New(cfg)
+	if err == nil {
+		err = store.Migrate(context.Background())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +277,7 @@ func TestSQLitePruneAndMigrateTwice(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	clock := testkit.NewClock()
 	f := newFixture(t, prefix, sqliteoutbox.Config{Now: clock.Now})
-	if _, err := sqliteoutbox.New(context.Background(), f.db, sqliteoutbox.Config{}); err != nil {
+	if err := f.store.Migrate(context.Background()); err != nil {
 		t.Fatalf("second migration: %v", err)
 	}
 	f.write(t, "old", 25, 3)
@@ -351,7 +355,10 @@ func TestPlainDSNStillPublishesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	store, err := sqliteoutbox.New(context.Background(), db, sqliteoutbox.Config{})
+	store, err := sqliteoutbox.New(sqliteoutbox.Config{DB: db})
+	if err == nil {
+		err = store.Migrate(context.Background())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ var errTransient = errors.New("chaos: transient failure after the write")
 // newConsumer applies BET_SETTLED_CONFIRMED through the PostgreSQL inbox:
 // the handler's writes and the inbox mark commit together.
 func newConsumer(pool *pgxpool.Pool, rdb redis.UniversalClient, o options, wm *readiness.Watermark, log *slog.Logger) (*consumer.Consumer, error) {
-	inbox, err := dedup.NewPostgres(pool, dedup.PostgresConfig{})
+	inbox, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: pool})
 	if err != nil {
 		return nil, err
 	}

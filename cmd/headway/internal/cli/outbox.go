@@ -102,7 +102,7 @@ func (a *app) store(ctx context.Context, pf *pgFlags) (*outbox.PostgresStore, fu
 	if err != nil {
 		return nil, nil, &dbError{err: err, raw: raw}
 	}
-	s, err := outbox.NewPostgresStore(pool, pf.table)
+	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool, Table: pf.table})
 	if err != nil {
 		pool.Close()
 		return nil, nil, usagef("bad --table %q: a plain lower-case SQL identifier", pf.table)

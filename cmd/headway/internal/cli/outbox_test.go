@@ -119,7 +119,7 @@ func TestOutboxUsageErrors(t *testing.T) {
 // migrateOutbox creates the default outbox table in pool's database.
 func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
 	tb.Helper()
-	s, err := outbox.NewPostgresStore(pool, "")
+	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
 	if err == nil {
 		err = s.Migrate(context.Background())
 	}

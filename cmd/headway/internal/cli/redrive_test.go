@@ -35,7 +35,7 @@ type redriveOutput struct {
 func startConsumer(t *testing.T, rdb redis.UniversalClient, prefix string, h consumer.Handler) {
 	t.Helper()
 	stream, _ := walletKeys(prefix)
-	store, err := dedup.NewRedis(rdb, dedup.RedisConfig{Prefix: prefix + "dedup:"})
+	store, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix + "dedup:"})
 	if err != nil {
 		t.Fatal(err)
 	}
