@@ -65,6 +65,18 @@ type ObserverConfig struct {
 	Logger *slog.Logger
 }
 
+// Validate reports a nil Store and negative durations, wrapping
+// [ErrInvalidConfig].
+func (c ObserverConfig) Validate() error {
+	if c.Store == nil {
+		return fmt.Errorf("%w: Store is nil", ErrInvalidConfig)
+	}
+	if c.Interval < 0 || c.OpTimeout < 0 {
+		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	}
+	return nil
+}
+
 // Observer measures an outbox table's backlog — unpublished rows, the age
 // of the oldest, parked rows — every Interval and exports it in the same
 // gauges as the relay (headway_outbox_backlog_rows,
@@ -85,11 +97,8 @@ type Observer struct {
 // Store is nil, a duration is negative, or the gauges cannot be
 // registered.
 func NewObserver(cfg ObserverConfig) (*Observer, error) {
-	if cfg.Store == nil {
-		return nil, fmt.Errorf("%w: Store is nil", ErrInvalidConfig)
-	}
-	if cfg.Interval < 0 || cfg.OpTimeout < 0 {
-		return nil, fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultObserveInterval

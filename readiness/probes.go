@@ -27,6 +27,10 @@ type ProbesConfig struct {
 	Registerer prometheus.Registerer
 }
 
+// Validate reports nothing: every ProbesConfig is valid. It is here so
+// that every config of headway is checked the same way.
+func (c ProbesConfig) Validate() error { return nil }
+
 // Probes is the set of health checks of one process, served over HTTP with
 // github.com/heptiolabs/healthcheck:
 //

@@ -108,12 +108,23 @@ type Service struct {
 	stopping atomic.Bool
 }
 
+// Validate reports a missing Name, and what the supervisor's config
+// reports (its Name, Probes, Registerer and Logger are the service's).
+func (c Config) Validate() error {
+	if c.Name == "" {
+		return fmt.Errorf("%w: Name is required", ErrInvalidConfig)
+	}
+	sup := c.Supervisor
+	sup.Name = c.Name
+	return sup.Validate()
+}
+
 // New builds a Service and binds its listen address, so that an address
 // in use fails here, before any worker starts. Close releases it if Run is
 // never called.
 func New(cfg Config) (*Service, error) {
-	if cfg.Name == "" {
-		return nil, fmt.Errorf("%w: Name is required", ErrInvalidConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = os.Getenv(EnvListenAddr)
