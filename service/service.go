@@ -7,12 +7,22 @@
 // what finished, the relay finishes its batch); then the HTTP server
 // closes and Run returns.
 //
-// Adding a worker is one call — [Service.Add] (a consumer, a relay, any
-// suture.Service), [Service.AddFunc] (a plain func(ctx) error),
-// [Service.AddJob] (a scheduled job) — and registers its readiness checks
-// with it: the worker's "service/<name>", and the loop of a worker that
-// reports a watermark (supervisor.WatermarkReporter) or the job's. Nothing
-// is registered twice by hand.
+// Adding a worker is one call — [Service.AddConsumer] and
+// [Service.AddRelay] (built from their configs, with the service's Redis,
+// PostgreSQL, brandguard, registry and logger filled in), [Service.Add]
+// (a consumer, a relay or any suture.Service built by hand),
+// [Service.AddFunc] (a plain func(ctx) error), [Service.AddJob] (a
+// scheduled job) — and registers its readiness checks with it: the
+// worker's "service/<name>", and the loop of a worker that reports a
+// watermark (supervisor.WatermarkReporter) or the job's. Nothing is
+// registered twice by hand.
+//
+// Connections come from the environment the way Twelve-Factor services
+// expect, and explicit config wins: [Service.Redis] opens $REDIS_URL
+// (Config.RedisURL) once, with deadlines honoured and a pool checked
+// against the consumers it serves; [Service.Postgres] opens $DATABASE_URL
+// (Config.DatabaseURL) once; the brand mode is MULTI_BRAND_ENFORCEMENT's.
+// The service closes what it opened after its workers stop.
 //
 // The pieces stay usable on their own, for a team with its own HTTP server
 // or supervisor: [Service.Handler] is the mux to mount, and the tree,
@@ -31,6 +41,8 @@ import (
 	neturl "net/url"
 	"os"
 	"os/signal"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -43,6 +55,7 @@ import (
 	"github.com/thejerf/suture/v4"
 
 	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/readiness"
@@ -93,6 +106,17 @@ type Config struct {
 	// Probes configures the probes; its Registerer is set from this
 	// Config.
 	Probes readiness.ProbesConfig
+	// RedisURL is the Redis of [Service.Redis]. Default $REDIS_URL.
+	RedisURL string
+	// RedisPoolSize is the connection pool of [Service.Redis]'s client.
+	// Default: go-redis's 10 per GOMAXPROCS, at least 32 (connections
+	// open on demand, so an unused capacity costs nothing).
+	// [Service.AddConsumer] and [Service.AddRelay] refuse a worker the
+	// pool cannot serve (see ConnsPerConsumer).
+	RedisPoolSize int
+	// DatabaseURL is the PostgreSQL of [Service.Postgres]. Default
+	// $DATABASE_URL.
+	DatabaseURL string
 }
 
 // Service is a running service's supervisor tree, probes, registry, status
@@ -106,6 +130,11 @@ type Service struct {
 	mux      *http.ServeMux
 	listener net.Listener
 	stopping atomic.Bool
+
+	mu        sync.Mutex
+	rdb       *redis.Client // opened by Redis, closed after the workers stop
+	db        *pgxpool.Pool // opened by Postgres, likewise
+	redisUsed int           // connections the workers added need at once
 }
 
 // Validate reports a missing Name, and what the supervisor's config
@@ -166,6 +195,7 @@ func New(cfg Config) (*Service, error) {
 	s.mux.Handle("/live", probes.LiveHandler())
 	s.mux.Handle("/ready", probes.ReadyHandler())
 	s.mux.Handle("/status", page)
+	s.mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
 	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	if cfg.Pprof {
 		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -238,9 +268,28 @@ func (s *Service) shutdownCheck() error {
 	return nil
 }
 
-// Close releases the listen address of a Service whose Run was never
-// called; Run closes it itself.
-func (s *Service) Close() error { return s.listener.Close() }
+// Close releases the listen address and the connections the service
+// opened, for a Service whose Run was never called; Run releases them
+// itself.
+func (s *Service) Close() error {
+	s.closeConns()
+	return s.listener.Close()
+}
+
+// closeConns closes the Redis client and the PostgreSQL pool the service
+// opened.
+func (s *Service) closeConns() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+		s.rdb = nil
+	}
+	if s.db != nil {
+		s.db.Close()
+		s.db = nil
+	}
+}
 
 // Run serves the HTTP endpoints and runs the workers until ctx ends or
 // SIGTERM or SIGINT arrives, then shuts down in order: /ready fails
@@ -292,6 +341,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := srv.Shutdown(shutCtx); err != nil {
 		s.log.Warn("HTTP server shutdown", slog.String("error", err.Error()))
 	}
+	s.closeConns()
 	s.log.Info("service stopped")
 	if errors.Is(treeErr, context.Canceled) {
 		return nil
@@ -312,7 +362,10 @@ const (
 // pool is go-redis's default (10 per CPU): each consumer holds one
 // connection in its blocking read, beside its handlers' and the relay's
 // calls. An error never repeats the URL, which may carry a password.
-func OpenRedis(url string) (*redis.Client, error) {
+func OpenRedis(url string) (*redis.Client, error) { return openRedis(url, 0) }
+
+// openRedis is OpenRedis with a pool of poolSize (0: go-redis's default).
+func openRedis(url string, poolSize int) (*redis.Client, error) {
 	if url == "" {
 		url = os.Getenv(EnvRedisURL)
 	}
@@ -328,6 +381,9 @@ func OpenRedis(url string) (*redis.Client, error) {
 		return nil, fmt.Errorf("%w: %s is not a valid redis:// URL: %v", ErrInvalidConfig, EnvRedisURL, err)
 	}
 	opts.ContextTimeoutEnabled = true
+	if poolSize > 0 {
+		opts.PoolSize = poolSize
+	}
 	return redis.NewClient(opts), nil
 }
 
@@ -366,4 +422,157 @@ const WriterCheck = "outbox/writer"
 // (outbox.Writer.Check).
 func (s *Service) AddWriter(w *outbox.Writer) error {
 	return s.probes.AddReadinessCheck(WriterCheck, w.Check)
+}
+
+// Connections a worker of [Service.AddConsumer] or [Service.AddRelay]
+// needs from the Redis pool at once: a consumer holds one in its blocking
+// read, and at most three more for its batch in flight (the dedup claim,
+// the settle and acknowledgement, the ownership refresh and lag reads); a
+// relay one for its pipelined append and one for its stream reads.
+const (
+	ConnsPerConsumer = 4
+	ConnsPerRelay    = 2
+)
+
+// Redis returns the service's Redis client, opening it on the first call
+// with [OpenRedis] (Config.RedisURL, else $REDIS_URL) and a pool of
+// Config.RedisPoolSize. The service closes it after its workers stop.
+func (s *Service) Redis() (*redis.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rdb != nil {
+		return s.rdb, nil
+	}
+	rdb, err := openRedis(s.cfg.RedisURL, s.redisPoolSize())
+	if err != nil {
+		return nil, err
+	}
+	s.rdb = rdb
+	return rdb, nil
+}
+
+func (s *Service) redisPoolSize() int {
+	if s.cfg.RedisPoolSize > 0 {
+		return s.cfg.RedisPoolSize
+	}
+	return max(10*runtime.GOMAXPROCS(0), 32)
+}
+
+// Postgres returns the service's PostgreSQL pool, opening it on the first
+// call with [OpenPostgres] (Config.DatabaseURL, else $DATABASE_URL). The
+// service closes it after its workers stop. A PostgreSQL inbox holds one
+// connection per handler in flight: size the pool above the consumers'
+// Concurrency (pool_max_conns in the URL).
+func (s *Service) Postgres(ctx context.Context) (*pgxpool.Pool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		return s.db, nil
+	}
+	db, err := OpenPostgres(ctx, s.cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	return db, nil
+}
+
+// reserveRedis counts n more connections of the service's Redis client,
+// or fails when its pool cannot serve them. The worker that reserved gives
+// them back with releaseRedis when it is not added after all.
+func (s *Service) reserveRedis(name string, n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if size := s.redisPoolSize(); s.redisUsed+n > size {
+		return fmt.Errorf("%w: worker %s would need %d Redis connections at once, beside the %d of the workers added before; the pool has %d (set Config.RedisPoolSize)",
+			ErrInvalidConfig, name, n, s.redisUsed, size)
+	}
+	s.redisUsed += n
+	return nil
+}
+
+func (s *Service) releaseRedis(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.redisUsed -= n
+}
+
+// AddConsumer builds a consumer from cfg and adds it as the worker name,
+// with its checks ([Service.Add]). Zero fields of cfg take the service's:
+// Client [Service.Redis], Guard [Service.Guard] of cfg.Catalog,
+// Registerer and Logger; the rest keep consumer.Config's defaults.
+func (s *Service) AddConsumer(name string, cfg consumer.Config) (err error) {
+	if cfg.Client == nil {
+		rdb, err := s.Redis()
+		if err != nil {
+			return err
+		}
+		if err := s.reserveRedis(name, ConnsPerConsumer); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				s.releaseRedis(ConnsPerConsumer)
+			}
+		}()
+		cfg.Client = rdb
+	}
+	if cfg.Guard == nil && cfg.Catalog != nil {
+		g, err := s.Guard(cfg.Catalog)
+		if err != nil {
+			return err
+		}
+		cfg.Guard = g
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = s.reg
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = s.log
+	}
+	c, err := consumer.New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Add(name, c)
+}
+
+// AddRelay builds an outbox relay from cfg and adds it as the worker
+// name, with its checks. Zero fields of cfg take the service's: Client
+// [Service.Redis], Pool [Service.Postgres] (unless cfg.Store is set),
+// Registerer and Logger.
+func (s *Service) AddRelay(ctx context.Context, name string, cfg outbox.RelayConfig) (err error) {
+	if cfg.Client == nil {
+		rdb, err := s.Redis()
+		if err != nil {
+			return err
+		}
+		if err := s.reserveRedis(name, ConnsPerRelay); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				s.releaseRedis(ConnsPerRelay)
+			}
+		}()
+		cfg.Client = rdb
+	}
+	if cfg.Store == nil && cfg.Pool == nil {
+		db, err := s.Postgres(ctx)
+		if err != nil {
+			return err
+		}
+		cfg.Pool = db
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = s.reg
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = s.log
+	}
+	r, err := outbox.NewRelay(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Add(name, r)
 }
