@@ -4,15 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/brandguard"
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/pgtest"
+	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/service"
@@ -99,4 +110,141 @@ func httptestGet(t *testing.T, h http.Handler, path string) recorded {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 	return recorded{rec.Code, rec.Body.String()}
+}
+
+// quietService is a service on a free port that logs nowhere.
+func quietService(t *testing.T, cfg service.Config) *service.Service {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "test-service"
+	}
+	cfg.Addr, cfg.DrainDelay = "127.0.0.1:0", -1
+	cfg.Registry = prometheus.NewPedanticRegistry()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := service.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// promotionConfig is a consumer config with no Client, Guard, Registerer
+// or Logger: AddConsumer fills them in.
+func promotionConfig(stream string, h consumer.Handler) consumer.Config {
+	return consumer.Config{Catalog: platform.Catalog(), Stream: stream, CatalogStream: platform.StreamWallet,
+		Group: platform.ServicePromotion, Block: 50 * time.Millisecond,
+		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h}}
+}
+
+// TestAddConsumerFillsTheServicesPieces: a consumer added from a config
+// with no connection reads through the service's Redis ($REDIS_URL),
+// applies, is judged by /ready under its loop check, runs brandguard in
+// MULTI_BRAND_ENFORCEMENT's mode (observe here: a brand mismatch is
+// applied, not dead-lettered), and the service closes the client it
+// opened when Run returns.
+func TestAddConsumerFillsTheServicesPieces(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	stream := prefix + event.StreamKey(platform.StreamWallet)
+	t.Setenv(service.EnvRedisURL, "redis://"+rdb.Options().Addr+"/0")
+	t.Setenv("MULTI_BRAND_ENFORCEMENT", "observe")
+	s := quietService(t, service.Config{})
+	var applied atomic.Int32
+	h := func(ctx context.Context, m *consumer.Message) error {
+		if _, err := m.CheckTarget(ctx, 9); err != nil { // the bet's brand, not the envelope's 3
+			return err
+		}
+		applied.Add(1)
+		return nil
+	}
+	if err := s.AddConsumer("promotion", promotionConfig(stream, h)); err != nil {
+		t.Fatal(err)
+	}
+	shared, err := s.Redis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Redis(); again != shared || !shared.Options().ContextTimeoutEnabled {
+		t.Fatalf("Redis() opened twice, or without ContextTimeoutEnabled")
+	}
+	stop, r := run(t, s)
+	publish(t, rdb, stream, "e1", "bet-1")
+	testkit.Eventually(t, 10*time.Second, "e1 applied in observe mode, /ready 200", func() bool {
+		code, _ := get(t, "http://"+s.Addr()+"/ready")
+		return applied.Load() == 1 && code == http.StatusOK
+	})
+	_, body := get(t, "http://"+s.Addr()+"/ready?full=1")
+	if loop := "loop/" + platform.ServicePromotion + "@" + stream; !strings.Contains(body, `"`+loop+`": "OK"`) {
+		t.Errorf("/ready?full=1 has no %s OK: %s", loop, body)
+	}
+	stop()
+	<-r.done
+	if err := shared.Ping(context.Background()).Err(); !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("the service's Redis client after Run: ping = %v, want closed", err)
+	}
+}
+
+// TestAddConsumerRefusesAnUndersizedPool: the Redis pool is checked
+// against the consumers it serves; a worker refused for another reason
+// gives its connections back.
+func TestAddConsumerRefusesAnUndersizedPool(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	t.Setenv(service.EnvRedisURL, "redis://"+rdb.Options().Addr+"/0")
+	s := quietService(t, service.Config{RedisPoolSize: 2*service.ConnsPerConsumer + service.ConnsPerRelay - 1})
+	defer func() { _ = s.Close() }()
+	nop := func(context.Context, *consumer.Message) error { return nil }
+	bad := promotionConfig(prefix+"s0", nop)
+	bad.Group = "" // refused by consumer.New, after the pool was checked
+	if err := s.AddConsumer("bad", bad); err == nil {
+		t.Fatal("a consumer without a group was added")
+	}
+	for i := range 2 {
+		if err := s.AddConsumer(fmt.Sprint("c", i), promotionConfig(fmt.Sprint(prefix, "s", i), nop)); err != nil {
+			t.Fatalf("consumer %d within the pool: %v", i, err)
+		}
+	}
+	err := s.AddRelay(context.Background(), "relay", outbox.RelayConfig{}) // refused before it needs PostgreSQL
+	if !errors.Is(err, service.ErrInvalidConfig) || !strings.Contains(err.Error(), "RedisPoolSize") {
+		t.Errorf("a relay past the pool: %v, want ErrInvalidConfig naming RedisPoolSize", err)
+	}
+}
+
+// TestAddRelayUsesTheServicesPostgres: a relay added with no store and no
+// pool relays the default outbox table of $DATABASE_URL to $REDIS_URL.
+func TestAddRelayUsesTheServicesPostgres(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	db := pgtest.New(t)
+	t.Setenv(service.EnvRedisURL, "redis://"+rdb.Options().Addr+"/0")
+	t.Setenv(service.EnvDatabaseURL, db.URL)
+	store, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: db.Pool})
+	if err == nil {
+		err = store.Migrate(context.Background())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := quietService(t, service.Config{})
+	if err := s.AddRelay(context.Background(), "relay", outbox.RelayConfig{PollInterval: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+		return w.Write(context.Background(), tx, 3, event.Envelope{EventType: platform.BetSettledConfirmed, BrandID: 3,
+			AggregateID: "bet-1", OccurredAt: time.Now(), Payload: []byte(`{}`)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := prefix + event.StreamKey(platform.StreamWallet)
+	testkit.Eventually(t, 10*time.Second, "the row appended to "+key, func() bool {
+		n, _ := rdb.XLen(context.Background(), key).Result()
+		return n == 1
+	})
+	_, body := get(t, "http://"+s.Addr()+"/ready?full=1")
+	if !strings.Contains(body, `"loop/relay/headway_outbox": "OK"`) {
+		t.Errorf("/ready?full=1 has no relay loop OK: %s", body)
+	}
 }

@@ -503,14 +503,14 @@ func (s *Service) releaseRedis(n int) {
 // Registerer and Logger; the rest keep consumer.Config's defaults.
 func (s *Service) AddConsumer(name string, cfg consumer.Config) (err error) {
 	if cfg.Client == nil {
-		rdb, err := s.Redis()
-		if err != nil {
-			return err
+		rdb, rerr := s.Redis()
+		if rerr != nil {
+			return rerr
 		}
-		if err := s.reserveRedis(name, ConnsPerConsumer); err != nil {
-			return err
+		if rerr := s.reserveRedis(name, ConnsPerConsumer); rerr != nil {
+			return rerr
 		}
-		defer func() {
+		defer func() { // err is the result: give the connections back when the worker is not added
 			if err != nil {
 				s.releaseRedis(ConnsPerConsumer)
 			}
@@ -543,14 +543,14 @@ func (s *Service) AddConsumer(name string, cfg consumer.Config) (err error) {
 // Registerer and Logger.
 func (s *Service) AddRelay(ctx context.Context, name string, cfg outbox.RelayConfig) (err error) {
 	if cfg.Client == nil {
-		rdb, err := s.Redis()
-		if err != nil {
-			return err
+		rdb, rerr := s.Redis()
+		if rerr != nil {
+			return rerr
 		}
-		if err := s.reserveRedis(name, ConnsPerRelay); err != nil {
-			return err
+		if rerr := s.reserveRedis(name, ConnsPerRelay); rerr != nil {
+			return rerr
 		}
-		defer func() {
+		defer func() { // err is the result: give the connections back when the worker is not added
 			if err != nil {
 				s.releaseRedis(ConnsPerRelay)
 			}
