@@ -100,8 +100,8 @@ type Config struct {
 	// stopped, so that whatever routes by readiness stops first. Default
 	// DefaultDrainDelay (5s); negative: none.
 	DrainDelay time.Duration
-	// Supervisor configures the tree; its Name, Probes, Registerer and
-	// Logger are set from this Config.
+	// Supervisor configures the tree; its Probes, Registerer and Logger
+	// are set from this Config, and its Name defaults to Name.
 	Supervisor supervisor.Config
 	// Probes configures the probes; its Registerer is set from this
 	// Config.
@@ -138,13 +138,15 @@ type Service struct {
 }
 
 // Validate reports a missing Name, and what the supervisor's config
-// reports (its Name, Probes, Registerer and Logger are the service's).
+// reports (its Probes, Registerer and Logger are the service's).
 func (c Config) Validate() error {
 	if c.Name == "" {
 		return fmt.Errorf("%w: Name is required", ErrInvalidConfig)
 	}
 	sup := c.Supervisor
-	sup.Name = c.Name
+	if sup.Name == "" {
+		sup.Name = c.Name
+	}
 	return sup.Validate()
 }
 
@@ -183,7 +185,10 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	tcfg := cfg.Supervisor
-	tcfg.Name, tcfg.Probes, tcfg.Registerer, tcfg.Logger = cfg.Name, probes, s.reg, s.log
+	if tcfg.Name == "" {
+		tcfg.Name = cfg.Name
+	}
+	tcfg.Probes, tcfg.Registerer, tcfg.Logger = probes, s.reg, s.log
 	if s.tree, err = supervisor.New(tcfg); err != nil {
 		return nil, err
 	}

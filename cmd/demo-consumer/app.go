@@ -5,17 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
 
@@ -27,7 +22,6 @@ import (
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
 	"github.com/headwaylabs/headway/service"
-	"github.com/headwaylabs/headway/status"
 	"github.com/headwaylabs/headway/supervisor"
 )
 
@@ -35,32 +29,42 @@ import (
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	started := time.Now()
 	faulty := func() bool { return cfg.faultFor == 0 || time.Since(started) < cfg.faultFor }
-	add := func(tree *supervisor.Tree, name string, svc suture.Service) error {
+	drain := cfg.drainDelay
+	if drain == 0 {
+		drain = -1 // the flag's 0 is none; service.Config's 0 is its default
+	}
+	svc, err := service.New(service.Config{Name: cfg.title, Addr: cfg.listen, Logger: log, DrainDelay: drain,
+		Supervisor: supervisor.Config{Name: "demo", FailureBackoff: 5 * time.Second}})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = svc.Close() }() // when Run is never reached
+	add := func(name string, w suture.Service) error {
 		switch {
 		case slices.Contains(cfg.crash, name):
-			svc = &failing{Service: svc, active: faulty, err: errors.New("injected crash (-fault-crash)")}
+			w = &failing{Service: w, active: faulty, err: errors.New("injected crash (-fault-crash)")}
 		case name == cfg.stop:
-			svc = &failing{Service: svc, active: func() bool { return true },
+			w = &failing{Service: w, active: func() bool { return true },
 				err: fmt.Errorf("injected permanent failure (-fault-stop): %w", suture.ErrDoNotRestart)}
 		}
-		return tree.Add(name, svc)
+		return svc.Add(name, w) // registers the worker's check and, for a loop, its watermark's
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	rdb, closeRedis, err := openRedis(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
-
 	catalog := platform.Catalog()
-	guard, err := brandguard.New(brandguard.Config{Mode: cfg.mode, Catalog: catalog, Registerer: reg, Logger: log})
+	guard, err := brandguard.New(brandguard.Config{Mode: cfg.mode, Catalog: catalog, Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
 		return err
 	}
-	writer, err := outbox.NewWriter(outbox.WriterConfig{Catalog: catalog, Guard: guard, Registerer: reg, Logger: log})
+	writer, err := outbox.NewWriter(outbox.WriterConfig{Catalog: catalog, Guard: guard, Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
+		return err
+	}
+	if err := svc.AddWriter(writer); err != nil {
 		return err
 	}
 	wallet, err := openWallet(ctx, cfg, writer, log)
@@ -68,56 +72,39 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer wallet.close()
-
-	probes, err := readiness.NewProbes(readiness.ProbesConfig{Registerer: reg})
-	if err != nil {
-		return err
-	}
-	tree, err := supervisor.New(supervisor.Config{Name: "demo", Probes: probes, Registerer: reg, Logger: log,
-		FailureBackoff: 5 * time.Second})
-	if err != nil {
-		return err
-	}
-	if err := probes.AddReadinessCheck("outbox/writer", writer.Check); err != nil {
-		return err
-	}
-	newWM := func(name string) (*readiness.Watermark, error) {
-		wm, err := readiness.NewWatermark(readiness.WatermarkConfig{Name: name, StallWindow: cfg.stallWindow})
-		if err == nil {
-			err = probes.AddLoop(wm)
-		}
-		return wm, err
+	watermark := func(name string) (*readiness.Watermark, error) {
+		return readiness.NewWatermark(readiness.WatermarkConfig{Name: name, StallWindow: cfg.stallWindow})
 	}
 
-	// The wallet producer and the relay.
+	// The wallet producer, the relay and the observer of the outbox backlog.
 	dir := newDirectory(cfg.players)
-	prodWM, err := newWM("wallet-producer")
+	prodWM, err := watermark("wallet-producer")
 	if err != nil {
 		return err
 	}
-	if err := add(tree, "wallet-producer", newProducer(wallet, dir, rdb, cfg, prodWM, log)); err != nil {
+	if err := add("wallet-producer", newProducer(wallet, dir, rdb, cfg, prodWM, log)); err != nil {
 		return err
 	}
-	relayWM, err := newWM("relay/" + wallet.store().Table())
+	relayWM, err := watermark("relay/" + wallet.store().Table())
 	if err != nil {
 		return err
 	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: wallet.store(), Client: rdb, PollInterval: 250 * time.Millisecond,
-		InfoInterval: time.Second, Watermark: relayWM, Registerer: reg, Logger: log})
+		InfoInterval: time.Second, Watermark: relayWM, Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
 		return err
 	}
-	if err := add(tree, "relay", relay); err != nil {
+	if err := add("relay", relay); err != nil {
 		return err
 	}
 	// The observer measures the outbox backlog whether the relay runs or
 	// not (-fault-crash relay), so HeadwayOutboxBacklogTooOld can fire.
 	observer, err := outbox.NewObserver(outbox.ObserverConfig{Store: wallet.store(), Interval: 2 * time.Second,
-		Registerer: reg, Logger: log})
+		Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
 		return err
 	}
-	if err := add(tree, "outbox-observer", observer); err != nil {
+	if err := add("outbox-observer", observer); err != nil {
 		return err
 	}
 
@@ -137,7 +124,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			}
 		}
 		projections[name] = p
-		wm, err := newWM(group + "@" + event.StreamKey(platform.StreamWallet))
+		wm, err := watermark(group + "@" + event.StreamKey(platform.StreamWallet))
 		if err != nil {
 			return err
 		}
@@ -145,17 +132,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			Group: group, Consumer: cfg.consumer, Handlers: handlers, Guard: guard, Dedup: store,
 			HandlerTimeout: 5 * time.Second, ReclaimIdle: cfg.reclaimIdle, Block: 500 * time.Millisecond,
 			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,
-			Watermark: wm, Registerer: reg, Logger: log})
+			Watermark: wm, Registerer: svc.Registerer(), Logger: log})
 		if err != nil {
 			return err
 		}
-		if err := add(tree, name, c); err != nil {
+		if err := add(name, c); err != nil {
 			return err
 		}
 	}
 
 	// The reconciliation job.
-	if _, err := tree.AddJob(supervisor.JobConfig{Name: "reconcile", Interval: cfg.reconcile, RunAtStart: true,
+	if _, err := svc.AddJob(supervisor.JobConfig{Name: "reconcile", Interval: cfg.reconcile, RunAtStart: true,
 		Run: func(ctx context.Context) error {
 			if cfg.jobHang && faulty() {
 				// -fault-job-hang: ignores ctx, as a job stuck in a call
@@ -170,34 +157,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 
-	page, err := status.New(status.Config{Title: cfg.title, Tree: tree, Probes: probes})
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /live", probes.LiveHandler())
-	mux.Handle("GET /ready", probes.ReadyHandler())
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/status", page)
-	mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- srv.Serve(ln) }()
-	log.Info("demo running", slog.String("http", "http://"+ln.Addr().String()+"/status"),
+	log.Info("demo running", slog.String("http", "http://"+svc.Addr()+"/status"),
 		slog.String("mode", cfg.mode.String()), slog.Float64("rate", cfg.rate))
-
-	err = tree.Serve(ctx)
-	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdown)
-	if herr := <-httpDone; !errors.Is(herr, http.ErrServerClosed) {
-		return errors.Join(err, herr)
-	}
-	return err
+	return svc.Run(ctx)
 }
 
 // failing is a worker whose Serve returns err at once while active says

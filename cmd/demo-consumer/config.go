@@ -16,6 +16,7 @@ import (
 // config is everything the demo can be told, from flags and environment.
 type config struct {
 	listen      string
+	drainDelay  time.Duration // /ready fails this long before the workers stop
 	redisURL    string // empty: embedded miniredis
 	databaseURL string // empty: embedded SQLite
 	dataDir     string // where the embedded SQLite file goes; empty: a temporary directory
@@ -77,6 +78,7 @@ Flags:
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "`address` of the HTTP server (/live, /ready, /metrics, /status)")
+	fs.DurationVar(&c.drainDelay, "drain-delay", 0, "on SIGTERM, how long /ready fails before the workers stop (0: none; in Kubernetes, a few seconds, so the endpoints drop the pod first)")
 	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL"), "Redis `URL`; empty runs an embedded Redis (env REDIS_URL)")
 	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL"), "PostgreSQL `URL`; empty uses an embedded SQLite outbox (env DATABASE_URL)")
 	fs.StringVar(&c.dataDir, "data-dir", "", "`directory` of the embedded SQLite file (default: a temporary directory, removed at exit)")
@@ -164,6 +166,9 @@ Flags:
 	}
 	if c.reclaimIdle <= 5*time.Second {
 		errs = append(errs, errors.New("-reclaim-idle must exceed the handlers' 5s timeout"))
+	}
+	if c.drainDelay < 0 {
+		errs = append(errs, errors.New("-drain-delay must not be negative"))
 	}
 	if c.stallWindow <= 0 || c.reconcile <= 0 || c.grace <= 0 {
 		errs = append(errs, errors.New("-stall-window, -reconcile-interval and -reconcile-grace must be positive"))
