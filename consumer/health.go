@@ -161,18 +161,21 @@ func (c *Consumer) redeliveryDue() time.Duration {
 // their handler failed are not progress (ADR-003): a consumer whose every
 // entry ends in the dead-letter stream is failing, not progressing.
 func (c *Consumer) report(items []item) {
-	last := ""
+	last, done := "", 0
 	for i := range items {
 		it := &items[i]
 		if it.failed && !c.waiting.counted(it.msg.ID) {
 			c.wm.FailWork(it.err)
 		}
-		if it.resolved && !it.failed && streamid.Less(last, it.msg.ID) {
-			last = it.msg.ID
+		if it.resolved && !it.failed {
+			done++
+			if streamid.Less(last, it.msg.ID) {
+				last = it.msg.ID
+			}
 		}
 	}
 	c.waiting.update(items, time.Now())
 	if last != "" {
-		c.wm.Progress(last)
+		c.wm.ProgressBy(last, done)
 	}
 }

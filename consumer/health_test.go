@@ -52,6 +52,11 @@ func TestOneEntryRetryingKeepsReady(t *testing.T) {
 	if snap := h.wm.Snapshot(); snap.Backlog != 0 {
 		t.Errorf("backlog = %d with one entry waiting for a retry, want 0", snap.Backlog)
 	}
+	// The status page's rate counts entries settled: the 20, not the one
+	// that failed.
+	if snap := h.wm.Snapshot(); snap.WorkDone != 20 {
+		t.Errorf("work done %d, want the 20 entries settled", snap.WorkDone)
+	}
 	// Its redelivery fails again: still one entry, not a second failure.
 	testkit.Eventually(t, 10*time.Second, "stuck entry delivered again", func() bool { return stuckCalls.Load() >= 6 })
 	testkit.Eventually(t, 2*time.Second, "the retry reported", func() bool { return h.pending() == 1 })

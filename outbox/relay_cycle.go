@@ -88,7 +88,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 		}
 	}
 	if last > 0 {
-		r.wm.Progress(strconv.FormatInt(last, 10))
+		r.wm.ProgressBy(strconv.FormatInt(last, 10), len(o.Published))
 		r.m.cycles.WithLabelValues("published").Inc()
 	}
 	if len(o.Failed) > 0 {

@@ -44,6 +44,7 @@ type Watermark struct {
 	heartbeat     atomic.Int64 // offset of the last heartbeat, or never
 	progress      atomic.Int64 // offset of the last progress, or never
 	progressTotal atomic.Uint64
+	workDone      atomic.Uint64 // units of work reported by Progress and ProgressBy
 	pos           position
 
 	backlog  atomic.Int64 // or backlogUnknown
@@ -136,12 +137,23 @@ func (w *Watermark) Heartbeat() { w.heartbeat.Store(w.tick()) }
 // outbox row id; "" keeps the previous text. Only the first
 // [MaxPositionLen] bytes are kept. When two goroutines report progress at
 // the same instant one text may be dropped; the time and the count always
-// advance.
-func (w *Watermark) Progress(pos string) {
+// advance. It counts one unit of work done; [Watermark.ProgressBy] counts
+// more.
+func (w *Watermark) Progress(pos string) { w.ProgressBy(pos, 1) }
+
+// ProgressBy is [Watermark.Progress] for n units of work done at once,
+// such as the entries of a batch acknowledged or the outbox rows of a
+// cycle published: WatermarkSnapshot.WorkDone grows by n (the status
+// page's rate chart). n of 0 or less counts nothing but is still
+// progress.
+func (w *Watermark) ProgressBy(pos string, n int) {
 	failed, workFailed := w.failuresTotal.Load(), w.workTotal.Load()
 	t := w.tick()
 	w.progress.Store(t) // also a heartbeat: readers take the later of the two
 	w.progressTotal.Add(1)
+	if n > 0 {
+		w.workDone.Add(uint64(n))
+	}
 	raise(&w.failBase, failed)
 	raise(&w.workBase, workFailed)
 	if pos != "" {
@@ -387,8 +399,11 @@ type WatermarkSnapshot struct {
 	// LastHeartbeat is the time of the last heartbeat (any update but
 	// SetBacklog, BacklogUnknown and Alert counts); zero if none yet.
 	LastHeartbeat time.Time
-	// ProgressTotal counts the calls of [Watermark.Progress].
+	// ProgressTotal counts the calls of [Watermark.Progress] and
+	// [Watermark.ProgressBy]; WorkDone the units of work they reported
+	// (one per Progress, n per ProgressBy).
 	ProgressTotal uint64
+	WorkDone      uint64
 	// Backlog is the last backlog reported; BacklogKnown is false when it
 	// is unknown.
 	Backlog      int64
@@ -428,6 +443,7 @@ func (w *Watermark) Snapshot() WatermarkSnapshot {
 		Name:                    w.name,
 		Position:                w.pos.load(),
 		ProgressTotal:           w.progressTotal.Load(),
+		WorkDone:                w.workDone.Load(),
 		Retrying:                w.retrying.Load(),
 		ConsecutiveFailures:     w.consecutiveFailures(),
 		ConsecutiveWorkFailures: consecutive(&w.workTotal, &w.workBase),

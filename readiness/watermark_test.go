@@ -95,6 +95,24 @@ func TestWatermarkReadings(t *testing.T) {
 	}
 }
 
+// TestProgressByCountsWork: ProgressBy is progress that counts n units of
+// work (Progress counts one); a batch whose items all failed counts none
+// but still progresses.
+func TestProgressByCountsWork(t *testing.T) {
+	t.Parallel()
+	w, _ := newTestWatermark(t, "w")
+	w.Fail(errors.New("x"))
+	w.ProgressBy("1-500", 500)
+	w.Progress("1-501")
+	w.ProgressBy("1-502", 0)
+	w.ProgressBy("", -3)
+	snap := w.Snapshot()
+	if snap.WorkDone != 501 || snap.ProgressTotal != 4 || snap.Position != "1-502" || snap.ConsecutiveFailures != 0 {
+		t.Errorf("WorkDone %d, ProgressTotal %d, Position %q, failures %d; want 501, 4, 1-502, 0",
+			snap.WorkDone, snap.ProgressTotal, snap.Position, snap.ConsecutiveFailures)
+	}
+}
+
 func TestPositionTruncates(t *testing.T) {
 	t.Parallel()
 	var p position

@@ -128,6 +128,7 @@ type Service struct {
 	probes   *readiness.Probes
 	tree     *supervisor.Tree
 	mux      *http.ServeMux
+	page     *status.Handler
 	listener net.Listener
 	stopping atomic.Bool
 
@@ -196,6 +197,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.page = page
 	s.mux = http.NewServeMux()
 	s.mux.Handle("/live", probes.LiveHandler())
 	s.mux.Handle("/ready", probes.ReadyHandler())
@@ -315,6 +317,9 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopTree()
 	treeDone := make(chan error, 1)
 	go func() { treeDone <- s.tree.Serve(treeCtx) }()
+	trendsDone := make(chan struct{})
+	go func() { _ = s.page.Run(treeCtx); close(trendsDone) }() // the status page's charts
+	defer func() { stopTree(); <-trendsDone }()
 	s.log.Info("service running", slog.String("name", s.cfg.Name), slog.String("addr", s.Addr()))
 
 	var treeErr error

@@ -51,6 +51,13 @@ type Config struct {
 	// it (supervisor.ServiceStatus.Loop); an entry here adds a link or
 	// overrides that one. Default: none beyond the supervisor's.
 	WorkerLoops map[string]string
+	// TrendInterval is how often [Handler.Run] samples each loop's work
+	// done and backlog for the page's charts, and TrendWindow how far back
+	// the charts reach. Defaults [DefaultTrendInterval] (10s) and
+	// [DefaultTrendWindow] (15m); a negative TrendInterval turns the
+	// charts off. The samples are kept in a fixed-size ring per loop.
+	TrendInterval time.Duration
+	TrendWindow   time.Duration
 }
 
 // Validate reports the first invalid field, wrapping [ErrInvalidConfig].
@@ -58,6 +65,9 @@ type Config struct {
 func (c Config) Validate() error {
 	if c.Refresh > 0 && c.Refresh < time.Second {
 		return fmt.Errorf("%w: Refresh %v is below one second (negative: no refresh)", ErrInvalidConfig, c.Refresh)
+	}
+	if c.TrendWindow < 0 || c.TrendInterval > 0 && c.TrendWindow > 0 && c.TrendWindow < c.TrendInterval {
+		return fmt.Errorf("%w: TrendWindow %v must not be negative nor shorter than TrendInterval %v", ErrInvalidConfig, c.TrendWindow, c.TrendInterval)
 	}
 	for w, l := range c.WorkerLoops {
 		if w == "" || l == "" {
@@ -79,6 +89,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.TrendInterval == 0 {
+		c.TrendInterval = DefaultTrendInterval
+	}
+	if c.TrendWindow == 0 {
+		c.TrendWindow = max(DefaultTrendWindow, c.TrendInterval)
 	}
 	return c
 }

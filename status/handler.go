@@ -24,19 +24,23 @@ const (
 // concurrent use; build it with [New].
 type Handler struct {
 	cfg     Config
-	refresh int // seconds, 0: no refresh
+	refresh int     // seconds, 0: no refresh
+	trends  *trends // nil: no charts
 }
 
 // New returns the handler of the status page of cfg.Tree and cfg.Probes,
-// either of which may be nil. Defaults for zero fields: Title "headway",
-// Refresh 5s, Started the program's start, Now time.Now. It returns an
-// error wrapping [ErrInvalidConfig] when cfg is invalid.
+// either of which may be nil, with the defaults of [Config]. It returns an
+// error wrapping [ErrInvalidConfig] when cfg is invalid. The loops' trend
+// charts fill while [Handler.Run] runs.
 func New(cfg Config) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	h := &Handler{cfg: cfg}
+	if cfg.TrendInterval > 0 {
+		h.trends = newTrends(cfg.TrendInterval, cfg.TrendWindow)
+	}
 	if cfg.Refresh > 0 {
 		h.refresh = int(cfg.Refresh / time.Second)
 	}
@@ -75,7 +79,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = enc.Encode(snap)
 	} else {
 		err = page.Execute(&buf, view{Snapshot: snap, RefreshSeconds: h.refresh,
-			HasTree: h.cfg.Tree != nil, HasProbes: h.cfg.Probes != nil})
+			HasTree: h.cfg.Tree != nil, HasProbes: h.cfg.Probes != nil, HasTrends: h.trends != nil, TrendWindow: h.cfg.TrendWindow})
 	}
 	if err != nil {
 		http.Error(w, "rendering the status page: "+err.Error(), http.StatusInternalServerError)

@@ -31,9 +31,15 @@ const measure = `<script>
     if (r.right > root.clientWidth + 0.5) { out.push(th.textContent + " ends at " + Math.round(r.right)); }
   });
   if (root.scrollWidth > root.clientWidth) { out.push("page is " + root.scrollWidth + "px wide"); }
+  var drawn = 0;
+  document.querySelectorAll("svg.spark").forEach(function (svg) {
+    var r = svg.getBoundingClientRect();
+    if (Math.round(r.width) === 132 && Math.round(r.height) === 26 && svg.querySelector("polyline, circle")) { drawn++; }
+  });
   var p = document.createElement("pre");
   p.id = "layout";
   p.setAttribute("data-width", String(root.clientWidth));
+  p.setAttribute("data-charts", String(drawn));
   p.textContent = out.length ? out.join("\n") : "fits";
   document.body.appendChild(p);
 })();
@@ -107,12 +113,22 @@ func longWorld(t *testing.T) *status.Handler {
 		"\"settlement_service\" and CreateGroup is off: create it with XGROUP CREATE"))
 	serve(t, tree)
 	waitForState(t, tree, "settlement", supervisor.ServiceStopped)
-	return newHandler(t, status.Config{Title: "wallet-consumer", Tree: tree, Probes: probes,
+	h := newHandler(t, status.Config{Title: "wallet-consumer", Tree: tree, Probes: probes,
 		Now: clk.Now, Started: start.Add(-49 * time.Hour), WorkerLoops: map[string]string{
 			"rolling":                           "rolling_service@events:{wallet}",
 			"promotion-with-a-long-worker-name": "promotion_service@events:{wallet}",
 			"settlement":                        "settlement_service@events:{bet-settlement}",
 		}})
+	// Trends: ten samples, the rolling consumer draining a large backlog
+	// fast, the promotion consumer slower.
+	for i := range 10 {
+		rolling.ProgressBy("", 1500*i)
+		rolling.SetBacklog(int64(1_000_000 - 90_000*i))
+		promotion.ProgressBy("", 7)
+		clk.Advance(10 * time.Second)
+		h.Record()
+	}
+	return h
 }
 
 // TestPageFitsA1400PixelWindow renders the page in headless Chromium at
@@ -147,14 +163,20 @@ func TestPageFitsA1400PixelWindow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
-	m := regexp.MustCompile(`(?s)<pre id="layout" data-width="(\d+)">(.*?)</pre>`).FindStringSubmatch(string(out))
+	m := regexp.MustCompile(`(?s)<pre id="layout" data-width="(\d+)" data-charts="(\d+)">(.*?)</pre>`).FindStringSubmatch(string(out))
 	if m == nil {
 		t.Fatalf("no measurement in the rendered page:\n%s", out)
 	}
 	if m[1] != "1400" {
 		t.Fatalf("the window is %spx wide, want 1400", m[1])
 	}
-	if m[2] != "fits" {
-		t.Errorf("at 1400px the page does not fit:\n%s", m[2])
+	if m[3] != "fits" {
+		t.Errorf("at 1400px the page does not fit:\n%s", m[3])
+	}
+	// Every loop was sampled: each draws two charts at their size, with a
+	// line or a point — but the settlement loop's backlog, never known,
+	// which is an empty chart.
+	if m[2] != "7" {
+		t.Errorf("%s trend charts drawn at 132×26 with a line, want 7 (two for each of 4 loops, less one empty)", m[2])
 	}
 }

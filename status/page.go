@@ -14,16 +14,20 @@ var pageText string
 // context it lands in, so names, reasons, positions and errors are shown
 // as text, never as markup.
 var page = template.Must(template.New("page.html").Funcs(template.FuncMap{
-	"when": when,
-	"ago":  ago,
-	"secs": secs,
+	"when":         when,
+	"ago":          ago,
+	"secs":         secs,
+	"rateChart":    rateChart,
+	"backlogChart": backlogChart,
+	"span":         span,
 }).Parse(pageText))
 
 // view is what the page template gets: the snapshot and how to show it.
 type view struct {
 	Snapshot
-	RefreshSeconds     int
-	HasTree, HasProbes bool
+	RefreshSeconds                int
+	HasTree, HasProbes, HasTrends bool
+	TrendWindow                   time.Duration
 }
 
 // when shows a point in time, in UTC to the second.

@@ -81,6 +81,10 @@ type Loop struct {
 	// LagSeconds is how far behind the loop is in time
 	// ([readiness.WatermarkSnapshot.Lag]); null when unknown.
 	LagSeconds *float64 `json:"lag_seconds"`
+	// Trend is the loop's recent work rate and backlog, sampled by
+	// [Handler.Run]; absent before the first sample or with the charts
+	// off (Config.TrendInterval).
+	Trend *Trend `json:"trend,omitempty"`
 }
 
 // Job is one scheduled job's health ([readiness.JobHealth]).
@@ -139,7 +143,7 @@ func (h *Handler) Snapshot() Snapshot {
 	}
 	if p := h.cfg.Probes; p != nil {
 		for _, wm := range p.Loops() {
-			s.Loops = append(s.Loops, loopOf(wm, now))
+			s.Loops = append(s.Loops, loopOf(wm, now, h.trends))
 		}
 		linkLoops(s.Workers, s.Loops, links)
 		for _, j := range p.Jobs() {
@@ -209,7 +213,7 @@ func linkLoops(workers []Worker, loops []Loop, links map[string]string) {
 	}
 }
 
-func loopOf(wm *readiness.Watermark, now time.Time) Loop {
+func loopOf(wm *readiness.Watermark, now time.Time, t *trends) Loop {
 	st, snap := wm.Status(), wm.Snapshot()
 	l := Loop{
 		Name:     snap.Name,
@@ -230,6 +234,9 @@ func loopOf(wm *readiness.Watermark, now time.Time) Loop {
 	if snap.LagKnown {
 		sec := snap.Lag.Seconds()
 		l.LagSeconds = &sec
+	}
+	if t != nil {
+		l.Trend = t.trend(snap.Name)
 	}
 	return l
 }

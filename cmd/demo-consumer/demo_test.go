@@ -320,6 +320,10 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 			t.Errorf("the rendered page does not show %s", want)
 		}
 	}
+	// Each loop's trend charts (the service samples from its start).
+	if n := strings.Count(dom, `<svg class="spark rate"`); n < 4 {
+		t.Errorf("%d rate charts on the rendered page, want one per loop (4)", n)
+	}
 	// The markup in the event type is text in the rendered DOM: escaped when
 	// serialised, never an element.
 	if !strings.Contains(dom, "&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;H") {
