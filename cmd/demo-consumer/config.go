@@ -17,9 +17,9 @@ import (
 type config struct {
 	listen      string
 	drainDelay  time.Duration // /ready fails this long before the workers stop
-	redisURL    string // empty: embedded miniredis
-	databaseURL string // empty: embedded SQLite
-	dataDir     string // where the embedded SQLite file goes; empty: a temporary directory
+	redisURL    string        // empty: embedded miniredis
+	databaseURL string        // empty: embedded SQLite
+	dataDir     string        // where the embedded SQLite file goes; empty: a temporary directory
 	mode        brandguard.Mode
 	rate        float64 // business operations per second
 	players     int     // players per brand
