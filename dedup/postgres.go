@@ -69,8 +69,10 @@ func (c PostgresConfig) Validate() error {
 // The primary key (scope, event_id) is the lock: a second Process for a key
 // whose transaction is in flight blocks in its INSERT until the first
 // commits (then it returns Duplicate) or rolls back (then it runs the
-// handler). PostgresStore therefore never returns [Busy], and it does not
-// implement [Batcher].
+// handler). Process therefore never returns [Busy]. PostgresStore does
+// not implement [Batcher] (its leases would have to outlive their
+// transaction); it implements [TxBatcher], which runs many events in one
+// transaction.
 //
 // Each in-flight Process holds one pool connection for as long as its
 // handler runs, and so does each call blocked behind it: size the pool
@@ -87,6 +89,8 @@ type PostgresStore struct {
 	insertSQL string
 	cutoffSQL string
 	pruneSQL  string
+
+	markBatchSQL, unmarkSQL string // ProcessBatch's
 }
 
 var _ Store = (*PostgresStore)(nil)
@@ -123,7 +127,9 @@ func NewPostgres(cfg PostgresConfig) (*PostgresStore, error) {
 		base = base[:maxIdentLen-len(suffix)]
 	}
 	index := pgx.Identifier{base + suffix}.Sanitize()
+	markBatch, unmark := batchSQL(table)
 	return &PostgresStore{
+		markBatchSQL: markBatch, unmarkSQL: unmark,
 		pool:  cfg.Pool,
 		table: table,
 		createSQL: `CREATE TABLE IF NOT EXISTS ` + table + ` (

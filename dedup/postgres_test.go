@@ -19,7 +19,7 @@ import (
 )
 
 // newPostgresStore returns a migrated store in a fresh schema of its own.
-func newPostgresStore(t *testing.T, cfg dedup.PostgresConfig) (*dedup.PostgresStore, *pgtest.DB) {
+func newPostgresStore(t testing.TB, cfg dedup.PostgresConfig) (*dedup.PostgresStore, *pgtest.DB) {
 	t.Helper()
 	db := pgtest.New(t)
 	cfg.Pool = db.Pool
@@ -33,7 +33,7 @@ func newPostgresStore(t *testing.T, cfg dedup.PostgresConfig) (*dedup.PostgresSt
 	return s, db
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

@@ -95,6 +95,7 @@ type RedisStore struct {
 	seq     uint64
 	batches map[uint64]*redisBatch // batches with keys claimed and not settled
 	keys    map[Key]uint64         // claimed, not settled: key → batch
+	orphans []string               // batch keys of failed claims whose release failed too
 }
 
 // redisBatch is a batch claimed by this store.
@@ -270,6 +271,7 @@ func (s *RedisStore) Claim(ctx context.Context, keys []Key, out []Outcome) error
 		}
 		out[i] = Busy
 	}
+	s.releaseOrphans(ctx)
 	var errs []error
 	for _, g := range groupByScope(keys) {
 		scope := keys[g[0]].Scope
@@ -290,8 +292,17 @@ func (s *RedisStore) Claim(ctx context.Context, keys []Key, out []Outcome) error
 			errs = append(errs, fmt.Errorf("%w: claim: %v (%d replies for %d keys)", ErrStore, err, len(res), len(g)))
 			// Nothing was reported leased: drop the batch's lease if it
 			// was taken, so that its keys are free now, not after LeaseTTL.
+			// The script may have run with only its reply lost (Redis
+			// killed after persisting it): when the release fails too,
+			// the next Claim retries it, so that a Redis restart does not
+			// hold the batch's events for a whole LeaseTTL.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = s.releaseScript.Run(rctx, s.rdb, names[:1], s.token).Err()
+			if rerr := s.releaseScript.Run(rctx, s.rdb, names[:1], s.token).Err(); rerr != nil {
+				s.mu.Lock()
+				// Bounded: the oldest expire by LeaseTTL anyway.
+				s.orphans = append(s.orphans[max(len(s.orphans)-maxOrphans+1, 0):], b.key)
+				s.mu.Unlock()
+			}
 			cancel()
 			continue
 		}
@@ -308,6 +319,29 @@ func (s *RedisStore) Claim(ctx context.Context, keys []Key, out []Outcome) error
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// maxOrphans bounds the failed claims whose release is retried.
+const maxOrphans = 1024
+
+// releaseOrphans drops the leases of failed claims whose release failed,
+// and keeps those whose release fails again.
+func (s *RedisStore) releaseOrphans(ctx context.Context) {
+	s.mu.Lock()
+	orphans := s.orphans
+	s.orphans = nil
+	s.mu.Unlock()
+	var kept []string
+	for _, key := range orphans {
+		if err := s.releaseScript.Run(ctx, s.rdb, []string{key}, s.token).Err(); err != nil {
+			kept = append(kept, key)
+		}
+	}
+	if len(kept) > 0 {
+		s.mu.Lock()
+		s.orphans = append(s.orphans, kept...)
+		s.mu.Unlock()
+	}
 }
 
 // track records that key was leased in batch seq (b); s.mu is held.

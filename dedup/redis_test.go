@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/dedup/deduptest"
+	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 )
@@ -336,5 +340,56 @@ func TestRedisStoreOnCluster(t *testing.T) {
 		if out[i] != want {
 			t.Errorf("%s: %v, want %v", k, out[i], want)
 		}
+	}
+}
+
+// TestRedisFailedClaimReleasedLater: a claim whose reply is lost (Redis
+// ran the script, the client timed out) and whose release fails too (the
+// network is still down) leaves a lease on the batch's keys; the next
+// Claim of the store releases it first, so the events are claimable at
+// once rather than after LeaseTTL — a Redis restart or a network cut does
+// not hold them for a whole lease.
+func TestRedisFailedClaimReleasedLater(t *testing.T) {
+	shared, prefix := redistest.Client(t)
+	proxy, err := faultproxy.Start(shared.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	s, err := dedup.NewRedis(dedup.RedisConfig{Client: rdb, Prefix: prefix, LeaseTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keys := []dedup.Key{{Scope: "g", EventID: "e1"}, {Scope: "g", EventID: "e2"}}
+	out := make([]dedup.Outcome, 2)
+	if err := s.Claim(ctx, keys[:1], out[:1]); err != nil { // warm up: load the scripts, open a connection
+		t.Fatal(err)
+	}
+	if err := s.Settle(ctx, keys[:1], nil); err != nil {
+		t.Fatal(err)
+	}
+	keys = keys[1:]
+	out = out[1:]
+
+	proxy.Freeze()
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = s.Claim(cctx, keys, out)
+	cancel()
+	if !errors.Is(err, dedup.ErrStore) {
+		t.Fatalf("claim through a frozen network: %v, want ErrStore", err)
+	}
+	proxy.Thaw() // the held claim reaches Redis now and leases e2
+	testkit.Eventually(t, 5*time.Second, "the held claim's lease in Redis", func() bool {
+		v, _ := shared.Get(ctx, prefix+"{g}:e2").Result()
+		return strings.HasPrefix(v, "B:")
+	})
+	if err := s.Claim(ctx, keys, out); err != nil {
+		t.Fatal(err)
+	}
+	if out[0] != dedup.Processed {
+		t.Fatalf("claim after the network came back: %v, want processed (the orphaned lease released), not busy for LeaseTTL", out[0])
 	}
 }

@@ -5,7 +5,8 @@
 //	}
 //
 // Each case gets a fresh store from the factory and a scope of its own.
-// Stores that implement dedup.Batcher also run the batch cases.
+// Stores that implement dedup.Batcher also run the batch cases, and those
+// that implement dedup.TxBatcher the transactional batch cases.
 package deduptest
 
 import (
@@ -34,6 +35,10 @@ func Run(t *testing.T, newStore func(t *testing.T) dedup.Store) {
 		{"HandlerSeesCallerContext", handlerSeesCallerContext},
 		{"InvalidKey", invalidKey},
 		{"Batch", batch},
+		{"TxBatchOutcomes", txBatchOutcomes},
+		{"TxBatchPartialFailure", txBatchPartialFailure},
+		{"TxBatchRacingBatches", txBatchRacingBatches},
+		{"TxBatchRedeliveredAfterCommit", txBatchRedeliveredAfterCommit},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -237,5 +242,173 @@ func batch(t *testing.T, s dedup.Store, scope string) {
 	}
 	if err := b.Claim(ctx, keys, out[:1]); err == nil {
 		t.Fatal("Claim with mismatched lengths must fail")
+	}
+}
+
+// txBatch runs a ProcessBatch under a deadline.
+func txBatch(t *testing.T, b dedup.TxBatcher, keys []dedup.Key, fns []dedup.Func) ([]dedup.Outcome, []error, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, errs := make([]dedup.Outcome, len(keys)), make([]error, len(keys))
+	err := b.ProcessBatch(ctx, keys, fns, out, errs)
+	return out, errs, err
+}
+
+func asTxBatcher(t *testing.T, s dedup.Store) dedup.TxBatcher {
+	t.Helper()
+	b, ok := s.(dedup.TxBatcher)
+	if !ok {
+		t.Skip("store does not implement dedup.TxBatcher")
+	}
+	return b
+}
+
+// txBatchOutcomes: keys recorded before are duplicates and their fn does
+// not run; a key repeated in the batch runs once (the repeat is busy);
+// the rest are processed, in order, and recorded.
+func txBatchOutcomes(t *testing.T, s dedup.Store, scope string) {
+	b := asTxBatcher(t, s)
+	key := func(id string) dedup.Key { return dedup.Key{Scope: scope, EventID: id} }
+	if o, err := process(t, s, key("before"), ok); o != dedup.Processed || err != nil {
+		t.Fatalf("setup: %v %v", o, err)
+	}
+	var order []string
+	run := func(id string) dedup.Func {
+		return func(context.Context) error { order = append(order, id); return nil }
+	}
+	keys := []dedup.Key{key("a"), key("before"), key("b"), key("a")}
+	out, errs, err := txBatch(t, b, keys, []dedup.Func{run("a"), run("before"), run("b"), run("a-again")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []dedup.Outcome{dedup.Processed, dedup.Duplicate, dedup.Processed, dedup.Busy}
+	for i := range want {
+		if out[i] != want[i] || errs[i] != nil {
+			t.Fatalf("outcomes %v (errors %v), want %v", out, errs, want)
+		}
+	}
+	if fmt.Sprint(order) != "[a b]" {
+		t.Errorf("ran %v, want [a b] in that order", order)
+	}
+	for _, id := range []string{"a", "b"} {
+		if o, _ := process(t, s, key(id), ok); o != dedup.Duplicate {
+			t.Errorf("%s after the batch: %v, want duplicate (recorded)", id, o)
+		}
+	}
+	if _, _, err := txBatch(t, b, keys, nil); err == nil {
+		t.Error("a batch with mismatched lengths was accepted")
+	}
+	if _, _, err := txBatch(t, b, []dedup.Key{{Scope: scope}}, []dedup.Func{ok}); !errors.Is(err, dedup.ErrInvalidKey) {
+		t.Errorf("invalid key: %v, want ErrInvalidKey", err)
+	}
+}
+
+// txBatchPartialFailure: a failing fn fails alone — its key is not
+// recorded, its neighbours are — and a panicking fn goes on up with
+// nothing recorded.
+func txBatchPartialFailure(t *testing.T, s dedup.Store, scope string) {
+	b := asTxBatcher(t, s)
+	key := func(id string) dedup.Key { return dedup.Key{Scope: scope, EventID: id} }
+	boom := errors.New("boom")
+	keys := []dedup.Key{key("a"), key("fails"), key("c")}
+	out, errs, err := txBatch(t, b, keys, []dedup.Func{ok, func(context.Context) error { return boom }, ok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || !errors.Is(errs[1], boom) || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (boom), processed", out, errs)
+	}
+	if o, _ := process(t, s, key("fails"), ok); o != dedup.Processed {
+		t.Errorf("the failed key afterwards: %v, want processed (it was not recorded)", o)
+	}
+	if o, _ := process(t, s, key("c"), ok); o != dedup.Duplicate {
+		t.Errorf("its neighbour afterwards: %v, want duplicate", o)
+	}
+
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the panic did not reach the caller")
+			}
+		}()
+		_, _, _ = txBatch(t, b, []dedup.Key{key("p1"), key("p2")}, []dedup.Func{ok, func(context.Context) error { panic("handler panic") }})
+	}()
+	for _, id := range []string{"p1", "p2"} {
+		if o, _ := process(t, s, key(id), ok); o != dedup.Processed {
+			t.Errorf("%s after a batch that panicked: %v, want processed (nothing recorded)", id, o)
+		}
+	}
+}
+
+// txBatchRacingBatches: two consumers process batches of the same keys at
+// once, in opposite orders; every key's fn succeeds exactly once in all,
+// and neither batch fails (no deadlock).
+func txBatchRacingBatches(t *testing.T, s dedup.Store, scope string) {
+	b := asTxBatcher(t, s)
+	const n = 50
+	keys := make([]dedup.Key, n)
+	for i := range keys {
+		keys[i] = dedup.Key{Scope: scope, EventID: fmt.Sprintf("e%03d", i)}
+	}
+	var mu sync.Mutex
+	runs := map[dedup.Key]int{}
+	fnsFor := func(ks []dedup.Key) []dedup.Func {
+		fns := make([]dedup.Func, len(ks))
+		for i, k := range ks {
+			fns[i] = func(context.Context) error { mu.Lock(); runs[k]++; mu.Unlock(); return nil }
+		}
+		return fns
+	}
+	reversed := make([]dedup.Key, n)
+	for i, k := range keys {
+		reversed[n-1-i] = k
+	}
+	var wg sync.WaitGroup
+	outs := make([][]dedup.Outcome, 2)
+	errs := make([]error, 2)
+	for w, ks := range [][]dedup.Key{keys, reversed} {
+		wg.Go(func() { outs[w], _, errs[w] = txBatch(t, b, ks, fnsFor(ks)) })
+	}
+	wg.Wait()
+	for w := range errs {
+		if errs[w] != nil {
+			t.Fatalf("batch %d: %v", w, errs[w])
+		}
+	}
+	processed := 0
+	for w := range outs {
+		for _, o := range outs[w] {
+			if o == dedup.Processed {
+				processed++
+			} else if o != dedup.Duplicate {
+				t.Errorf("batch %d: outcome %v, want processed or duplicate", w, o)
+			}
+		}
+	}
+	if processed != n {
+		t.Errorf("%d keys processed across the two batches, want %d (each once)", processed, n)
+	}
+	for _, k := range keys {
+		if runs[k] != 1 {
+			t.Errorf("%s ran %d times, want once (a store whose second run can commit would not know to skip it)", k, runs[k])
+		}
+	}
+}
+
+// txBatchRedeliveredAfterCommit: a process that dies after the batch
+// committed and before it acknowledged gets the same events again; they
+// are duplicates, and their fns do not run again.
+func txBatchRedeliveredAfterCommit(t *testing.T, s dedup.Store, scope string) {
+	b := asTxBatcher(t, s)
+	keys := []dedup.Key{{Scope: scope, EventID: "x"}, {Scope: scope, EventID: "y"}}
+	runs := 0
+	fn := func(context.Context) error { runs++; return nil }
+	if out, _, err := txBatch(t, b, keys, []dedup.Func{fn, fn}); err != nil || out[0] != dedup.Processed || out[1] != dedup.Processed {
+		t.Fatalf("first delivery: %v %v", out, err)
+	}
+	out, _, err := txBatch(t, b, keys, []dedup.Func{fn, fn})
+	if err != nil || out[0] != dedup.Duplicate || out[1] != dedup.Duplicate || runs != 2 {
+		t.Fatalf("redelivery: %v %v after %d runs, want duplicates and 2 runs", out, err, runs)
 	}
 }

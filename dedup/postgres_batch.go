@@ -1,0 +1,242 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TxBatcher is implemented by transactional stores that run the handlers
+// of many events in one transaction, each in a savepoint of its own, so
+// that one commit (and one WAL flush) covers the whole batch while a
+// failing event rolls back alone.
+type TxBatcher interface {
+	Store
+	// ProcessBatch runs fns[i] for keys[i], in order, in one transaction,
+	// and sets out[i] and errs[i]:
+	//   - Processed, nil: fns[i] returned nil; its writes and its key's
+	//     mark committed together;
+	//   - Duplicate, nil: the key was recorded before (by an earlier
+	//     commit, or by a transaction that committed while this one
+	//     waited for it); fns[i] did not run;
+	//   - Busy, nil: the key appears earlier in keys; fns[i] did not run
+	//     (the event is left for redelivery, when it is a Duplicate or
+	//     runs);
+	//   - Failed, fns[i]'s error: fns[i] failed; its writes rolled back to
+	//     its savepoint and its key is not recorded, while the other
+	//     events of the batch go on.
+	// It returns an error wrapping ErrStore when the batch as a whole did
+	// not commit (begin, the marks, the commit): then nothing of it is
+	// recorded, out[i] is Failed for each fns[i] that ran and 0 for the
+	// others, and the caller runs them again later. len(keys), len(fns),
+	// len(out) and len(errs) must be equal.
+	ProcessBatch(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error
+}
+
+var _ TxBatcher = (*PostgresStore)(nil)
+
+// ProcessBatch implements [TxBatcher]. It begins a READ COMMITTED
+// transaction and records every key with one statement (in key order, so
+// that two batches racing on the same keys lock them in the same order and
+// cannot deadlock); a key another transaction holds blocks the statement
+// until that one ends, as in Process. Then each fn runs in a savepoint
+// (the handler's [Tx] is that savepoint: its writes and only its writes
+// roll back when it fails), the marks of the failed keys are deleted with
+// one statement, and the transaction commits.
+//
+// When the server refuses the commit for the transaction's content (a
+// deferred constraint, a serialization failure or deadlock: SQLSTATE
+// classes 23 and 40), the batch cannot say which event caused it: each
+// event whose fn succeeded is run again in a Process call of its own, and
+// its outcome is that call's. fns may therefore run twice, as they may on
+// any redelivery; nothing they did in the refused batch is kept.
+func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error {
+	if len(fns) != len(keys) || len(out) != len(keys) || len(errs) != len(keys) {
+		return fmt.Errorf("dedup: ProcessBatch of %d keys with %d funcs, %d outcomes and %d errors", len(keys), len(fns), len(out), len(errs))
+	}
+	clear(out)
+	clear(errs)
+	if len(keys) == 0 {
+		return nil
+	}
+	scopes, ids := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+		scopes[i], ids[i] = k.Scope, k.EventID
+	}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return fmt.Errorf("%w: begin: %w", ErrStore, err)
+	}
+	settleCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	}
+	rollback := func() {
+		c, cancel := settleCtx()
+		defer cancel()
+		_ = tx.Rollback(c) // a failed rollback closes the connection: nothing commits
+	}
+	recorded, err := s.recordBatch(ctx, tx, scopes, ids)
+	if err != nil {
+		rollback()
+		return fmt.Errorf("%w: record %d keys: %w", ErrStore, len(keys), err)
+	}
+	seen := make(map[Key]bool, len(keys))
+	var failed []int
+	panicking := true
+	defer func() {
+		if panicking {
+			rollback() // the panic goes on to the caller; nothing commits
+		}
+	}()
+	for i, k := range keys {
+		switch {
+		case seen[k]:
+			out[i] = Busy
+			continue
+		case !recorded[k]:
+			out[i] = Duplicate
+			continue
+		}
+		seen[k] = true
+		if err := s.runInSavepoint(ctx, tx, fns[i]); err != nil {
+			out[i], errs[i] = Failed, err
+			if errors.Is(err, errSavepoint) {
+				// The transaction is unusable: nothing of the batch can
+				// commit.
+				panicking = false
+				rollback()
+				markRan(out, i)
+				return fmt.Errorf("%w: %w", ErrStore, err)
+			}
+			failed = append(failed, i)
+			continue
+		}
+		out[i] = Processed
+	}
+	panicking = false
+	if len(failed) > 0 {
+		fs, fi := make([]string, len(failed)), make([]string, len(failed))
+		for j, i := range failed {
+			fs[j], fi[j] = keys[i].Scope, keys[i].EventID
+		}
+		if _, err := tx.Exec(ctx, s.unmarkSQL, fs, fi); err != nil {
+			rollback()
+			markRan(out, len(keys)-1)
+			return fmt.Errorf("%w: unmark %d failed keys: %w", ErrStore, len(failed), err)
+		}
+	}
+	c, cancel := settleCtx()
+	defer cancel()
+	if err := tx.Commit(c); err != nil {
+		if refusedContent(err) {
+			return s.redoAlone(ctx, keys, fns, out, errs)
+		}
+		markRan(out, len(keys)-1)
+		return fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(keys), err)
+	}
+	return nil
+}
+
+// errSavepoint marks the failure of a savepoint statement itself, which
+// leaves the transaction unusable.
+var errSavepoint = errors.New("savepoint")
+
+// recordBatch inserts the keys' marks with one statement, in key order,
+// and returns the keys it inserted (the others were recorded before).
+func (s *PostgresStore) recordBatch(ctx context.Context, tx pgx.Tx, scopes, ids []string) (map[Key]bool, error) {
+	rows, err := tx.Query(ctx, s.markBatchSQL, scopes, ids)
+	if err != nil {
+		return nil, err
+	}
+	recorded := make(map[Key]bool, len(ids))
+	var k Key
+	_, err = pgx.ForEachRow(rows, []any{&k.Scope, &k.EventID}, func() error {
+		recorded[k] = true
+		return nil
+	})
+	return recorded, err
+}
+
+// runInSavepoint runs fn in a savepoint of tx, with tx as its [Tx]:
+// released when fn succeeds, rolled back to when it fails or panics, or
+// when it returned nil after one of its statements failed (the
+// transaction is then aborted: PostgreSQL's status 'E').
+func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) (err error) {
+	if _, err := tx.Exec(ctx, "SAVEPOINT headway_event"); err != nil {
+		return fmt.Errorf("%w: %w", errSavepoint, err)
+	}
+	settle := func(stmt string) error {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		defer cancel()
+		if _, err := tx.Exec(c, stmt); err != nil {
+			return fmt.Errorf("%w: %s: %w", errSavepoint, stmt, err)
+		}
+		return nil
+	}
+	done := false
+	defer func() {
+		if !done { // fn panicked: undo its writes before the panic goes on
+			_ = settle("ROLLBACK TO SAVEPOINT headway_event")
+		}
+	}()
+	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(handlerTx{tx})))
+	done = true
+	if ferr == nil && tx.Conn().PgConn().TxStatus() == 'E' {
+		ferr = errors.New("dedup: a statement of the handler failed and the handler returned nil")
+	}
+	if ferr != nil {
+		if err := settle("ROLLBACK TO SAVEPOINT headway_event"); err != nil {
+			return fmt.Errorf("%w (after the handler's error: %v)", err, ferr)
+		}
+		return ferr
+	}
+	return settle("RELEASE SAVEPOINT headway_event")
+}
+
+// markRan sets Failed for the keys up to last whose fn ran and committed
+// nothing (Processed before the batch failed).
+func markRan(out []Outcome, last int) {
+	for i := range out[:last+1] {
+		if out[i] == Processed {
+			out[i] = Failed
+		}
+	}
+}
+
+// redoAlone runs again, each in a Process call of its own, the events a
+// refused batch commit covered and whose fn had succeeded.
+func (s *PostgresStore) redoAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error {
+	for i := range keys {
+		if out[i] != Processed {
+			continue
+		}
+		o, err := s.Process(ctx, keys[i], fns[i])
+		out[i], errs[i] = o, err
+		if errors.Is(err, ErrStore) {
+			for j := i + 1; j < len(keys); j++ {
+				if out[j] == Processed {
+					out[j] = Failed
+				}
+			}
+			return err
+		}
+		if o == 0 {
+			out[i] = Failed
+		}
+	}
+	return nil
+}
+
+// batchSQL returns the statements of ProcessBatch for table.
+func batchSQL(table string) (mark, unmark string) {
+	mark = `INSERT INTO ` + table + ` (scope, event_id)
+SELECT s, e FROM unnest($1::text[], $2::text[]) AS k(s, e) ORDER BY s, e
+ON CONFLICT (scope, event_id) DO NOTHING RETURNING scope, event_id`
+	unmark = `DELETE FROM ` + table + ` WHERE (scope, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`
+	return mark, unmark
+}

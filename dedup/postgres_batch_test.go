@@ -1,0 +1,148 @@
+package dedup_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/headwaylabs/headway/dedup"
+)
+
+// insertFn writes id into table through the inbox transaction; failAfter
+// makes it fail after writing.
+func insertFn(table, id string, failAfter bool) dedup.Func {
+	return func(ctx context.Context) error {
+		tx, ok := dedup.Tx(ctx)
+		if !ok {
+			return errors.New("no inbox transaction")
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+table+" (id) VALUES ($1)", id); err != nil {
+			return err
+		}
+		if failAfter {
+			return errors.New("failed after writing " + id)
+		}
+		return nil
+	}
+}
+
+func ids(t *testing.T, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, table string) string {
+	t.Helper()
+	rows, err := q.Query(context.Background(), "SELECT id FROM "+table+" ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(got)
+}
+
+// TestPostgresBatchSavepoints: in one batch transaction, a handler that
+// fails after writing loses its writes and its mark, alone; a handler that
+// swallows an SQL error (its statement failed, it returned nil) fails
+// alone too, rather than aborting its neighbours; the others' writes and
+// marks commit together.
+func TestPostgresBatchSavepoints(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	swallow := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, _ = tx.Exec(ctx, "INSERT INTO no_such_table VALUES (1)") // fails; the error is dropped
+		return nil
+	}
+	key := func(id string) dedup.Key { return dedup.Key{Scope: "g", EventID: id} }
+	keys := []dedup.Key{key("a"), key("b"), key("c"), key("d")}
+	out, errs := make([]dedup.Outcome, 4), make([]error, 4)
+	err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), insertFn("effects", "b", true),
+		swallow, insertFn("effects", "d", false)}, out, errs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []dedup.Outcome{dedup.Processed, dedup.Failed, dedup.Failed, dedup.Processed}
+	for i := range want {
+		if out[i] != want[i] {
+			t.Fatalf("outcomes %v (errors %v), want %v", out, errs, want)
+		}
+	}
+	if errors.Is(errs[1], dedup.ErrStore) || errors.Is(errs[2], dedup.ErrStore) {
+		t.Errorf("a handler's failure wraps ErrStore: %v / %v", errs[1], errs[2])
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a d]" {
+		t.Errorf("effects %s, want [a d]: the failed handler's write rolled back, its neighbours' kept", got)
+	}
+	if got := ids(t, db.Pool, "(SELECT event_id AS id FROM headway_inbox) m"); got != "[a d]" {
+		t.Errorf("marks %s, want [a d]", got)
+	}
+}
+
+// TestPostgresBatchRefusedCommitRedoesAlone: when the server refuses the
+// batch's commit for its content (a deferred unique constraint two
+// handlers both break), nothing of the batch is kept and each succeeded
+// event runs again in a transaction of its own: the first commits, the
+// second is refused alone as the handler's failure, not the store's.
+func TestPostgresBatchRefusedCommitRedoesAlone(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE uniq (id text UNIQUE DEFERRABLE INITIALLY DEFERRED)"); err != nil {
+		t.Fatal(err)
+	}
+	runs := 0
+	same := func(ctx context.Context) error { runs++; return insertFn("uniq", "same", false)(ctx) }
+	keys := []dedup.Key{{Scope: "g", EventID: "e1"}, {Scope: "g", EventID: "e2"}, {Scope: "g", EventID: "e3"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	err := s.ProcessBatch(ctx, keys, []dedup.Func{same, same, insertFn("uniq", "other", false)}, out, errs)
+	if err != nil {
+		t.Fatalf("ProcessBatch = %v, want the refusal resolved event by event", err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), processed", out, errs)
+	}
+	if runs != 4 {
+		t.Errorf("the clashing handler ran %d times, want 4 (twice in the refused batch, once each alone)", runs)
+	}
+	if got := ids(t, db.Pool, "uniq"); got != "[other same]" {
+		t.Errorf("rows %s, want [other same]: one 'same', none from the refused batch", got)
+	}
+}
+
+// TestPostgresBatchStoreFailure: a batch whose connection is gone fails
+// as the store's failure, records nothing, and reports as failed the
+// handlers that ran.
+func TestPostgresBatchStoreFailure(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	var pid int
+	kill := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		_, err := db.Pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid)
+		return err
+	}
+	keys := []dedup.Key{{Scope: "g", EventID: "k1"}, {Scope: "g", EventID: "k2"}, {Scope: "g", EventID: "k3"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	err := s.ProcessBatch(ctx, keys, []dedup.Func{func(context.Context) error { return nil }, kill,
+		func(context.Context) error { return nil }}, out, errs)
+	if !errors.Is(err, dedup.ErrStore) {
+		t.Fatalf("ProcessBatch = %v, want ErrStore", err)
+	}
+	if out[0] != dedup.Failed {
+		t.Errorf("outcomes %v: the handler that ran before the connection died must be failed, not processed", out)
+	}
+	for _, k := range keys {
+		if o, err := s.Process(ctx, k, func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
+			t.Errorf("%s after the failed batch: %v %v, want processed (nothing recorded)", k, o, err)
+		}
+	}
+}
