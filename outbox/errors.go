@@ -3,8 +3,8 @@ package outbox
 import "errors"
 
 var (
-	// ErrInvalidConfig wraps configuration errors of NewWriter, NewRelay
-	// and Migrate.
+	// ErrInvalidConfig wraps configuration errors of NewWriter, NewRelay,
+	// NewObserver and NewPostgresStore (each config's Validate).
 	ErrInvalidConfig = errors.New("outbox: invalid config")
 	// ErrNotEmitted: the event type is not listed as emitted on any stream
 	// of the catalog (reserved, retired or unknown). A reserved type is

@@ -28,7 +28,7 @@ var tableNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
 // ValidTableName reports whether name can name an outbox table: a plain
 // lower-case SQL identifier of at most 41 characters (letters, digits and
 // underscores, not starting with a digit), safe to splice into statements.
-// Migrate, the writers and the stores of this module reject any other name.
+// The writers and the stores of this module reject any other name.
 func ValidTableName(name string) bool { return tableNameRE.MatchString(name) }
 
 // DefaultAlertWindow is how long a producer-side brand violation keeps

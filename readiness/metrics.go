@@ -34,7 +34,7 @@ func newCollector() *collector {
 		loopHeartbeat:     d("headway_loop_last_heartbeat_timestamp_seconds", "Unix time of the loop's last heartbeat (any iteration); absent before the first.", loop, nil),
 		loopBacklog:       d("headway_loop_backlog", "Work known to be waiting for the loop; absent while it cannot be measured.", loop, nil),
 		loopFailures:      d("headway_loop_consecutive_failures", "Failed iterations of the loop since its last success or progress, or failed work items since its last progress, whichever is more.", loop, nil),
-		loopProgressTotal: d("headway_loop_progress_total", "Units of forward progress the loop reported.", loop, nil),
+		loopProgressTotal: d("headway_loop_progress_total", "Progress reports of the loop (a batch acknowledged, a cycle published: one each, whatever its size).", loop, nil),
 		loopFailuresTotal: d("headway_loop_failures_total", "Failed iterations and failed work items the loop reported.", loop, nil),
 		loopReady:         d("headway_loop_ready", "1 if the loop passes its readiness rules, else 0.", loop, nil),
 		loopStatus:        d("headway_loop_status", "Current status of the loop (1 for the current status, 0 for the others): starting, progressing, idle, behind, stalled, failing, alert, wedged, parked.", []string{"loop", "status"}, nil),

@@ -56,7 +56,7 @@ headway_loop_last_heartbeat_timestamp_seconds{loop="wallet"} 1.778846402e+09
 # HELP headway_loop_last_progress_timestamp_seconds Unix time of the loop's last forward progress; absent before the first.
 # TYPE headway_loop_last_progress_timestamp_seconds gauge
 headway_loop_last_progress_timestamp_seconds{loop="wallet"} 1.778846401e+09
-# HELP headway_loop_progress_total Units of forward progress the loop reported.
+# HELP headway_loop_progress_total Progress reports of the loop (a batch acknowledged, a cycle published: one each, whatever its size).
 # TYPE headway_loop_progress_total counter
 headway_loop_progress_total{loop="fresh"} 0
 headway_loop_progress_total{loop="wallet"} 1

@@ -177,7 +177,11 @@ func TestAddConsumerFillsTheServicesPieces(t *testing.T) {
 		t.Errorf("/ready?full=1 has no %s OK: %s", loop, body)
 	}
 	stop()
-	<-r.done
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
 	if err := shared.Ping(context.Background()).Err(); !errors.Is(err, redis.ErrClosed) {
 		t.Errorf("the service's Redis client after Run: ping = %v, want closed", err)
 	}
@@ -246,5 +250,51 @@ func TestAddRelayUsesTheServicesPostgres(t *testing.T) {
 	_, body := get(t, "http://"+s.Addr()+"/ready?full=1")
 	if !strings.Contains(body, `"loop/relay/headway_outbox": "OK"`) {
 		t.Errorf("/ready?full=1 has no relay loop OK: %s", body)
+	}
+}
+
+// TestServiceConnectionEdges: the URL's pool_size wins over the default
+// (and is what the workers are checked against); a worker given the
+// service's own client by hand is counted too; after Close the service
+// opens nothing more; a Run whose HTTP server cannot serve returns the
+// server's error rather than nil.
+func TestServiceConnectionEdges(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	t.Setenv(service.EnvRedisURL, "redis://"+rdb.Options().Addr+"/0?pool_size=6")
+	s := quietService(t, service.Config{})
+	shared, err := s.Redis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := shared.Options().PoolSize; n != 6 {
+		t.Fatalf("pool %d, want the URL's 6", n)
+	}
+	nop := func(context.Context, *consumer.Message) error { return nil }
+	byHand := promotionConfig(prefix+"s1", nop)
+	byHand.Client = shared
+	if err := s.AddConsumer("c1", byHand); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddConsumer("c2", promotionConfig(prefix+"s2", nop)); !errors.Is(err, service.ErrInvalidConfig) {
+		t.Errorf("a second consumer on a pool of 6: %v, want refused (the first, given the client by hand, counts)", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Redis(); err == nil {
+		t.Error("Redis() opened a client after Close")
+	}
+	if _, err := s.Postgres(context.Background()); err == nil {
+		t.Error("Postgres() opened a pool after Close")
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }() // its listener is closed: the server cannot serve
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "HTTP server") {
+			t.Errorf("Run = %v, want the HTTP server's failure", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return when its HTTP server failed")
 	}
 }

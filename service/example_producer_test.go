@@ -28,6 +28,7 @@ func Example_producer() {
 		return
 	}
 	defer env.restore()
+	defer env.catchSIGTERM()() // the SIGTERM below is Run's, never the test binary's death
 	seen := make(chan []string, 1)
 	go func() { seen <- env.settleAndRead() }()
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,6 +44,7 @@ func Example_promotionConsumer() {
 		return
 	}
 	defer env.restore()
+	defer env.catchSIGTERM()() // the SIGTERM below is Run's, never the test binary's death
 	seen := make(chan []string, 1)
 	go func() { seen <- env.drive() }()
 
@@ -153,7 +155,7 @@ func (q *quickStart) databaseURL() string { return q.dbURL }
 
 // get sends GET path to the service and returns the status and body.
 func (q *quickStart) get(path string) (int, string) {
-	resp, err := http.Get("http://" + q.addr + path)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + q.addr + path)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -192,6 +194,16 @@ func (q *quickStart) sigterm() {
 		q.killed = true
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	}
+}
+
+// catchSIGTERM registers a channel for SIGTERM until the returned stop is
+// called, so that the signal the example sends itself is never fatal,
+// even when Run is not listening (it returned early, or has returned):
+// Go delivers a signal to every channel registered for it.
+func (q *quickStart) catchSIGTERM() (stop func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM)
+	return func() { signal.Stop(c) }
 }
 
 // clean deletes the stream and its dead letters from database 9.
@@ -258,7 +270,10 @@ func (q *quickStart) drive() (seen []string) {
 		return append(seen, "after SIGTERM: /ready never failed")
 	}
 	_, body := q.get("/ready?full=1")
-	_ = json.Unmarshal([]byte(body), &checks)
+	checks = nil
+	if err := json.Unmarshal([]byte(body), &checks); err != nil {
+		return append(seen, "after SIGTERM: /ready?full=1: "+body)
+	}
 	if checks["loop/"+loop] == "OK" && checks[service.ShutdownCheck] != "OK" {
 		return append(seen, "after SIGTERM: /ready 503 while the consumer still runs")
 	}

@@ -109,8 +109,9 @@ type Config struct {
 	// RedisURL is the Redis of [Service.Redis]. Default $REDIS_URL.
 	RedisURL string
 	// RedisPoolSize is the connection pool of [Service.Redis]'s client.
-	// Default: go-redis's 10 per GOMAXPROCS, at least 32 (connections
-	// open on demand, so an unused capacity costs nothing).
+	// Default: the URL's pool_size, else go-redis's 10 per GOMAXPROCS, at
+	// least 32 (connections open on demand, so an unused capacity costs
+	// nothing).
 	// [Service.AddConsumer] and [Service.AddRelay] refuse a worker the
 	// pool cannot serve (see ConnsPerConsumer).
 	RedisPoolSize int
@@ -135,6 +136,7 @@ type Service struct {
 	mu        sync.Mutex
 	rdb       *redis.Client // opened by Redis, closed after the workers stop
 	db        *pgxpool.Pool // opened by Postgres, likewise
+	closed    bool          // closeConns ran: Redis and Postgres open nothing more
 	redisUsed int           // connections the workers added need at once
 }
 
@@ -230,8 +232,9 @@ func (s *Service) Probes() *readiness.Probes { return s.probes }
 // Tree is the service's supervisor tree.
 func (s *Service) Tree() *supervisor.Tree { return s.tree }
 
-// Handler is the mux of /live, /ready, /metrics, /status (and pprof), for
-// a service that serves it itself.
+// Handler is the mux of /live, /ready, /metrics, /status (and pprof; /
+// redirects to /status), for a service that serves it itself; run the
+// status page's trend sampler then too (Run does: status.Handler.Run).
 func (s *Service) Handler() http.Handler { return s.mux }
 
 // Addr is the address the service listens on (with the port chosen when
@@ -285,18 +288,35 @@ func (s *Service) Close() error {
 
 // closeConns closes the Redis client and the PostgreSQL pool the service
 // opened.
+//
+// A worker the tree abandoned (it missed the supervisor's shutdown
+// timeout) may still hold a PostgreSQL connection, and the pool's Close
+// waits for every connection to come back: the close is given
+// poolCloseTimeout, then left to finish in the background, so that Run
+// keeps its shutdown deadline.
 func (s *Service) closeConns() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.rdb != nil {
-		_ = s.rdb.Close()
-		s.rdb = nil
+	rdb, db := s.rdb, s.db
+	s.rdb, s.db, s.closed = nil, nil, true
+	s.mu.Unlock()
+	if rdb != nil {
+		_ = rdb.Close()
 	}
-	if s.db != nil {
-		s.db.Close()
-		s.db = nil
+	if db != nil {
+		done := make(chan struct{})
+		go func() { db.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(poolCloseTimeout):
+			s.log.Warn("PostgreSQL pool not closed: a connection is still in use by a worker that did not stop",
+				slog.Duration("waited", poolCloseTimeout))
+		}
 	}
 }
+
+// poolCloseTimeout bounds how long Run waits for the PostgreSQL pool to
+// close.
+const poolCloseTimeout = 5 * time.Second
 
 // Run serves the HTTP endpoints and runs the workers until ctx ends or
 // SIGTERM or SIGINT arrives, then shuts down in order: /ready fails
@@ -322,13 +342,14 @@ func (s *Service) Run(ctx context.Context) error {
 	defer func() { stopTree(); <-trendsDone }()
 	s.log.Info("service running", slog.String("name", s.cfg.Name), slog.String("addr", s.Addr()))
 
-	var treeErr error
+	var treeErr, httpErr error
 	treeStopped := false
 	select {
 	case <-sigCtx.Done():
 	case treeErr = <-treeDone:
 		treeStopped = true
 	case err := <-served:
+		httpErr = fmt.Errorf("service: HTTP server: %w", err)
 		s.log.Error("HTTP server failed: shutting down", slog.String("error", err.Error()))
 	}
 	s.stopping.Store(true)
@@ -354,9 +375,9 @@ func (s *Service) Run(ctx context.Context) error {
 	s.closeConns()
 	s.log.Info("service stopped")
 	if errors.Is(treeErr, context.Canceled) {
-		return nil
+		treeErr = nil
 	}
-	return treeErr
+	return errors.Join(httpErr, treeErr)
 }
 
 // Environment variables the helpers below read.
@@ -374,10 +395,13 @@ const (
 // calls. An error never repeats the URL, which may carry a password.
 func OpenRedis(url string) (*redis.Client, error) { return openRedis(url, 0) }
 
-// openRedis is OpenRedis with a pool of poolSize (0: go-redis's default).
+// openRedis is OpenRedis with a pool of poolSize: 0 is go-redis's
+// default, negative the service's (defaultRedisPool), each unless the
+// URL's pool_size sets it.
 func openRedis(url string, poolSize int) (*redis.Client, error) {
+	source := "the Redis URL"
 	if url == "" {
-		url = os.Getenv(EnvRedisURL)
+		url, source = os.Getenv(EnvRedisURL), EnvRedisURL
 	}
 	if url == "" {
 		return nil, fmt.Errorf("%w: no Redis URL (set %s)", ErrInvalidConfig, EnvRedisURL)
@@ -388,11 +412,14 @@ func openRedis(url string, poolSize int) (*redis.Client, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("%w: %s is not a valid redis:// URL: %v", ErrInvalidConfig, EnvRedisURL, err)
+		return nil, fmt.Errorf("%w: %s is not a valid redis:// URL: %v", ErrInvalidConfig, source, err)
 	}
 	opts.ContextTimeoutEnabled = true
-	if poolSize > 0 {
+	switch {
+	case poolSize > 0:
 		opts.PoolSize = poolSize
+	case poolSize < 0 && opts.PoolSize == 0: // the service's default, unless the URL's pool_size says otherwise
+		opts.PoolSize = defaultRedisPool()
 	}
 	return redis.NewClient(opts), nil
 }
@@ -400,15 +427,16 @@ func openRedis(url string, poolSize int) (*redis.Client, error) {
 // OpenPostgres returns a pgx pool for url (when empty, $DATABASE_URL). It
 // does not connect: the first use does (pgxpool.Pool.Ping to check).
 func OpenPostgres(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	source := "the PostgreSQL URL"
 	if url == "" {
-		url = os.Getenv(EnvDatabaseURL)
+		url, source = os.Getenv(EnvDatabaseURL), EnvDatabaseURL
 	}
 	if url == "" {
 		return nil, fmt.Errorf("%w: no PostgreSQL URL (set %s)", ErrInvalidConfig, EnvDatabaseURL)
 	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s is not a valid PostgreSQL URL", ErrInvalidConfig, EnvDatabaseURL)
+		return nil, fmt.Errorf("%w: %s is not a valid PostgreSQL URL", ErrInvalidConfig, source)
 	}
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
@@ -453,7 +481,14 @@ func (s *Service) Redis() (*redis.Client, error) {
 	if s.rdb != nil {
 		return s.rdb, nil
 	}
-	rdb, err := openRedis(s.cfg.RedisURL, s.redisPoolSize())
+	if s.closed {
+		return nil, errClosed
+	}
+	size := s.cfg.RedisPoolSize
+	if size <= 0 {
+		size = -1 // the service's default unless the URL sets pool_size
+	}
+	rdb, err := openRedis(s.cfg.RedisURL, size)
 	if err != nil {
 		return nil, err
 	}
@@ -461,12 +496,23 @@ func (s *Service) Redis() (*redis.Client, error) {
 	return rdb, nil
 }
 
+// errClosed: the service has shut down and closed its connections.
+var errClosed = errors.New("service: shut down: its connections are closed")
+
+// redisPoolSize is the pool of the service's Redis client; s.mu is held.
 func (s *Service) redisPoolSize() int {
+	if s.rdb != nil {
+		return s.rdb.Options().PoolSize
+	}
 	if s.cfg.RedisPoolSize > 0 {
 		return s.cfg.RedisPoolSize
 	}
-	return max(10*runtime.GOMAXPROCS(0), 32)
+	return defaultRedisPool()
 }
+
+// defaultRedisPool is the pool of the service's Redis client when neither
+// Config.RedisPoolSize nor the URL's pool_size sets it.
+func defaultRedisPool() int { return max(10*runtime.GOMAXPROCS(0), 32) }
 
 // Postgres returns the service's PostgreSQL pool, opening it on the first
 // call with [OpenPostgres] (Config.DatabaseURL, else $DATABASE_URL). The
@@ -478,6 +524,9 @@ func (s *Service) Postgres(ctx context.Context) (*pgxpool.Pool, error) {
 	defer s.mu.Unlock()
 	if s.db != nil {
 		return s.db, nil
+	}
+	if s.closed {
+		return nil, errClosed
 	}
 	db, err := OpenPostgres(ctx, s.cfg.DatabaseURL)
 	if err != nil {
@@ -501,6 +550,15 @@ func (s *Service) reserveRedis(name string, n int) error {
 	return nil
 }
 
+// isServiceRedis reports whether c is the client of [Service.Redis]: a
+// worker given it by hand is counted against its pool too.
+func (s *Service) isServiceRedis(c redis.UniversalClient) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rc, ok := c.(*redis.Client)
+	return ok && s.rdb != nil && rc == s.rdb
+}
+
 func (s *Service) releaseRedis(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -512,7 +570,7 @@ func (s *Service) releaseRedis(n int) {
 // Client [Service.Redis], Guard [Service.Guard] of cfg.Catalog,
 // Registerer and Logger; the rest keep consumer.Config's defaults.
 func (s *Service) AddConsumer(name string, cfg consumer.Config) (err error) {
-	if cfg.Client == nil {
+	if cfg.Client == nil || s.isServiceRedis(cfg.Client) {
 		rdb, rerr := s.Redis()
 		if rerr != nil {
 			return rerr
@@ -552,7 +610,7 @@ func (s *Service) AddConsumer(name string, cfg consumer.Config) (err error) {
 // [Service.Redis], Pool [Service.Postgres] (unless cfg.Store is set),
 // Registerer and Logger.
 func (s *Service) AddRelay(ctx context.Context, name string, cfg outbox.RelayConfig) (err error) {
-	if cfg.Client == nil {
+	if cfg.Client == nil || s.isServiceRedis(cfg.Client) {
 		rdb, rerr := s.Redis()
 		if rerr != nil {
 			return rerr

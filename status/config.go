@@ -66,8 +66,13 @@ func (c Config) Validate() error {
 	if c.Refresh > 0 && c.Refresh < time.Second {
 		return fmt.Errorf("%w: Refresh %v is below one second (negative: no refresh)", ErrInvalidConfig, c.Refresh)
 	}
-	if c.TrendWindow < 0 || c.TrendInterval > 0 && c.TrendWindow > 0 && c.TrendWindow < c.TrendInterval {
-		return fmt.Errorf("%w: TrendWindow %v must not be negative nor shorter than TrendInterval %v", ErrInvalidConfig, c.TrendWindow, c.TrendInterval)
+	if c.TrendInterval > 0 && c.TrendInterval < time.Second {
+		return fmt.Errorf("%w: TrendInterval %v is below one second (negative: no charts)", ErrInvalidConfig, c.TrendInterval)
+	}
+	if d := c.withDefaults(); c.TrendWindow < 0 || d.TrendInterval > 0 && d.TrendWindow < d.TrendInterval ||
+		d.TrendInterval > 0 && d.TrendWindow/d.TrendInterval >= maxTrendSamples {
+		return fmt.Errorf("%w: TrendWindow %v must be at least TrendInterval %v and at most %d of them", ErrInvalidConfig,
+			c.TrendWindow, d.TrendInterval, maxTrendSamples-1)
 	}
 	for w, l := range c.WorkerLoops {
 		if w == "" || l == "" {

@@ -6,7 +6,8 @@
 // The probes answer Kubernetes with a code; this page answers the person on
 // call with the reasons. It reads the same in-memory state as the probes
 // ([readiness.Probes], [supervisor.Tree]) and nothing else: no Redis, no
-// PostgreSQL, no goroutine.
+// PostgreSQL. One goroutine, [Handler.Run], samples the loops for the
+// trend charts.
 //
 // # Mounting
 //
@@ -20,6 +21,7 @@
 //	mux.Handle("/live", probes.LiveHandler())
 //	mux.Handle("/ready", probes.ReadyHandler())
 //	mux.Handle("/status", page)
+//	go page.Run(ctx) // samples the loops for the trend charts until ctx ends
 //
 // Either Config.Tree or Config.Probes may be nil: the page then leaves out
 // what it cannot know.

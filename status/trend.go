@@ -18,6 +18,9 @@ const (
 	DefaultTrendWindow   = 15 * time.Minute
 )
 
+// maxTrendSamples bounds a loop's ring (and a chart's points).
+const maxTrendSamples = 1000
+
 // sample is one loop's counters at one moment, with the rate of work
 // done since the sample before.
 type sample struct {
@@ -168,8 +171,10 @@ const (
 // their maximum, with gaps where a value is unknown; class styles it,
 // label names what is drawn, unit follows the maximum in the caption. The
 // SVG holds numbers the code computed, a fixed class and an escaped
-// caption, so it is safe as HTML.
-func spark(class, label, unit string, values []*float64, window time.Duration) template.HTML {
+// caption, so it is safe as HTML. The chart has slots points across, one
+// per sample of the window, and the values fill its right end: the time
+// scale is the same for every loop, however long it has been sampled.
+func spark(class, label, unit string, values []*float64, window time.Duration, slots int) template.HTML {
 	hi, seen := 0.0, false
 	for _, v := range values {
 		if v != nil {
@@ -185,7 +190,9 @@ func spark(class, label, unit string, values []*float64, window time.Duration) t
 		class, chartWidth, chartHeight, chartWidth, chartHeight, template.HTMLEscapeString(caption))
 	fmt.Fprintf(&b, `<title>%s</title>`, template.HTMLEscapeString(caption))
 	fmt.Fprintf(&b, `<line x1="0" y1="%d" x2="%d" y2="%d" class="base"/>`, chartHeight-1, chartWidth, chartHeight-1)
-	step := float64(chartWidth-2) / float64(max(len(values)-1, 1))
+	slots = max(slots, len(values), 2)
+	step := float64(chartWidth-2) / float64(slots-1)
+	first := slots - len(values)
 	var pts []string
 	flush := func() {
 		switch len(pts) {
@@ -207,7 +214,7 @@ func spark(class, label, unit string, values []*float64, window time.Duration) t
 		if hi > 0 {
 			y -= *v / hi * float64(chartHeight-4)
 		}
-		pts = append(pts, strconv.FormatFloat(1+float64(i)*step, 'f', 1, 64)+","+strconv.FormatFloat(y, 'f', 1, 64))
+		pts = append(pts, strconv.FormatFloat(1+float64(first+i)*step, 'f', 1, 64)+","+strconv.FormatFloat(y, 'f', 1, 64))
 	}
 	flush()
 	b.WriteString(`</svg>`)
@@ -226,13 +233,27 @@ func span(d time.Duration) string {
 	return human(d)
 }
 
-// short shows a chart's maximum: whole numbers as they are, others to two
-// significant digits.
+// short shows a chart's maximum: whole numbers as they are, others
+// rounded to a whole number from 10 on, to one decimal from 1 on, to two
+// significant digits below.
 func short(v float64) string {
-	if v == float64(int64(v)) {
+	switch {
+	case v == float64(int64(v)):
 		return strconv.FormatInt(int64(v), 10)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 1:
+		return strconv.FormatFloat(v, 'f', 1, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 2, 64)
+}
+
+// slots is the number of samples a full window of t holds.
+func slots(t *Trend, window time.Duration) int {
+	if t.IntervalSeconds <= 0 {
+		return len(t.Points)
+	}
+	return int(window.Seconds()/t.IntervalSeconds) + 1
 }
 
 // rateChart and backlogChart draw a trend's rate and backlog.
@@ -241,7 +262,7 @@ func rateChart(t *Trend, window time.Duration) template.HTML {
 	for _, p := range t.Points {
 		vals = append(vals, p.Rate)
 	}
-	return spark("rate", "done per second", "/s", vals, window)
+	return spark("rate", "done per second", "/s", vals, window, slots(t, window))
 }
 
 func backlogChart(t *Trend, window time.Duration) template.HTML {
@@ -254,5 +275,5 @@ func backlogChart(t *Trend, window time.Duration) template.HTML {
 		v := float64(*p.Backlog)
 		vals = append(vals, &v)
 	}
-	return spark("backlog", "backlog", "", vals, window)
+	return spark("backlog", "backlog", "", vals, window, slots(t, window))
 }
