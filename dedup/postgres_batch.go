@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -46,6 +47,11 @@ var _ TxBatcher = (*PostgresStore)(nil)
 // roll back when it fails), the marks of the failed keys are deleted with
 // one statement, and the transaction commits.
 //
+// A fn that fails and takes the transaction with it (a query cut off by
+// fn's deadline closes the connection, so the rollback to its savepoint
+// fails) fails alone, as in Process: the batch runs again without it, in
+// a new transaction, and the fns before it run again.
+//
 // When the server refuses the commit for the transaction's content (a
 // deferred constraint, a serialization failure or deadlock: SQLSTATE
 // classes 23 and 40), the batch cannot say which event caused it: each
@@ -58,19 +64,43 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 	}
 	clear(out)
 	clear(errs)
-	if len(keys) == 0 {
-		return nil
-	}
-	scopes, ids := make([]string, len(keys)), make([]string, len(keys))
-	for i, k := range keys {
+	for _, k := range keys {
 		if err := checkKey(k); err != nil {
 			return err
 		}
-		scopes[i], ids[i] = k.Scope, k.EventID
+	}
+	active := make([]int, len(keys))
+	for i := range active {
+		active[i] = i
+	}
+	for len(active) > 0 {
+		lost, err := s.processOnce(ctx, keys, fns, out, errs, active)
+		if lost < 0 {
+			return err
+		}
+		// fns[lost] failed and took the transaction with it (a query cut
+		// off by its deadline closes the connection): it failed alone,
+		// as in Process; the others run again in a new transaction.
+		active = slices.DeleteFunc(active, func(i int) bool { return i == lost })
+		for _, i := range active {
+			out[i], errs[i] = 0, nil
+		}
+	}
+	return nil
+}
+
+// processOnce runs the batch of the keys at indices active in one
+// transaction. It returns the index whose fn failed and lost the
+// transaction (the caller runs the others again), or -1 and the batch's
+// error.
+func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, active []int) (lost int, _ error) {
+	scopes, ids := make([]string, len(active)), make([]string, len(active))
+	for j, i := range active {
+		scopes[j], ids[j] = keys[i].Scope, keys[i].EventID
 	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
-		return fmt.Errorf("%w: begin: %w", ErrStore, err)
+		return -1, fmt.Errorf("%w: begin: %w", ErrStore, err)
 	}
 	settleCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -83,9 +113,9 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 	recorded, err := s.recordBatch(ctx, tx, scopes, ids)
 	if err != nil {
 		rollback()
-		return fmt.Errorf("%w: record %d keys: %w", ErrStore, len(keys), err)
+		return -1, fmt.Errorf("%w: record %d keys: %w", ErrStore, len(active), err)
 	}
-	seen := make(map[Key]bool, len(keys))
+	seen := make(map[Key]bool, len(active))
 	var failed []int
 	panicking := true
 	defer func() {
@@ -93,7 +123,8 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 			rollback() // the panic goes on to the caller; nothing commits
 		}
 	}()
-	for i, k := range keys {
+	for _, i := range active {
+		k := keys[i]
 		switch {
 		case seen[k]:
 			out[i] = Busy
@@ -103,20 +134,28 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 			continue
 		}
 		seen[k] = true
-		if err := s.runInSavepoint(ctx, tx, fns[i]); err != nil {
+		err := s.runInSavepoint(ctx, tx, fns[i])
+		var fl *fnLostTx
+		switch {
+		case err == nil:
+			out[i] = Processed
+		case errors.As(err, &fl):
+			panicking = false
+			rollback()
+			out[i], errs[i] = Failed, fl.err
+			return i, nil
+		case errors.Is(err, errSavepoint):
+			// A savepoint statement failed on its own: the store's
+			// failure, and nothing of the batch can commit.
+			panicking = false
+			rollback()
 			out[i], errs[i] = Failed, err
-			if errors.Is(err, errSavepoint) {
-				// The transaction is unusable: nothing of the batch can
-				// commit.
-				panicking = false
-				rollback()
-				markRan(out, i)
-				return fmt.Errorf("%w: %w", ErrStore, err)
-			}
+			markRan(out, active)
+			return -1, fmt.Errorf("%w: %w", ErrStore, err)
+		default:
+			out[i], errs[i] = Failed, err
 			failed = append(failed, i)
-			continue
 		}
-		out[i] = Processed
 	}
 	panicking = false
 	if len(failed) > 0 {
@@ -126,20 +165,28 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 		}
 		if _, err := tx.Exec(ctx, s.unmarkSQL, fs, fi); err != nil {
 			rollback()
-			markRan(out, len(keys)-1)
-			return fmt.Errorf("%w: unmark %d failed keys: %w", ErrStore, len(failed), err)
+			markRan(out, active)
+			return -1, fmt.Errorf("%w: unmark %d failed keys: %w", ErrStore, len(failed), err)
 		}
 	}
 	c, cancel := settleCtx()
 	defer cancel()
 	if err := tx.Commit(c); err != nil {
 		if refusedContent(err) {
-			return s.redoAlone(ctx, keys, fns, out, errs)
+			return -1, s.redoAlone(ctx, keys, fns, out, errs, active)
 		}
-		markRan(out, len(keys)-1)
-		return fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(keys), err)
+		markRan(out, active)
+		return -1, fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(active), err)
 	}
-	return nil
+	return -1, nil
+}
+
+// fnLostTx is the failure of a fn whose rollback to its savepoint failed
+// too: the fn's error lost the transaction.
+type fnLostTx struct{ err, rollback error }
+
+func (e *fnLostTx) Error() string {
+	return fmt.Sprintf("%v (and the rollback to its savepoint failed: %v)", e.err, e.rollback)
 }
 
 // errSavepoint marks the failure of a savepoint statement itself, which
@@ -191,17 +238,17 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) 
 	}
 	if ferr != nil {
 		if err := settle("ROLLBACK TO SAVEPOINT headway_event"); err != nil {
-			return fmt.Errorf("%w (after the handler's error: %v)", err, ferr)
+			return &fnLostTx{err: ferr, rollback: err}
 		}
 		return ferr
 	}
 	return settle("RELEASE SAVEPOINT headway_event")
 }
 
-// markRan sets Failed for the keys up to last whose fn ran and committed
-// nothing (Processed before the batch failed).
-func markRan(out []Outcome, last int) {
-	for i := range out[:last+1] {
+// markRan sets Failed for the keys at indices active whose fn ran and
+// committed nothing (Processed before the batch failed).
+func markRan(out []Outcome, active []int) {
+	for _, i := range active {
 		if out[i] == Processed {
 			out[i] = Failed
 		}
@@ -210,19 +257,15 @@ func markRan(out []Outcome, last int) {
 
 // redoAlone runs again, each in a Process call of its own, the events a
 // refused batch commit covered and whose fn had succeeded.
-func (s *PostgresStore) redoAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error {
-	for i := range keys {
+func (s *PostgresStore) redoAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, active []int) error {
+	for n, i := range active {
 		if out[i] != Processed {
 			continue
 		}
 		o, err := s.Process(ctx, keys[i], fns[i])
 		out[i], errs[i] = o, err
 		if errors.Is(err, ErrStore) {
-			for j := i + 1; j < len(keys); j++ {
-				if out[j] == Processed {
-					out[j] = Failed
-				}
-			}
+			markRan(out, active[n+1:])
 			return err
 		}
 		if o == 0 {

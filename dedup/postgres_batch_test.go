@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -144,5 +145,43 @@ func TestPostgresBatchStoreFailure(t *testing.T) {
 		if o, err := s.Process(ctx, k, func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
 			t.Errorf("%s after the failed batch: %v %v, want processed (nothing recorded)", k, o, err)
 		}
+	}
+}
+
+// TestPostgresBatchHandlerLosesTheTransaction: a handler whose query is cut
+// off by its deadline closes the connection, and its savepoint with it;
+// it fails alone (its own error, not the store's) and the batch runs again
+// without it, so its neighbours commit.
+func TestPostgresBatchHandlerLosesTheTransaction(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	firstRuns := 0
+	first := func(ctx context.Context) error { firstRuns++; return insertFn("effects", "a", false)(ctx) }
+	hang := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		_, err := tx.Exec(qctx, "SELECT pg_sleep(5)")
+		return err
+	}
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "hangs"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{first, hang, insertFn("effects", "c", false)}, out, errs); err != nil {
+		t.Fatalf("ProcessBatch = %v, want the lost transaction charged to its handler alone", err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (its own error), processed", out, errs)
+	}
+	if firstRuns != 2 {
+		t.Errorf("the handler before it ran %d times, want 2 (its transaction was lost, then run again)", firstRuns)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]", got)
+	}
+	if o, _ := s.Process(ctx, keys[1], func(context.Context) error { return nil }); o != dedup.Processed {
+		t.Errorf("the handler that lost the transaction: %v afterwards, want processed (not recorded)", o)
 	}
 }
