@@ -18,6 +18,7 @@ import (
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/outbox/outboxtest"
 	"github.com/headwaylabs/headway/platform"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkRelay(b *testing.B) {
 	n := benchN(20_000)
 	db := pgtest.New(b)
 	ctx := context.Background()
-	migrateOutbox(b, db.Pool)
+	outboxtest.MigratedPostgres(b, db.Pool)
 	rdb, prefix := redistest.Client(b)
 	var single, batched float64
 	for i := 0; b.Loop(); i++ {
@@ -136,7 +137,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 	db := pgtest.New(b)
 	ctx := context.Background()
-	migrateOutbox(b, db.Pool)
+	outboxtest.MigratedPostgres(b, db.Pool)
 	rdb, prefix := redistest.Client(b)
 	for i := 0; b.Loop(); i++ {
 		keyPrefix := fmt.Sprintf("%se%d:", prefix, i)

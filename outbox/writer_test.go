@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -21,26 +20,15 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/outbox/outboxtest"
 	"github.com/headwaylabs/headway/platform"
 )
 
 func migrated(t *testing.T) *pgtest.DB {
 	t.Helper()
 	db := pgtest.New(t)
-	migrateOutbox(t, db.Pool)
+	outboxtest.MigratedPostgres(t, db.Pool)
 	return db
-}
-
-// migrateOutbox creates the default outbox table in pool's database.
-func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
-	tb.Helper()
-	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
-	if err == nil {
-		err = s.Migrate(context.Background())
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
 }
 
 func env(id string, typ event.Type, agg string, brand event.BrandID) event.Envelope {

@@ -35,7 +35,7 @@ func init() {
 func outboxDB(t *testing.T) *pgtest.DB {
 	t.Helper()
 	db := pgtest.New(t)
-	migrateOutbox(t, db.Pool)
+	outboxtest.MigratedPostgres(t, db.Pool)
 	return db
 }
 
@@ -232,16 +232,4 @@ func outboxRowParked(t *testing.T) observation {
 			wm.Status().State == readiness.StateProgressing
 	})
 	return s.observe(subject{loop: wm})
-}
-
-// migrateOutbox creates the default outbox table in pool's database.
-func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
-	tb.Helper()
-	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
-	if err == nil {
-		err = s.Migrate(context.Background())
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
 }

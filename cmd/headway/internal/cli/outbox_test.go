@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/outbox/outboxtest"
@@ -19,7 +17,7 @@ func parkedFixture(t *testing.T) (db *pgtest.DB, good, bad1, bad2 int64) {
 	t.Helper()
 	db = pgtest.New(t)
 	ctx := context.Background()
-	migrateOutbox(t, db.Pool)
+	outboxtest.MigratedPostgres(t, db.Pool)
 	ids := make([]int64, 3)
 	for i, r := range []outbox.Row{outboxtest.Row("events:{wallet}", "ok-1"), outboxtest.Row("events:{wallet}", "bad-1"),
 		outboxtest.Row("events:{wallet}", "bad-2")} {
@@ -113,17 +111,5 @@ func TestOutboxUsageErrors(t *testing.T) {
 	r := run(t, "outbox", "parked", "--database-url=postgres://u:s3cret@127.0.0.1:1/db", "--timeout", "500ms")
 	if r.code != ExitFailure || strings.Contains(r.stderr+r.stdout, "s3cret") {
 		t.Fatalf("unreachable database: %+v", r)
-	}
-}
-
-// migrateOutbox creates the default outbox table in pool's database.
-func migrateOutbox(tb testing.TB, pool *pgxpool.Pool) {
-	tb.Helper()
-	s, err := outbox.NewPostgresStore(outbox.PostgresConfig{Pool: pool})
-	if err == nil {
-		err = s.Migrate(context.Background())
-	}
-	if err != nil {
-		tb.Fatal(err)
 	}
 }
