@@ -28,11 +28,13 @@ type TxBatcher interface {
 	//   - Failed, fns[i]'s error: fns[i] failed; its writes rolled back to
 	//     its savepoint and its key is not recorded, while the other
 	//     events of the batch go on.
-	// It returns an error wrapping ErrStore when the batch as a whole did
-	// not commit (begin, the marks, the commit): then nothing of it is
-	// recorded, out[i] is Failed for each fns[i] that ran and 0 for the
-	// others, and the caller runs them again later. len(keys), len(fns),
-	// len(out) and len(errs) must be equal.
+	// It returns an error wrapping ErrStore when the batch did not commit
+	// (begin, the marks, a savepoint, the commit): out[i] is then Failed
+	// for each fns[i] that ran and 0 for the others, and the caller runs
+	// them again later; Duplicate and Busy stand. As with Process, a
+	// commit cut off by the network may have committed: redelivery then
+	// finds the marks. len(keys), len(fns), len(out) and len(errs) must be
+	// equal.
 	ProcessBatch(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error
 }
 
@@ -146,10 +148,14 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			return i, nil
 		case errors.Is(err, errSavepoint):
 			// A savepoint statement failed on its own: the store's
-			// failure, and nothing of the batch can commit.
+			// failure, and nothing of the batch can commit. When it was
+			// the SAVEPOINT before fn, fn did not run.
 			panicking = false
 			rollback()
-			out[i], errs[i] = Failed, err
+			out[i], errs[i] = Failed, fmt.Errorf("%w: %w", ErrStore, err)
+			if errors.Is(err, errNotRun) {
+				out[i] = 0
+			}
 			markRan(out, active)
 			return -1, fmt.Errorf("%w: %w", ErrStore, err)
 		default:
@@ -190,8 +196,11 @@ func (e *fnLostTx) Error() string {
 }
 
 // errSavepoint marks the failure of a savepoint statement itself, which
-// leaves the transaction unusable.
-var errSavepoint = errors.New("savepoint")
+// leaves the transaction unusable; errNotRun, one before fn ran.
+var (
+	errSavepoint = errors.New("savepoint")
+	errNotRun    = errors.New("before the handler")
+)
 
 // recordBatch inserts the keys' marks with one statement, in key order,
 // and returns the keys it inserted (the others were recorded before).
@@ -200,9 +209,19 @@ func (s *PostgresStore) recordBatch(ctx context.Context, tx pgx.Tx, scopes, ids 
 	if err != nil {
 		return nil, err
 	}
+	sent := make(map[Key]bool, len(ids))
+	for i := range ids {
+		sent[Key{Scope: scopes[i], EventID: ids[i]}] = true
+	}
 	recorded := make(map[Key]bool, len(ids))
 	var k Key
 	_, err = pgx.ForEachRow(rows, []any{&k.Scope, &k.EventID}, func() error {
+		if !sent[k] {
+			// The table gave back a key in another form than it was sent
+			// (a column that is not text: uuid, char(n)): the batch could
+			// not tell which keys it recorded, and would skip one it did.
+			return fmt.Errorf("the inbox returned key %s, which the batch did not send: its scope and event_id columns must be text", k)
+		}
 		recorded[k] = true
 		return nil
 	})
@@ -215,7 +234,7 @@ func (s *PostgresStore) recordBatch(ctx context.Context, tx pgx.Tx, scopes, ids 
 // transaction is then aborted: PostgreSQL's status 'E').
 func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) (err error) {
 	if _, err := tx.Exec(ctx, "SAVEPOINT headway_event"); err != nil {
-		return fmt.Errorf("%w: %w", errSavepoint, err)
+		return fmt.Errorf("%w: %w: %w", errSavepoint, errNotRun, err)
 	}
 	settle := func(stmt string) error {
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/headwaylabs/headway/dedup"
+	"github.com/headwaylabs/headway/internal/pgtest"
 )
 
 // insertFn writes id into table through the inbox transaction; failAfter
@@ -183,5 +184,32 @@ func TestPostgresBatchHandlerLosesTheTransaction(t *testing.T) {
 	}
 	if o, _ := s.Process(ctx, keys[1], func(context.Context) error { return nil }); o != dedup.Processed {
 		t.Errorf("the handler that lost the transaction: %v afterwards, want processed (not recorded)", o)
+	}
+}
+
+// TestPostgresBatchRefusesATableThatRewritesKeys: an inbox table made by
+// hand with a uuid event_id gives keys back in another form than they were
+// sent (lower case); the batch refuses to go on rather than take a key it
+// recorded for one it did not (which would skip its handler and lose it).
+func TestPostgresBatchRefusesATableThatRewritesKeys(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE uuid_inbox (scope text, event_id uuid, processed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (scope, event_id))"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool, Table: "uuid_inbox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	keys := []dedup.Key{{Scope: "g", EventID: "550E8400-E29B-41D4-A716-446655440000"}}
+	out, errs := make([]dedup.Outcome, 1), make([]error, 1)
+	err = s.ProcessBatch(ctx, keys, []dedup.Func{func(context.Context) error { ran = true; return nil }}, out, errs)
+	if !errors.Is(err, dedup.ErrStore) || ran || out[0] != 0 {
+		t.Fatalf("ProcessBatch = %v, ran %v, outcome %v: want ErrStore, nothing run", err, ran, out[0])
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, "SELECT count(*) FROM uuid_inbox").Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d marks recorded (%v), want none", n, err)
 	}
 }

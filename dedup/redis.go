@@ -95,7 +95,7 @@ type RedisStore struct {
 	seq     uint64
 	batches map[uint64]*redisBatch // batches with keys claimed and not settled
 	keys    map[Key]uint64         // claimed, not settled: key → batch
-	orphans []string               // batch keys of failed claims whose release failed too
+	orphans []orphan               // batch keys of failed claims whose release failed too
 }
 
 // redisBatch is a batch claimed by this store.
@@ -116,7 +116,12 @@ var _ Batcher = (*RedisStore)(nil)
 // DoneTTL in milliseconds, and the batch keys' prefix for this scope. For
 // each event key it reports 0 (leased now), 1 (done before) or 2 (leased
 // by a live batch). A key that points to a batch key that is gone is free
-// and is taken. When nothing is leased the batch key is dropped again.
+// and is taken. A key that already holds this call's own value was taken
+// by an earlier run of this very call — go-redis runs a script again when
+// the connection broke before its reply — and stays taken: reporting it
+// leased by a live batch would let the batch's settle record it as done
+// although its handler never ran. When nothing is leased the batch key is
+// dropped again.
 const claimScript = `
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local out, n = {}, 0
@@ -127,6 +132,8 @@ for i = 2, #KEYS do
   if old then
     if old == 'D' then
       r = 1
+    elseif old == ARGV[1] then
+      r = 0
     elseif string.sub(old, 1, 2) == 'B:' then
       local st = redis.call('GET', ARGV[5] .. string.sub(old, 3))
       if st == 'D' then
@@ -300,7 +307,7 @@ func (s *RedisStore) Claim(ctx context.Context, keys []Key, out []Outcome) error
 			if rerr := s.releaseScript.Run(rctx, s.rdb, names[:1], s.token).Err(); rerr != nil {
 				s.mu.Lock()
 				// Bounded: the oldest expire by LeaseTTL anyway.
-				s.orphans = append(s.orphans[max(len(s.orphans)-maxOrphans+1, 0):], b.key)
+				s.orphans = append(s.orphans[max(len(s.orphans)-maxOrphans+1, 0):], orphan{key: b.key, at: time.Now()})
 				s.mu.Unlock()
 			}
 			cancel()
@@ -324,22 +331,41 @@ func (s *RedisStore) Claim(ctx context.Context, keys []Key, out []Outcome) error
 // maxOrphans bounds the failed claims whose release is retried.
 const maxOrphans = 1024
 
+// orphan is the batch key of a failed claim whose release failed.
+type orphan struct {
+	key string
+	at  time.Time
+}
+
 // releaseOrphans drops the leases of failed claims whose release failed,
-// and keeps those whose release fails again.
+// and keeps those whose release fails again, until their lease has run
+// out anyway. Each release gets a second at most and the first failure
+// ends the round (Redis is still out of reach), so a Claim never waits
+// long on them.
 func (s *RedisStore) releaseOrphans(ctx context.Context) {
 	s.mu.Lock()
 	orphans := s.orphans
 	s.orphans = nil
 	s.mu.Unlock()
-	var kept []string
-	for _, key := range orphans {
-		if err := s.releaseScript.Run(ctx, s.rdb, []string{key}, s.token).Err(); err != nil {
-			kept = append(kept, key)
+	var kept []orphan
+	for i, o := range orphans {
+		if time.Since(o.at) > s.lease {
+			continue // expired: nothing left to release
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.releaseScript.Run(rctx, s.rdb, []string{o.key}, s.token).Err()
+		cancel()
+		if err != nil {
+			kept = append(kept, orphans[i:]...)
+			break
 		}
 	}
 	if len(kept) > 0 {
 		s.mu.Lock()
-		s.orphans = append(s.orphans, kept...)
+		s.orphans = append(kept, s.orphans...) // oldest first, as the cap expects
+		if n := len(s.orphans) - maxOrphans; n > 0 {
+			s.orphans = s.orphans[n:]
+		}
 		s.mu.Unlock()
 	}
 }
