@@ -19,7 +19,10 @@ func TestClaimScriptRunTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	names := []string{s.batchPrefix("g") + "x1", s.key(Key{Scope: "g", EventID: "e1"}), s.key(Key{Scope: "g", EventID: "e2"})}
+	e1 := s.key(Key{Scope: "g", EventID: "e1"})
+	// e1 twice in the call: its repeat is leased by its first (2), in
+	// either run.
+	names := []string{s.batchPrefix("g") + "x1", e1, s.key(Key{Scope: "g", EventID: "e2"}), e1}
 	run := func() []int64 {
 		res, err := s.claimScript.Run(ctx, rdb, names, "B:x1", s.token, s.lease.Milliseconds(),
 			s.done.Milliseconds(), s.batchPrefix("g")).Int64Slice()
@@ -28,10 +31,10 @@ func TestClaimScriptRunTwice(t *testing.T) {
 		}
 		return res
 	}
-	if first := run(); first[0] != 0 || first[1] != 0 {
-		t.Fatalf("first run: %v, want both taken", first)
+	if first := run(); first[0] != 0 || first[1] != 0 || first[2] != 2 {
+		t.Fatalf("first run: %v, want e1 and e2 taken, the repeat of e1 leased", first)
 	}
-	if again := run(); again[0] != 0 || again[1] != 0 {
-		t.Fatalf("the same claim run again: %v, want both still taken by it (0), not leased (2)", again)
+	if again := run(); again[0] != 0 || again[1] != 0 || again[2] != 2 {
+		t.Fatalf("the same claim run again: %v, want e1 and e2 still taken by it (0), not leased (2), and the repeat leased", again)
 	}
 }

@@ -116,15 +116,17 @@ var _ Batcher = (*RedisStore)(nil)
 // DoneTTL in milliseconds, and the batch keys' prefix for this scope. For
 // each event key it reports 0 (leased now), 1 (done before) or 2 (leased
 // by a live batch). A key that points to a batch key that is gone is free
-// and is taken. A key that already holds this call's own value was taken
-// by an earlier run of this very call — go-redis runs a script again when
-// the connection broke before its reply — and stays taken: reporting it
+// and is taken. A key that already holds this call's own value, and was
+// not met earlier in this run (a key repeated in one call is leased by
+// its first), was taken by an earlier run of this very call — go-redis
+// runs a script again when the connection broke before its reply — and
+// stays taken: reporting it
 // leased by a live batch would let the batch's settle record it as done
 // although its handler never ran. When nothing is leased the batch key is
 // dropped again.
 const claimScript = `
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-local out, n = {}, 0
+local out, n, seen = {}, 0, {}
 for i = 2, #KEYS do
   local k = KEYS[i]
   local old = redis.call('SET', k, ARGV[1], 'NX', 'GET', 'PX', ARGV[4])
@@ -132,7 +134,7 @@ for i = 2, #KEYS do
   if old then
     if old == 'D' then
       r = 1
-    elseif old == ARGV[1] then
+    elseif old == ARGV[1] and not seen[k] then
       r = 0
     elseif string.sub(old, 1, 2) == 'B:' then
       local st = redis.call('GET', ARGV[5] .. string.sub(old, 3))
@@ -148,6 +150,7 @@ for i = 2, #KEYS do
     end
   end
   if r == 0 then n = n + 1 end
+  seen[k] = true
   out[i - 1] = r
 end
 if n == 0 then redis.call('DEL', KEYS[1]) end
