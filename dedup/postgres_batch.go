@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TxBatcher is implemented by transactional stores that run the handlers
@@ -27,7 +28,9 @@ type TxBatcher interface {
 	//     runs);
 	//   - Failed, fns[i]'s error: fns[i] failed; its writes rolled back to
 	//     its savepoint and its key is not recorded, while the other
-	//     events of the batch go on.
+	//     events of the batch go on;
+	//   - 0, nil: ctx ended before fns[i] ran (a shutdown); the handlers
+	//     that finished are committed, this key is not recorded.
 	// It returns an error wrapping ErrStore when the batch did not commit
 	// (begin, the marks, a savepoint, the commit): out[i] is then Failed
 	// for each fns[i] that ran and 0 for the others, and the caller runs
@@ -118,7 +121,7 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 		return -1, fmt.Errorf("%w: record %d keys: %w", ErrStore, len(active), err)
 	}
 	seen := make(map[Key]bool, len(active))
-	var failed []int
+	var failed, notRun []int
 	panicking := true
 	defer func() {
 		if panicking {
@@ -136,6 +139,12 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			continue
 		}
 		seen[k] = true
+		if ctx.Err() != nil {
+			// Cancelled (a shutdown): run no more handlers, and commit
+			// what finished; the rest is not recorded and runs again.
+			notRun = append(notRun, i)
+			continue
+		}
 		err := s.runInSavepoint(ctx, tx, fns[i])
 		var fl *fnLostTx
 		switch {
@@ -164,19 +173,19 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 		}
 	}
 	panicking = false
-	if len(failed) > 0 {
-		fs, fi := make([]string, len(failed)), make([]string, len(failed))
-		for j, i := range failed {
+	c, cancel := settleCtx() // finished work is committed even when ctx is cancelled, as in Process
+	defer cancel()
+	if unmark := append(failed, notRun...); len(unmark) > 0 {
+		fs, fi := make([]string, len(unmark)), make([]string, len(unmark))
+		for j, i := range unmark {
 			fs[j], fi[j] = keys[i].Scope, keys[i].EventID
 		}
-		if _, err := tx.Exec(ctx, s.unmarkSQL, fs, fi); err != nil {
+		if _, err := tx.Exec(c, s.unmarkSQL, fs, fi); err != nil {
 			rollback()
 			markRan(out, active)
-			return -1, fmt.Errorf("%w: unmark %d failed keys: %w", ErrStore, len(failed), err)
+			return -1, fmt.Errorf("%w: unmark %d keys: %w", ErrStore, len(unmark), err)
 		}
 	}
-	c, cancel := settleCtx()
-	defer cancel()
 	if err := tx.Commit(c); err != nil {
 		if refusedContent(err) {
 			return -1, s.redoAlone(ctx, keys, fns, out, errs, active)
@@ -261,7 +270,17 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) 
 		}
 		return ferr
 	}
-	return settle("RELEASE SAVEPOINT headway_event")
+	if err := settle("RELEASE SAVEPOINT headway_event"); err != nil {
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Severity == "ERROR" {
+			// The server refused the release (an ERROR, not the FATAL of
+			// a connection it ended): the handler ended the savepoint
+			// itself. Its doing, and it took the transaction with it.
+			return &fnLostTx{err: fmt.Errorf("dedup: the handler left its savepoint unreleasable: %w", pg), rollback: err}
+		}
+		return err
+	}
+	return nil
 }
 
 // markRan sets Failed for the keys at indices active whose fn ran and

@@ -213,3 +213,61 @@ func TestPostgresBatchRefusesATableThatRewritesKeys(t *testing.T) {
 		t.Errorf("%d marks recorded (%v), want none", n, err)
 	}
 }
+
+// TestPostgresBatchHandlerEndsItsSavepoint: a handler that releases the
+// batch's savepoint itself makes the batch's RELEASE fail; that is its
+// failure alone (not the store's), and its neighbours commit.
+func TestPostgresBatchHandlerEndsItsSavepoint(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	meddle := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Exec(ctx, "RELEASE SAVEPOINT headway_event")
+		return err
+	}
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "meddles"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), meddle, insertFn("effects", "c", false)}, out, errs); err != nil {
+		t.Fatalf("ProcessBatch = %v, want the meddling handler charged alone", err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), processed", out, errs)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]", got)
+	}
+}
+
+// TestPostgresBatchCancelledCommitsWhatFinished: a batch whose context is
+// cancelled mid-way (a shutdown) runs no more handlers and commits those
+// that finished, as Process commits finished work; the rest is not
+// recorded (outcome 0) and runs on redelivery.
+func TestPostgresBatchCancelledCommitsWhatFinished(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	if _, err := db.Pool.Exec(testCtx(t), "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ranLast := false
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "b"}, {Scope: "g", EventID: "c"}}
+	fns := []dedup.Func{insertFn("effects", "a", false),
+		func(ctx context.Context) error { err := insertFn("effects", "b", false)(ctx); cancel(); return err },
+		func(context.Context) error { ranLast = true; return nil }}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, fns, out, errs); err != nil {
+		t.Fatalf("ProcessBatch = %v, want what finished committed", err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Processed || out[2] != 0 || ranLast {
+		t.Fatalf("outcomes %v (last ran: %v): want processed, processed, not run", out, ranLast)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a b]" {
+		t.Errorf("effects %s, want [a b]", got)
+	}
+	if o, err := s.Process(testCtx(t), keys[2], func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
+		t.Errorf("the key not run: %v %v afterwards, want processed (not recorded)", o, err)
+	}
+}
