@@ -2,7 +2,12 @@ package service
 
 import (
 	"context"
+	"log/slog"
 	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/thejerf/suture/v4"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
@@ -35,78 +40,79 @@ func (s *Service) AddWriter(w *outbox.Writer) error {
 // with its checks ([Service.Add]). Zero fields of cfg take the service's:
 // Client [Service.Redis], Guard [Service.Guard] of cfg.Catalog,
 // Registerer and Logger; the rest keep consumer.Config's defaults.
-func (s *Service) AddConsumer(name string, cfg consumer.Config) (err error) {
-	if cfg.Client == nil || s.isServiceRedis(cfg.Client) {
-		rdb, rerr := s.Redis()
-		if rerr != nil {
-			return rerr
-		}
-		if rerr := s.reserveRedis(name, ConnsPerConsumer); rerr != nil {
-			return rerr
-		}
-		defer func() { // err is the result: give the connections back when the worker is not added
-			if err != nil {
-				s.releaseRedis(ConnsPerConsumer)
-			}
-		}()
+func (s *Service) AddConsumer(name string, cfg consumer.Config) error {
+	return s.addOnRedis(name, cfg.Client, ConnsPerConsumer, func(rdb redis.UniversalClient) (suture.Service, error) {
 		cfg.Client = rdb
-	}
-	if cfg.Guard == nil && cfg.Catalog != nil {
-		g, err := s.Guard(cfg.Catalog)
-		if err != nil {
-			return err
+		if cfg.Guard == nil && cfg.Catalog != nil {
+			g, err := s.Guard(cfg.Catalog)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Guard = g
 		}
-		cfg.Guard = g
-	}
-	if cfg.Registerer == nil {
-		cfg.Registerer = s.reg
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = s.log
-	}
-	c, err := consumer.New(cfg)
-	if err != nil {
-		return err
-	}
-	return s.Add(name, c)
+		s.fillObservability(&cfg.Registerer, &cfg.Logger)
+		return consumer.New(cfg)
+	})
 }
 
 // AddRelay builds an outbox relay from cfg and adds it as the worker
 // name, with its checks. Zero fields of cfg take the service's: Client
 // [Service.Redis], Pool [Service.Postgres] (unless cfg.Store is set),
 // Registerer and Logger.
-func (s *Service) AddRelay(ctx context.Context, name string, cfg outbox.RelayConfig) (err error) {
-	if cfg.Client == nil || s.isServiceRedis(cfg.Client) {
-		rdb, rerr := s.Redis()
-		if rerr != nil {
-			return rerr
-		}
-		if rerr := s.reserveRedis(name, ConnsPerRelay); rerr != nil {
-			return rerr
-		}
-		defer func() { // err is the result: give the connections back when the worker is not added
-			if err != nil {
-				s.releaseRedis(ConnsPerRelay)
-			}
-		}()
+func (s *Service) AddRelay(ctx context.Context, name string, cfg outbox.RelayConfig) error {
+	return s.addOnRedis(name, cfg.Client, ConnsPerRelay, func(rdb redis.UniversalClient) (suture.Service, error) {
 		cfg.Client = rdb
-	}
-	if cfg.Store == nil && cfg.Pool == nil {
-		db, err := s.Postgres(ctx)
-		if err != nil {
-			return err
+		if cfg.Store == nil && cfg.Pool == nil {
+			db, err := s.Postgres(ctx)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Pool = db
 		}
-		cfg.Pool = db
+		s.fillObservability(&cfg.Registerer, &cfg.Logger)
+		return outbox.NewRelay(cfg)
+	})
+}
+
+// addOnRedis builds a worker with build and adds it as name. A worker
+// with no client, or with the service's own, gets the service's client
+// with n of its pool's connections reserved, given back when the build or
+// the add fails.
+func (s *Service) addOnRedis(name string, client redis.UniversalClient, n int,
+	build func(redis.UniversalClient) (suture.Service, error)) error {
+	if client != nil && !s.isServiceRedis(client) {
+		return s.buildAndAdd(name, client, build)
 	}
-	if cfg.Registerer == nil {
-		cfg.Registerer = s.reg
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = s.log
-	}
-	r, err := outbox.NewRelay(cfg)
+	rdb, err := s.Redis()
 	if err != nil {
 		return err
 	}
-	return s.Add(name, r)
+	if err := s.reserveRedis(name, n); err != nil {
+		return err
+	}
+	if err := s.buildAndAdd(name, rdb, build); err != nil {
+		s.releaseRedis(n)
+		return err
+	}
+	return nil
+}
+
+func (s *Service) buildAndAdd(name string, client redis.UniversalClient,
+	build func(redis.UniversalClient) (suture.Service, error)) error {
+	w, err := build(client)
+	if err != nil {
+		return err
+	}
+	return s.Add(name, w)
+}
+
+// fillObservability sets a worker's zero registerer and logger to the
+// service's.
+func (s *Service) fillObservability(reg *prometheus.Registerer, log **slog.Logger) {
+	if *reg == nil {
+		*reg = s.reg
+	}
+	if *log == nil {
+		*log = s.log
+	}
 }
