@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Key identifies one event for one processing scope: a consumer group
@@ -90,12 +91,13 @@ var (
 	// ErrStore wraps failures of the store itself (as opposed to the
 	// handler's).
 	ErrStore = errors.New("dedup: store failure")
-	// ErrInvalidKey: the key has an empty Scope or EventID.
+	// ErrInvalidKey: the key has an empty Scope or EventID, or one with a
+	// NUL byte (which PostgreSQL's text cannot hold).
 	ErrInvalidKey = errors.New("dedup: invalid key")
 )
 
 func checkKey(k Key) error {
-	if k.Scope == "" || k.EventID == "" {
+	if k.Scope == "" || k.EventID == "" || strings.ContainsRune(k.Scope, 0) || strings.ContainsRune(k.EventID, 0) {
 		return fmt.Errorf("%w: %q", ErrInvalidKey, k.String())
 	}
 	return nil

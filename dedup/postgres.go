@@ -23,12 +23,23 @@ type PostgresConfig struct {
 	// PostgreSQL folds unquoted names. Without a schema the table is found
 	// through the connections' search_path. Default "headway_inbox".
 	Table string
+	// LockWait is how long a handler run by [PostgresStore.ProcessBatch]
+	// waits for a lock that another transaction holds (a row it updates)
+	// before its statement fails with lock_not_available: the handler is
+	// then rolled back to its savepoint, the batch commits what ran
+	// before it, and the event runs again alone, waiting as long as its
+	// context allows (ADR-019). A batch holds the locks of all its
+	// handlers until it commits, so an unbounded wait would chain batches
+	// behind each other. Zero means DefaultLockWait; negative, no bound.
+	// Process does not use it.
+	LockWait time.Duration
 }
 
 // Defaults of [PostgresConfig] and [PostgresStore.Prune].
 const (
 	DefaultPostgresTable = "headway_inbox"
 	DefaultPruneBatch    = 1000
+	DefaultLockWait      = 100 * time.Millisecond
 )
 
 // identRE matches a plain identifier, optionally schema-qualified.
@@ -91,6 +102,7 @@ type PostgresStore struct {
 	pruneSQL  string
 
 	markBatchSQL, unmarkSQL string // ProcessBatch's
+	lockWaitSQL             string // ProcessBatch's SET LOCAL lock_timeout, or ""
 }
 
 var _ Store = (*PostgresStore)(nil)
@@ -128,8 +140,15 @@ func NewPostgres(cfg PostgresConfig) (*PostgresStore, error) {
 	}
 	index := pgx.Identifier{base + suffix}.Sanitize()
 	markBatch, unmark := batchSQL(table)
+	var lockWait string
+	switch {
+	case cfg.LockWait == 0:
+		lockWait = lockWaitSQL(DefaultLockWait)
+	case cfg.LockWait > 0:
+		lockWait = lockWaitSQL(cfg.LockWait)
+	}
 	return &PostgresStore{
-		markBatchSQL: markBatch, unmarkSQL: unmark,
+		markBatchSQL: markBatch, unmarkSQL: unmark, lockWaitSQL: lockWait,
 		pool:  cfg.Pool,
 		table: table,
 		createSQL: `CREATE TABLE IF NOT EXISTS ` + table + ` (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -55,7 +56,18 @@ var _ TxBatcher = (*PostgresStore)(nil)
 // A fn that fails and takes the transaction with it (a query cut off by
 // fn's deadline closes the connection, so the rollback to its savepoint
 // fails) fails alone, as in Process: the batch runs again without it, in
-// a new transaction, and the fns before it run again.
+// a new transaction, and the fns before it run again. When the connection
+// closed under a fn that returned nil, the fn may not be at fault: its
+// error then wraps ErrStore.
+//
+// The handlers wait at most the store's LockWait for a lock another
+// transaction holds (a batch keeps all its handlers' locks until it
+// commits). A fn whose statement fails that way, or with a deadlock or a
+// serialization failure, is rolled back to its savepoint; the batch
+// commits what ran before it, runs it again alone in a Process call
+// (which waits as long as ctx allows), and then goes on with the fns after
+// it in a new transaction. Order holds: no fn runs before the fns before
+// it have their outcome.
 //
 // When the server refuses the commit for the transaction's content (a
 // deferred constraint, a serialization failure or deadlock: SQLSTATE
@@ -79,33 +91,56 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 		active[i] = i
 	}
 	for len(active) > 0 {
-		lost, err := s.processOnce(ctx, keys, fns, out, errs, active)
-		if lost < 0 {
+		r, err := s.processOnce(ctx, keys, fns, out, errs, active)
+		switch {
+		case r.lost >= 0:
+			// fns[lost] failed and took the transaction with it (a query
+			// cut off by its deadline closes the connection): it failed
+			// alone, as in Process; the others run again in a new
+			// transaction.
+			active = slices.DeleteFunc(active, func(i int) bool { return i == r.lost })
+			for _, i := range active {
+				out[i], errs[i] = 0, nil
+			}
+		case r.conflict >= 0:
+			// fns[conflict] waited too long for a lock, or lost a
+			// deadlock: the batch committed what ran before it, which
+			// released its locks. It runs again alone, waiting as long
+			// as its context allows, then the rest as a new batch.
+			if ctx.Err() != nil {
+				return nil // a shutdown: it and the rest are not recorded
+			}
+			if err := s.runAlone(ctx, keys, fns, out, errs, r.conflict); err != nil {
+				return err
+			}
+			active = r.rest
+		default:
 			return err
-		}
-		// fns[lost] failed and took the transaction with it (a query cut
-		// off by its deadline closes the connection): it failed alone,
-		// as in Process; the others run again in a new transaction.
-		active = slices.DeleteFunc(active, func(i int) bool { return i == lost })
-		for _, i := range active {
-			out[i], errs[i] = 0, nil
 		}
 	}
 	return nil
 }
 
+// onceResult is how one transaction of a batch ended, besides its error:
+// lost is the index whose fn lost the transaction (the batch runs again
+// without it), conflict the index whose fn met a lock conflict (the batch
+// committed what ran before it; rest did not run); -1 when neither.
+type onceResult struct {
+	lost, conflict int
+	rest           []int
+}
+
 // processOnce runs the batch of the keys at indices active in one
-// transaction. It returns the index whose fn failed and lost the
-// transaction (the caller runs the others again), or -1 and the batch's
-// error.
-func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, active []int) (lost int, _ error) {
+// transaction. See onceResult.
+func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, active []int) (onceResult, error) {
+	res := onceResult{lost: -1, conflict: -1}
 	scopes, ids := make([]string, len(active)), make([]string, len(active))
 	for j, i := range active {
 		scopes[j], ids[j] = keys[i].Scope, keys[i].EventID
 	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
-		return -1, fmt.Errorf("%w: begin: %w", ErrStore, err)
+		return res, fmt.Errorf("%w: begin: %w", ErrStore, err)
 	}
 	settleCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -116,9 +151,14 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 		_ = tx.Rollback(c) // a failed rollback closes the connection: nothing commits
 	}
 	recorded, err := s.recordBatch(ctx, tx, scopes, ids)
+	if err == nil && s.lockWaitSQL != "" {
+		// After the marks: a mark waits for the transaction that holds
+		// its key (that is the inbox's lock), the handlers do not.
+		_, err = tx.Exec(ctx, s.lockWaitSQL)
+	}
 	if err != nil {
 		rollback()
-		return -1, fmt.Errorf("%w: record %d keys: %w", ErrStore, len(active), err)
+		return res, fmt.Errorf("%w: record %d keys: %w", ErrStore, len(active), err)
 	}
 	seen := make(map[Key]bool, len(active))
 	var failed, notRun []int
@@ -139,9 +179,10 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			continue
 		}
 		seen[k] = true
-		if ctx.Err() != nil {
-			// Cancelled (a shutdown): run no more handlers, and commit
-			// what finished; the rest is not recorded and runs again.
+		if res.conflict >= 0 || ctx.Err() != nil {
+			// After a lock conflict, or cancelled (a shutdown): run no
+			// more handlers, and commit what finished; the rest is not
+			// recorded, and runs in the next batch or again later.
 			notRun = append(notRun, i)
 			continue
 		}
@@ -154,7 +195,8 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			panicking = false
 			rollback()
 			out[i], errs[i] = Failed, fl.err
-			return i, nil
+			res.lost = i
+			return res, nil
 		case errors.Is(err, errSavepoint):
 			// A savepoint statement failed on its own: the store's
 			// failure, and nothing of the batch can commit. When it was
@@ -166,7 +208,11 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 				out[i] = 0
 			}
 			markRan(out, active)
-			return -1, fmt.Errorf("%w: %w", ErrStore, err)
+			return res, fmt.Errorf("%w: %w", ErrStore, err)
+		case lockConflict(err):
+			// Its writes are rolled back; its locks and those of the
+			// handlers before it are held until the commit.
+			res.conflict = i
 		default:
 			out[i], errs[i] = Failed, err
 			failed = append(failed, i)
@@ -175,7 +221,11 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 	panicking = false
 	c, cancel := settleCtx() // finished work is committed even when ctx is cancelled, as in Process
 	defer cancel()
-	if unmark := append(failed, notRun...); len(unmark) > 0 {
+	unmark := append(failed, notRun...)
+	if res.conflict >= 0 {
+		unmark = append(unmark, res.conflict)
+	}
+	if len(unmark) > 0 {
 		fs, fi := make([]string, len(unmark)), make([]string, len(unmark))
 		for j, i := range unmark {
 			fs[j], fi[j] = keys[i].Scope, keys[i].EventID
@@ -183,17 +233,43 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 		if _, err := tx.Exec(c, s.unmarkSQL, fs, fi); err != nil {
 			rollback()
 			markRan(out, active)
-			return -1, fmt.Errorf("%w: unmark %d keys: %w", ErrStore, len(unmark), err)
+			return onceResult{lost: -1, conflict: -1}, fmt.Errorf("%w: unmark %d keys: %w", ErrStore, len(unmark), err)
 		}
 	}
 	if err := tx.Commit(c); err != nil {
+		res = onceResult{lost: -1, conflict: -1}
 		if refusedContent(err) {
-			return -1, s.redoAlone(ctx, keys, fns, out, errs, active)
+			return res, s.redoAlone(ctx, keys, fns, out, errs, active)
 		}
 		markRan(out, active)
-		return -1, fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(active), err)
+		return res, fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(active), err)
 	}
-	return -1, nil
+	if res.conflict >= 0 && ctx.Err() == nil {
+		res.rest = notRun
+	}
+	return res, nil
+}
+
+// lockConflict reports whether err is a statement's failure to get a lock
+// in time (lock_not_available, as LockWait makes it), or a deadlock or
+// serialization failure: the event's content is not at fault, the
+// transactions around it are.
+func lockConflict(err error) bool {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return false
+	}
+	switch pg.Code {
+	case "55P03", "40P01", "40001":
+		return true
+	}
+	return false
+}
+
+// lockWaitSQL returns the statement that bounds the handlers' lock waits
+// in a batch's transaction to d.
+func lockWaitSQL(d time.Duration) string {
+	return fmt.Sprintf("SET LOCAL lock_timeout = %d", max(d.Milliseconds(), 1))
 }
 
 // fnLostTx is the failure of a fn whose rollback to its savepoint failed
@@ -201,6 +277,9 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 type fnLostTx struct{ err, rollback error }
 
 func (e *fnLostTx) Error() string {
+	if e.rollback == nil {
+		return e.err.Error()
+	}
 	return fmt.Sprintf("%v (and the rollback to its savepoint failed: %v)", e.err, e.rollback)
 }
 
@@ -261,7 +340,19 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) 
 	}()
 	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(handlerTx{tx})))
 	done = true
-	if ferr == nil && tx.Conn().PgConn().TxStatus() == 'E' {
+	switch pc := tx.Conn().PgConn(); {
+	case ferr != nil:
+	case pc.IsBusy():
+		// The handler's doing: the rollback fails too, and charges it.
+		ferr = errors.New("dedup: the handler returned with a result set open")
+	case pc.IsClosed():
+		// The server or the network ended the connection while the
+		// handler ran, or the handler swallowed the error of a query
+		// cut off by its deadline (which closes it). Which one cannot be
+		// told: the event fails alone, as the store's failure (not
+		// counted against its deliveries), and its neighbours go on.
+		return &fnLostTx{err: fmt.Errorf("%w: the connection closed while the handler ran", ErrStore)}
+	case pc.TxStatus() == 'E':
 		ferr = errors.New("dedup: a statement of the handler failed and the handler returned nil")
 	}
 	if ferr != nil {
@@ -278,7 +369,9 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) 
 			// itself. Its doing, and it took the transaction with it.
 			return &fnLostTx{err: fmt.Errorf("dedup: the handler left its savepoint unreleasable: %w", pg), rollback: err}
 		}
-		return err
+		// The connection failed under the release: the store's failure,
+		// for this event alone; its neighbours run again without it.
+		return &fnLostTx{err: fmt.Errorf("%w: %w", ErrStore, err), rollback: err}
 	}
 	return nil
 }
@@ -300,15 +393,24 @@ func (s *PostgresStore) redoAlone(ctx context.Context, keys []Key, fns []Func, o
 		if out[i] != Processed {
 			continue
 		}
-		o, err := s.Process(ctx, keys[i], fns[i])
-		out[i], errs[i] = o, err
-		if errors.Is(err, ErrStore) {
+		if err := s.runAlone(ctx, keys, fns, out, errs, i); err != nil {
 			markRan(out, active[n+1:])
 			return err
 		}
-		if o == 0 {
-			out[i] = Failed
-		}
+	}
+	return nil
+}
+
+// runAlone runs fns[i] in a Process call of its own and sets its outcome;
+// it returns the store's failure.
+func (s *PostgresStore) runAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, i int) error {
+	o, err := s.Process(ctx, keys[i], fns[i])
+	out[i], errs[i] = o, err
+	if errors.Is(err, ErrStore) {
+		return err
+	}
+	if o == 0 {
+		out[i] = Failed
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,14 +119,19 @@ func TestPostgresBatchRefusedCommitRedoesAlone(t *testing.T) {
 	}
 }
 
-// TestPostgresBatchStoreFailure: a batch whose connection is gone fails
-// as the store's failure, records nothing, and reports as failed the
-// handlers that ran.
-func TestPostgresBatchStoreFailure(t *testing.T) {
+// TestPostgresBatchConnectionDiesUnderAHandler: when the batch's
+// connection is ended while a handler runs (here by the handler itself,
+// as an operator or a failover would), that event fails alone as the
+// store's failure — not counted against its deliveries, since the handler
+// may not be at fault — and the batch runs again without it, so its
+// neighbours commit.
+func TestPostgresBatchConnectionDiesUnderAHandler(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
 	ctx := testCtx(t)
 	var pid int
+	kills := 0
 	kill := func(ctx context.Context) error {
+		kills++
 		tx, _ := dedup.Tx(ctx)
 		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 			return err
@@ -132,20 +139,22 @@ func TestPostgresBatchStoreFailure(t *testing.T) {
 		_, err := db.Pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid)
 		return err
 	}
+	firstRuns := 0
 	keys := []dedup.Key{{Scope: "g", EventID: "k1"}, {Scope: "g", EventID: "k2"}, {Scope: "g", EventID: "k3"}}
 	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	err := s.ProcessBatch(ctx, keys, []dedup.Func{func(context.Context) error { return nil }, kill,
+	err := s.ProcessBatch(ctx, keys, []dedup.Func{func(context.Context) error { firstRuns++; return nil }, kill,
 		func(context.Context) error { return nil }}, out, errs)
-	if !errors.Is(err, dedup.ErrStore) {
-		t.Fatalf("ProcessBatch = %v, want ErrStore", err)
+	if err != nil {
+		t.Fatalf("ProcessBatch = %v, want the lost connection charged to its event alone", err)
 	}
-	if out[0] != dedup.Failed {
-		t.Errorf("outcomes %v: the handler that ran before the connection died must be failed, not processed", out)
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || !errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (ErrStore), processed", out, errs)
 	}
-	for _, k := range keys {
-		if o, err := s.Process(ctx, k, func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
-			t.Errorf("%s after the failed batch: %v %v, want processed (nothing recorded)", k, o, err)
-		}
+	if firstRuns != 2 || kills != 1 {
+		t.Errorf("the first handler ran %d times, the killer %d; want 2 (its transaction was lost) and 1", firstRuns, kills)
+	}
+	if o, err := s.Process(ctx, keys[1], func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
+		t.Errorf("%s after the batch: %v %v, want processed (not recorded)", keys[1], o, err)
 	}
 }
 
@@ -269,5 +278,190 @@ func TestPostgresBatchCancelledCommitsWhatFinished(t *testing.T) {
 	}
 	if o, err := s.Process(testCtx(t), keys[2], func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
 		t.Errorf("the key not run: %v %v afterwards, want processed (not recorded)", o, err)
+	}
+}
+
+// bumpFn adds one to the balance of account through the inbox transaction,
+// after calling before (when not nil), and counts its runs.
+func bumpFn(account string, runs *atomic.Int32, before func()) dedup.Func {
+	return func(ctx context.Context) error {
+		runs.Add(1)
+		if before != nil {
+			before()
+		}
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Exec(ctx, "UPDATE balances SET n = n + 1 WHERE account = $1", account)
+		return err
+	}
+}
+
+func balancesTable(t *testing.T, db *pgtest.DB, accounts ...string) {
+	t.Helper()
+	if _, err := db.Pool.Exec(testCtx(t), "CREATE TABLE balances (account text PRIMARY KEY, n int NOT NULL DEFAULT 0); CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(testCtx(t), "INSERT INTO balances (account) SELECT unnest($1::text[])", accounts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresBatchLockConflictRunsAlone: a handler that waits longer than
+// LockWait for a row another transaction holds is rolled back to its
+// savepoint; the batch commits the handler before it (releasing its
+// locks), runs it again alone — waiting for the row as long as its
+// context allows — and then the handler after it: nothing fails, nothing
+// is applied twice, and stream order holds.
+func TestPostgresBatchLockConflictRunsAlone(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{LockWait: 50 * time.Millisecond})
+	ctx := testCtx(t)
+	balancesTable(t, db, "hot")
+	holder, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck // committed below
+	if _, err := holder.Exec(ctx, "UPDATE balances SET n = n + 100 WHERE account = 'hot'"); err != nil {
+		t.Fatal(err)
+	}
+	var hotRuns, lastRuns atomic.Int32
+	var firstCommitted atomic.Bool
+	released := make(chan error, 1)
+	hot := bumpFn("hot", &hotRuns, func() {
+		if hotRuns.Load() != 2 {
+			return
+		}
+		// Run again alone: the batch before it must have committed.
+		var n int
+		_ = db.Pool.QueryRow(ctx, "SELECT count(*) FROM effects WHERE id = 'a'").Scan(&n)
+		firstCommitted.Store(n == 1)
+		go func() { time.Sleep(200 * time.Millisecond); released <- holder.Commit(ctx) }() // it waits past LockWait now
+	})
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "hot"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	last := func(ctx context.Context) error { lastRuns.Add(1); return insertFn("effects", "c", false)(ctx) }
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), hot, last}, out, errs); err != nil {
+		t.Fatalf("ProcessBatch = %v", err)
+	}
+	for _, o := range out {
+		if o != dedup.Processed {
+			t.Errorf("outcomes %v, errors %v: want all processed", out, errs)
+			break
+		}
+	}
+	if hotRuns.Load() >= 2 {
+		if err := <-released; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hotRuns.Load() != 2 || lastRuns.Load() != 1 {
+		t.Errorf("the conflicting handler ran %d times, the one after it %d; want 2 (in the batch, then alone) and 1", hotRuns.Load(), lastRuns.Load())
+	}
+	if !firstCommitted.Load() {
+		t.Error("the handler before the conflict was not committed when the conflicting one ran again alone")
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, "SELECT n FROM balances WHERE account = 'hot'").Scan(&n); err != nil || n != 101 {
+		t.Errorf("balance %d (%v), want 101: the holder's 100 and the event's 1, once", n, err)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]", got)
+	}
+}
+
+// TestPostgresBatchesCrossingLocks: two batches that update two rows in
+// opposite orders, each holding its first row when it asks for the second,
+// would deadlock; LockWait ends both waits before PostgreSQL's deadlock
+// detector picks a victim, each batch commits its first event, and the
+// second events run alone: every event applied once, none failed.
+func TestPostgresBatchesCrossingLocks(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{LockWait: 50 * time.Millisecond})
+	ctx := testCtx(t)
+	balancesTable(t, db, "x", "y")
+	var runs [4]atomic.Int32
+	var holding sync.WaitGroup
+	holding.Add(2)
+	first := func(account string, i int) dedup.Func {
+		return func(ctx context.Context) error {
+			runs[i].Add(1)
+			tx, _ := dedup.Tx(ctx)
+			if _, err := tx.Exec(ctx, "UPDATE balances SET n = n + 1 WHERE account = $1", account); err != nil {
+				return err
+			}
+			if runs[i].Load() == 1 {
+				holding.Done()
+				holding.Wait()
+			}
+			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	outs, errss, batchErrs := [2][]dedup.Outcome{}, [2][]error{}, [2]error{}
+	for b, order := range [2][2]string{{"x", "y"}, {"y", "x"}} {
+		outs[b], errss[b] = make([]dedup.Outcome, 2), make([]error, 2)
+		keys := []dedup.Key{{Scope: "g", EventID: fmt.Sprintf("b%d-1", b)}, {Scope: "g", EventID: fmt.Sprintf("b%d-2", b)}}
+		fns := []dedup.Func{first(order[0], 2*b), bumpFn(order[1], &runs[2*b+1], nil)}
+		wg.Go(func() { batchErrs[b] = s.ProcessBatch(ctx, keys, fns, outs[b], errss[b]) })
+	}
+	wg.Wait()
+	for b := range 2 {
+		if batchErrs[b] != nil || outs[b][0] != dedup.Processed || outs[b][1] != dedup.Processed {
+			t.Errorf("batch %d: %v, outcomes %v, errors %v; want both processed", b, batchErrs[b], outs[b], errss[b])
+		}
+	}
+	var x, y int
+	if err := db.Pool.QueryRow(ctx, "SELECT (SELECT n FROM balances WHERE account = 'x'), (SELECT n FROM balances WHERE account = 'y')").Scan(&x, &y); err != nil {
+		t.Fatal(err)
+	}
+	if x != 2 || y != 2 {
+		t.Errorf("balances x=%d y=%d, want 2 and 2: each event once", x, y)
+	}
+}
+
+// TestPostgresBatchHandlerLeavesRowsOpen: a handler that returns with a
+// result set still open leaves the connection busy, so the batch cannot
+// release its savepoint; that is the handler's failure alone (not the
+// store's: it would fail the whole batch on every redelivery, uncounted),
+// and the batch runs again without it.
+func TestPostgresBatchHandlerLeavesRowsOpen(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	leaky := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Query(ctx, "SELECT generate_series(1, 3)") // never closed
+		return err
+	}
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "leaks"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), leaky, insertFn("effects", "c", false)}, out, errs); err != nil {
+		t.Fatalf("ProcessBatch = %v, want the leaking handler charged alone", err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), processed", out, errs)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]", got)
+	}
+}
+
+// TestPostgresBatchKeyWithNUL: PostgreSQL's text cannot hold a NUL byte;
+// such a key is refused as invalid before anything runs, by ProcessBatch
+// and by Process alike, instead of failing the batch's mark statement as
+// the store's failure on every redelivery.
+func TestPostgresBatchKeyWithNUL(t *testing.T) {
+	s, _ := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	bad := dedup.Key{Scope: "g", EventID: "a\x00b"}
+	ran := false
+	fn := func(context.Context) error { ran = true; return nil }
+	out, errs := make([]dedup.Outcome, 2), make([]error, 2)
+	err := s.ProcessBatch(ctx, []dedup.Key{{Scope: "g", EventID: "ok"}, bad}, []dedup.Func{fn, fn}, out, errs)
+	if !errors.Is(err, dedup.ErrInvalidKey) || ran {
+		t.Errorf("ProcessBatch = %v (ran %v), want ErrInvalidKey before running anything", err, ran)
+	}
+	if _, err := s.Process(ctx, bad, fn); !errors.Is(err, dedup.ErrInvalidKey) || ran {
+		t.Errorf("Process = %v (ran %v), want ErrInvalidKey", err, ran)
 	}
 }
