@@ -96,7 +96,17 @@ type Config struct {
 	Guard *brandguard.Guard
 	// Dedup records processed events; nil means no deduplication. A store
 	// that implements dedup.Batcher is claimed and settled once per batch.
+	// With one that implements dedup.TxBatcher (the PostgreSQL inbox), the
+	// first attempts of a lane's entries run in one transaction, each in
+	// a savepoint of its own, with one commit (ADR-019); retries run one
+	// transaction per attempt.
 	Dedup dedup.Store
+	// TxPerEvent runs every handler attempt on a dedup.TxBatcher in a
+	// transaction of its own, as on any other transactional store. Set
+	// it for handlers that use SET LOCAL or transaction-level advisory
+	// locks (in a batch they carry over to the handlers after them), or
+	// that hold row locks for long (a batch keeps them until it commits).
+	TxPerEvent bool
 	// BatchSize is the XREADGROUP COUNT and the bound on entries whose
 	// handlers run at once; with the pipeline, at most three batches are
 	// in memory. Default 500: below that, the fixed cost of a batch (read,

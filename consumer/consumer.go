@@ -47,6 +47,7 @@ type Consumer struct {
 	guard    *brandguard.Scope
 	store    dedup.Store
 	batcher  dedup.Batcher
+	txb      dedup.TxBatcher // runs a lane's first attempts in one transaction
 	wm       *readiness.Watermark
 	series   *series
 	log      *slog.Logger
@@ -119,6 +120,9 @@ func New(cfg Config) (*Consumer, error) {
 			slog.String(AttrConsumer, cfg.Consumer)),
 	}
 	c.batcher, _ = cfg.Dedup.(dedup.Batcher)
+	if tb, ok := cfg.Dedup.(dedup.TxBatcher); ok && c.batcher == nil && !cfg.TxPerEvent {
+		c.txb = tb
+	}
 	if win := wm.LivenessWindow(); cfg.Block+opTimeout >= win {
 		// The loop's longest call is a blocking read, bounded by Block +
 		// opTimeout: below that, a Redis that hangs makes it wedged.

@@ -18,10 +18,22 @@ import (
 // when not zero, is the time the first attempt starts. It returns when the
 // job's handler returned if nothing else ran after it, else the zero time.
 func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptContext, start time.Time) time.Time {
+	c.prepareMessage(it)
+	end, o, err := c.attempts(ctx, hctx, it, &it.m, 1, actx, start)
+	return c.finishJob(ctx, it, end, o, err)
+}
+
+// prepareMessage fills in the Message the handler gets, besides the
+// envelope decoded before.
+func (c *Consumer) prepareMessage(it *item) {
 	it.m.ID, it.m.Stream, it.m.Group, it.m.Consumer = it.msg.ID, c.cfg.Stream, c.cfg.Group, c.cfg.Consumer
 	it.m.Deliveries, it.m.guard = it.deliveries, c.guard
-	m := &it.m
-	end, o, err := c.attempts(ctx, hctx, it, m, actx, start)
+}
+
+// finishJob sets the job's outcome from its last attempt's: the dedup
+// store's outcome o when it ran no handler (Duplicate, Busy), else the
+// handler's (or the store's) err. It returns end when the job succeeded.
+func (c *Consumer) finishJob(ctx context.Context, it *item, end time.Time, o dedup.Outcome, err error) time.Time {
 	switch o {
 	case dedup.Duplicate:
 		it.ack, it.outcome = true, OutcomeDuplicate
@@ -78,12 +90,12 @@ func (c *Consumer) runJob(ctx, hctx context.Context, it *item, actx *attemptCont
 // attempt's writes roll back before the next attempt starts from a clean
 // transaction (ADR-014). The outcome is then the store's Duplicate or Busy
 // when it ran no handler; 0 otherwise.
-func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, first *attemptContext, start time.Time) (time.Time, dedup.Outcome, error) {
+func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, from int, first *attemptContext, start time.Time) (time.Time, dedup.Outcome, error) {
 	inbox := c.store != nil && c.batcher == nil
-	for attempt := 1; ; attempt++ {
+	for attempt := from; ; attempt++ {
 		m.Attempt = attempt
 		actx := first
-		if attempt > 1 {
+		if attempt > from {
 			actx, start = new(attemptContext), time.Time{}
 		}
 		var took time.Duration
@@ -123,13 +135,22 @@ func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, f
 			}
 		}
 		c.series.observe(it.m.Envelope.EventType).Observe(took.Seconds())
-		if attempt >= c.cfg.Retry.Attempts || errors.Is(err, ErrPermanent) ||
-			errors.Is(err, brandguard.ErrBrandMismatch) || ctx.Err() != nil || parent.Err() != nil {
+		if !c.retry(ctx, parent, attempt, err) {
 			return end, 0, err
 		}
-		c.series.retries.Inc()
-		sleep(ctx, c.cfg.Retry.Backoff.Delay(attempt))
 	}
+}
+
+// retry reports whether a job whose attempt-th attempt failed with err is
+// tried again, after the policy's backoff (which it waits for).
+func (c *Consumer) retry(ctx, parent context.Context, attempt int, err error) bool {
+	if attempt >= c.cfg.Retry.Attempts || errors.Is(err, ErrPermanent) ||
+		errors.Is(err, brandguard.ErrBrandMismatch) || ctx.Err() != nil || parent.Err() != nil {
+		return false
+	}
+	c.series.retries.Inc()
+	sleep(ctx, c.cfg.Retry.Backoff.Delay(attempt))
+	return true
 }
 
 // inboxAttempt runs one handler attempt in a Process call of the (not

@@ -55,7 +55,11 @@ func (c *Consumer) runLanes(ctx context.Context, jobs []*item, order *[]*item) {
 		}
 		first := slab[off : off+len(lane) : off+len(lane)]
 		off += len(lane)
-		wg.Go(func() { c.runLane(ctx, hctx, lane, first) })
+		if c.txb != nil {
+			wg.Go(func() { c.runTxLane(ctx, hctx, lane, first) })
+		} else {
+			wg.Go(func() { c.runLane(ctx, hctx, lane, first) })
+		}
 	}
 	// The loop is alive while it waits for its handlers: keep the
 	// heartbeat, so a hung handler shows as a stall (no progress with a
