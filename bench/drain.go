@@ -70,7 +70,9 @@ func (b *bench) drainSection(ctx context.Context) error {
 		{"headway, Redis dedup", "headway-redis-dedup", n, b.headwayDrain(redisDedup, nil), ""},
 	}
 	slow := []drainSpec{
-		{"headway, PostgreSQL inbox + 1 row", "headway-pg-inbox", n, b.headwayDrain(inbox, insertApplied), "one transaction per event"},
+		{"headway, PostgreSQL inbox + 1 row, a transaction per event", "headway-pg-inbox-per-event", max(n/4, 1),
+			b.headwayDrain(inbox, insertApplied, func(c *consumer.Config) { c.TxPerEvent = true }), "TxPerEvent; N/4 entries"},
+		{"headway, PostgreSQL inbox + 1 row", "headway-pg-inbox", n, b.headwayDrain(inbox, insertApplied), "a transaction per lane batch, a savepoint per event"},
 		{"Watermill redisstream", "watermill", wn, b.drainWatermill, "its defaults: one entry per XREADGROUP, one XACK per message"},
 	}
 	runs := make([][]Case, len(fast)+len(slow))
@@ -150,13 +152,15 @@ func (b *bench) writeDrain(res *DrainResult) {
 		byName[c.Name] = c
 	}
 	plain, dd, wm := byName["headway, no dedup"], byName["headway, Redis dedup"], byName["Watermill redisstream"]
-	pg := byName["headway, PostgreSQL inbox + 1 row"]
+	pg, pgOne := byName["headway, PostgreSQL inbox + 1 row"], byName["headway, PostgreSQL inbox + 1 row, a transaction per event"]
 	fmt.Fprintf(w, "\nraw ceiling: %s events/s (median); against Watermill: headway %.1f×, with Redis dedup %.1f×, with the PostgreSQL inbox %.1f×\n",
 		thousands(res.Ceiling), plain.PerSec/wm.PerSec, dd.PerSec/wm.PerSec, pg.PerSec/wm.PerSec)
 	r := b.rep
 	r.target("headway without dedup ≥ 0.85 × raw", plain.Ratio >= 0.85, "%.3f × raw", plain.Ratio)
 	r.target("headway with Redis dedup ≥ 0.5 × raw", dd.Ratio >= 0.5, "%.3f × raw", dd.Ratio)
 	r.target("headway ≥ 10 × Watermill", plain.PerSec >= 10*wm.PerSec, "%.1f × Watermill", plain.PerSec/wm.PerSec)
+	r.target("PostgreSQL inbox + 1 row, per-event handler ≥ 15,000 events/s", pg.PerSec >= 15_000, "%s events/s (%.1f × a transaction per event)",
+		thousands(pg.PerSec), pg.PerSec/pgOne.PerSec)
 }
 
 // drainFunc drains n entries of stream, the last of which is last, and
@@ -272,9 +276,9 @@ func (b *bench) drainRaw(ctx context.Context, stream, _ string, n int, end func(
 }
 
 // headwayDrain returns a drain by one headway consumer (see drainOne).
-func (b *bench) headwayDrain(store dedup.Store, work consumer.Handler) drainFunc {
+func (b *bench) headwayDrain(store dedup.Store, work consumer.Handler, tune ...func(*consumer.Config)) drainFunc {
 	return func(ctx context.Context, stream, last string, n int, end func()) (time.Duration, error) {
-		return b.drainOne(ctx, stream, last, newCounter(int64(n)), store, work, end)
+		return b.drainOne(ctx, stream, last, newCounter(int64(n)), store, work, end, tune...)
 	}
 }
 
@@ -282,12 +286,16 @@ func (b *bench) headwayDrain(store dedup.Store, work consumer.Handler) drainFunc
 // with its defaults (Concurrency 8; BatchSize -batch-size or the
 // default), store as its Dedup (nil for none), and a handler that runs
 // work (nil for nothing) and counts in cnt; it calls end when the entries
-// are drained.
+// are drained. tune changes the consumer's Config.
 func (b *bench) drainOne(ctx context.Context, stream, last string, cnt *counter,
-	store dedup.Store, work consumer.Handler, end func()) (time.Duration, error) {
-	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: b.rdb, Stream: stream, CatalogStream: platform.StreamWallet,
+	store dedup.Store, work consumer.Handler, end func(), tune ...func(*consumer.Config)) (time.Duration, error) {
+	cfg := consumer.Config{Catalog: platform.Catalog(), Client: b.rdb, Stream: stream, CatalogStream: platform.StreamWallet,
 		Group: group, Consumer: "bench", Handlers: handlers(cnt.handler(work)), Dedup: store,
-		BatchSize: b.o.BatchSize, Concurrency: 8, Logger: b.quiet})
+		BatchSize: b.o.BatchSize, Concurrency: 8, Logger: b.quiet}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	c, err := consumer.New(cfg)
 	if err != nil {
 		return 0, err
 	}

@@ -140,15 +140,12 @@ func NewPostgres(cfg PostgresConfig) (*PostgresStore, error) {
 	}
 	index := pgx.Identifier{base + suffix}.Sanitize()
 	markBatch, unmark := batchSQL(table)
-	var lockWait string
-	switch {
-	case cfg.LockWait == 0:
-		lockWait = lockWaitSQL(DefaultLockWait)
-	case cfg.LockWait > 0:
-		lockWait = lockWaitSQL(cfg.LockWait)
+	lockWait := cfg.LockWait
+	if lockWait == 0 {
+		lockWait = DefaultLockWait
 	}
 	return &PostgresStore{
-		markBatchSQL: markBatch, unmarkSQL: unmark, lockWaitSQL: lockWait,
+		markBatchSQL: markBatch, unmarkSQL: unmark, lockWaitSQL: lockWaitSQL(lockWait),
 		pool:  cfg.Pool,
 		table: table,
 		createSQL: `CREATE TABLE IF NOT EXISTS ` + table + ` (

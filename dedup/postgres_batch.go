@@ -24,9 +24,9 @@ type TxBatcher interface {
 	//   - Duplicate, nil: the key was recorded before (by an earlier
 	//     commit, or by a transaction that committed while this one
 	//     waited for it); fns[i] did not run;
-	//   - Busy, nil: the key appears earlier in keys; fns[i] did not run
-	//     (the event is left for redelivery, when it is a Duplicate or
-	//     runs);
+	//   - Busy, nil: the key appears earlier in keys, in the same
+	//     transaction; fns[i] did not run (the event is left for
+	//     redelivery, when it is a Duplicate or runs);
 	//   - Failed, fns[i]'s error: fns[i] failed; its writes rolled back to
 	//     its savepoint and its key is not recorded, while the other
 	//     events of the batch go on;
@@ -40,11 +40,18 @@ type TxBatcher interface {
 	// finds the marks. len(keys), len(fns), len(out) and len(errs) must be
 	// equal.
 	ProcessBatch(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error
+	// ProcessSet records keys and applies the events not recorded before
+	// with one call of fn (more when fn names failed events: see
+	// SetFunc), in one transaction. out and errs are set as by
+	// ProcessBatch; an event fn named failed is Failed with its error,
+	// its writes undone and its key not recorded.
+	ProcessSet(ctx context.Context, keys []Key, fn SetFunc, out []Outcome, errs []error) error
 }
 
 var _ TxBatcher = (*PostgresStore)(nil)
 
-// ProcessBatch implements [TxBatcher]. It begins a READ COMMITTED
+// ProcessBatch implements [TxBatcher]. It runs the batch 63 events at a
+// time (see maxTxEvents). For each, it begins a READ COMMITTED
 // transaction and records every key with one statement (in key order, so
 // that two batches racing on the same keys lock them in the same order and
 // cannot deadlock); a key another transaction holds blocks the statement
@@ -86,9 +93,31 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 			return err
 		}
 	}
-	active := make([]int, len(keys))
+	for lo := 0; lo < len(keys); lo += maxTxEvents {
+		if err := s.processChunk(ctx, keys, fns, out, errs, lo, min(lo+maxTxEvents, len(keys))); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil // a shutdown: the rest is not recorded
+		}
+	}
+	return nil
+}
+
+// maxTxEvents is how many events a batch transaction runs at most: each
+// event's savepoint that writes is a subtransaction, and a transaction
+// with more than 64 of them overflows its backend's cache of them, after
+// which every snapshot check in the cluster that meets the transaction
+// reads pg_subtrans. The statements after the handlers run in one more
+// savepoint.
+const maxTxEvents = 63
+
+// processChunk runs the events lo to hi-1 of a batch, in one transaction
+// or more (see ProcessBatch).
+func (s *PostgresStore) processChunk(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, lo, hi int) error {
+	active := make([]int, hi-lo)
 	for i := range active {
-		active[i] = i
+		active[i] = lo + i
 	}
 	for len(active) > 0 {
 		r, err := s.processOnce(ctx, keys, fns, out, errs, active)
@@ -150,18 +179,14 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 		defer cancel()
 		_ = tx.Rollback(c) // a failed rollback closes the connection: nothing commits
 	}
-	recorded, err := s.recordBatch(ctx, tx, scopes, ids)
-	if err == nil && s.lockWaitSQL != "" {
-		// After the marks: a mark waits for the transaction that holds
-		// its key (that is the inbox's lock), the handlers do not.
-		_, err = tx.Exec(ctx, s.lockWaitSQL)
-	}
+	recorded, err := s.recordBatch(ctx, tx, scopes, ids, s.lockWaitSQL)
 	if err != nil {
 		rollback()
 		return res, fmt.Errorf("%w: record %d keys: %w", ErrStore, len(active), err)
 	}
 	seen := make(map[Key]bool, len(active))
 	var failed, notRun []int
+	pos := 0 // of the event in the transaction: its savepoint's name
 	panicking := true
 	defer func() {
 		if panicking {
@@ -186,7 +211,8 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			notRun = append(notRun, i)
 			continue
 		}
-		err := s.runInSavepoint(ctx, tx, fns[i])
+		pos++
+		err := s.runInSavepoint(ctx, tx, pos, fns[i])
 		var fl *fnLostTx
 		switch {
 		case err == nil:
@@ -197,18 +223,6 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			out[i], errs[i] = Failed, fl.err
 			res.lost = i
 			return res, nil
-		case errors.Is(err, errSavepoint):
-			// A savepoint statement failed on its own: the store's
-			// failure, and nothing of the batch can commit. When it was
-			// the SAVEPOINT before fn, fn did not run.
-			panicking = false
-			rollback()
-			out[i], errs[i] = Failed, fmt.Errorf("%w: %w", ErrStore, err)
-			if errors.Is(err, errNotRun) {
-				out[i] = 0
-			}
-			markRan(out, active)
-			return res, fmt.Errorf("%w: %w", ErrStore, err)
 		case lockConflict(err):
 			// Its writes are rolled back; its locks and those of the
 			// handlers before it are held until the commit.
@@ -267,8 +281,11 @@ func lockConflict(err error) bool {
 }
 
 // lockWaitSQL returns the statement that bounds the handlers' lock waits
-// in a batch's transaction to d.
+// to d, or "" for no bound (d < 0).
 func lockWaitSQL(d time.Duration) string {
+	if d < 0 {
+		return ""
+	}
 	return fmt.Sprintf("SET LOCAL lock_timeout = %d", max(d.Milliseconds(), 1))
 }
 
@@ -283,18 +300,21 @@ func (e *fnLostTx) Error() string {
 	return fmt.Sprintf("%v (and the rollback to its savepoint failed: %v)", e.err, e.rollback)
 }
 
-// errSavepoint marks the failure of a savepoint statement itself, which
-// leaves the transaction unusable; errNotRun, one before fn ran.
-var (
-	errSavepoint = errors.New("savepoint")
-	errNotRun    = errors.New("before the handler")
-)
-
 // recordBatch inserts the keys' marks with one statement, in key order,
 // and returns the keys it inserted (the others were recorded before).
-func (s *PostgresStore) recordBatch(ctx context.Context, tx pgx.Tx, scopes, ids []string) (map[Key]bool, error) {
-	rows, err := tx.Query(ctx, s.markBatchSQL, scopes, ids)
+// In the same round trip, after the marks, it runs lockWait, which bounds
+// the handlers' lock waits: a mark waits for the transaction that holds
+// its key (that is the inbox's lock), a handler waits at most LockWait.
+func (s *PostgresStore) recordBatch(ctx context.Context, tx pgx.Tx, scopes, ids []string, lockWait string) (map[Key]bool, error) {
+	b := &pgx.Batch{}
+	b.Queue(s.markBatchSQL, scopes, ids)
+	if lockWait != "" {
+		b.Queue(lockWait)
+	}
+	br := tx.SendBatch(ctx, b)
+	rows, err := br.Query()
 	if err != nil {
+		_ = br.Close()
 		return nil, err
 	}
 	sent := make(map[Key]bool, len(ids))
@@ -313,32 +333,33 @@ func (s *PostgresStore) recordBatch(ctx context.Context, tx pgx.Tx, scopes, ids 
 		recorded[k] = true
 		return nil
 	})
+	if err == nil && lockWait != "" {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	return recorded, err
 }
 
-// runInSavepoint runs fn in a savepoint of tx, with tx as its [Tx]:
-// released when fn succeeds, rolled back to when it fails or panics, or
+// runInSavepoint runs fn as the position-th event of tx, in a savepoint
+// of its own (see eventTx): rolled back to when fn fails or panics, or
 // when it returned nil after one of its statements failed (the
 // transaction is then aborted: PostgreSQL's status 'E').
-func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) (err error) {
-	if _, err := tx.Exec(ctx, "SAVEPOINT headway_event"); err != nil {
-		return fmt.Errorf("%w: %w: %w", errSavepoint, errNotRun, err)
-	}
-	settle := func(stmt string) error {
+func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position int, fn Func) (err error) {
+	et := newEventTx(tx, position)
+	rollback := func() error {
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
-		if _, err := tx.Exec(c, stmt); err != nil {
-			return fmt.Errorf("%w: %s: %w", errSavepoint, stmt, err)
-		}
-		return nil
+		return et.rollback(c)
 	}
 	done := false
 	defer func() {
 		if !done { // fn panicked: undo its writes before the panic goes on
-			_ = settle("ROLLBACK TO SAVEPOINT headway_event")
+			_ = rollback()
 		}
 	}()
-	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(handlerTx{tx})))
+	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(et)))
 	done = true
 	switch pc := tx.Conn().PgConn(); {
 	case ferr != nil:
@@ -356,22 +377,12 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, fn Func) 
 		ferr = errors.New("dedup: a statement of the handler failed and the handler returned nil")
 	}
 	if ferr != nil {
-		if err := settle("ROLLBACK TO SAVEPOINT headway_event"); err != nil {
+		if err := rollback(); err != nil {
+			// The connection is gone or busy, or the handler ended its
+			// savepoint itself: it took the transaction with it.
 			return &fnLostTx{err: ferr, rollback: err}
 		}
 		return ferr
-	}
-	if err := settle("RELEASE SAVEPOINT headway_event"); err != nil {
-		var pg *pgconn.PgError
-		if errors.As(err, &pg) && pg.Severity == "ERROR" {
-			// The server refused the release (an ERROR, not the FATAL of
-			// a connection it ended): the handler ended the savepoint
-			// itself. Its doing, and it took the transaction with it.
-			return &fnLostTx{err: fmt.Errorf("dedup: the handler left its savepoint unreleasable: %w", pg), rollback: err}
-		}
-		// The connection failed under the release: the store's failure,
-		// for this event alone; its neighbours run again without it.
-		return &fnLostTx{err: fmt.Errorf("%w: %w", ErrStore, err), rollback: err}
 	}
 	return nil
 }

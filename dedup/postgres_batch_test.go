@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -119,19 +121,14 @@ func TestPostgresBatchRefusedCommitRedoesAlone(t *testing.T) {
 	}
 }
 
-// TestPostgresBatchConnectionDiesUnderAHandler: when the batch's
-// connection is ended while a handler runs (here by the handler itself,
-// as an operator or a failover would), that event fails alone as the
-// store's failure — not counted against its deliveries, since the handler
-// may not be at fault — and the batch runs again without it, so its
-// neighbours commit.
-func TestPostgresBatchConnectionDiesUnderAHandler(t *testing.T) {
+// TestPostgresBatchStoreFailure: a batch whose connection is gone fails
+// as the store's failure, records nothing, and reports as failed the
+// handlers that ran.
+func TestPostgresBatchStoreFailure(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
 	ctx := testCtx(t)
 	var pid int
-	kills := 0
 	kill := func(ctx context.Context) error {
-		kills++
 		tx, _ := dedup.Tx(ctx)
 		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 			return err
@@ -139,22 +136,58 @@ func TestPostgresBatchConnectionDiesUnderAHandler(t *testing.T) {
 		_, err := db.Pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid)
 		return err
 	}
-	firstRuns := 0
 	keys := []dedup.Key{{Scope: "g", EventID: "k1"}, {Scope: "g", EventID: "k2"}, {Scope: "g", EventID: "k3"}}
 	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	err := s.ProcessBatch(ctx, keys, []dedup.Func{func(context.Context) error { firstRuns++; return nil }, kill,
+	err := s.ProcessBatch(ctx, keys, []dedup.Func{func(context.Context) error { return nil }, kill,
 		func(context.Context) error { return nil }}, out, errs)
-	if err != nil {
+	if !errors.Is(err, dedup.ErrStore) {
+		t.Fatalf("ProcessBatch = %v, want ErrStore", err)
+	}
+	if out[0] != dedup.Failed {
+		t.Errorf("outcomes %v: the handler that ran before the connection died must be failed, not processed", out)
+	}
+	for _, k := range keys {
+		if o, err := s.Process(ctx, k, func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
+			t.Errorf("%s after the failed batch: %v %v, want processed (nothing recorded)", k, o, err)
+		}
+	}
+}
+
+// TestPostgresBatchHandlerSwallowsACutOffQuery: a handler whose query is
+// cut off by a deadline (pgx closes the connection) and that returns nil
+// anyway leaves the batch without a connection. Whether the handler or
+// the network is at fault cannot be told: the event fails alone as the
+// store's failure (not counted against its deliveries, and not failing
+// its neighbours on every redelivery), and the batch runs again without
+// it.
+func TestPostgresBatchHandlerSwallowsACutOffQuery(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	swallow := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		qctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		_, _ = tx.Exec(qctx, "SELECT pg_sleep(5)") // cut off; the error is dropped
+		return nil
+	}
+	firstRuns := 0
+	first := func(ctx context.Context) error { firstRuns++; return insertFn("effects", "a", false)(ctx) }
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "swallows"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{first, swallow, insertFn("effects", "c", false)}, out, errs); err != nil {
 		t.Fatalf("ProcessBatch = %v, want the lost connection charged to its event alone", err)
 	}
 	if out[0] != dedup.Processed || out[1] != dedup.Failed || !errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
 		t.Fatalf("outcomes %v, errors %v: want processed, failed (ErrStore), processed", out, errs)
 	}
-	if firstRuns != 2 || kills != 1 {
-		t.Errorf("the first handler ran %d times, the killer %d; want 2 (its transaction was lost) and 1", firstRuns, kills)
+	if firstRuns != 2 {
+		t.Errorf("the first handler ran %d times, want 2 (its transaction was lost, then run again)", firstRuns)
 	}
-	if o, err := s.Process(ctx, keys[1], func(context.Context) error { return nil }); o != dedup.Processed || err != nil {
-		t.Errorf("%s after the batch: %v %v, want processed (not recorded)", keys[1], o, err)
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]", got)
 	}
 }
 
@@ -223,9 +256,11 @@ func TestPostgresBatchRefusesATableThatRewritesKeys(t *testing.T) {
 	}
 }
 
-// TestPostgresBatchHandlerEndsItsSavepoint: a handler that releases the
-// batch's savepoint itself makes the batch's RELEASE fail; that is its
-// failure alone (not the store's), and its neighbours commit.
+// TestPostgresBatchHandlerEndsItsSavepoint: a handler that releases its
+// own savepoint (the second event's: headway_event_2) and then fails
+// cannot be rolled back to it; the rollback must not undo the event
+// before it instead. That is its failure alone (not the store's): the
+// batch runs again without it, and its neighbours commit.
 func TestPostgresBatchHandlerEndsItsSavepoint(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
 	ctx := testCtx(t)
@@ -234,8 +269,10 @@ func TestPostgresBatchHandlerEndsItsSavepoint(t *testing.T) {
 	}
 	meddle := func(ctx context.Context) error {
 		tx, _ := dedup.Tx(ctx)
-		_, err := tx.Exec(ctx, "RELEASE SAVEPOINT headway_event")
-		return err
+		if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT headway_event_2"); err != nil {
+			return err
+		}
+		return insertFn("effects", "meddles", true)(ctx)
 	}
 	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "meddles"}, {Scope: "g", EventID: "c"}}
 	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
@@ -334,7 +371,7 @@ func TestPostgresBatchLockConflictRunsAlone(t *testing.T) {
 		var n int
 		_ = db.Pool.QueryRow(ctx, "SELECT count(*) FROM effects WHERE id = 'a'").Scan(&n)
 		firstCommitted.Store(n == 1)
-		go func() { time.Sleep(200 * time.Millisecond); released <- holder.Commit(ctx) }() // it waits past LockWait now
+		go func() { awaitBlockedBy(ctx, db, holder.Conn().PgConn().PID()); released <- holder.Commit(ctx) }() // it waits past LockWait now
 	})
 	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "hot"}, {Scope: "g", EventID: "c"}}
 	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
@@ -463,5 +500,140 @@ func TestPostgresBatchKeyWithNUL(t *testing.T) {
 	}
 	if _, err := s.Process(ctx, bad, fn); !errors.Is(err, dedup.ErrInvalidKey) || ran {
 		t.Errorf("Process = %v (ran %v), want ErrInvalidKey", err, ran)
+	}
+}
+
+// TestPostgresBatchSplitsAtSubtransactionCache: a batch of 150 events runs
+// in three transactions of at most 63 events, so no transaction has more
+// subtransactions (one per event's savepoint that writes, one for the
+// final statements) than the 64 PostgreSQL caches per backend; every
+// event is processed once.
+func TestPostgresBatchSplitsAtSubtransactionCache(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE txids (id text PRIMARY KEY, txid bigint NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	keys, fns := make([]dedup.Key, n), make([]dedup.Func, n)
+	for i := range n {
+		id := fmt.Sprintf("e%03d", i)
+		keys[i] = dedup.Key{Scope: "g", EventID: id}
+		fns[i] = func(ctx context.Context) error {
+			tx, _ := dedup.Tx(ctx)
+			_, err := tx.Exec(ctx, "INSERT INTO txids VALUES ($1, txid_current())", id)
+			return err
+		}
+	}
+	out, errs := make([]dedup.Outcome, n), make([]error, n)
+	if err := s.ProcessBatch(ctx, keys, fns, out, errs); err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range out {
+		if o != dedup.Processed {
+			t.Fatalf("event %d: %v %v, want processed", i, o, errs[i])
+		}
+	}
+	rows, err := db.Pool.Query(ctx, "SELECT count(*) FROM txids GROUP BY txid ORDER BY min(id)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(sizes) != "[63 63 24]" {
+		t.Errorf("events per transaction %v, want [63 63 24]", sizes)
+	}
+}
+
+// TestPostgresBatchEveryWayToWriteIsInTheSavepoint: a handler's savepoint
+// is opened lazily, with its first statement; whichever way the handler
+// writes — Exec, Query, QueryRow, SendBatch, CopyFrom, a nested Begin or
+// statements on Conn() — a failed handler's write rolls back and a
+// successful one's commits.
+func TestPostgresBatchEveryWayToWriteIsInTheSavepoint(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	const insert = "INSERT INTO effects (id) VALUES ($1)"
+	ways := map[string]func(ctx context.Context, tx pgx.Tx, id string) error{
+		"exec": func(ctx context.Context, tx pgx.Tx, id string) error { _, err := tx.Exec(ctx, insert, id); return err },
+		"query": func(ctx context.Context, tx pgx.Tx, id string) error {
+			rows, err := tx.Query(ctx, insert+" RETURNING id", id)
+			if err != nil {
+				return err
+			}
+			rows.Close()
+			return rows.Err()
+		},
+		"queryrow": func(ctx context.Context, tx pgx.Tx, id string) error {
+			var got string
+			return tx.QueryRow(ctx, insert+" RETURNING id", id).Scan(&got)
+		},
+		"sendbatch": func(ctx context.Context, tx pgx.Tx, id string) error {
+			b := &pgx.Batch{}
+			b.Queue(insert, id)
+			return tx.SendBatch(ctx, b).Close()
+		},
+		"copyfrom": func(ctx context.Context, tx pgx.Tx, id string) error {
+			_, err := tx.CopyFrom(ctx, pgx.Identifier{"effects"}, []string{"id"}, pgx.CopyFromRows([][]any{{id}}))
+			return err
+		},
+		"begin": func(ctx context.Context, tx pgx.Tx, id string) error {
+			nested, err := tx.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := nested.Exec(ctx, insert, id); err != nil {
+				return err
+			}
+			return nested.Commit(ctx)
+		},
+		"conn": func(ctx context.Context, tx pgx.Tx, id string) error {
+			_, err := tx.Conn().Exec(ctx, insert, id)
+			return err
+		},
+	}
+	var keys []dedup.Key
+	var fns []dedup.Func
+	var want []string
+	for name, write := range ways {
+		for _, fail := range []bool{false, true} {
+			id := fmt.Sprintf("%s-%v", name, fail)
+			keys = append(keys, dedup.Key{Scope: "g", EventID: id})
+			fns = append(fns, func(ctx context.Context) error {
+				tx, _ := dedup.Tx(ctx)
+				if err := write(ctx, tx, id); err != nil {
+					return err
+				}
+				if fail {
+					return errors.New("fails after writing")
+				}
+				return nil
+			})
+			if !fail {
+				want = append(want, id)
+			}
+		}
+	}
+	out, errs := make([]dedup.Outcome, len(keys)), make([]error, len(keys))
+	if err := s.ProcessBatch(ctx, keys, fns, out, errs); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		wantOutcome := dedup.Processed
+		if strings.HasSuffix(k.EventID, "true") {
+			wantOutcome = dedup.Failed
+		}
+		if out[i] != wantOutcome {
+			t.Errorf("%s: %v (%v), want %v", k.EventID, out[i], errs[i], wantOutcome)
+		}
+	}
+	slices.Sort(want)
+	if got := ids(t, db.Pool, "effects"); got != fmt.Sprint(want) {
+		t.Errorf("effects %s, want %v: only the successful handlers' writes", got, want)
 	}
 }

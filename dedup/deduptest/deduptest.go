@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,6 +40,8 @@ func Run(t *testing.T, newStore func(t *testing.T) dedup.Store) {
 		{"TxBatchPartialFailure", txBatchPartialFailure},
 		{"TxBatchRacingBatches", txBatchRacingBatches},
 		{"TxBatchRedeliveredAfterCommit", txBatchRedeliveredAfterCommit},
+		{"TxSetPartialFailure", txSetPartialFailure},
+		{"TxSetRacingSets", txSetRacingSets},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -410,5 +413,105 @@ func txBatchRedeliveredAfterCommit(t *testing.T, s dedup.Store, scope string) {
 	out, _, err := txBatch(t, b, keys, []dedup.Func{fn, fn})
 	if err != nil || out[0] != dedup.Duplicate || out[1] != dedup.Duplicate || runs != 2 {
 		t.Fatalf("redelivery: %v %v after %d runs, want duplicates and 2 runs", out, err, runs)
+	}
+}
+
+// txSetPartialFailure: a set function that names one event failed is
+// called again without it: that event is Failed with its error and not
+// recorded, the others are recorded; a key recorded before is a
+// Duplicate and never reaches the function; an error the function returns
+// fails the whole call, and nothing of it is recorded.
+func txSetPartialFailure(t *testing.T, s dedup.Store, scope string) {
+	b := asTxBatcher(t, s)
+	key := func(id string) dedup.Key { return dedup.Key{Scope: scope, EventID: id} }
+	if o, _ := process(t, s, key("before"), ok); o != dedup.Processed {
+		t.Fatal("setting up a recorded key:", o)
+	}
+	boom := errors.New("boom")
+	keys := []dedup.Key{key("a"), key("fails"), key("before"), key("d")}
+	var calls [][]int
+	fn := func(_ context.Context, run []int, errs []error) error {
+		calls = append(calls, append([]int(nil), run...))
+		for j, i := range run {
+			if keys[i].EventID == "fails" {
+				errs[j] = boom
+			}
+		}
+		return nil
+	}
+	out, errs := make([]dedup.Outcome, len(keys)), make([]error, len(keys))
+	if err := b.ProcessSet(context.Background(), keys, fn, out, errs); err != nil {
+		t.Fatal(err)
+	}
+	want := []dedup.Outcome{dedup.Processed, dedup.Failed, dedup.Duplicate, dedup.Processed}
+	for i := range want {
+		if out[i] != want[i] {
+			t.Fatalf("outcomes %v, errors %v, want %v", out, errs, want)
+		}
+	}
+	if !errors.Is(errs[1], boom) || fmt.Sprint(calls) != "[[0 1 3] [0 3]]" {
+		t.Errorf("error %v, calls %v: want boom, and calls [[0 1 3] [0 3]] (the duplicate left out, then the failed one)", errs[1], calls)
+	}
+	if o, _ := process(t, s, key("fails"), ok); o != dedup.Processed {
+		t.Errorf("the failed key afterwards: %v, want processed (it was not recorded)", o)
+	}
+	if o, _ := process(t, s, key("d"), ok); o != dedup.Duplicate {
+		t.Errorf("a key applied by the set afterwards: %v, want duplicate", o)
+	}
+
+	all := []dedup.Key{key("x1"), key("x2")}
+	out, errs = make([]dedup.Outcome, 2), make([]error, 2)
+	err := b.ProcessSet(context.Background(), all, func(context.Context, []int, []error) error { return boom }, out, errs)
+	if err != nil || out[0] != dedup.Failed || out[1] != dedup.Failed || !errors.Is(errs[0], boom) {
+		t.Fatalf("a failing set: %v, outcomes %v, errors %v; want both failed with boom", err, out, errs)
+	}
+	for _, k := range all {
+		if o, _ := process(t, s, k, ok); o != dedup.Processed {
+			t.Errorf("%s after a failed set: %v, want processed (nothing recorded)", k, o)
+		}
+	}
+}
+
+// txSetRacingSets: two consumers apply sets of the same keys at once, in
+// opposite orders; every key is applied by exactly one of them, and
+// neither set fails.
+func txSetRacingSets(t *testing.T, s dedup.Store, scope string) {
+	b := asTxBatcher(t, s)
+	const n = 50
+	keys := make([]dedup.Key, n)
+	for i := range keys {
+		keys[i] = dedup.Key{Scope: scope, EventID: fmt.Sprintf("k%02d", i)}
+	}
+	var mu sync.Mutex
+	applied := map[dedup.Key]int{}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for r := range 2 {
+		ks := slices.Clone(keys)
+		if r == 1 {
+			slices.Reverse(ks)
+		}
+		wg.Go(func() {
+			out, es := make([]dedup.Outcome, n), make([]error, n)
+			errs[r] = b.ProcessSet(context.Background(), ks, func(_ context.Context, run []int, _ []error) error {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, i := range run {
+					applied[ks[i]]++
+				}
+				return nil
+			}, out, es)
+		})
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Errorf("set %d: %v", r, err)
+		}
+	}
+	for _, k := range keys {
+		if applied[k] != 1 {
+			t.Errorf("%s applied %d times, want once", k, applied[k])
+		}
 	}
 }
