@@ -73,6 +73,8 @@ func (b *bench) drainSection(ctx context.Context) error {
 		{"headway, PostgreSQL inbox + 1 row, a transaction per event", "headway-pg-inbox-per-event", max(n/4, 1),
 			b.headwayDrain(inbox, insertApplied, func(c *consumer.Config) { c.TxPerEvent = true }), "TxPerEvent; N/4 entries"},
 		{"headway, PostgreSQL inbox + 1 row", "headway-pg-inbox", n, b.headwayDrain(inbox, insertApplied), "a transaction per lane batch, a savepoint per event"},
+		{"headway, PostgreSQL inbox + 1 row, batch handler", "headway-pg-inbox-set", n, b.headwayDrainSet(inbox, insertAppliedSet),
+			"one multi-row INSERT per lane batch"},
 		{"Watermill redisstream", "watermill", wn, b.drainWatermill, "its defaults: one entry per XREADGROUP, one XACK per message"},
 	}
 	runs := make([][]Case, len(fast)+len(slow))
@@ -153,6 +155,7 @@ func (b *bench) writeDrain(res *DrainResult) {
 	}
 	plain, dd, wm := byName["headway, no dedup"], byName["headway, Redis dedup"], byName["Watermill redisstream"]
 	pg, pgOne := byName["headway, PostgreSQL inbox + 1 row"], byName["headway, PostgreSQL inbox + 1 row, a transaction per event"]
+	pgSet := byName["headway, PostgreSQL inbox + 1 row, batch handler"]
 	fmt.Fprintf(w, "\nraw ceiling: %s events/s (median); against Watermill: headway %.1f×, with Redis dedup %.1f×, with the PostgreSQL inbox %.1f×\n",
 		thousands(res.Ceiling), plain.PerSec/wm.PerSec, dd.PerSec/wm.PerSec, pg.PerSec/wm.PerSec)
 	r := b.rep
@@ -161,6 +164,8 @@ func (b *bench) writeDrain(res *DrainResult) {
 	r.target("headway ≥ 10 × Watermill", plain.PerSec >= 10*wm.PerSec, "%.1f × Watermill", plain.PerSec/wm.PerSec)
 	r.target("PostgreSQL inbox + 1 row, per-event handler ≥ 15,000 events/s", pg.PerSec >= 15_000, "%s events/s (%.1f × a transaction per event)",
 		thousands(pg.PerSec), pg.PerSec/pgOne.PerSec)
+	r.target("PostgreSQL inbox + 1 row, batch handler ≥ 50,000 events/s", pgSet.PerSec >= 50_000, "%s events/s (%.1f × a transaction per event)",
+		thousands(pgSet.PerSec), pgSet.PerSec/pgOne.PerSec)
 }
 
 // drainFunc drains n entries of stream, the last of which is last, and
@@ -282,6 +287,18 @@ func (b *bench) headwayDrain(store dedup.Store, work consumer.Handler, tune ...f
 	}
 }
 
+// headwayDrainSet drains with work as the BatchHandler of the events' types.
+func (b *bench) headwayDrainSet(store dedup.Store, work consumer.BatchHandler) drainFunc {
+	return func(ctx context.Context, stream, last string, n int, end func()) (time.Duration, error) {
+		cnt := newCounter(int64(n))
+		h := cnt.batchHandler(work)
+		return b.drainOne(ctx, stream, last, cnt, store, nil, end, func(c *consumer.Config) {
+			c.Handlers = nil
+			c.BatchHandlers = map[event.Type]consumer.BatchHandler{platform.BetSettledConfirmed: h, platform.BetRolledBackConfirmed: h}
+		})
+	}
+}
+
 // drainOne drains stream up to its last entry with one headway consumer
 // with its defaults (Concurrency 8; BatchSize -batch-size or the
 // default), store as its Dedup (nil for none), and a handler that runs
@@ -319,6 +336,21 @@ func insertApplied(ctx context.Context, m *consumer.Message) error {
 	}
 	_, err := tx.Exec(ctx, "INSERT INTO bench_applied (event_id, aggregate_id) VALUES ($1, $2)",
 		m.Envelope.EventID, m.Envelope.AggregateID)
+	return err
+}
+
+// insertAppliedSet is the batch handler case's work: the messages' rows
+// with one statement, in the inbox transaction.
+func insertAppliedSet(ctx context.Context, ms []*consumer.Message, _ []error) error {
+	tx, ok := dedup.Tx(ctx)
+	if !ok {
+		return consumer.Permanent(errors.New("bench: the handler is not in a PostgreSQL inbox transaction"))
+	}
+	ids, aggs := make([]string, len(ms)), make([]string, len(ms))
+	for i, m := range ms {
+		ids[i], aggs[i] = m.Envelope.EventID, m.Envelope.AggregateID
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO bench_applied (event_id, aggregate_id) SELECT * FROM unnest($1::text[], $2::text[])", ids, aggs)
 	return err
 }
 
@@ -360,3 +392,4 @@ func (b *bench) drainWatermill(ctx context.Context, stream, _ string, n int, end
 	end()
 	return elapsed, nil
 }
+

@@ -95,6 +95,27 @@ func (c *counter) handler(work consumer.Handler) consumer.Handler {
 	}
 }
 
+// batchHandler runs work and counts the messages it applied; a permanent
+// error fails the run.
+func (c *counter) batchHandler(work consumer.BatchHandler) consumer.BatchHandler {
+	return func(ctx context.Context, ms []*consumer.Message, errs []error) error {
+		if err := work(ctx, ms, errs); err != nil {
+			if errors.Is(err, consumer.ErrPermanent) {
+				c.set(err)
+			}
+			return err
+		}
+		n := int64(0)
+		for _, err := range errs {
+			if err == nil {
+				n++
+			}
+		}
+		c.add(n)
+		return nil
+	}
+}
+
 // awaitDrained returns when cnt has counted all its events and every
 // watermark's position (the newest acknowledged entry, in memory) is its
 // stream's last entry: all handled and acknowledged. Nothing polls Redis.

@@ -87,6 +87,12 @@ type Config struct {
 	// according to the catalog. Entries of other types are acknowledged
 	// as unhandled.
 	Handlers map[event.Type]Handler
+	// BatchHandlers by event type: set-based handlers that get a lane's
+	// run of entries of their type at once, in one inbox transaction
+	// (ADR-019). They need a Dedup store that is a dedup.TxBatcher (the
+	// PostgreSQL inbox), without TxPerEvent. A type has a Handler or a
+	// BatchHandler, not both.
+	BatchHandlers map[event.Type]BatchHandler
 	// Middleware wraps every handler, the first element outermost. A
 	// panic recoverer always sits inside it, next to the handler.
 	Middleware []Middleware
@@ -198,8 +204,11 @@ func (c Config) Validate() error {
 // checkDispatch checks that every handler's type is emitted on the
 // stream.
 func (c Config) checkDispatch() error {
-	types := make([]event.Type, 0, len(c.Handlers))
+	types := make([]event.Type, 0, len(c.Handlers)+len(c.BatchHandlers))
 	for t := range c.Handlers {
+		types = append(types, t)
+	}
+	for t := range c.BatchHandlers {
 		types = append(types, t)
 	}
 	if err := c.Catalog.CheckDispatch(c.CatalogStream, types); err != nil {
@@ -216,12 +225,27 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Stream == "" || c.Group == "" {
 		return c, configErr("Stream and Group are required")
 	}
-	if len(c.Handlers) == 0 {
+	if len(c.Handlers) == 0 && len(c.BatchHandlers) == 0 {
 		return c, configErr("no Handlers")
 	}
 	for t, h := range c.Handlers {
 		if h == nil {
 			return c, configErr("nil handler for %s", t)
+		}
+	}
+	for t, h := range c.BatchHandlers {
+		switch _, both := c.Handlers[t]; {
+		case h == nil:
+			return c, configErr("nil batch handler for %s", t)
+		case both:
+			return c, configErr("%s has a Handler and a BatchHandler", t)
+		}
+	}
+	if len(c.BatchHandlers) > 0 {
+		_, tx := c.Dedup.(dedup.TxBatcher)
+		_, leases := c.Dedup.(dedup.Batcher)
+		if !tx || leases || c.TxPerEvent {
+			return c, configErr("BatchHandlers need a Dedup store that is a dedup.TxBatcher (the PostgreSQL inbox), without TxPerEvent")
 		}
 	}
 	if c.Catalog == nil {

@@ -48,6 +48,7 @@ type Consumer struct {
 	store    dedup.Store
 	batcher  dedup.Batcher
 	txb      dedup.TxBatcher // runs a lane's first attempts in one transaction
+	sets     map[event.Type]BatchHandler
 	wm       *readiness.Watermark
 	series   *series
 	log      *slog.Logger
@@ -111,7 +112,7 @@ func New(cfg Config) (*Consumer, error) {
 	c := &Consumer{
 		cfg:      cfg,
 		rdb:      cfg.Client,
-		handlers: make(map[event.Type]Handler, len(cfg.Handlers)),
+		handlers: make(map[event.Type]Handler, len(cfg.Handlers)+len(cfg.BatchHandlers)),
 		guard:    guard.Scope(cfg.Stream, cfg.Group),
 		store:    cfg.Dedup,
 		wm:       wm,
@@ -135,6 +136,14 @@ func New(cfg Config) (*Consumer, error) {
 	}
 	for t, h := range cfg.Handlers {
 		c.handlers[t] = chain(recoverer(h), cfg.Middleware)
+	}
+	for t, h := range cfg.BatchHandlers {
+		// Retries and the calls of one run the batch handler alone.
+		c.handlers[t] = chain(recoverer(oneByOne(h)), cfg.Middleware)
+		if c.sets == nil {
+			c.sets = make(map[event.Type]BatchHandler, len(cfg.BatchHandlers))
+		}
+		c.sets[t] = recoverBatch(h)
 	}
 	return c, nil
 }

@@ -46,8 +46,52 @@ func (m *Message) CheckTarget(ctx context.Context, target event.BrandID) (event.
 // Config.HandlerTimeout and at the drain deadline.
 type Handler func(ctx context.Context, m *Message) error
 
+// BatchHandler applies a run of accepted messages of one event type
+// together, set-based, through the PostgreSQL inbox transaction that
+// dedup.Tx(ctx) returns: one multi-row INSERT, a COPY, an UPDATE … FROM
+// (VALUES …). ms holds the messages in stream order (one aggregate's in
+// the order they were published). It sets errs[i] to the error of ms[i]
+// when that message cannot be applied and returns nil; an error it
+// returns is the error of every message. The call is then undone and made
+// again without the failed messages (and without the later messages of
+// their aggregates), so a failed message's writes never commit whatever
+// the statement wrote for it. len(errs) == len(ms). The messages are
+// valid until it returns.
+//
+// The failed messages are retried, dead-lettered and counted as a
+// Handler's errors are: their retries call the BatchHandler with that one
+// message, each in a transaction of its own. One statement for many rows
+// of the same target needs care: an UPDATE … FROM joins each target row
+// with one source row only, so sum per target first (GROUP BY).
+type BatchHandler func(ctx context.Context, ms []*Message, errs []error) error
+
+// oneByOne is h as a Handler: h called with m alone.
+func oneByOne(h BatchHandler) Handler {
+	return func(ctx context.Context, m *Message) error {
+		errs := []error{nil}
+		if err := h(ctx, []*Message{m}, errs); err != nil {
+			return err
+		}
+		return errs[0]
+	}
+}
+
+// recoverBatch turns a batch handler's panic into an error wrapping
+// ErrHandlerPanic, the error of every message of the call.
+func recoverBatch(next BatchHandler) BatchHandler {
+	return func(ctx context.Context, ms []*Message, errs []error) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: %v\n%s", ErrHandlerPanic, r, debug.Stack())
+			}
+		}()
+		return next(ctx, ms, errs)
+	}
+}
+
 // Middleware wraps a Handler; Config.Middleware is applied around every
-// handler, the first element outermost.
+// handler, the first element outermost, and around the one-message calls
+// of a BatchHandler (its retries), not around its calls for many.
 type Middleware func(Handler) Handler
 
 // chain wraps h in mws, mws[0] outermost.

@@ -20,10 +20,11 @@ type item struct {
 	msg        redis.XMessage
 	deliveries int64
 	handler    Handler
-	claimed    bool   // holds a dedup lease taken by Claim
-	ack        bool   // acknowledge in the batch XACK
-	resolved   bool   // left the stream's pending list (acked or dead-lettered)
-	outcome    string // one of the Outcome constants
+	set        BatchHandler // the type's, when it has one: the lane runs it for a run of entries
+	claimed    bool         // holds a dedup lease taken by Claim
+	ack        bool         // acknowledge in the batch XACK
+	resolved   bool         // left the stream's pending list (acked or dead-lettered)
+	outcome    string       // one of the Outcome constants
 	err        error
 	// rejectReason is brandguard's reason for an entry to dead-letter.
 	rejectReason string
@@ -74,6 +75,7 @@ func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessag
 	// types, and comparing the name is cheaper than hashing it.
 	var lastType event.Type
 	var lastHandler Handler
+	var lastSet BatchHandler
 	lastOK := false
 	for i := range msgs {
 		it := &b.items[i]
@@ -100,13 +102,17 @@ func (c *Consumer) prepare(ctx context.Context, buf *batch, msgs []redis.XMessag
 			if !lastOK || env.EventType != lastType {
 				lastType, lastOK = env.EventType, true
 				lastHandler = c.handlers[env.EventType]
+				lastSet = nil
+				if c.sets != nil {
+					lastSet = c.sets[env.EventType]
+				}
 			}
 			h := lastHandler
 			if h == nil {
 				it.ack, it.outcome = true, OutcomeUnhandled
 				continue
 			}
-			it.handler = h
+			it.handler, it.set = h, lastSet
 			b.jobs = append(b.jobs, it)
 		case brandguard.ActionIgnore:
 			it.ack, it.outcome = true, OutcomeIgnored

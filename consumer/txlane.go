@@ -51,8 +51,31 @@ func (c *Consumer) runTxLane(ctx, hctx context.Context, lane []*item, first []at
 		last[agg] = j
 		fns[j] = c.laneFunc(lane, j, &first[j], state, prev)
 	}
-	batchErr := c.txb.ProcessBatch(hctx, keys, fns, out, errs)
-
+	// The lane in units, in order: each run of entries of a type with a
+	// BatchHandler in one ProcessSet, each run of the others in one
+	// ProcessBatch. An entry that did not run and has no error of its own
+	// gets its unit's (the store's failure, or nil after a shutdown).
+	for a := 0; a < n; {
+		b := a + 1
+		for b < n && (lane[b].set == nil) == (lane[a].set == nil) && (lane[a].set == nil || lane[b].m.Envelope.EventType == lane[a].m.Envelope.EventType) {
+			b++
+		}
+		if hctx.Err() != nil {
+			break // a shutdown: the rest does not run
+		}
+		var err error
+		if lane[a].set != nil {
+			err = c.txb.ProcessSet(hctx, keys[a:b], c.setFunc(lane, a, state, prev), out[a:b], errs[a:b])
+		} else {
+			err = c.txb.ProcessBatch(hctx, keys[a:b], fns[a:b], out[a:b], errs[a:b])
+		}
+		for j := a; j < b; j++ {
+			if errs[j] == nil && (out[j] == dedup.Failed || out[j] == 0) {
+				errs[j] = err
+			}
+		}
+		a = b
+	}
 	// What the batch left: its outcomes, and the jobs to run again.
 	var stuck map[string]bool
 	hold := func(it *item) {
@@ -63,16 +86,13 @@ func (c *Consumer) runTxLane(ctx, hctx context.Context, lane []*item, first []at
 	}
 	for j, it := range lane {
 		err := errs[j]
-		if err == nil && (out[j] == dedup.Failed || out[j] == 0) {
-			err = batchErr // the batch did not commit: the store's failure
-		}
 		if out[j] != dedup.Processed {
 			it.timed = false // what it took is not an applied attempt's
 		}
 		switch {
 		case out[j] == dedup.Processed || out[j] == dedup.Duplicate || out[j] == dedup.Busy:
 			c.finishJob(ctx, it, time.Time{}, out[j], nil)
-		case stuck[it.m.Envelope.AggregateID] || (out[j] == 0 && batchErr == nil):
+		case stuck[it.m.Envelope.AggregateID] || (out[j] == 0 && err == nil):
 			// Held behind an earlier entry of its aggregate, or not run:
 			// a shutdown stopped the batch.
 			it.outcome = OutcomeDeferred
@@ -99,14 +119,9 @@ func (c *Consumer) runTxLane(ctx, hctx context.Context, lane []*item, first []at
 func (c *Consumer) laneFunc(lane []*item, j int, first *attemptContext, state []jobState, prev []int) dedup.Func {
 	it := lane[j]
 	return func(tctx context.Context) error {
-		for k := prev[j]; k >= 0; k = prev[k] {
-			if state[k] == failed {
-				state[j] = failed
-				return errBehind
-			}
-			if state[k] == succeeded {
-				break
-			}
+		if behind(j, state, prev) {
+			state[j] = failed
+			return errBehind
 		}
 		a := first
 		if state[j] != notRun { // called again: a new context
@@ -125,6 +140,86 @@ func (c *Consumer) laneFunc(lane []*item, j int, first *attemptContext, state []
 		}
 		state[j] = succeeded
 		it.took, it.timed = took, true
+		return nil
+	}
+}
+
+// behind reports whether an earlier job of job j's aggregate has not
+// succeeded (the latest call of its function failed).
+func behind(j int, state []jobState, prev []int) bool {
+	for k := prev[j]; k >= 0; k = prev[k] {
+		switch state[k] {
+		case failed:
+			return true
+		case succeeded:
+			return false
+		}
+	}
+	return false
+}
+
+// setFunc returns the dedup set function of a run of the lane's jobs from a, all
+// of one type with a BatchHandler: it calls the handler for the jobs the
+// store runs, but those behind a failed job of their aggregate, under one
+// attempt context; when the handler names failed messages, it names the
+// later messages of their aggregates in the call too (errBehind), so the
+// store undoes the call and calls again without them all.
+func (c *Consumer) setFunc(lane []*item, a int, state []jobState, prev []int) dedup.SetFunc {
+	h := lane[a].set
+	return func(tctx context.Context, run []int, errs []error) error {
+		ms, at := make([]*Message, 0, len(run)), make([]int, 0, len(run))
+		for r, u := range run {
+			j := a + u
+			if behind(j, state, prev) {
+				state[j], errs[r] = failed, errBehind
+				continue
+			}
+			lane[j].m.Attempt = 1
+			ms, at = append(ms, &lane[j].m), append(at, r)
+		}
+		if len(ms) == 0 {
+			return nil
+		}
+		herrs := make([]error, len(ms))
+		actx := new(attemptContext)
+		start := time.Now()
+		actx.init(tctx, start.Add(c.cfg.HandlerTimeout))
+		err := h(actx, ms, herrs)
+		took := time.Since(start)
+		actx.end(start.Add(took))
+		if err != nil {
+			for _, r := range at {
+				state[a+run[r]] = failed
+			}
+			c.series.observe(lane[a].m.Envelope.EventType).Observe(took.Seconds())
+			return err
+		}
+		var failedAggs map[string]bool
+		for q, e := range herrs {
+			agg := ms[q].Envelope.AggregateID
+			switch {
+			case e != nil:
+				errs[at[q]] = e
+			case failedAggs[agg]:
+				errs[at[q]] = errBehind
+			default:
+				continue
+			}
+			state[a+run[at[q]]] = failed
+			if failedAggs == nil {
+				failedAggs = map[string]bool{}
+			}
+			failedAggs[agg] = true
+		}
+		if failedAggs != nil {
+			return nil // undone: the store calls again without them
+		}
+		// The call's time, shared among its messages.
+		each := took / time.Duration(len(ms))
+		for _, r := range at {
+			it := lane[a+run[r]]
+			state[a+run[r]], it.took, it.timed = succeeded, each, true
+		}
 		return nil
 	}
 }

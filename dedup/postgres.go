@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -101,8 +102,11 @@ type PostgresStore struct {
 	cutoffSQL string
 	pruneSQL  string
 
-	markBatchSQL, unmarkSQL string // ProcessBatch's
-	lockWaitSQL             string // ProcessBatch's SET LOCAL lock_timeout, or ""
+	markAllSQL, markBatchSQL, unmarkSQL string // ProcessBatch's
+	// lastDuplicate is when a batch last met a key recorded before (Unix
+	// nanoseconds): see beginBatch.
+	lastDuplicate atomic.Int64
+	lockWaitSQL   string // ProcessBatch's SET LOCAL lock_timeout, or ""
 }
 
 var _ Store = (*PostgresStore)(nil)
@@ -139,13 +143,13 @@ func NewPostgres(cfg PostgresConfig) (*PostgresStore, error) {
 		base = base[:maxIdentLen-len(suffix)]
 	}
 	index := pgx.Identifier{base + suffix}.Sanitize()
-	markBatch, unmark := batchSQL(table)
+	markAll, markBatch, unmark := batchSQL(table)
 	lockWait := cfg.LockWait
 	if lockWait == 0 {
 		lockWait = DefaultLockWait
 	}
 	return &PostgresStore{
-		markBatchSQL: markBatch, unmarkSQL: unmark, lockWaitSQL: lockWaitSQL(lockWait),
+		markAllSQL: markAll, markBatchSQL: markBatch, unmarkSQL: unmark, lockWaitSQL: lockWaitSQL(lockWait),
 		pool:  cfg.Pool,
 		table: table,
 		createSQL: `CREATE TABLE IF NOT EXISTS ` + table + ` (

@@ -20,7 +20,9 @@ func BenchmarkPostgresInbox(b *testing.B) {
 	for _, c := range []struct {
 		name         string
 		batch, lanes int
-	}{{"per-event/8", 1, 8}, {"batch-64/8", 64, 8}, {"batch-500/1", 500, 1}} {
+		set          bool
+	}{{"per-event/8", 1, 8, false}, {"batch-64/8", 64, 8, false}, {"batch-500/1", 500, 1, false},
+		{"set-500/1", 500, 1, true}, {"set-500/2", 500, 2, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			s, db := newPostgresStore(b, dedup.PostgresConfig{})
 			ctx := context.Background()
@@ -52,6 +54,22 @@ func BenchmarkPostgresInbox(b *testing.B) {
 							continue
 						}
 						out, errs := make([]dedup.Outcome, n), make([]error, n)
+						if c.set {
+							set := func(ctx context.Context, run []int, _ []error) error {
+								tx, _ := dedup.Tx(ctx)
+								ids := make([]string, len(run))
+								for j, i := range run {
+									ids[j] = keys[i].EventID
+								}
+								_, err := tx.Exec(ctx, "INSERT INTO effects (id) SELECT unnest($1::text[])", ids)
+								return err
+							}
+							if err := s.ProcessSet(ctx, keys, set, out, errs); err != nil {
+								b.Error(err)
+								return
+							}
+							continue
+						}
 						if err := s.ProcessBatch(ctx, keys, fns, out, errs); err != nil {
 							b.Error(err)
 							return

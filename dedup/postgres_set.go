@@ -91,9 +91,9 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 	for i, k := range keys {
 		scopes[i], ids[i] = k.Scope, k.EventID
 	}
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, recorded, err := s.beginBatch(ctx, scopes, ids, lockWait)
 	if err != nil {
-		return nil, fmt.Errorf("%w: begin: %w", ErrStore, err)
+		return nil, err
 	}
 	settleCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -103,18 +103,13 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 		defer cancel()
 		_ = tx.Rollback(c) // a failed rollback closes the connection: nothing commits
 	}
-	recorded, err := s.recordBatch(ctx, tx, scopes, ids, lockWait)
-	if err != nil {
-		rollback()
-		return nil, fmt.Errorf("%w: record %d keys: %w", ErrStore, len(keys), err)
-	}
 	seen := make(map[Key]bool, len(keys))
 	var run []int
 	for i, k := range keys {
 		switch {
 		case seen[k]:
 			out[i] = Busy
-		case !recorded[k]:
+		case !recorded(k):
 			out[i] = Duplicate
 		default:
 			seen[k] = true
