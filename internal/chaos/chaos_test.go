@@ -112,8 +112,11 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 		victims = append(victims, newProc("relay", fmt.Sprintf("relay-%d", i+1)))
 	}
 	for i := range 3 {
-		victims = append(victims, newProc("consumer", fmt.Sprintf("c%d", i+1),
-			"-transient", fmt.Sprint(cfg.transient), "-sql-faults", fmt.Sprint(cfg.sqlFaults)))
+		args := []string{"-transient", fmt.Sprint(cfg.transient), "-sql-faults", fmt.Sprint(cfg.sqlFaults)}
+		if i == 2 {
+			args = append(args, "-batch") // one consumer applies with a BatchHandler, set-based
+		}
+		victims = append(victims, newProc("consumer", fmt.Sprintf("c%d", i+1), args...))
 	}
 	start := time.Now()
 	producer.start()
@@ -232,6 +235,16 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 		t.Logf("/live of %s", s)
 	}
 	logDoubles(t, ctx, db)
+	// The consumer with the BatchHandler must have applied its share: a
+	// set-based path that never ran would prove nothing.
+	var bySet int
+	if err := db.Pool.QueryRow(ctx, "SELECT count(*) FROM chaos_applied WHERE consumer = 'c3'").Scan(&bySet); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("effects written by c3, the consumer with the BatchHandler: %d", bySet)
+	if bySet == 0 {
+		t.Error("the consumer with the BatchHandler applied no event")
+	}
 	for _, n := range st.notes(injected, cfg.sqlFaults) {
 		t.Log(n)
 	}

@@ -32,12 +32,79 @@ func newConsumer(pool *pgxpool.Pool, rdb redis.UniversalClient, o options, wm *r
 	if err != nil {
 		return nil, err
 	}
-	return consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Group: platform.ServiceRolling,
+	cfg := consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Group: platform.ServiceRolling,
 		Consumer: o.name, Dedup: inbox, Block: 200 * time.Millisecond, HandlerTimeout: time.Second,
 		Retry:       consumer.RetryPolicy{Attempts: 3, Backoff: backoff.Exponential{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}},
 		ReclaimIdle: 3 * time.Second, ReclaimInterval: time.Second, InfoInterval: time.Second, DrainTimeout: time.Second,
 		Handlers:  map[event.Type]consumer.Handler{platform.BetSettledConfirmed: apply(o.name, o.transient, o.sqlFaults)},
-		Watermark: wm, Logger: log})
+		Watermark: wm, Logger: log}
+	if o.batch {
+		cfg.Handlers = nil
+		cfg.BatchHandlers = map[event.Type]consumer.BatchHandler{platform.BetSettledConfirmed: applySet(o.name, o.transient, o.sqlFaults)}
+	}
+	return consumer.New(cfg)
+}
+
+// applySet is apply as a BatchHandler: the effects of all its messages
+// with one INSERT, the balances with one UPDATE of the sums per account;
+// then, on the first attempt, a statement that fails when one of the
+// messages is one chaos.SQLFault picks (the call fails, and its messages
+// are retried alone), and a transient failure named for a fraction of the
+// messages (the call is undone and made again without them).
+func applySet(name string, transient, sqlFaults float64) consumer.BatchHandler {
+	return func(ctx context.Context, ms []*consumer.Message, errs []error) error {
+		tx, ok := dedup.Tx(ctx)
+		if !ok {
+			return consumer.Permanent(errors.New("no inbox transaction"))
+		}
+		ids, accounts := make([]string, len(ms)), make([]string, len(ms))
+		attempts, deliveries, amounts := make([]int, len(ms)), make([]int64, len(ms)), make([]int64, len(ms))
+		var stmt string
+		for i, m := range ms {
+			var p struct {
+				Account string `json:"account"`
+				Amount  int64  `json:"amount"`
+			}
+			if err := json.Unmarshal(m.Envelope.Payload, &p); err != nil || p.Account == "" {
+				errs[i] = consumer.Permanent(fmt.Errorf("payload without account: %v", err))
+				continue
+			}
+			ids[i], accounts[i], amounts[i] = m.Envelope.EventID, p.Account, p.Amount
+			attempts[i], deliveries[i] = m.Attempt, m.Deliveries
+			if m.Attempt == 1 {
+				switch chaos.SQLFault(m.Envelope.EventID, sqlFaults) {
+				case chaos.FaultDivisionByZero:
+					stmt = "SELECT 1/0"
+				case chaos.FaultCheckViolation:
+					stmt = "INSERT INTO chaos_constraint (v) VALUES (-1)"
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO chaos_applied (event_id, consumer, attempt, deliveries)
+			SELECT e, $2, a, d FROM unnest($1::text[], $3::int[], $4::bigint[]) AS k(e, a, d) WHERE e <> ''`,
+			ids, name, attempts, deliveries); err != nil {
+			return err
+		}
+		// One UPDATE joins each balance row with one source row only: sum
+		// per account first.
+		if _, err := tx.Exec(ctx, `UPDATE chaos_balances b SET cents = b.cents + s.total
+			FROM (SELECT a, sum(c) AS total FROM unnest($1::text[], $2::bigint[]) AS k(a, c) WHERE a <> '' GROUP BY a) s
+			WHERE b.account = s.a`, accounts, amounts); err != nil {
+			return err
+		}
+		if stmt != "" {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("chaos SQL fault: %w", err)
+			}
+			return consumer.Permanent(fmt.Errorf("chaos: %q did not fail", stmt))
+		}
+		for i := range ms {
+			if errs[i] == nil && transient > 0 && rand.Float64() < transient {
+				errs[i] = errTransient
+			}
+		}
+		return nil
+	}
 }
 
 // apply is the handler. In the inbox transaction it records the effect in

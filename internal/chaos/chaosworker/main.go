@@ -6,7 +6,7 @@
 //
 //	chaosworker -role producer -database-url URL -redis ADDR -count N -rate R
 //	chaosworker -role relay    -database-url URL -redis ADDR -name relay-1 -http ADDR
-//	chaosworker -role consumer -database-url URL -redis ADDR -name c1 -http ADDR -transient 0.1 -sql-faults 0.05
+//	chaosworker -role consumer -database-url URL -redis ADDR -name c1 -http ADDR -transient 0.1 -sql-faults 0.05 [-batch]
 //
 // Relays and consumers serve GET /live and GET /ready (readiness.Probes)
 // on -http; their loop's watermark has the liveness window
@@ -47,6 +47,7 @@ type options struct {
 	rate                          float64
 	liveness                      time.Duration
 	transient, sqlFaults          float64
+	batch                         bool
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.DurationVar(&o.liveness, "liveness-window", 10*time.Second, "relay, consumer: the loop's liveness window")
 	flag.Float64Var(&o.transient, "transient", 0, "consumer: fraction of handler attempts that fail after their write, with a non-SQL error")
 	flag.Float64Var(&o.sqlFaults, "sql-faults", 0, "consumer: fraction of events whose handler hits an SQL error after its write, on the first attempt of each delivery")
+	flag.BoolVar(&o.batch, "batch", false, "consumer: apply the events with a BatchHandler (set-based statements) instead of a Handler")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With(slog.String("proc", o.name))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
