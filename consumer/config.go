@@ -43,11 +43,12 @@ const (
 // failure. Zero fields mean the defaults (3 attempts, 100ms doubling to
 // 2s); Attempts 1 means no retry.
 //
-// Each attempt starts clean. With a dedup store that is not a
-// dedup.Batcher (the PostgreSQL inbox), every attempt is a Process call of
-// its own: its own transaction, whose writes roll back when the attempt
-// fails, so a retried handler never commits a failed attempt's writes and
-// never inherits an aborted transaction (ADR-014). The attempts stop early
+// Each attempt starts clean. With the PostgreSQL inbox, the first attempt
+// of a lane's entries runs in the lane's transaction, each in a savepoint
+// of its own (ADR-019), and every retry is a Process call of its own: its
+// own transaction. Either way a failed attempt's writes roll back, so a
+// retried handler never commits a failed attempt's writes and never
+// inherits an aborted transaction (ADR-014). The attempts stop early
 // on a Permanent error, a brand mismatch, shutdown, or an error of the
 // store itself (dedup.ErrStore: the entry stays pending).
 type RetryPolicy struct {

@@ -79,6 +79,21 @@
 // so across several consumers of a group only the dedup and each handler's
 // own checks keep effects consistent (docs/adr/ADR-010-consumer-semantics.md).
 //
+// # The PostgreSQL inbox: one transaction per lane
+//
+// With a Dedup store that is a dedup.TxBatcher (the PostgreSQL inbox), a
+// lane's entries are applied in one transaction, each handler in a
+// savepoint of its own, with one commit (at most 63 entries a
+// transaction): a failing entry rolls back alone and its neighbours
+// commit. An entry behind a failed entry of its aggregate does not run in
+// the transaction; it runs once that one's retries succeeded. Retries run
+// in a transaction per attempt. A handler that waits longer than the
+// store's LockWait for a row another transaction holds is run again alone
+// after the entries before it committed. Config.BatchHandlers apply a run
+// of entries of one type with one call, set-based, in the transaction;
+// Config.TxPerEvent gives every attempt a transaction of its own
+// (docs/adr/ADR-019-inbox-batch-transactions.md).
+//
 // # Redelivery and reclaim
 //
 // On start the consumer first re-reads its own pending entries (ID 0), then

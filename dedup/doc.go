@@ -62,4 +62,18 @@
 // store never returns Busy. Each Process holds a pool connection while its
 // handler runs. Marks are kept until [PostgresStore.Prune] deletes those
 // older than a retention that must exceed the longest redelivery delay.
+//
+// # Many events in one transaction
+//
+// [PostgresStore] also implements [TxBatcher], which the consumer uses
+// (ADR-019). ProcessBatch runs many events' handlers in one transaction
+// of at most 63 events, each handler in a savepoint of its own: a failing
+// event rolls back alone, its neighbours commit with one WAL flush. The
+// marks are written with one statement. A handler that waits longer than
+// [PostgresConfig].LockWait for a row another transaction holds is rolled
+// back and run again alone once the transaction before it committed, so
+// batches never queue behind each other's locks. ProcessSet calls one
+// [SetFunc] for many events, which writes them with one statement and
+// names the events it cannot apply; the call is undone and made again
+// without them.
 package dedup

@@ -171,21 +171,14 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 	if err != nil {
 		return res, err
 	}
-	settleCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	}
-	rollback := func() {
-		c, cancel := settleCtx()
-		defer cancel()
-		_ = tx.Rollback(c) // a failed rollback closes the connection: nothing commits
-	}
+	abort := func() { rollback(ctx, tx) }
 	seen := make(map[Key]bool, len(active))
 	var failed, notRun []int
 	pos := 0 // of the event in the transaction: its savepoint's name
 	panicking := true
 	defer func() {
 		if panicking {
-			rollback() // the panic goes on to the caller; nothing commits
+			abort() // the panic goes on to the caller; nothing commits
 		}
 	}()
 	for _, i := range active {
@@ -214,7 +207,7 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			out[i] = Processed
 		case errors.As(err, &fl):
 			panicking = false
-			rollback()
+			abort()
 			out[i], errs[i] = Failed, fl.err
 			res.lost = i
 			return res, nil
@@ -228,35 +221,49 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 		}
 	}
 	panicking = false
-	c, cancel := settleCtx() // finished work is committed even when ctx is cancelled, as in Process
-	defer cancel()
 	unmark := append(failed, notRun...)
 	if res.conflict >= 0 {
 		unmark = append(unmark, res.conflict)
 	}
+	refused, err := s.settleTx(ctx, tx, keys, unmark)
+	switch {
+	case refused != nil:
+		return onceResult{lost: -1, conflict: -1}, s.redoAlone(ctx, keys, fns, out, errs, active)
+	case err != nil:
+		markRan(out, active)
+		return onceResult{lost: -1, conflict: -1}, err
+	}
+	if res.conflict >= 0 && ctx.Err() == nil {
+		res.rest = notRun
+	}
+	return res, nil
+}
+
+// settleTx deletes the marks of the keys at indices unmark and commits tx,
+// on a context that outlives ctx's cancellation (finished work is
+// committed even when ctx is cancelled, as in Process). It returns the
+// server's refusal of the commit for the transaction's content (SQLSTATE
+// classes 23 and 40), or the store's failure: then nothing committed.
+func (s *PostgresStore) settleTx(ctx context.Context, tx pgx.Tx, keys []Key, unmark []int) (refused, _ error) {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
 	if len(unmark) > 0 {
 		fs, fi := make([]string, len(unmark)), make([]string, len(unmark))
 		for j, i := range unmark {
 			fs[j], fi[j] = keys[i].Scope, keys[i].EventID
 		}
 		if _, err := tx.Exec(c, s.unmarkSQL, fs, fi); err != nil {
-			rollback()
-			markRan(out, active)
-			return onceResult{lost: -1, conflict: -1}, fmt.Errorf("%w: unmark %d keys: %w", ErrStore, len(unmark), err)
+			_ = tx.Rollback(c)
+			return nil, fmt.Errorf("%w: unmark %d keys: %w", ErrStore, len(unmark), err)
 		}
 	}
 	if err := tx.Commit(c); err != nil {
-		res = onceResult{lost: -1, conflict: -1}
 		if refusedContent(err) {
-			return res, s.redoAlone(ctx, keys, fns, out, errs, active)
+			return err, nil
 		}
-		markRan(out, active)
-		return res, fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(active), err)
+		return nil, fmt.Errorf("%w: commit: %w", ErrStore, err)
 	}
-	if res.conflict >= 0 && ctx.Err() == nil {
-		res.rest = notRun
-	}
-	return res, nil
+	return nil, nil
 }
 
 // lockConflict reports whether err is a statement's failure to get a lock
@@ -410,7 +417,7 @@ func (s *PostgresStore) recordNew(ctx context.Context, tx pgx.Tx, scopes, ids []
 // transaction is then aborted: PostgreSQL's status 'E').
 func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position int, fn Func) (err error) {
 	et := newEventTx(tx, position)
-	rollback := func() error {
+	undo := func() error {
 		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		defer cancel()
 		return et.rollback(c)
@@ -418,7 +425,7 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position 
 	done := false
 	defer func() {
 		if !done { // fn panicked: undo its writes before the panic goes on
-			_ = rollback()
+			_ = undo()
 		}
 	}()
 	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(et)))
@@ -439,7 +446,7 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position 
 		ferr = errors.New("dedup: a statement of the handler failed and the handler returned nil")
 	}
 	if ferr != nil {
-		if err := rollback(); err != nil {
+		if err := undo(); err != nil {
 			// The connection is gone or busy, or the handler ended its
 			// savepoint itself: it took the transaction with it.
 			return &fnLostTx{err: ferr, rollback: err}

@@ -95,14 +95,7 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 	if err != nil {
 		return nil, err
 	}
-	settleCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	}
-	rollback := func() {
-		c, cancel := settleCtx()
-		defer cancel()
-		_ = tx.Rollback(c) // a failed rollback closes the connection: nothing commits
-	}
+	abort := func() { rollback(ctx, tx) }
 	seen := make(map[Key]bool, len(keys))
 	var run []int
 	for i, k := range keys {
@@ -119,7 +112,7 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 	panicking := true
 	defer func() {
 		if panicking {
-			rollback() // the panic goes on to the caller; nothing commits
+			abort() // the panic goes on to the caller; nothing commits
 		}
 	}()
 	for pos := 1; len(run) > 0; pos++ {
@@ -132,14 +125,14 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 		case lost != nil:
 			// The call took the transaction with it: nothing commits.
 			panicking = false
-			rollback()
+			abort()
 			for _, i := range run {
 				out[i], errs[i] = Failed, lost
 			}
 			return nil, nil
 		case ferr != nil && lockConflict(ferr) && lockWait != "":
 			panicking = false
-			rollback()
+			abort()
 			return nil, errSetConflict
 		case ferr != nil:
 			for _, i := range run {
@@ -166,33 +159,17 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 		}
 	}
 	panicking = false
-	c, cancel := settleCtx() // finished work is committed even when ctx is cancelled, as in Process
-	defer cancel()
 	var unmark []int
 	for i := range keys {
 		if out[i] == Failed || out[i] == 0 && seen[keys[i]] {
 			unmark = append(unmark, i)
 		}
 	}
-	if len(unmark) > 0 {
-		fs, fi := make([]string, len(unmark)), make([]string, len(unmark))
-		for j, i := range unmark {
-			fs[j], fi[j] = keys[i].Scope, keys[i].EventID
-		}
-		if _, err := tx.Exec(c, s.unmarkSQL, fs, fi); err != nil {
-			rollback()
-			markRan(out, indices(len(keys)))
-			return nil, fmt.Errorf("%w: unmark %d keys: %w", ErrStore, len(unmark), err)
-		}
-	}
-	if err := tx.Commit(c); err != nil {
-		if refusedContent(err) {
-			return err, nil
-		}
+	refused, err = s.settleTx(ctx, tx, keys, unmark)
+	if err != nil {
 		markRan(out, indices(len(keys)))
-		return nil, fmt.Errorf("%w: commit %d keys: %w", ErrStore, len(keys), err)
 	}
-	return nil, nil
+	return refused, err
 }
 
 // callSet calls fn for run in a savepoint of its own (the pos-th of tx),
