@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/headwaylabs/headway/dedup"
@@ -69,9 +70,29 @@ func (c *Consumer) runTxLane(ctx, hctx context.Context, lane []*item, first []at
 		} else {
 			err = c.txb.ProcessBatch(hctx, keys[a:b], fns[a:b], out[a:b], errs[a:b])
 		}
+		firstOf := map[dedup.Key]int{}
 		for j := a; j < b; j++ {
 			if errs[j] == nil && (out[j] == dedup.Failed || out[j] == 0) {
 				errs[j] = err
+			}
+			if out[j] == dedup.Failed && errs[j] == nil {
+				errs[j] = fmt.Errorf("%w: failed without an error", dedup.ErrStore) // never acknowledged so
+			}
+			first, seen := firstOf[keys[j]]
+			if out[j] == dedup.Busy && seen && out[first] == dedup.Processed {
+				// A second entry of an event the unit applied.
+				out[j] = dedup.Duplicate
+			}
+			if !seen {
+				firstOf[keys[j]] = j
+			}
+			// What the store made of it, not what its handler returned
+			// (a commit refused, a unit that failed): later entries of
+			// its aggregate go by this.
+			if out[j] == dedup.Processed || out[j] == dedup.Duplicate {
+				state[j] = succeeded
+			} else {
+				state[j] = failed
 			}
 		}
 		a = b
@@ -133,6 +154,12 @@ func (c *Consumer) laneFunc(lane []*item, j int, first *attemptContext, state []
 		err := it.handler(a, &it.m)
 		took := time.Since(start)
 		a.end(start.Add(took))
+		if err == nil {
+			// The store fails a handler that returned nil after a
+			// statement of it failed, or that left the transaction
+			// unusable: so must the order of its aggregate.
+			err = dedup.TxErr(tctx)
+		}
 		if err != nil {
 			state[j] = failed
 			c.series.observe(it.m.Envelope.EventType).Observe(took.Seconds())
@@ -187,6 +214,9 @@ func (c *Consumer) setFunc(lane []*item, a int, state []jobState, prev []int) de
 		err := h(actx, ms, herrs)
 		took := time.Since(start)
 		actx.end(start.Add(took))
+		if err == nil {
+			err = dedup.TxErr(tctx) // as in laneFunc
+		}
 		if err != nil {
 			for _, r := range at {
 				state[a+run[r]] = failed

@@ -202,3 +202,40 @@ func TestInboxLanesOnContendedRows(t *testing.T) {
 		t.Errorf("%v handler retries: a lock wait was charged to a handler", failures)
 	}
 }
+
+// TestInboxLaneOrderWhenAHandlerSwallowsAnError: a handler that swallows
+// the error of its own statement and returns nil is failed by the inbox
+// (its transaction was aborted); the later entry of its aggregate must not
+// take effect before its retry does.
+func TestInboxLaneOrderWhenAHandlerSwallowsAnError(t *testing.T) {
+	db, store := migratedInbox(t, dedup.PostgresConfig{},
+		"CREATE TABLE effects (seq bigserial PRIMARY KEY, event_id text NOT NULL, agg text NOT NULL)")
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	var a1Runs atomic.Int32
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		tx, _ := dedup.Tx(ctx)
+		if _, err := tx.Exec(ctx, "INSERT INTO effects (event_id, agg) VALUES ($1, $2)", m.Envelope.EventID, m.Envelope.AggregateID); err != nil {
+			return err
+		}
+		if m.Envelope.EventID == "a1" && a1Runs.Add(1) == 1 {
+			var x int
+			_ = tx.QueryRow(ctx, "SELECT 1/0").Scan(&x) // swallowed: the transaction is aborted
+		}
+		return nil
+	}
+	publish(t, rdb, stream, envelope("a1", platform.BetSettledConfirmed, "A", 3, nil), envelope("a2", platform.BetSettledConfirmed, "A", 3, nil))
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Dedup, cfg.Concurrency = store, 1
+	h := start(t, cfg)
+	testkit.Eventually(t, 10*time.Second, "both applied", func() bool {
+		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied) == 2
+	})
+	var order string
+	if err := db.Pool.QueryRow(context.Background(), "SELECT string_agg(event_id, ' ' ORDER BY seq) FROM effects").Scan(&order); err != nil {
+		t.Fatal(err)
+	}
+	if order != "a1 a2" {
+		t.Errorf("effects in order %q, want \"a1 a2\"", order)
+	}
+}

@@ -25,7 +25,8 @@ type PostgresConfig struct {
 	// through the connections' search_path. Default "headway_inbox".
 	Table string
 	// LockWait is how long a handler run by [PostgresStore.ProcessBatch]
-	// waits for a lock that another transaction holds (a row it updates)
+	// or ProcessSet waits for a lock that another transaction holds (a
+	// row it updates)
 	// before its statement fails with lock_not_available: the handler is
 	// then rolled back to its savepoint, the batch commits what ran
 	// before it, and the event runs again alone, waiting as long as its
@@ -119,6 +120,13 @@ const migrateLockID int64 = 0x6865616477617901
 // They run on a context without the caller's cancellation, so a handler's
 // finished work is not thrown away because the caller is shutting down.
 const settleTimeout = 15 * time.Second
+
+// markWait bounds the beginning of a transaction and the insertion of its
+// marks, whatever the caller's context allows: a mark waits for the
+// transaction that holds its key (the inbox's lock), but not forever — a
+// holder that hangs (a process paused mid-transaction) must not stall the
+// caller's loop.
+const markWait = 15 * time.Second
 
 // NewPostgres returns a PostgresStore whose inbox table is cfg.Table in the
 // database of cfg.Pool. It does not touch the
@@ -275,7 +283,12 @@ func (s *PostgresStore) Process(ctx context.Context, key Key, fn Func) (Outcome,
 	if err := checkKey(key); err != nil {
 		return 0, err
 	}
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	// Beginning and the mark are bounded on their own (markWait): a key
+	// another transaction holds for longer, or a server that does not
+	// answer, is the store's failure, retried later.
+	mctx, cancelMark := context.WithTimeout(ctx, markWait)
+	defer cancelMark()
+	tx, err := s.pool.BeginTx(mctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return 0, fmt.Errorf("%w: begin: %w", ErrStore, err)
 	}
@@ -292,7 +305,7 @@ func (s *PostgresStore) Process(ctx context.Context, key Key, fn Func) (Outcome,
 	}
 	// Stronger isolation would turn a concurrent duplicate into a
 	// serialization failure; READ COMMITTED waits and then sees the mark.
-	tag, err := tx.Exec(ctx, s.insertSQL, key.Scope, key.EventID)
+	tag, err := tx.Exec(mctx, s.insertSQL, key.Scope, key.EventID)
 	if err != nil {
 		_ = rollback()
 		return 0, fmt.Errorf("%w: insert %s: %w", ErrStore, key, err)

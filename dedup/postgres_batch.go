@@ -32,13 +32,17 @@ type TxBatcher interface {
 	//     events of the batch go on;
 	//   - 0, nil: ctx ended before fns[i] ran (a shutdown); the handlers
 	//     that finished are committed, this key is not recorded.
-	// It returns an error wrapping ErrStore when the batch did not commit
-	// (begin, the marks, a savepoint, the commit): out[i] is then Failed
-	// for each fns[i] that ran and 0 for the others, and the caller runs
-	// them again later; Duplicate and Busy stand. As with Process, a
-	// commit cut off by the network may have committed: redelivery then
-	// finds the marks. len(keys), len(fns), len(out) and len(errs) must be
-	// equal.
+	// It returns an error wrapping ErrStore when a transaction of the
+	// batch did not commit (begin, the marks, the commit): out[i] is then
+	// Failed or 0 for each event it did not record, and the caller runs
+	// them again later; Duplicate and Busy stand, as do the outcomes of
+	// transactions that committed before. As with Process, a commit cut
+	// off by the network may have committed: redelivery then finds the
+	// marks. An event left 0 with a nil error was not run (a shutdown, or
+	// an event before it that did not end applied: nothing after that runs,
+	// since a later event may be of its aggregate). A bad argument (an
+	// invalid key, unequal lengths) is an error of its own, before anything
+	// runs. len(keys), len(fns), len(out) and len(errs) must be equal.
 	ProcessBatch(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error) error
 	// ProcessSet records keys and applies the events not recorded before
 	// with one call of fn (more when fn names failed events: see
@@ -94,11 +98,14 @@ func (s *PostgresStore) ProcessBatch(ctx context.Context, keys []Key, fns []Func
 		}
 	}
 	for lo := 0; lo < len(keys); lo += maxTxEvents {
-		if err := s.processChunk(ctx, keys, fns, out, errs, lo, min(lo+maxTxEvents, len(keys))); err != nil {
+		hi := min(lo+maxTxEvents, len(keys))
+		if err := s.processChunk(ctx, keys, fns, out, errs, lo, hi); err != nil {
 			return err
 		}
-		if ctx.Err() != nil {
-			return nil // a shutdown: the rest is not recorded
+		if ctx.Err() != nil || slices.Contains(out[lo:hi], 0) {
+			// A shutdown, or an event left not run: a later event may be
+			// of its aggregate. The rest is not recorded.
+			return nil
 		}
 	}
 	return nil
@@ -131,15 +138,20 @@ func (s *PostgresStore) processChunk(ctx context.Context, keys []Key, fns []Func
 			for _, i := range active {
 				out[i], errs[i] = 0, nil
 			}
+		case r.stop:
+			return nil // the rest stays not run (0)
 		case r.conflict >= 0:
 			// fns[conflict] waited too long for a lock, or lost a
 			// deadlock: the batch committed what ran before it, which
 			// released its locks. It runs again alone, waiting as long
-			// as its context allows, then the rest as a new batch.
+			// as its context allows, then the rest as a new batch —
+			// unless it did not end applied: then the rest is not run
+			// (a later event may be of its aggregate).
 			if ctx.Err() != nil {
 				return nil // a shutdown: it and the rest are not recorded
 			}
-			if err := s.runAlone(ctx, keys, fns, out, errs, r.conflict); err != nil {
+			applied, err := s.runAlone(ctx, keys, fns, out, errs, r.conflict)
+			if err != nil || !applied {
 				return err
 			}
 			active = r.rest
@@ -153,10 +165,13 @@ func (s *PostgresStore) processChunk(ctx context.Context, keys []Key, fns []Func
 // onceResult is how one transaction of a batch ended, besides its error:
 // lost is the index whose fn lost the transaction (the batch runs again
 // without it), conflict the index whose fn met a lock conflict (the batch
-// committed what ran before it; rest did not run); -1 when neither.
+// committed what ran before it; rest did not run); -1 when neither. stop:
+// an event did not end applied where its fn had succeeded (see
+// redoAlone), so nothing after it may run.
 type onceResult struct {
 	lost, conflict int
 	rest           []int
+	stop           bool // run nothing more of the batch: what did not run stays 0
 }
 
 // processOnce runs the batch of the keys at indices active in one
@@ -209,6 +224,16 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			panicking = false
 			abort()
 			out[i], errs[i] = Failed, fl.err
+			if fl.ended {
+				// The handler committed or rolled back the transaction
+				// through its connection: if it committed, the marks of
+				// the events after it are recorded without their effect.
+				// Delete them; the rerun then finds the events before it
+				// Duplicates if that commit happened, and runs them if not.
+				if err := s.forget(ctx, keys, active, i, recorded, seen); err != nil {
+					return res, err
+				}
+			}
 			res.lost = i
 			return res, nil
 		case lockConflict(err):
@@ -228,7 +253,11 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 	refused, err := s.settleTx(ctx, tx, keys, unmark)
 	switch {
 	case refused != nil:
-		return onceResult{lost: -1, conflict: -1}, s.redoAlone(ctx, keys, fns, out, errs, active)
+		stopped, err := s.redoAlone(ctx, keys, fns, out, errs, active)
+		if err != nil || stopped {
+			return onceResult{lost: -1, conflict: -1, stop: stopped}, err
+		}
+		// Everything before the conflict (if any) is applied now: go on.
 	case err != nil:
 		markRan(out, active)
 		return onceResult{lost: -1, conflict: -1}, err
@@ -266,6 +295,45 @@ func (s *PostgresStore) settleTx(ctx context.Context, tx pgx.Tx, keys []Key, unm
 	return nil, nil
 }
 
+// forget deletes, in a transaction of its own, the marks of the keys at
+// indices active after lost that the batch recorded and did not run.
+func (s *PostgresStore) forget(ctx context.Context, keys []Key, active []int, lost int, recorded func(Key) bool, seen map[Key]bool) error {
+	var idx []int
+	after := false
+	for _, i := range active {
+		if k := keys[i]; after && recorded(k) && !seen[k] {
+			seen[k] = true
+			idx = append(idx, i)
+		}
+		after = after || i == lost
+	}
+	return s.unmarkNow(ctx, keys, idx)
+}
+
+// unmarkNow deletes the marks of the keys at indices idx in a transaction
+// of its own, after a handler ended the batch's transaction (which may
+// have committed them without their effect); three tries.
+func (s *PostgresStore) unmarkNow(ctx context.Context, keys []Key, idx []int) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	fs, fi := make([]string, len(idx)), make([]string, len(idx))
+	for j, i := range idx {
+		fs[j], fi[j] = keys[i].Scope, keys[i].EventID
+	}
+	var err error
+	for range 3 {
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+		_, err = s.pool.Exec(c, s.unmarkSQL, fs, fi)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: a handler ended the batch's transaction, and the marks of %d events it did not apply could not be deleted (they may be recorded without their effect): %w",
+		ErrStore, len(idx), err)
+}
+
 // lockConflict reports whether err is a statement's failure to get a lock
 // in time (lock_not_available, as LockWait makes it), or a deadlock or
 // serialization failure: the event's content is not at fault, the
@@ -293,7 +361,10 @@ func lockWaitSQL(d time.Duration) string {
 
 // fnLostTx is the failure of a fn whose rollback to its savepoint failed
 // too: the fn's error lost the transaction.
-type fnLostTx struct{ err, rollback error }
+type fnLostTx struct {
+	err, rollback error
+	ended         bool // the handler ended the transaction itself (it may have committed)
+}
 
 func (e *fnLostTx) Error() string {
 	if e.rollback == nil {
@@ -318,6 +389,17 @@ func (e *fnLostTx) Error() string {
 // second (duplicates come in runs: a replay, a consumer's pending entries
 // reclaimed). Errors wrap ErrStore.
 func (s *PostgresStore) beginBatch(ctx context.Context, scopes, ids []string, lockWait string) (pgx.Tx, func(Key) bool, error) {
+	mctx, cancel := context.WithTimeout(ctx, markWait) // see markWait
+	defer cancel()
+	tx, recorded, err := s.recordKeys(mctx, scopes, ids, lockWait)
+	if err != nil && ctx.Err() == nil && mctx.Err() != nil {
+		err = fmt.Errorf("%w (the marks waited %s)", err, markWait)
+	}
+	return tx, recorded, err
+}
+
+// recordKeys is beginBatch without its bound.
+func (s *PostgresStore) recordKeys(ctx context.Context, scopes, ids []string, lockWait string) (pgx.Tx, func(Key) bool, error) {
 	if time.Since(time.Unix(0, s.lastDuplicate.Load())) > time.Second {
 		tx, err := s.begin(ctx)
 		if err != nil {
@@ -430,20 +512,25 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position 
 	}()
 	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(et)))
 	done = true
-	switch pc := tx.Conn().PgConn(); {
-	case ferr != nil:
-	case pc.IsBusy():
-		// The handler's doing: the rollback fails too, and charges it.
-		ferr = errors.New("dedup: the handler returned with a result set open")
-	case pc.IsClosed():
+	if te := txErr(tx); errors.Is(te, errTxEnded) {
+		return &fnLostTx{err: te, ended: true}
+	} else if ferr == nil {
+		ferr = te
+	}
+	switch {
+	case ferr == nil:
+		return nil
+	case errors.Is(ferr, errConnClosed):
 		// The server or the network ended the connection while the
 		// handler ran, or the handler swallowed the error of a query
 		// cut off by its deadline (which closes it). Which one cannot be
 		// told: the event fails alone, as the store's failure (not
 		// counted against its deliveries), and its neighbours go on.
-		return &fnLostTx{err: fmt.Errorf("%w: the connection closed while the handler ran", ErrStore)}
-	case pc.TxStatus() == 'E':
-		ferr = errors.New("dedup: a statement of the handler failed and the handler returned nil")
+		return &fnLostTx{err: ferr}
+	case !et.opened && tx.Conn().PgConn().TxStatus() != 'T':
+		// It broke the transaction without a savepoint to undo it (a
+		// failed Prepare, say): its failure, and it lost the transaction.
+		return &fnLostTx{err: ferr, rollback: errors.New("no savepoint to roll back to")}
 	}
 	if ferr != nil {
 		if err := undo(); err != nil {
@@ -467,32 +554,49 @@ func markRan(out []Outcome, active []int) {
 }
 
 // redoAlone runs again, each in a Process call of its own, the events a
-// refused batch commit covered and whose fn had succeeded.
-func (s *PostgresStore) redoAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, active []int) error {
+// refused batch commit covered and whose fn had succeeded. When one of
+// them does not end applied, it runs none after it (a later one may be of
+// the same aggregate: the caller keeps order by the fns' results, which a
+// refused commit contradicts): those stay not run (0), and are redelivered.
+// It returns whether it stopped so, and the store's failure.
+func (s *PostgresStore) redoAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, active []int) (stopped bool, _ error) {
 	for n, i := range active {
 		if out[i] != Processed {
 			continue
 		}
-		if err := s.runAlone(ctx, keys, fns, out, errs, i); err != nil {
+		applied, err := s.runAlone(ctx, keys, fns, out, errs, i)
+		if err != nil {
 			markRan(out, active[n+1:])
-			return err
+			return false, err
+		}
+		if !applied {
+			notRun(out, errs, active[n+1:])
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
+}
+
+// notRun sets to 0 (not run: not recorded) the outcomes at indices that
+// were Processed in a transaction that did not commit.
+func notRun(out []Outcome, errs []error, indices []int) {
+	for _, i := range indices {
+		if out[i] == Processed {
+			out[i], errs[i] = 0, nil
+		}
+	}
 }
 
 // runAlone runs fns[i] in a Process call of its own and sets its outcome;
-// it returns the store's failure.
-func (s *PostgresStore) runAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, i int) error {
+// it returns whether the event ended applied (Processed, or Duplicate),
+// and the store's failure.
+func (s *PostgresStore) runAlone(ctx context.Context, keys []Key, fns []Func, out []Outcome, errs []error, i int) (applied bool, _ error) {
 	o, err := s.Process(ctx, keys[i], fns[i])
 	out[i], errs[i] = o, err
 	if errors.Is(err, ErrStore) {
-		return err
+		return false, err
 	}
-	if o == 0 {
-		out[i] = Failed
-	}
-	return nil
+	return o == Processed || o == Duplicate, nil
 }
 
 // batchSQL returns the statements of ProcessBatch for table.

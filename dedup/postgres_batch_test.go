@@ -95,7 +95,10 @@ func TestPostgresBatchSavepoints(t *testing.T) {
 // batch's commit for its content (a deferred unique constraint two
 // handlers both break), nothing of the batch is kept and each succeeded
 // event runs again in a transaction of its own: the first commits, the
-// second is refused alone as the handler's failure, not the store's.
+// second is refused alone as the handler's failure, not the store's; the
+// event after it is not run (a later event may be of the same aggregate,
+// and the caller ordered by the results the refusal contradicts): it stays
+// unrecorded, for redelivery.
 func TestPostgresBatchRefusedCommitRedoesAlone(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
 	ctx := testCtx(t)
@@ -110,14 +113,17 @@ func TestPostgresBatchRefusedCommitRedoesAlone(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ProcessBatch = %v, want the refusal resolved event by event", err)
 	}
-	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
-		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), processed", out, errs)
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != 0 {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), not run", out, errs)
 	}
 	if runs != 4 {
 		t.Errorf("the clashing handler ran %d times, want 4 (twice in the refused batch, once each alone)", runs)
 	}
-	if got := ids(t, db.Pool, "uniq"); got != "[other same]" {
-		t.Errorf("rows %s, want [other same]: one 'same', none from the refused batch", got)
+	if got := ids(t, db.Pool, "uniq"); got != "[same]" {
+		t.Errorf("rows %s, want [same]: one 'same', none from the refused batch", got)
+	}
+	if o, err := s.Process(ctx, keys[2], insertFn("uniq", "other", false)); o != dedup.Processed || err != nil {
+		t.Errorf("the event not run: %v %v afterwards, want processed (not recorded)", o, err)
 	}
 }
 
@@ -635,5 +641,73 @@ func TestPostgresBatchEveryWayToWriteIsInTheSavepoint(t *testing.T) {
 	slices.Sort(want)
 	if got := ids(t, db.Pool, "effects"); got != fmt.Sprint(want) {
 		t.Errorf("effects %s, want %v: only the successful handlers' writes", got, want)
+	}
+}
+
+// TestPostgresBatchFirstStatementForms: a handler's first statement may be
+// several statements without arguments (the simple protocol), or carry a
+// pgx.QueryExecMode; both run in its savepoint as they run in Process. A
+// handler whose Prepare fails breaks the transaction before its savepoint
+// exists: that is its failure alone — the event after it is not charged.
+func TestPostgresBatchFirstStatementForms(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	multi := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Exec(ctx, "INSERT INTO effects VALUES ('m1'); INSERT INTO effects VALUES ('m2')")
+		return err
+	}
+	mode := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Exec(ctx, "INSERT INTO effects VALUES ($1)", pgx.QueryExecModeSimpleProtocol, "mode")
+		return err
+	}
+	prepare := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Prepare(ctx, "bad", "SELECT * FROM no_such_table")
+		return err
+	}
+	keys := []dedup.Key{{Scope: "g", EventID: "multi"}, {Scope: "g", EventID: "mode"}, {Scope: "g", EventID: "prepare"}, {Scope: "g", EventID: "after"}}
+	out, errs := make([]dedup.Outcome, 4), make([]error, 4)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{multi, mode, prepare, insertFn("effects", "after", false)}, out, errs); err != nil {
+		t.Fatal(err)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Processed || out[2] != dedup.Failed || out[3] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, processed, failed, processed", out, errs)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[after m1 m2 mode]" {
+		t.Errorf("effects %s, want [after m1 m2 mode]", got)
+	}
+}
+
+// TestPostgresBatchHandlerCommitsTheTransaction: a handler that commits
+// the batch's transaction through its connection (against the contract)
+// also commits the marks of the events after it, which have not run; the
+// store deletes those marks, so those events still take effect — none is
+// recorded as done without its effect.
+func TestPostgresBatchHandlerCommitsTheTransaction(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	commits := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Conn().Exec(ctx, "COMMIT")
+		return err
+	}
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "commits"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), commits, insertFn("effects", "c", false)}, out, errs); err != nil {
+		t.Fatal(err)
+	}
+	if out[1] != dedup.Failed || out[2] != dedup.Processed || (out[0] != dedup.Processed && out[0] != dedup.Duplicate) {
+		t.Fatalf("outcomes %v, errors %v: want a applied, commits failed, c processed", out, errs)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]: the event after the commit took effect", got)
 	}
 }

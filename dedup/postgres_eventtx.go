@@ -2,6 +2,8 @@ package dedup
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -30,13 +32,13 @@ func newEventTx(tx pgx.Tx, position int) *eventTx {
 	return &eventTx{handlerTx: handlerTx{tx}, name: "headway_event_" + strconv.Itoa(position)}
 }
 
-// open opens the savepoint, once.
+// open opens the savepoint, once: opened says whether it exists.
 func (t *eventTx) open(ctx context.Context) error {
 	if t.opened {
 		return nil
 	}
-	t.opened = true
 	_, err := t.Tx.Exec(ctx, "SAVEPOINT "+t.name)
+	t.opened = err == nil
 	return err
 }
 
@@ -50,17 +52,33 @@ func (t *eventTx) rollback(ctx context.Context) error {
 	return err
 }
 
-// Exec sends the savepoint and the handler's first statement together.
+// Exec sends the savepoint and the handler's first statement together:
+// in one pgx.Batch, or, for a statement without arguments (which may be
+// several, as the simple protocol allows), in one simple query.
 func (t *eventTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if t.opened {
 		return t.Tx.Exec(ctx, sql, args...)
 	}
-	t.opened = true
+	if len(args) == 0 {
+		tag, err := t.Tx.Exec(ctx, "SAVEPOINT "+t.name+"; "+sql)
+		// The savepoint goes first; it fails only in a transaction that
+		// is aborted or gone, where the rollback to it fails too.
+		t.opened = true
+		return tag, err
+	}
+	switch args[0].(type) {
+	case pgx.QueryExecMode, pgx.QueryRewriter: // options a batch does not take
+		if err := t.open(ctx); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		return t.Tx.Exec(ctx, sql, args...)
+	}
 	b := &pgx.Batch{}
 	b.Queue("SAVEPOINT " + t.name)
 	b.Queue(sql, args...)
 	br := t.Tx.SendBatch(ctx, b)
 	_, err := br.Exec()
+	t.opened = err == nil
 	var tag pgconn.CommandTag
 	if err == nil {
 		tag, err = br.Exec()
@@ -97,6 +115,13 @@ func (t *eventTx) CopyFrom(ctx context.Context, table pgx.Identifier, columns []
 	return t.Tx.CopyFrom(ctx, table, columns, rows)
 }
 
+func (t *eventTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	if err := t.open(ctx); err != nil {
+		return nil, err
+	}
+	return t.Tx.Prepare(ctx, name, sql)
+}
+
 func (t *eventTx) Begin(ctx context.Context) (pgx.Tx, error) {
 	if err := t.open(ctx); err != nil {
 		return nil, err
@@ -124,3 +149,41 @@ func (t *eventTx) LargeObjects() pgx.LargeObjects {
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
+
+// TxErr reports why the PostgreSQL inbox fails the handler that got ctx
+// even though it returned nil: one of its statements failed (the
+// transaction is aborted), it left a result set open, it ended the
+// transaction, or the connection is closed (an error wrapping ErrStore:
+// the handler may not be at fault). It returns nil for a context without
+// an inbox transaction. A caller that must know an event's outcome before
+// it runs the next handler — the consumer keeps an aggregate's events in
+// order — calls it right after the handler returns nil.
+func TxErr(ctx context.Context) error {
+	switch t := ctx.Value(txKey{}).(type) {
+	case *eventTx:
+		return txErr(t.Tx)
+	case handlerTx:
+		return txErr(t.Tx)
+	}
+	return nil
+}
+
+// txErr is TxErr of the transaction tx, as the store handed it out.
+func txErr(tx pgx.Tx) error {
+	switch pc := tx.Conn().PgConn(); {
+	case pc.IsBusy():
+		return errors.New("dedup: the handler returned with a result set open")
+	case pc.IsClosed():
+		return errConnClosed
+	case pc.TxStatus() == 'E':
+		return errors.New("dedup: a statement of the handler failed and the handler returned nil")
+	case pc.TxStatus() == 'I':
+		return errTxEnded
+	}
+	return nil
+}
+
+var (
+	errConnClosed = fmt.Errorf("%w: the connection closed while the handler ran", ErrStore)
+	errTxEnded    = errors.New("dedup: the handler committed or rolled back the inbox transaction")
+)

@@ -55,7 +55,9 @@ func (s *PostgresStore) ProcessSet(ctx context.Context, keys []Key, fn SetFunc, 
 	if refused == nil {
 		return err
 	}
-	// Refused: each event fn applied runs again alone, in a set of one.
+	// Refused: each event fn applied runs again alone, in a set of one;
+	// after one that does not end applied, none (a later one may be of
+	// its aggregate): those stay not run (0).
 	for n := range keys {
 		if out[n] != Processed {
 			continue
@@ -68,11 +70,12 @@ func (s *PostgresStore) ProcessSet(ctx context.Context, keys []Key, fn SetFunc, 
 			return err
 		}
 		out[n], errs[n] = o[0], e[0]
-		switch {
-		case refused != nil: // the culprit, alone
+		if refused != nil { // the culprit, alone
 			out[n], errs[n] = Failed, fmt.Errorf("dedup: the commit was refused: %w", refused)
-		case o[0] == 0: // a shutdown came first: not recorded
-			out[n] = Failed
+		}
+		if out[n] != Processed && out[n] != Duplicate {
+			notRun(out, errs, indices(len(keys))[n+1:])
+			return nil
 		}
 	}
 	return nil
@@ -123,11 +126,23 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 		ferr, lost := s.callSet(ctx, tx, pos, fn, run, ferrs)
 		switch {
 		case lost != nil:
-			// The call took the transaction with it: nothing commits.
+			// The call took the transaction with it: nothing commits —
+			// unless the handler committed it through its connection;
+			// then the marks of the events failed by earlier calls are
+			// recorded without their effect: delete them.
 			panicking = false
 			abort()
+			var earlier []int
+			for i := range keys {
+				if out[i] == Failed {
+					earlier = append(earlier, i)
+				}
+			}
 			for _, i := range run {
 				out[i], errs[i] = Failed, lost
+			}
+			if errors.Is(lost, errTxEnded) {
+				return nil, s.unmarkNow(ctx, keys, earlier)
 			}
 			return nil, nil
 		case ferr != nil && lockConflict(ferr) && lockWait != "":
@@ -192,14 +207,13 @@ func (s *PostgresStore) callSet(ctx context.Context, tx pgx.Tx, pos int, fn SetF
 	}()
 	ferr = fn(context.WithValue(ctx, txKey{}, pgx.Tx(et)), run, ferrs)
 	done = true
-	switch pc := tx.Conn().PgConn(); {
-	case ferr != nil:
-	case pc.IsBusy():
-		ferr = errors.New("dedup: the handler returned with a result set open")
-	case pc.IsClosed():
-		return nil, fmt.Errorf("%w: the connection closed while the handler ran", ErrStore)
-	case pc.TxStatus() == 'E':
-		ferr = errors.New("dedup: a statement of the handler failed and the handler returned nil")
+	if te := txErr(tx); errors.Is(te, errTxEnded) || errors.Is(te, errConnClosed) {
+		return nil, te
+	} else if ferr == nil {
+		ferr = te
+	}
+	if ferr != nil && !et.opened && tx.Conn().PgConn().TxStatus() != 'T' {
+		return nil, fmt.Errorf("%w (and there is no savepoint to roll back to)", ferr)
 	}
 	named := false
 	for _, e := range ferrs {
