@@ -392,4 +392,3 @@ func (b *bench) drainWatermill(ctx context.Context, stream, _ string, n int, end
 	end()
 	return elapsed, nil
 }
-
