@@ -358,7 +358,9 @@ func refusedContent(err error) bool {
 	if !errors.As(err, &pg) {
 		return false
 	}
-	return strings.HasPrefix(pg.Code, "23") || strings.HasPrefix(pg.Code, "40")
+	// 55P03: a deferred check at the commit waited past a batch's
+	// LockWait; run alone, without the bound, it waits.
+	return strings.HasPrefix(pg.Code, "23") || strings.HasPrefix(pg.Code, "40") || pg.Code == "55P03"
 }
 
 // Prune deletes the marks of events processed more than olderThan ago, in
