@@ -41,8 +41,8 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", h, out.String())
 		}
 	}
-	if got := len(rep.Drain.Cases); got != 5 {
-		t.Errorf("drain cases = %d, want 5", got)
+	if got := len(rep.Drain.Cases); got != 7 {
+		t.Errorf("drain cases = %d, want 7", got)
 	}
 	if got := len(rep.Drain.Cases[0].Runs); got != o.Repeat {
 		t.Errorf("raw drain ran %d times, want %d", got, o.Repeat)
@@ -61,8 +61,8 @@ func TestSmoke(t *testing.T) {
 	if m := rep.Memory; m.Samples == 0 || m.RSSMax == 0 {
 		t.Errorf("memory: %+v", m)
 	}
-	if len(rep.Targets) != 7 {
-		t.Errorf("%d targets judged, want 7", len(rep.Targets))
+	if len(rep.Targets) != 9 {
+		t.Errorf("%d targets judged, want 9", len(rep.Targets))
 	}
 	data, err := os.ReadFile(o.JSON)
 	if err != nil {
