@@ -499,11 +499,7 @@ func (s *PostgresStore) recordNew(ctx context.Context, tx pgx.Tx, scopes, ids []
 // transaction is then aborted: PostgreSQL's status 'E').
 func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position int, fn Func) (err error) {
 	et := newEventTx(tx, position)
-	undo := func() error {
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-		defer cancel()
-		return et.rollback(c)
-	}
+	undo := func() error { return et.undo(ctx) }
 	done := false
 	defer func() {
 		if !done { // fn panicked: undo its writes before the panic goes on

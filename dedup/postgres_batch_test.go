@@ -168,10 +168,6 @@ func TestPostgresBatchStoreFailure(t *testing.T) {
 // it.
 func TestPostgresBatchHandlerSwallowsACutOffQuery(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
-	ctx := testCtx(t)
-	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
 	swallow := func(ctx context.Context) error {
 		tx, _ := dedup.Tx(ctx)
 		qctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
@@ -179,21 +175,8 @@ func TestPostgresBatchHandlerSwallowsACutOffQuery(t *testing.T) {
 		_, _ = tx.Exec(qctx, "SELECT pg_sleep(5)") // cut off; the error is dropped
 		return nil
 	}
-	firstRuns := 0
-	first := func(ctx context.Context) error { firstRuns++; return insertFn("effects", "a", false)(ctx) }
-	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "swallows"}, {Scope: "g", EventID: "c"}}
-	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	if err := s.ProcessBatch(ctx, keys, []dedup.Func{first, swallow, insertFn("effects", "c", false)}, out, errs); err != nil {
-		t.Fatalf("ProcessBatch = %v, want the lost connection charged to its event alone", err)
-	}
-	if out[0] != dedup.Processed || out[1] != dedup.Failed || !errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
-		t.Fatalf("outcomes %v, errors %v: want processed, failed (ErrStore), processed", out, errs)
-	}
-	if firstRuns != 2 {
-		t.Errorf("the first handler ran %d times, want 2 (its transaction was lost, then run again)", firstRuns)
-	}
-	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
-		t.Errorf("effects %s, want [a c]", got)
+	if runs := failsAlone(t, s, db, "swallows", swallow, true); runs != 2 {
+		t.Errorf("the first handler ran %d times, want 2 (its transaction was lost, then run again)", runs)
 	}
 }
 
@@ -203,12 +186,6 @@ func TestPostgresBatchHandlerSwallowsACutOffQuery(t *testing.T) {
 // without it, so its neighbours commit.
 func TestPostgresBatchHandlerLosesTheTransaction(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
-	ctx := testCtx(t)
-	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
-	firstRuns := 0
-	first := func(ctx context.Context) error { firstRuns++; return insertFn("effects", "a", false)(ctx) }
 	hang := func(ctx context.Context) error {
 		tx, _ := dedup.Tx(ctx)
 		qctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -216,22 +193,8 @@ func TestPostgresBatchHandlerLosesTheTransaction(t *testing.T) {
 		_, err := tx.Exec(qctx, "SELECT pg_sleep(5)")
 		return err
 	}
-	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "hangs"}, {Scope: "g", EventID: "c"}}
-	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	if err := s.ProcessBatch(ctx, keys, []dedup.Func{first, hang, insertFn("effects", "c", false)}, out, errs); err != nil {
-		t.Fatalf("ProcessBatch = %v, want the lost transaction charged to its handler alone", err)
-	}
-	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
-		t.Fatalf("outcomes %v, errors %v: want processed, failed (its own error), processed", out, errs)
-	}
-	if firstRuns != 2 {
-		t.Errorf("the handler before it ran %d times, want 2 (its transaction was lost, then run again)", firstRuns)
-	}
-	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
-		t.Errorf("effects %s, want [a c]", got)
-	}
-	if o, _ := s.Process(ctx, keys[1], func(context.Context) error { return nil }); o != dedup.Processed {
-		t.Errorf("the handler that lost the transaction: %v afterwards, want processed (not recorded)", o)
+	if runs := failsAlone(t, s, db, "hangs", hang, false); runs != 2 {
+		t.Errorf("the handler before it ran %d times, want 2 (its transaction was lost, then run again)", runs)
 	}
 }
 
@@ -269,10 +232,6 @@ func TestPostgresBatchRefusesATableThatRewritesKeys(t *testing.T) {
 // batch runs again without it, and its neighbours commit.
 func TestPostgresBatchHandlerEndsItsSavepoint(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
-	ctx := testCtx(t)
-	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
 	meddle := func(ctx context.Context) error {
 		tx, _ := dedup.Tx(ctx)
 		if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT headway_event_2"); err != nil {
@@ -280,17 +239,7 @@ func TestPostgresBatchHandlerEndsItsSavepoint(t *testing.T) {
 		}
 		return insertFn("effects", "meddles", true)(ctx)
 	}
-	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "meddles"}, {Scope: "g", EventID: "c"}}
-	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), meddle, insertFn("effects", "c", false)}, out, errs); err != nil {
-		t.Fatalf("ProcessBatch = %v, want the meddling handler charged alone", err)
-	}
-	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
-		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), processed", out, errs)
-	}
-	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
-		t.Errorf("effects %s, want [a c]", got)
-	}
+	failsAlone(t, s, db, "meddles", meddle, false)
 }
 
 // TestPostgresBatchCancelledCommitsWhatFinished: a batch whose context is
@@ -467,26 +416,12 @@ func TestPostgresBatchesCrossingLocks(t *testing.T) {
 // and the batch runs again without it.
 func TestPostgresBatchHandlerLeavesRowsOpen(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
-	ctx := testCtx(t)
-	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
 	leaky := func(ctx context.Context) error {
 		tx, _ := dedup.Tx(ctx)
 		_, err := tx.Query(ctx, "SELECT generate_series(1, 3)") // never closed
 		return err
 	}
-	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "leaks"}, {Scope: "g", EventID: "c"}}
-	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), leaky, insertFn("effects", "c", false)}, out, errs); err != nil {
-		t.Fatalf("ProcessBatch = %v, want the leaking handler charged alone", err)
-	}
-	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) || out[2] != dedup.Processed {
-		t.Fatalf("outcomes %v, errors %v: want processed, failed (not ErrStore), processed", out, errs)
-	}
-	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
-		t.Errorf("effects %s, want [a c]", got)
-	}
+	failsAlone(t, s, db, "leaks", leaky, false)
 }
 
 // TestPostgresBatchKeyWithNUL: PostgreSQL's text cannot hold a NUL byte;
@@ -710,4 +645,32 @@ func TestPostgresBatchHandlerCommitsTheTransaction(t *testing.T) {
 	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
 		t.Errorf("effects %s, want [a c]: the event after the commit took effect", got)
 	}
+}
+
+// failsAlone runs the batch a, name, c — a and c insert their rows into
+// effects, name runs fn — and checks that fn's event fails alone (as the
+// store's failure when store) while a and c commit. It returns how many
+// times a's handler ran (2 when fn's transaction was lost and run again).
+func failsAlone(t *testing.T, s *dedup.PostgresStore, db *pgtest.DB, name string, fn dedup.Func, store bool) (firstRuns int) {
+	t.Helper()
+	ctx := testCtx(t)
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	first := func(ctx context.Context) error { firstRuns++; return insertFn("effects", "a", false)(ctx) }
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: name}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
+	if err := s.ProcessBatch(ctx, keys, []dedup.Func{first, fn, insertFn("effects", "c", false)}, out, errs); err != nil {
+		t.Fatalf("ProcessBatch = %v, want %s's event failed alone", err, name)
+	}
+	if out[0] != dedup.Processed || out[1] != dedup.Failed || errors.Is(errs[1], dedup.ErrStore) != store || out[2] != dedup.Processed {
+		t.Fatalf("outcomes %v, errors %v: want processed, failed (ErrStore: %v), processed", out, errs, store)
+	}
+	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
+		t.Errorf("effects %s, want [a c]", got)
+	}
+	if o, _ := s.Process(ctx, keys[1], func(context.Context) error { return nil }); o != dedup.Processed {
+		t.Errorf("%s afterwards: %v, want processed (not recorded)", name, o)
+	}
+	return firstRuns
 }

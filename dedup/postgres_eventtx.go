@@ -52,6 +52,13 @@ func (t *eventTx) rollback(ctx context.Context) error {
 	return err
 }
 
+// undo is rollback on a context that outlives ctx's cancellation.
+func (t *eventTx) undo(ctx context.Context) error {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	return t.rollback(c)
+}
+
 // Exec sends the savepoint and the handler's first statement together:
 // in one pgx.Batch, or, for a statement without arguments (which may be
 // several, as the simple protocol allows), in one simple query.

@@ -194,11 +194,7 @@ func (s *PostgresStore) processSetOnce(ctx context.Context, keys []Key, fn SetFu
 // transaction is lost).
 func (s *PostgresStore) callSet(ctx context.Context, tx pgx.Tx, pos int, fn SetFunc, run []int, ferrs []error) (ferr, lost error) {
 	et := newEventTx(tx, pos)
-	undo := func() error {
-		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-		defer cancel()
-		return et.rollback(c)
-	}
+	undo := func() error { return et.undo(ctx) }
 	done := false
 	defer func() {
 		if !done { // fn panicked: undo its writes before the panic goes on
