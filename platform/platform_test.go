@@ -15,7 +15,7 @@ import (
 // The library takes a catalog; none of its packages carries the
 // platform's (docs/architecture.md).
 func TestLibraryDoesNotImportThePlatform(t *testing.T) {
-	for _, dir := range []string{"brandguard", "consumer", "deadletter", "dedup", "event", "outbox", "readiness", "status", "supervisor"} {
+	for _, dir := range []string{"brandguard", "consumer", "deadletter", "dedup", "event", "outbox", "readiness", "retention", "status", "supervisor"} {
 		pkg, err := build.ImportDir("../"+dir, 0)
 		if err != nil {
 			t.Fatal(err)
