@@ -65,9 +65,9 @@ var trimLua string
 var trimScript = redis.NewScript(trimLua)
 
 // Trim trims stream to the oldest entry a group still needs, or to what
-// p keeps, whichever is older. A stream without groups is trimmed by p
-// alone. It returns what it did; a stream that does not exist is no error
-// (Result.MinID is then empty).
+// p keeps, whichever is older. A stream without groups keeps everything:
+// no group has read any of it. It returns what it did; a stream that does
+// not exist is no error (Result.MinID is then empty).
 func Trim(ctx context.Context, rdb redis.Scripter, stream string, p Policy) (Result, error) {
 	if err := p.Validate(); err != nil {
 		return Result{}, err

@@ -31,6 +31,10 @@ end
 
 local minid, held = ARGV[1], ''
 local groups = redis.call('XINFO', 'GROUPS', key)
+if #groups == 0 then
+  -- No group has read anything: every entry is unread. Keep them all.
+  return {0, '0-0', '', redis.call('XLEN', key)}
+end
 for _, g in ipairs(groups) do
   local f = {}
   for i = 1, #g, 2 do f[g[i]] = g[i + 1] end

@@ -140,25 +140,28 @@ func TestTrimGroupCreatedAtTheEnd(t *testing.T) {
 }
 
 // TestTrimPolicyKeeps: the policy's minimum count and age keep entries
-// every group has acknowledged; a stream without groups is trimmed by the
-// policy alone; a stream that does not exist is no error.
+// every group has acknowledged; a stream without groups keeps everything
+// (no group has read it); a stream that does not exist is no error.
 func TestTrimPolicyKeeps(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
 	ctx := context.Background()
 	stream := prefix + "trim"
-	ids := fill(t, rdb, stream, 10)
-	if r := trim(t, rdb, stream, retention.Policy{MinCount: 4}); r.Trimmed != 6 || first(t, rdb, stream) != ids[6] || r.HeldBy != "" {
-		t.Fatalf("no groups, MinCount 4: %+v, want 6 trimmed", r)
-	}
-	if r := trim(t, rdb, stream, retention.Policy{MinAge: time.Hour}); r.Trimmed != 0 {
-		t.Fatalf("MinAge 1h: %+v, want nothing trimmed (every entry is younger)", r)
+	fill(t, rdb, stream, 10)
+	if r := trim(t, rdb, stream, retention.Policy{}); r.Trimmed != 0 || r.Length != 10 {
+		t.Fatalf("no groups: %+v, want nothing trimmed (every entry is unread)", r)
 	}
 	if err := rdb.XGroupCreate(ctx, stream, "g", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	rdb.XAck(ctx, stream, "g", read(t, rdb, stream, "g", 10)...)
+	if r := trim(t, rdb, stream, retention.Policy{MinAge: time.Hour}); r.Trimmed != 0 {
+		t.Fatalf("MinAge 1h: %+v, want nothing trimmed (every entry is younger)", r)
+	}
+	if r := trim(t, rdb, stream, retention.Policy{MinCount: 4}); r.Trimmed != 6 || r.Length != 4 || r.HeldBy != "" {
+		t.Fatalf("all acknowledged, MinCount 4: %+v, want 6 trimmed", r)
+	}
 	if r := trim(t, rdb, stream, retention.Policy{MinCount: 2}); r.Trimmed != 2 || r.Length != 2 {
-		t.Fatalf("all acknowledged, MinCount 2: %+v, want 2 trimmed, 2 kept", r)
+		t.Fatalf("all acknowledged, MinCount 2: %+v, want 2 more trimmed, 2 kept", r)
 	}
 	if r := trim(t, rdb, stream, retention.Policy{}); r.Trimmed != 2 || r.Length != 0 {
 		t.Fatalf("all acknowledged, no policy: %+v, want the rest trimmed", r)
