@@ -118,18 +118,7 @@ func TestBatchHandlerFailuresStayAlone(t *testing.T) {
 		dl[0].Values[consumer.DLQFieldError] != "bad cannot be applied" {
 		t.Fatalf("dead letters %v, want one: bad, max_deliveries, with its own error", dl)
 	}
-	rows, err := db.Pool.Query(context.Background(), "SELECT event_id FROM effects ORDER BY seq")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var effects []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		effects = append(effects, id)
-	}
+	effects := texts(t, db, "SELECT event_id FROM effects ORDER BY seq")
 	seen := map[string]int{}
 	for _, id := range effects {
 		seen[id]++
@@ -204,18 +193,7 @@ func TestBatchHandlerBesideAHandlerKeepsOrder(t *testing.T) {
 		return h.pending() == 0 && h.outcome(platform.BetSettledConfirmed, consumer.OutcomeApplied)+
 			h.outcome(platform.BetRolledBackConfirmed, consumer.OutcomeApplied) == 5
 	})
-	rows, err := db.Pool.Query(context.Background(), "SELECT string_agg(event_id, ' ' ORDER BY seq) FROM effects GROUP BY agg ORDER BY agg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, s)
-	}
+	got := texts(t, db, "SELECT string_agg(event_id, ' ' ORDER BY seq) FROM effects GROUP BY agg ORDER BY agg")
 	if fmt.Sprint(got) != "[x1 x2 x3 y1 y2]" {
 		t.Errorf("effects by aggregate %q, want [x1 x2 x3 y1 y2]: each aggregate in stream order", got)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
@@ -34,6 +36,20 @@ func migratedInbox(t *testing.T, cfg dedup.PostgresConfig, setup string) (*pgtes
 		t.Fatal(err)
 	}
 	return db, store
+}
+
+// texts returns the one text column of query's rows.
+func texts(t *testing.T, db *pgtest.DB, query string) []string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return got
 }
 
 func queryInt(t *testing.T, db *pgtest.DB, query string) int {
@@ -120,18 +136,7 @@ func TestInboxLaneOrderAfterARetry(t *testing.T) {
 	if a1Runs.Load() != 2 || a2Runs.Load() != 1 {
 		t.Errorf("a1 ran %d times, a2 %d; want 2 (fail, retry) and 1 (not before a1 succeeded)", a1Runs.Load(), a2Runs.Load())
 	}
-	rows, err := db.Pool.Query(context.Background(), "SELECT event_id FROM effects WHERE agg = 'A' ORDER BY seq")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var order []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		order = append(order, id)
-	}
+	order := texts(t, db, "SELECT event_id FROM effects WHERE agg = 'A' ORDER BY seq")
 	if fmt.Sprint(order) != "[a1 a2 a3]" {
 		t.Errorf("effects of aggregate A in order %v, want [a1 a2 a3]: once each, in stream order", order)
 	}

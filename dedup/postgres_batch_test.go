@@ -446,9 +446,8 @@ func TestPostgresBatchKeyWithNUL(t *testing.T) {
 
 // TestPostgresBatchSplitsAtSubtransactionCache: a batch of 150 events runs
 // in three transactions of at most 63 events, so no transaction has more
-// subtransactions (one per event's savepoint that writes, one for the
-// final statements) than the 64 PostgreSQL caches per backend; every
-// event is processed once.
+// subtransactions (one per event's savepoint that writes) than the 64
+// PostgreSQL caches per backend; every event is processed once.
 func TestPostgresBatchSplitsAtSubtransactionCache(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
 	ctx := testCtx(t)
