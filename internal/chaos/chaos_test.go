@@ -31,6 +31,7 @@ type config struct {
 	pgFreeze, redisFreeze time.Duration
 	liveness              time.Duration
 	transient, sqlFaults  float64
+	pgTerminate           float64 // share of chaos steps that terminate the workers' backends
 	converge              time.Duration
 }
 
@@ -43,6 +44,7 @@ func loadConfig() config {
 		liveness:    10 * time.Second,
 		transient:   envFloat("HEADWAY_CHAOS_TRANSIENT", 0.10),
 		sqlFaults:   envFloat("HEADWAY_CHAOS_SQL_FAULTS", 0.05),
+		pgTerminate: envFloat("HEADWAY_CHAOS_PG_TERMINATE", 0.15),
 		converge:    envDuration("HEADWAY_CHAOS_CONVERGE", 90*time.Second),
 	}
 }
@@ -184,16 +186,18 @@ func TestChaosNothingLostNothingTwice(t *testing.T) {
 		if len(injected) < bad {
 			inject()
 		}
+		// Of the steps, pgTerminate terminate backends, 0.15 restart Redis
+		// and the rest kill a worker.
 		switch r := rng.Float64(); {
-		case r >= 0.7 && r < 0.85 && !redisProxy.Frozen():
-			srv.Restart()
-			report.RedisRestarts++
-		case r >= 0.85 && !pgProxy.Frozen():
+		case r >= 1-cfg.pgTerminate && !pgProxy.Frozen():
 			var n int
 			if err := db.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 				WHERE application_name LIKE 'chaos-%'`).Scan(&n); err == nil && n > 0 {
 				report.PGTerminations += n
 			}
+		case r >= 1-cfg.pgTerminate-0.15 && !redisProxy.Frozen():
+			srv.Restart()
+			report.RedisRestarts++
 		default:
 			p := victims[rng.IntN(len(victims))]
 			p.kill()

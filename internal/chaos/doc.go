@@ -65,9 +65,12 @@
 // The short run is part of the test suite (about a minute on 2 cores).
 // Longer ones, other freezes, other failure rates of the handler ("0"
 // disables each; HEADWAY_CHAOS_CONVERGE bounds the wait at the end,
-// default 90s; HEADWAY_CHAOS_LOG keeps every worker's log in that file):
+// default 90s; HEADWAY_CHAOS_PG_TERMINATE is the share of chaos steps
+// that terminate backends, default 0.15; HEADWAY_CHAOS_LOG keeps every
+// worker's log in that file):
 //
 //	HEADWAY_CHAOS_EVENTS=30000 HEADWAY_CHAOS_RATE=200 go test -run Chaos -v -timeout 30m ./internal/chaos
 //	HEADWAY_CHAOS_PG_FREEZE=45s HEADWAY_CHAOS_REDIS_FREEZE=30s HEADWAY_CHAOS_CONVERGE=3m go test -run Chaos -v ./internal/chaos
 //	HEADWAY_CHAOS_TRANSIENT=0 HEADWAY_CHAOS_SQL_FAULTS=0.2 go test -run Chaos -v ./internal/chaos
+//	HEADWAY_CHAOS_PG_TERMINATE=0.6 HEADWAY_CHAOS_PG_FREEZE=0 go test -run Chaos -v ./internal/chaos
 package chaos
