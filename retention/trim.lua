@@ -1,12 +1,19 @@
 -- KEYS[1]: the stream. ARGV[1]: the policy's age bound, an ID or "+" for
--- none. ARGV[2]: the policy's minimum count.
+-- none. ARGV[2]: the policy's minimum count. ARGV[3]: "1" to trim a
+-- stream without groups by the policy alone (a dead-letter stream), else
+-- it keeps everything. ARGV[4]: the maximum age as an ID, or "" for none,
+-- and ARGV[5] the maximum length, 0 for none: when given, entries past
+-- them go even if a group still needs them (the operator's opt-in).
 -- Trims with XTRIM MINID to the oldest entry any group still needs (its
 -- oldest pending entry, or the entry after its last delivered one), or to
--- what the policy keeps, whichever is older. Returns {trimmed, minid,
--- held_by, length}; {0, "", "", 0} when the stream does not exist.
+-- what the policy keeps, whichever is older; then past the maximums when
+-- given. Returns {trimmed, minid, held_by, length, first_id, held_pending,
+-- held_lag, trimmed_unread}; held_lag is -1 when Redis does not know it;
+-- first_id is "" for an empty stream; {0, "", "", 0, "", 0, 0, 0} when
+-- the stream does not exist.
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then
-  return {0, '', '', 0}
+  return {0, '', '', 0, '', 0, 0, 0}
 end
 
 local function parse(id)
@@ -28,12 +35,19 @@ local function less(a, b)
   if am ~= bm then return am < bm end
   return as < bs
 end
+-- done returns the reply once the stream is trimmed.
+local function done(trimmed, minid, held, pending, lag, unread)
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  local id = ''
+  if #first > 0 then id = first[1][1] end
+  return {trimmed, minid, held, redis.call('XLEN', key), id, pending, lag, unread}
+end
 
-local minid, held = ARGV[1], ''
+local minid, held, pending, lag = ARGV[1], '', 0, 0
 local groups = redis.call('XINFO', 'GROUPS', key)
-if #groups == 0 then
+if #groups == 0 and ARGV[3] ~= '1' then
   -- No group has read anything: every entry is unread. Keep them all.
-  return {0, '0-0', '', redis.call('XLEN', key)}
+  return done(0, '0-0', '', 0, 0, 0)
 end
 for _, g in ipairs(groups) do
   local f = {}
@@ -45,7 +59,8 @@ for _, g in ipairs(groups) do
     need = after(f['last-delivered-id'])
   end
   if less(need, minid) then
-    minid, held = need, f['name']
+    minid, held, pending, lag = need, f['name'], tonumber(f['pending']), -1
+    if f['lag'] then lag = tonumber(f['lag']) end
   end
 end
 
@@ -55,7 +70,7 @@ if keep > 0 then
   local id = '0-0'
   if #newest == keep then id = newest[#newest][1] end
   if less(id, minid) then
-    minid, held = id, ''
+    minid, held, pending, lag = id, '', 0, 0
   end
 end
 
@@ -63,9 +78,19 @@ if minid == '+' then
   -- Nothing keeps anything: trim to the entry after the last one.
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #last == 0 then
-    return {0, '0-0', '', 0}
+    return done(0, '0-0', '', 0, 0, 0)
   end
   minid = after(last[1][1])
 end
 local n = redis.call('XTRIM', key, 'MINID', minid)
-return {n, minid, held, redis.call('XLEN', key)}
+
+-- Past the maximums, what a group still needs goes too, when asked.
+local unread = 0
+if ARGV[4] ~= '' then
+  unread = unread + redis.call('XTRIM', key, 'MINID', ARGV[4])
+end
+local maxlen = tonumber(ARGV[5])
+if maxlen > 0 then
+  unread = unread + redis.call('XTRIM', key, 'MAXLEN', maxlen)
+end
+return done(n, minid, held, pending, lag, unread)

@@ -13,6 +13,7 @@ import (
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/retention"
 )
 
 // Guard returns a brandguard.Guard for catalog in the mode of
@@ -115,4 +116,43 @@ func (s *Service) fillObservability(reg *prometheus.Registerer, log **slog.Logge
 	if *log == nil {
 		*log = s.log
 	}
+}
+
+// AddRetention builds a retention.Keeper from cfg and schedules its jobs,
+// one per stream (retention.JobName), with their checks; it returns the
+// keeper for its status. Zero fields of cfg take the service's: Client
+// [Service.Redis] (one connection of its pool reserved per stream: the
+// jobs may run at once), Registerer and Logger. A job that cannot be
+// added fails the call, leaving the jobs added before it scheduled.
+func (s *Service) AddRetention(cfg retention.KeeperConfig) (*retention.Keeper, error) {
+	reserved := 0
+	if cfg.Client == nil || s.isServiceRedis(redisClientOf(cfg.Client)) {
+		rdb, err := s.Redis()
+		if err != nil {
+			return nil, err
+		}
+		if err := s.reserveRedis("retention", len(cfg.Streams)); err != nil {
+			return nil, err
+		}
+		cfg.Client, reserved = rdb, len(cfg.Streams)
+	}
+	s.fillObservability(&cfg.Registerer, &cfg.Logger)
+	k, err := retention.NewKeeper(cfg)
+	if err != nil {
+		s.releaseRedis(reserved)
+		return nil, err
+	}
+	for _, job := range k.Jobs() {
+		if _, err := s.AddJob(job); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// redisClientOf returns c as a client of the kind isServiceRedis knows,
+// or nil.
+func redisClientOf(c redis.Scripter) redis.UniversalClient {
+	u, _ := c.(redis.UniversalClient)
+	return u
 }
