@@ -3,21 +3,25 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 var statusCommand = &command{
 	path:    "status",
 	summary: "length, groups, lag, pending, consumers and dead letters of catalog streams",
 	help: `Status reads every catalog stream (or those named by --stream) and prints
-three tables: streams (length, last ID, groups, dead letters), groups (lag in
-entries and seconds, pending entries and the age of the oldest, consumers,
-last delivered ID) and consumers (pending, idle, inactive).
+three tables: streams (length, oldest entry's age, last ID, groups, the group
+retention keeps the stream for with what it holds, dead letters and the
+oldest one's age), groups (lag in entries and seconds, pending entries and
+the age of the oldest, consumers, last delivered ID) and consumers (pending, idle, inactive).
 
 Lag is what XINFO GROUPS reports, or 0 when no entry follows the group's
 last delivered ID; Redis cannot tell it after trims or for a group created
@@ -41,9 +45,21 @@ type StreamStatus struct {
 	Length        int64         `json:"length"`
 	FirstID       string        `json:"first_id,omitempty"`
 	LastID        string        `json:"last_id,omitempty"`
+	// OldestAgeSeconds is the age of the first entry, from its ID.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// HeldBy is the group retention keeps the stream for (ADR-020): the
+	// one whose oldest needed entry — its oldest pending, or the first
+	// not yet delivered to it — is the oldest; empty when every group
+	// has acknowledged every entry. HeldEntries is that group's pending
+	// plus undelivered entries, null when Redis cannot tell its lag.
+	HeldBy        string        `json:"held_by,omitempty"`
+	HeldEntries   *int64        `json:"held_entries,omitempty"`
 	DeadLetterKey string        `json:"dead_letter_key"`
 	DeadLetters   int64         `json:"dead_letters"`
-	Groups        []GroupStatus `json:"groups"`
+	// OldestDeadLetterAgeSeconds is the age of the oldest dead letter,
+	// from its ID; 0 without dead letters.
+	OldestDeadLetterAgeSeconds float64       `json:"oldest_dead_letter_age_seconds"`
+	Groups                     []GroupStatus `json:"groups"`
 }
 
 // GroupStatus is one consumer group of a stream.
@@ -125,6 +141,15 @@ func readStatus(ctx context.Context, rdb redis.UniversalClient, ref streamRef, n
 		return st, fmt.Errorf("XLEN %s: %w", ref.DLQ, err)
 	}
 	st.DeadLetters = n
+	if n > 0 {
+		first, err := rdb.XRangeN(ctx, ref.DLQ, "-", "+", 1).Result()
+		if err != nil {
+			return st, fmt.Errorf("XRANGE %s: %w", ref.DLQ, err)
+		}
+		if len(first) > 0 {
+			st.OldestDeadLetterAgeSeconds = seconds(idAge(first[0].ID, now))
+		}
+	}
 	info, err := rdb.XInfoStream(ctx, ref.Key).Result()
 	if isNoSuchKey(err) {
 		return st, nil
@@ -193,7 +218,52 @@ func readStatus(ctx context.Context, rdb redis.UniversalClient, ref streamRef, n
 		st.Groups = append(st.Groups, gs)
 	}
 	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].Name < st.Groups[j].Name })
+	if st.FirstID != "" {
+		st.OldestAgeSeconds = seconds(idAge(st.FirstID, now))
+	}
+	st.HeldBy, st.HeldEntries = heldBy(st.Groups, st.LastID)
 	return st, nil
+}
+
+// heldBy returns the group whose oldest needed entry is the oldest, as
+// retention.Trim chooses it, and its pending plus undelivered entries
+// (nil when its lag is unknown); "" when no group needs an entry up to
+// last, the stream's last ID.
+func heldBy(groups []GroupStatus, last string) (string, *int64) {
+	var (
+		by   *GroupStatus
+		need string
+	)
+	for i := range groups {
+		g := &groups[i]
+		n := g.OldestPendingID
+		if g.Pending == 0 {
+			n = idAfter(g.LastDeliveredID)
+		}
+		if n == "" || !streamid.Less(n, idAfter(last)) {
+			continue // needs nothing the stream has
+		}
+		if by == nil || streamid.Less(n, need) {
+			by, need = g, n
+		}
+	}
+	if by == nil {
+		return "", nil
+	}
+	if by.Lag == nil {
+		return by.Name, nil
+	}
+	held := by.Pending + *by.Lag
+	return by.Name, &held
+}
+
+// idAfter returns the stream ID right after id, or "" for an invalid one.
+func idAfter(id string) string {
+	ms, seq, ok := streamid.Parse(id)
+	if !ok || seq == math.MaxUint64 {
+		return ""
+	}
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
 }
 
 // serverHasInactive reports whether XINFO CONSUMERS has the inactive
@@ -221,13 +291,27 @@ func serverHasInactive(ctx context.Context, rdb redis.UniversalClient) bool {
 
 func printStatus(a *app, out []StreamStatus) error {
 	t := newTable(a.stdout)
-	t.row("STREAM", "LENGTH", "LAST ID", "GROUPS", "DEAD LETTERS")
+	t.row("STREAM", "LENGTH", "OLDEST", "LAST ID", "GROUPS", "HELD BY", "DEAD LETTERS", "OLDEST DEAD LETTER")
 	for _, s := range out {
-		last := s.LastID
+		last, oldest, held, oldestDead := s.LastID, "-", "-", "-"
 		if !s.Exists {
 			last = "(no stream)"
 		}
-		t.row(s.Name, strconv.FormatInt(s.Length, 10), last, strconv.Itoa(len(s.Groups)), strconv.FormatInt(s.DeadLetters, 10))
+		if s.Length > 0 {
+			oldest = fmtAge(s.OldestAgeSeconds)
+		}
+		if s.HeldBy != "" {
+			n := "unknown"
+			if s.HeldEntries != nil {
+				n = strconv.FormatInt(*s.HeldEntries, 10)
+			}
+			held = s.HeldBy + " (" + n + ")"
+		}
+		if s.DeadLetters > 0 {
+			oldestDead = fmtAge(s.OldestDeadLetterAgeSeconds)
+		}
+		t.row(s.Name, strconv.FormatInt(s.Length, 10), oldest, last, strconv.Itoa(len(s.Groups)), held,
+			strconv.FormatInt(s.DeadLetters, 10), oldestDead)
 	}
 	if err := t.flush(); err != nil {
 		return err

@@ -129,6 +129,16 @@ func TestStatusMatchesXINFO(t *testing.T) {
 	if rs.Consumers[0].Name != "pod-a" || rs.Consumers[0].Pending != 3 || rs.Consumers[1].Name != "pod-b" || rs.Consumers[1].Pending != 2 {
 		t.Errorf("consumers %+v", rs.Consumers)
 	}
+	// Retention keeps the stream for rolling_service, whose oldest pending
+	// entry (1) is older than what late_group needs (5); caught_up needs
+	// nothing.
+	if s.HeldBy != "rolling_service" || s.HeldEntries == nil || *s.HeldEntries != 9 || s.OldestAgeSeconds != ageOf(0) {
+		t.Errorf("held by %q (%v entries), oldest age %v: want rolling_service, 9 (5 pending, 4 undelivered), %v",
+			s.HeldBy, s.HeldEntries, s.OldestAgeSeconds, ageOf(0))
+	}
+	if s.OldestDeadLetterAgeSeconds < 0 || s.OldestDeadLetterAgeSeconds > 60 {
+		t.Errorf("oldest dead letter age %v, want the age of the dead letters just written", s.OldestDeadLetterAgeSeconds)
+	}
 	if lg := byName["late_group"]; lg.Lag != nil || lg.LagSeconds != ageOf(5) {
 		t.Errorf("late_group: lag %v (want unknown), lag seconds %v (want %v)", lg.Lag, lg.LagSeconds, ageOf(5))
 	}
@@ -167,8 +177,12 @@ func TestStatusMatchesXINFO(t *testing.T) {
 		}
 	}
 	header := row("STREAM  LENGTH")
-	if col := strings.Index(header, "DEAD LETTERS"); !strings.HasPrefix(row("wallet ")[col:], "2") {
-		t.Errorf("dead letters column of %q", row("wallet "))
+	for _, tc := range []struct{ column, value string }{
+		{"DEAD LETTERS", "2 "}, {"HELD BY", "rolling_service (9)"}, {"OLDEST ", "1h00m "},
+	} {
+		if col := strings.Index(header, tc.column); col < 0 || !strings.HasPrefix(row("wallet ")[col:], tc.value) {
+			t.Errorf("column %q of %q is not %q (header %q)", tc.column, row("wallet "), tc.value, header)
+		}
 	}
 	if !strings.Contains(r.stdout, "pod-a") || !strings.Contains(r.stdout, "pod-b") {
 		t.Errorf("consumers missing:\n%s", r.stdout)
