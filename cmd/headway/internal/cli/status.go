@@ -39,12 +39,12 @@ Examples:
 
 // StreamStatus is one stream in the output of status --json.
 type StreamStatus struct {
-	Name          string        `json:"name"`
-	Key           string        `json:"key"`
-	Exists        bool          `json:"exists"`
-	Length        int64         `json:"length"`
-	FirstID       string        `json:"first_id,omitempty"`
-	LastID        string        `json:"last_id,omitempty"`
+	Name    string `json:"name"`
+	Key     string `json:"key"`
+	Exists  bool   `json:"exists"`
+	Length  int64  `json:"length"`
+	FirstID string `json:"first_id,omitempty"`
+	LastID  string `json:"last_id,omitempty"`
 	// OldestAgeSeconds is the age of the first entry, from its ID.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 	// HeldBy is the group retention keeps the stream for (ADR-020): the
@@ -52,10 +52,10 @@ type StreamStatus struct {
 	// not yet delivered to it — is the oldest; empty when every group
 	// has acknowledged every entry. HeldEntries is that group's pending
 	// plus undelivered entries, null when Redis cannot tell its lag.
-	HeldBy        string        `json:"held_by,omitempty"`
-	HeldEntries   *int64        `json:"held_entries,omitempty"`
-	DeadLetterKey string        `json:"dead_letter_key"`
-	DeadLetters   int64         `json:"dead_letters"`
+	HeldBy        string `json:"held_by,omitempty"`
+	HeldEntries   *int64 `json:"held_entries,omitempty"`
+	DeadLetterKey string `json:"dead_letter_key"`
+	DeadLetters   int64  `json:"dead_letters"`
 	// OldestDeadLetterAgeSeconds is the age of the oldest dead letter,
 	// from its ID; 0 without dead letters.
 	OldestDeadLetterAgeSeconds float64       `json:"oldest_dead_letter_age_seconds"`
