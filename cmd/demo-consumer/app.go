@@ -21,6 +21,7 @@ import (
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
 	"github.com/headwaylabs/headway/readiness"
+	"github.com/headwaylabs/headway/retention"
 	"github.com/headwaylabs/headway/service"
 	"github.com/headwaylabs/headway/supervisor"
 )
@@ -139,6 +140,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		if err := add(name, c); err != nil {
 			return err
 		}
+	}
+
+	// Retention: the wallet stream trimmed to what both groups have
+	// acknowledged, its dead letters by age; one job each.
+	if _, err := svc.AddRetention(retention.KeeperConfig{Client: rdb, Interval: cfg.trimEvery, Streams: []retention.Stream{
+		{Key: event.StreamKey(platform.StreamWallet), Policy: retention.Policy{MinAge: cfg.keepFor, MaxLength: cfg.maxLength}},
+		{Key: event.DeadLetterKey(platform.StreamWallet), Policy: retention.Policy{DeadLetter: true, MinAge: cfg.keepDeadFor, MaxLength: cfg.maxDeadLetters}},
+	}}); err != nil {
+		return err
 	}
 
 	// The reconciliation job.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/retention"
 )
 
 // config is everything the demo can be told, from flags and environment.
@@ -29,6 +30,11 @@ type config struct {
 	reconcile   time.Duration // job interval
 	grace       time.Duration // how long projections may disagree before the job fails
 	consumer    string        // consumer name; empty: hostname
+
+	// Retention of the wallet stream and its dead letters (retention.Keeper).
+	keepFor, keepDeadFor      time.Duration // MinAge of the stream, of the dead letters
+	maxLength, maxDeadLetters int64         // MaxLength of each: over it, HeadwayStreamOverBound / HeadwayDeadLettersOverBound
+	trimEvery                 time.Duration // the retention jobs' interval
 
 	// Faults: shares of produced operations, each in [0, 1].
 	legacy, malformed, mismatch, fail float64
@@ -91,6 +97,11 @@ Flags:
 	fs.DurationVar(&c.alertWindow, "alert-window", consumer.DefaultAlertWindow, "how long the notice or hold of -alert-policy lasts")
 	fs.DurationVar(&c.reconcile, "reconcile-interval", 10*time.Second, "interval of the reconciliation job")
 	fs.DurationVar(&c.grace, "reconcile-grace", 30*time.Second, "how long the projections may disagree before reconciliation fails")
+	fs.DurationVar(&c.keepFor, "retention-min-age", 10*time.Minute, "retention keeps wallet entries at least this long after every group acknowledged them")
+	fs.Int64Var(&c.maxLength, "retention-max-length", 100_000, "`entries` the wallet stream may hold before it is reported over its bound (a group holds it back)")
+	fs.DurationVar(&c.keepDeadFor, "dead-letter-min-age", 24*time.Hour, "retention keeps dead letters this long")
+	fs.Int64Var(&c.maxDeadLetters, "dead-letter-max-length", 1000, "dead `letters` the dead-letter stream may hold before it is reported over its bound")
+	fs.DurationVar(&c.trimEvery, "retention-interval", retention.DefaultInterval, "interval of the retention jobs")
 	fs.StringVar(&c.consumer, "consumer", "", "consumer `name` in both groups (default: the hostname)")
 	fs.Float64Var(&c.legacy, "fault-legacy", 0, "`share` of operations followed by a legacy schema_version 1 entry")
 	fs.Float64Var(&c.malformed, "fault-malformed", 0, "`share` of operations followed by a malformed entry")
@@ -172,6 +183,9 @@ Flags:
 	}
 	if c.stallWindow <= 0 || c.reconcile <= 0 || c.grace <= 0 {
 		errs = append(errs, errors.New("-stall-window, -reconcile-interval and -reconcile-grace must be positive"))
+	}
+	if c.keepFor <= 0 || c.keepDeadFor <= 0 || c.maxLength <= 0 || c.maxDeadLetters <= 0 || c.trimEvery <= 0 {
+		errs = append(errs, errors.New("-retention-min-age, -retention-max-length, -dead-letter-min-age, -dead-letter-max-length and -retention-interval must be positive"))
 	}
 	return c, errors.Join(errs...)
 }

@@ -270,6 +270,35 @@ func TestDemoFaultsAreDeadLetteredAndCounted(t *testing.T) {
 	})
 }
 
+// TestDemoRetentionHeldBySlowGroup: with the promotion consumer slowed
+// behind the producer, the retention job trims only what both groups
+// acknowledged: the stream goes over its bound, held by promotion_service,
+// while nothing is lost; the job itself stays ready.
+func TestDemoRetentionHeldBySlowGroup(t *testing.T) {
+	d := startDemo(t, "-fault-slow", "promotion=300ms", "-retention-min-age", "1ms", "-retention-max-length", "30",
+		"-retention-interval", "200ms", "-stall-window", "1m")
+	var s string
+	testkit.Eventually(t, 40*time.Second, "the wallet stream over its bound, held by promotion_service, some of it trimmed", func() bool {
+		_, s = d.get(t, "/metrics")
+		return counter(s, "headway_retention_over_bound", `stream="events:{wallet}"`, `kind="stream"`) == 1 &&
+			counter(s, "headway_retention_held_entries", `group="promotion_service"`) > 0 &&
+			counter(s, "headway_retention_trimmed_entries_total", `stream="events:{wallet}"`) > 0
+	})
+	if n := counter(s, "headway_consumer_lost_to_trim_total"); n != 0 {
+		t.Errorf("lost_to_trim_total = %v, want 0: retention trimmed what a group had not acknowledged", n)
+	}
+	if n := counter(s, "headway_retention_trimmed_unread_entries_total"); n != 0 {
+		t.Errorf("trimmed_unread_entries_total = %v, want 0 (TrimUnread is off)", n)
+	}
+	if !strings.Contains(d.log(), `stream over its retention bound`) {
+		t.Error("no log line saying the stream is over its bound")
+	}
+	if _, body := d.get(t, "/ready?full=1"); !strings.Contains(body, `"job/retention:events:{wallet}": "OK"`) ||
+		!strings.Contains(body, `"job/retention:events:{wallet}:dlq": "OK"`) {
+		t.Errorf("the retention jobs are not ready: %s", body)
+	}
+}
+
 func TestDemoAlertPolicyFlag(t *testing.T) {
 	lookup := func(string) (string, bool) { return "", false }
 	c, err := parseConfig([]string{"-alert-policy", "hold", "-alert-window", "1m"}, lookup, io.Discard)
