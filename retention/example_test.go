@@ -40,3 +40,45 @@ func ExampleTrim() {
 	// Output:
 	// 3 trimmed, 2 left, held by rolling_service <nil>
 }
+
+// ExampleKeeper keeps a stream within 3 entries while its group has
+// acknowledged only one of five: the group holds the other four, so the
+// stream stays over its bound, reported and not trimmed. In a service,
+// service.Service.AddRetention schedules the keeper's jobs; here one trim
+// runs by hand.
+func ExampleKeeper() {
+	addr := os.Getenv("HEADWAY_REDIS_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer func() { _ = rdb.Close() }()
+	ctx := context.Background()
+	stream := fmt.Sprintf("example:%d:events:{wallet}", time.Now().UnixNano())
+	defer rdb.Del(ctx, stream)
+
+	rdb.XGroupCreateMkStream(ctx, stream, "promotion_service", "$")
+	for i := range 5 {
+		rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", i}})
+	}
+	res, _ := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "promotion_service", Consumer: "pod-1",
+		Streams: []string{stream, ">"}, Count: 2, Block: -1}).Result()
+	rdb.XAck(ctx, stream, "promotion_service", res[0].Messages[0].ID) // the second stays pending
+
+	k, err := retention.NewKeeper(retention.KeeperConfig{Client: rdb, Streams: []retention.Stream{
+		{Key: stream, Policy: retention.Policy{MaxLength: 3}},
+	}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, job := range k.Jobs() {
+		fmt.Println("job", job.Name == retention.JobName(stream), job.Interval)
+	}
+	r, err := k.Trim(ctx, stream)
+	fmt.Printf("trimmed %d, length %d, held by %s (%d pending, %d undelivered), over bound %t, %v\n",
+		r.Trimmed, r.Length, r.HeldBy, r.HeldPending, r.HeldLag, r.OverBound, err)
+	// Output:
+	// job true 30s
+	// trimmed 1, length 4, held by promotion_service (1 pending, 3 undelivered), over bound true, <nil>
+}

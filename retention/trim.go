@@ -12,8 +12,16 @@
 // decides and trims in one script call, so a group created, an entry
 // delivered or a pending entry claimed meanwhile is seen.
 //
-// This is the trimming rule; the supervised loop per stream, its metrics
-// and its alerts are to come (issue 20).
+// A group that stops holds its stream back: the stream grows. The policy's
+// MaxLength and MaxAge bound it — past them the stream is reported over its
+// bound (an alert), and only with TrimUnread, an operator's choice, are
+// unacknowledged entries trimmed, counted as lost. Dead-letter streams,
+// which no group reads, are trimmed by age (Policy.DeadLetter).
+//
+// [Keeper] runs Trim for each stream on a schedule — one supervisor.Job per
+// stream, whose health is its readiness — and exports what it finds as
+// headway_retention_* metrics (docs/metrics.md); service.Service.AddRetention
+// adds it to a service. ADR-020 records the rule.
 package retention
 
 import (
