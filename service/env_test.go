@@ -26,6 +26,7 @@ import (
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
+	"github.com/headwaylabs/headway/retention"
 	"github.com/headwaylabs/headway/service"
 )
 
@@ -296,5 +297,72 @@ func TestServiceConnectionEdges(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return when its HTTP server failed")
+	}
+}
+
+// TestAddRetentionSchedulesAJobPerStream: AddRetention on the service's
+// Redis schedules one job per stream, each with its readiness check and
+// the service's metrics, trims on schedule, and counts one connection of
+// the pool per stream (a keeper past the pool is refused, and gives its
+// connections back when its config is refused).
+func TestAddRetentionSchedulesAJobPerStream(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	t.Setenv(service.EnvRedisURL, "redis://"+rdb.Options().Addr+"/0")
+	reg := prometheus.NewPedanticRegistry()
+	s, err := service.New(service.Config{Name: "retention", Addr: "127.0.0.1:0", DrainDelay: -1, Registry: reg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RedisPoolSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	stream, dlq := prefix+"events:{wallet}", prefix+"events:{wallet}:dlq"
+	if err := rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"i", i}})
+	}
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 3, Block: -1}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res[0].Messages {
+		rdb.XAck(ctx, stream, "g", m.ID)
+	}
+
+	if _, err := s.AddRetention(retention.KeeperConfig{Streams: []retention.Stream{{Key: stream, Policy: retention.Policy{MinCount: -1}}}}); err == nil {
+		t.Fatal("a negative MinCount was accepted")
+	}
+	k, err := s.AddRetention(retention.KeeperConfig{Interval: 50 * time.Millisecond, Streams: []retention.Stream{
+		{Key: stream}, {Key: dlq, Policy: retention.Policy{DeadLetter: true, MinAge: time.Hour}},
+	}})
+	if err != nil {
+		t.Fatalf("two streams within a pool of 3 (the refused keeper gave its connection back): %v", err)
+	}
+	_, err = s.AddRetention(retention.KeeperConfig{Streams: []retention.Stream{{Key: prefix + "a"}, {Key: prefix + "b"}}})
+	if !errors.Is(err, service.ErrInvalidConfig) || !strings.Contains(err.Error(), "RedisPoolSize") {
+		t.Errorf("two more streams past the pool: %v, want ErrInvalidConfig naming RedisPoolSize", err)
+	}
+	run(t, s)
+	testkit.Eventually(t, 10*time.Second, "the 3 acknowledged entries trimmed and both jobs ready", func() bool {
+		r := httptestGet(t, s.Handler(), "/ready?full=1")
+		return r.code == http.StatusOK && strings.Contains(r.body, `"job/`+retention.JobName(stream)+`": "OK"`) &&
+			strings.Contains(r.body, `"job/`+retention.JobName(dlq)+`": "OK"`) && k.Status()[0].Result.Length == 2
+	})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trimmed := -1.0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "headway_retention_trimmed_entries_total" && m.GetLabel()[0].GetValue() == stream {
+				trimmed = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if trimmed != 3 {
+		t.Errorf("trimmed_entries_total{stream} = %v in the service's registry, want 3", trimmed)
 	}
 }
