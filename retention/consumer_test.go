@@ -16,6 +16,7 @@ import (
 
 	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/deadletter"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
@@ -151,4 +152,83 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// TestTrimThenRedrive: an event whose handler fails for good is
+// dead-lettered (acknowledged in its group), so retention trims it from
+// the stream while the dead-letter stream, trimmed by age, keeps it; once
+// the handler is fixed, the redrive appends it back and the group applies
+// it: a trimmed stream loses nothing the dead letters hold, and
+// lost_to_trim stays 0.
+func TestTrimThenRedrive(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream := prefix + event.StreamKey(platform.StreamWallet)
+	dlq := prefix + event.DeadLetterKey(platform.StreamWallet)
+	if err := rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var fixed atomic.Bool
+	var mu sync.Mutex
+	applied := map[string]int{}
+	reg := prometheus.NewPedanticRegistry()
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream, DeadLetterStream: dlq,
+		CatalogStream: platform.StreamWallet, Group: "g", Consumer: "pod",
+		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: func(_ context.Context, m *consumer.Message) error {
+			if m.Envelope.EventID == "e3" && !fixed.Load() {
+				return consumer.Permanent(errors.New("a bug in the handler"))
+			}
+			mu.Lock()
+			applied[m.Envelope.EventID]++
+			mu.Unlock()
+			return nil
+		}},
+		Block: 50 * time.Millisecond, Registerer: reg, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx) }()
+	for i := range 6 {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: encoded(t, fmt.Sprintf("e%d", i), "bet-1")}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(applied) }
+	testkit.Eventually(t, 10*time.Second, "5 applied, e3 dead-lettered", func() bool {
+		n, err := rdb.XLen(ctx, dlq).Result()
+		return err == nil && n == 1 && count() == 5
+	})
+	k := newKeeper(t, rdb, nil, nil, retention.Stream{Key: stream},
+		retention.Stream{Key: dlq, Policy: retention.Policy{DeadLetter: true, MinAge: time.Hour}})
+	if r := keeperTrim(t, k, stream); r.Length != 0 || r.Trimmed != 6 {
+		t.Fatalf("stream: %+v, want all 6 trimmed (5 applied, e3 acknowledged as dead-lettered)", r)
+	}
+	if r := keeperTrim(t, k, dlq); r.Length != 1 || r.Trimmed != 0 {
+		t.Fatalf("dead letters: %+v, want e3 kept (younger than MinAge)", r)
+	}
+	letters, err := rdb.XRange(ctx, dlq, "-", "+").Result()
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("dead letters %v %v", letters, err)
+	}
+	fixed.Store(true)
+	if _, err := deadletter.Redrive(ctx, rdb, dlq, stream, letters[0].ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "e3 applied after the redrive", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return applied["e3"] == 1
+	})
+	cancel()
+	<-done
+	if lost := counter(t, reg, "headway_consumer_lost_to_trim_total"); lost != 0 {
+		t.Errorf("lost_to_trim_total = %v, want 0", lost)
+	}
+	for i := range 6 {
+		if n := applied[fmt.Sprintf("e%d", i)]; n != 1 {
+			t.Errorf("e%d applied %d times, want once", i, n)
+		}
+	}
 }
