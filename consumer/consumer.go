@@ -65,6 +65,9 @@ type Consumer struct {
 	// fresh holds the IDs of the entries in this process, kept fresh by
 	// the refresh goroutine.
 	fresh freshness
+	// known: the group and stream as earlier Serves saw them, to tell a
+	// Redis that came back without them (vanish.go).
+	known known
 }
 
 var _ suture.Service = (*Consumer)(nil)
@@ -175,9 +178,17 @@ func (c *Consumer) Serve(ctx context.Context) error {
 		side.Wait()
 	}()
 
-	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil && ctx.Err() == nil {
+	created, err := c.ensureGroup(ctx, c.cfg.StartID)
+	if err != nil && ctx.Err() == nil {
 		c.wm.Fail(err)
 		return err
+	}
+	if err == nil {
+		runID := c.runIDWithin(ctx)
+		if created && c.known.group.Load() {
+			c.groupVanished(runID)
+		}
+		c.sawGroup(runID)
 	}
 	if err := c.checkDeadLetterKey(ctx); err != nil && ctx.Err() == nil {
 		c.wm.Fail(err)
@@ -307,15 +318,26 @@ func (c *Consumer) read(ctx context.Context, id string) ([]redis.XMessage, error
 func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
 // ensureGroup creates the group (and the stream) if missing, within
-// opTimeout.
-func (c *Consumer) ensureGroup(ctx context.Context, start string) error {
+// opTimeout, and reports whether it created it.
+func (c *Consumer) ensureGroup(ctx context.Context, start string) (created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	err := c.rdb.XGroupCreateMkStream(ctx, c.cfg.Stream, c.cfg.Group, start).Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("create group %s on %s: %w", c.cfg.Group, c.cfg.Stream, err)
+	err = c.rdb.XGroupCreateMkStream(ctx, c.cfg.Stream, c.cfg.Group, start).Err()
+	switch {
+	case err == nil:
+		return true, nil
+	case strings.HasPrefix(err.Error(), "BUSYGROUP"):
+		return false, nil
 	}
-	return nil
+	return false, fmt.Errorf("create group %s on %s: %w", c.cfg.Group, c.cfg.Stream, err)
+}
+
+// runIDWithin returns Redis's run ID, read within opTimeout; "" when it
+// cannot be read.
+func (c *Consumer) runIDWithin(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	return c.redisRunID(ctx)
 }
 
 // recreateGroup handles NOGROUP: the stream or group vanished (deleted, or
@@ -324,16 +346,19 @@ func (c *Consumer) ensureGroup(ctx context.Context, start string) error {
 // AlertWindow.
 func (c *Consumer) recreateGroup(ctx context.Context, cause error) {
 	c.series.recreated.Inc()
+	runID := c.runIDWithin(ctx)
 	c.log.Error("consumer group vanished (NOGROUP): recreating it; entries pending in the old group cannot be recovered from Redis",
-		slog.String(AttrError, cause.Error()), slog.String("start_id", c.cfg.StartID))
+		slog.String(AttrError, cause.Error()), slog.String("start_id", c.cfg.StartID), slog.String("redis_restarted", c.restarted(runID)))
 	c.surface("consumer group vanished and was recreated from " + c.cfg.StartID + ": check for lost events")
 	c.holds.clear() // the entries they name went with the old group
 	c.waiting.clear()
-	if err := c.ensureGroup(ctx, c.cfg.StartID); err != nil {
+	if _, err := c.ensureGroup(ctx, c.cfg.StartID); err != nil {
 		c.wm.Fail(err)
 		c.log.Warn("recreating the group failed", slog.String(AttrError, err.Error()))
 		c.rest(ctx, time.Second)
+		return
 	}
+	c.sawGroup(runID)
 }
 
 // deliveryCounts returns the delivery count of each message (already raised

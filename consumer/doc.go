@@ -115,7 +115,13 @@
 // When the group or stream vanishes (NOGROUP: deleted, or Redis restarted
 // without persistence) the consumer recreates the group at StartID, counts
 // it in headway_consumer_group_recreated_total, logs an error and
-// surfaces it for AlertWindow as AlertPolicy says.
+// surfaces it for AlertWindow as AlertPolicy says. So it does when Serve,
+// started again by its supervisor, finds missing a group this Consumer had
+// seen (Redis came back empty while it was down), instead of taking it for
+// a first start. A stream whose entries-added (XINFO STREAM, Redis 7) falls
+// below an earlier reading was created again, its history gone: counted in
+// headway_consumer_stream_reset_total, logged and surfaced the same way
+// (ADR-021).
 //
 // # Health
 //

@@ -55,6 +55,7 @@ func (c *Consumer) updateInfo(ctx context.Context) {
 		}
 		return
 	}
+	c.checkStream(ictx)
 	c.series.lag.Set(float64(gi.lag))
 	c.series.lagSec.Set(gi.lagSeconds)
 	c.wm.SetLag(time.Duration(gi.lagSeconds * float64(time.Second)))

@@ -42,6 +42,7 @@ type metrics struct {
 	givenBack    *prometheus.CounterVec   // stream, group
 	retries      *prometheus.CounterVec   // stream, group
 	recreated    *prometheus.CounterVec   // stream, group
+	streamReset  *prometheus.CounterVec   // stream, group
 	readErrors   *prometheus.CounterVec   // stream, group
 	dlqFailures  *prometheus.CounterVec   // stream, group
 	lagEntries   *prometheus.GaugeVec     // stream, group
@@ -69,7 +70,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		taken:        counter("taken_in_flight_total", "Entries in flight here that another consumer claimed, because this process did not refresh them for ReclaimIdle (paused, or Redis unreachable): they may run twice."),
 		givenBack:    counter("deliveries_given_back_total", "Deliveries returned to Redis's delivery counter because they reached no handler verdict (deferred, dedup store failed, shutting down): they do not count toward MaxDeliveries."),
 		retries:      counter("handler_retries_total", "In-process handler retries."),
-		recreated:    counter("group_recreated_total", "Times the consumer group (or stream) had vanished and was created again."),
+		recreated:    counter("group_recreated_total", "Times the consumer group (or stream) had vanished and was created again: NOGROUP on a read, or the group missing when the consumer started again."),
+		streamReset:  counter("stream_reset_total", "Times the stream was found created again, its earlier entries gone (its entries-added fell): Redis restarted without its data, failed over without it, or the key was deleted."),
 		readErrors:   counter("read_errors_total", "Failed reads of the stream."),
 		dlqFailures:  counter("dead_letter_failures_total", "Entries whose dead-lettering failed; they stay pending (or, when only the acknowledgement failed, are dead-lettered again)."),
 		lagEntries:   gauge("lag_entries", "Entries in the stream not yet delivered to the group; -1 when unknown."),
@@ -93,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			*g, err = promutil.Register(reg, *g)
 		}
 	}
-	for _, c := range []**prometheus.CounterVec{&m.entries, &m.deadLettered, &m.lost, &m.reclaimed, &m.taken, &m.givenBack, &m.retries, &m.recreated, &m.readErrors, &m.dlqFailures} {
+	for _, c := range []**prometheus.CounterVec{&m.entries, &m.deadLettered, &m.lost, &m.reclaimed, &m.taken, &m.givenBack, &m.retries, &m.recreated, &m.streamReset, &m.readErrors, &m.dlqFailures} {
 		reg1(c)
 	}
 	for _, g := range []**prometheus.GaugeVec{&m.lagEntries, &m.lagSeconds, &m.pending, &m.oldestAge} {
@@ -118,6 +120,7 @@ type series struct {
 	givenBack   prometheus.Counter
 	retries     prometheus.Counter
 	recreated   prometheus.Counter
+	streamReset prometheus.Counter
 	readErrs    prometheus.Counter
 	dlqFailures prometheus.Counter
 	lag         prometheus.Gauge
@@ -138,6 +141,7 @@ func newSeries(m *metrics, stream, group string, types []event.Type) *series {
 		givenBack:   m.givenBack.WithLabelValues(stream, group),
 		retries:     m.retries.WithLabelValues(stream, group),
 		recreated:   m.recreated.WithLabelValues(stream, group),
+		streamReset: m.streamReset.WithLabelValues(stream, group),
 		readErrs:    m.readErrors.WithLabelValues(stream, group),
 		dlqFailures: m.dlqFailures.WithLabelValues(stream, group),
 		lag:         m.lagEntries.WithLabelValues(stream, group),

@@ -1,0 +1,107 @@
+package consumer
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// A Redis that comes back without its data (restarted without
+// persistence, failed over to a replica that lacked it, or the key
+// deleted) loses every entry no group had finished with. A consumer whose
+// read hits it sees NOGROUP (recreateGroup). Two other ways in are caught
+// here:
+//
+//   - Serve starting again (the supervisor restarts it after reads failed
+//     while Redis was down) finds the group missing and creates it, as on
+//     a first start: after this Consumer has seen the group, that is the
+//     same loss as NOGROUP, and is handled as one (groupVanished).
+//   - The stream's entries-added (XINFO STREAM, Redis 7), which only ever
+//     grows for one stream, is found smaller than before: the stream was
+//     created again, its history gone (checkStream). Its groups went with
+//     it.
+//
+// What the consumer knows for this lives across the supervisor's restarts
+// of Serve, not across processes: a process that starts while Redis is
+// empty cannot tell a first start from a loss.
+
+// known is what a consumer remembers of its group and stream across
+// restarts of Serve.
+type known struct {
+	group atomic.Bool  // the group existed (or was created) in an earlier Serve or read
+	added atomic.Int64 // the stream's entries-added at the latest reading; 0 none
+	mu    sync.Mutex
+	runID string // Redis's run_id when the group was last found
+}
+
+// sawGroup records that the group exists now, with Redis's run ID.
+func (c *Consumer) sawGroup(runID string) {
+	c.known.group.Store(true)
+	if runID != "" {
+		c.known.mu.Lock()
+		c.known.runID = runID
+		c.known.mu.Unlock()
+	}
+}
+
+// restarted reports whether Redis's run ID differs from the one recorded
+// when the group was last found ("unknown" when either is unknown).
+func (c *Consumer) restarted(runID string) string {
+	c.known.mu.Lock()
+	defer c.known.mu.Unlock()
+	switch {
+	case runID == "" || c.known.runID == "":
+		return "unknown"
+	case runID != c.known.runID:
+		return "yes"
+	}
+	return "no"
+}
+
+// groupVanished handles a group that Serve had to create after this
+// Consumer had seen it: counted, logged and surfaced as a recreated group.
+func (c *Consumer) groupVanished(runID string) {
+	c.series.recreated.Inc()
+	c.log.Error("consumer group was missing when the consumer started again: created it anew; entries pending in the old group, and any the stream lost, cannot be recovered from Redis",
+		slog.String("start_id", c.cfg.StartID), slog.String("redis_restarted", c.restarted(runID)))
+	c.surface("consumer group vanished and was recreated from " + c.cfg.StartID + ": check for lost events")
+}
+
+// checkStream compares the stream's entries-added with the latest
+// reading and reports a stream created again (its history gone). Failed
+// readings and servers without the field (before Redis 7, miniredis)
+// change nothing.
+func (c *Consumer) checkStream(ctx context.Context) {
+	info, err := c.rdb.XInfoStream(ctx, c.cfg.Stream).Result()
+	if err != nil || info.EntriesAdded <= 0 {
+		return
+	}
+	prev := c.known.added.Swap(info.EntriesAdded)
+	if prev == 0 || info.EntriesAdded >= prev {
+		return
+	}
+	runID := c.redisRunID(ctx)
+	c.series.streamReset.Inc()
+	c.log.Error("the stream was created again and its earlier entries are gone (Redis restarted without its data, failed over to a replica without them, or the key was deleted): events no group had applied are lost from Redis; republish them from the outbox",
+		slog.Int64("entries_added_before", prev), slog.Int64("entries_added_now", info.EntriesAdded),
+		slog.String("redis_restarted", c.restarted(runID)))
+	c.surface("the stream lost its entries (created again): check for lost events")
+	c.sawGroup(runID)
+}
+
+// redisRunID returns Redis's run_id (INFO server), or "" when it cannot
+// be read.
+func (c *Consumer) redisRunID(ctx context.Context) string {
+	info, err := c.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return ""
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v
+		}
+	}
+	return ""
+}
