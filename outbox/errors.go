@@ -20,4 +20,8 @@ var (
 	// ErrRelayFailing is returned by Relay.Serve after FailureLimit
 	// consecutive failed cycles, so the supervisor restarts it (ADR-004).
 	ErrRelayFailing = errors.New("outbox: relay keeps failing")
+	// ErrReplicasUnconfirmed: fewer than RelayConfig.Replicas replicas
+	// confirmed a batch's appends within ReplicaTimeout; its rows stay
+	// unpublished and are appended again.
+	ErrReplicasUnconfirmed = errors.New("outbox: appends not confirmed by the replicas")
 )

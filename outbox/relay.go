@@ -39,6 +39,8 @@ const (
 	DefaultPruneInterval = time.Minute
 	DefaultPruneBatch    = 1000
 	DefaultOpTimeout     = 10 * time.Second
+	// DefaultReplicaTimeout is the default RelayConfig.ReplicaTimeout.
+	DefaultReplicaTimeout = time.Second
 )
 
 // RelayConfig configures a [Relay]. Client and one of Store and Pool are
@@ -92,6 +94,22 @@ type RelayConfig struct {
 	// stretch without a heartbeat: NewRelay refuses a config where it does
 	// not. Default 10s.
 	OpTimeout time.Duration
+	// Replicas, when positive, is how many replicas must confirm each
+	// batch's appends (Redis WAIT on the pipeline's connection) before its
+	// rows are marked published. Redis replicates asynchronously: without
+	// it, a primary that dies before its replicas have a batch loses it in
+	// the failover while the rows stay marked published. A batch confirmed
+	// by fewer within ReplicaTimeout counts as failed: its rows stay
+	// unpublished and are appended again after their backoff (consumers'
+	// dedup skips the copies), the cycle fails the watermark, and
+	// headway_outbox_replica_unconfirmed_total counts them. Default 0:
+	// no confirmation (a single node has no replica to wait for).
+	// Not supported on a cluster client (WAIT confirms one connection's
+	// writes; a cluster pipeline spreads them over nodes). ADR-022.
+	Replicas int
+	// ReplicaTimeout bounds the wait for Replicas. Default 1s; at least
+	// 1ms, and below OpTimeout.
+	ReplicaTimeout time.Duration
 	// Watermark receives heartbeats, progress (the last published id),
 	// failures and the backlog. Default one named "relay/<Table>".
 	Watermark *readiness.Watermark
@@ -118,14 +136,15 @@ type Relay struct {
 var _ suture.Service = (*Relay)(nil)
 
 type relayMetrics struct {
-	published *prometheus.CounterVec // stream
-	failures  prometheus.Counter     // rows whose append failed
-	cycles    *prometheus.CounterVec // outcome
-	batch     prometheus.Histogram
-	latency   prometheus.Histogram
-	pruned    prometheus.Counter
-	parked    prometheus.Counter // rows parked
-	gauges    backlogGauges
+	published   *prometheus.CounterVec // stream
+	failures    prometheus.Counter     // rows whose append failed
+	cycles      *prometheus.CounterVec // outcome
+	batch       prometheus.Histogram
+	latency     prometheus.Histogram
+	pruned      prometheus.Counter
+	parked      prometheus.Counter // rows parked
+	unconfirmed prometheus.Counter // rows appended but not confirmed by Replicas
+	gauges      backlogGauges
 }
 
 // NewRelay returns a Relay. Every zero field of cfg takes the default its
@@ -204,6 +223,15 @@ func (c RelayConfig) withDefaults() (RelayConfig, error) {
 	def(&c.Retention, DefaultRetention)
 	def(&c.PruneInterval, DefaultPruneInterval)
 	def(&c.OpTimeout, DefaultOpTimeout)
+	def(&c.ReplicaTimeout, DefaultReplicaTimeout)
+	if c.Replicas < 0 || c.ReplicaTimeout < time.Millisecond || (c.Replicas > 0 && c.ReplicaTimeout >= c.OpTimeout) {
+		return c, fmt.Errorf("%w: Replicas %d must not be negative, and ReplicaTimeout %v must be at least 1ms (WAIT counts milliseconds; 0 would wait for ever) and stay below OpTimeout %v",
+			ErrInvalidConfig, c.Replicas, c.ReplicaTimeout, c.OpTimeout)
+	}
+	if _, cluster := c.Client.(*redis.ClusterClient); cluster && c.Replicas > 0 {
+		return c, fmt.Errorf("%w: Replicas with a cluster client: WAIT confirms the writes of one connection, and a cluster pipeline spreads them over nodes",
+			ErrInvalidConfig)
+	}
 	if c.BatchSize < 0 || c.FailureLimit < 0 || c.PruneBatch < 0 || c.PollInterval < 0 ||
 		c.Retry.Validate() != nil || c.InfoInterval < 0 || c.PruneInterval < 0 ||
 		c.OpTimeout < 0 {
@@ -264,6 +292,7 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}))
 	pruned := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("pruned_total", "Published rows deleted after the retention period."))))
 	parked := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("parked_total", "Rows parked by this relay: they can never be appended (they do not encode) and wait for an operator."))))
+	unconfirmed := reg1(prometheus.NewCounter(prometheus.CounterOpts(o("replica_unconfirmed_total", "Rows appended whose batch fewer than Replicas replicas confirmed within ReplicaTimeout: kept unpublished and appended again."))))
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -278,7 +307,7 @@ func (r *Relay) registerMetrics(reg prometheus.Registerer) error {
 	r.m = relayMetrics{published: published.(*prometheus.CounterVec), failures: failures.(prometheus.Counter),
 		cycles: cycles.(*prometheus.CounterVec), batch: batch.(prometheus.Histogram),
 		latency: latency.(prometheus.Histogram), pruned: pruned.(prometheus.Counter),
-		parked: parked.(prometheus.Counter), gauges: gauges}
+		parked: parked.(prometheus.Counter), unconfirmed: unconfirmed.(prometheus.Counter), gauges: gauges}
 	return nil
 }
 

@@ -46,6 +46,19 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 	cancel()
 	o := Outcome{Published: make([]int64, 0, len(claimed)), Backoff: r.cfg.Retry}
 	var failErr error
+	if err := b.confirmed(r.cfg.Replicas, r.cfg.ReplicaTimeout); err != nil {
+		// The batch's appends may not survive a failover: none of its rows
+		// is published.
+		failErr = err
+		n := 0
+		for i := range claimed {
+			if b.encErrs[i] == nil && b.cmds[i].Err() == nil {
+				b.cmds[i].SetErr(err)
+				n++
+			}
+		}
+		r.m.unconfirmed.Add(float64(n))
+	}
 	for i := range claimed {
 		if err := b.encErrs[i]; err != nil {
 			// Encoding is deterministic: a row that does not encode now
@@ -93,7 +106,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 	}
 	if len(o.Failed) > 0 {
 		r.m.failures.Add(float64(len(o.Failed)))
-		return len(claimed), next, fmt.Errorf("%d of %d rows not appended: %w", len(o.Failed), len(claimed), failErr)
+		return len(claimed), next, fmt.Errorf("%d of %d rows not published: %w", len(o.Failed), len(claimed), failErr)
 	}
 	return len(claimed), next, nil
 }
@@ -120,6 +133,23 @@ type batch struct {
 	pipe    redis.Pipeliner
 	cmds    []*redis.StringCmd // nil where the row did not encode
 	encErrs []error
+	wait    *redis.Cmd // WAIT after the appends; nil without Replicas
+}
+
+// confirmed returns nil when the batch's WAIT (if any) reports at least
+// replicas replicas, else an error wrapping ErrReplicasUnconfirmed.
+func (b *batch) confirmed(replicas int, timeout time.Duration) error {
+	if b.wait == nil {
+		return nil
+	}
+	n, err := b.wait.Int64()
+	if err != nil {
+		return fmt.Errorf("%w: WAIT failed: %w", ErrReplicasUnconfirmed, err)
+	}
+	if n < int64(replicas) {
+		return fmt.Errorf("%w: %d of %d replicas confirmed the batch within %v", ErrReplicasUnconfirmed, n, replicas, timeout)
+	}
+	return nil
 }
 
 // claim claims up to BatchSize rows and queues their appends.
@@ -140,6 +170,9 @@ func (r *Relay) claim(ctx context.Context) (*batch, error) {
 			continue
 		}
 		b.cmds[i] = b.pipe.XAdd(ctx, &redis.XAddArgs{Stream: rows[i].Stream, Values: fields})
+	}
+	if r.cfg.Replicas > 0 && slices.ContainsFunc(b.cmds, func(c *redis.StringCmd) bool { return c != nil }) {
+		b.wait = b.pipe.Do(ctx, "wait", r.cfg.Replicas, r.cfg.ReplicaTimeout.Milliseconds())
 	}
 	return b, nil
 }
