@@ -329,6 +329,13 @@ func (s *PostgresStore) Process(ctx context.Context, key Key, fn Func) (Outcome,
 	ferr := fn(context.WithValue(ctx, txKey{}, pgx.Tx(handlerTx{tx})))
 	panicking = false
 	if ferr != nil {
+		if tx.Conn().PgConn().IsClosed() {
+			// The connection is gone with the transaction: whose failure
+			// it is, connLost says. The rollback (which fails) gives the
+			// connection back to the pool.
+			_ = rollback()
+			return Failed, connLost(ferr)
+		}
 		if rerr := rollback(); rerr != nil {
 			// The handler's verdict stands; the connection is gone
 			// with its transaction.

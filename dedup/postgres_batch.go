@@ -226,10 +226,11 @@ func (s *PostgresStore) processOnce(ctx context.Context, keys []Key, fns []Func,
 			if fl.ended {
 				// The handler committed or rolled back the transaction
 				// through its connection: if it committed, the marks of
-				// the events after it are recorded without their effect.
-				// Delete them; the rerun then finds the events before it
-				// Duplicates if that commit happened, and runs them if not.
-				if err := s.forget(ctx, keys, active, i, recorded, seen); err != nil {
+				// the events after it, and of those before it that failed,
+				// are recorded without their effect. Delete them; the rerun
+				// then finds the events before it that succeeded Duplicates
+				// if that commit happened, and runs them if not.
+				if err := s.forget(ctx, keys, out, active, i, recorded, seen); err != nil {
 					return res, err
 				}
 			}
@@ -336,6 +337,11 @@ func (s *PostgresStore) runInSavepoint(ctx context.Context, tx pgx.Tx, position 
 		// told: the event fails alone, as the store's failure (not
 		// counted against its deliveries), and its neighbours go on.
 		return &fnLostTx{err: ferr}
+	case tx.Conn().PgConn().IsClosed():
+		// The connection is gone with the transaction, whatever the
+		// handler returned: nothing more runs on it (connLost says whose
+		// failure it is).
+		return &fnLostTx{err: connLost(ferr), rollback: errConnClosed}
 	case !et.opened && tx.Conn().PgConn().TxStatus() != 'T':
 		// It broke the transaction without a savepoint to undo it (a
 		// failed Prepare, say): its failure, and it lost the transaction.

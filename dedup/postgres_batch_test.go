@@ -180,6 +180,31 @@ func TestPostgresBatchHandlerSwallowsACutOffQuery(t *testing.T) {
 	}
 }
 
+// TestPostgresBatchBackendTerminatedUnderAHandler: a handler whose
+// backend was terminated (an operator's pg_terminate_backend, a failover)
+// gets the error on its statement and returns it. The connection is gone:
+// the event fails alone as the store's failure (not counted against its
+// deliveries), and the batch runs again without it on a new connection,
+// so its neighbours commit instead of failing one by one on the dead one.
+func TestPostgresBatchBackendTerminatedUnderAHandler(t *testing.T) {
+	s, db := newPostgresStore(t, dedup.PostgresConfig{})
+	terminated := func(ctx context.Context) error {
+		tx, _ := dedup.Tx(ctx)
+		var pid int
+		if err := tx.Conn().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		if _, err := db.Pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO effects (id) VALUES ('terminated')")
+		return err // the backend's FATAL error, or the closed connection's
+	}
+	if runs := failsAlone(t, s, db, "terminated", terminated, true); runs != 2 {
+		t.Errorf("the handler before it ran %d times, want 2 (its transaction was lost, then run again)", runs)
+	}
+}
+
 // TestPostgresBatchHandlerLosesTheTransaction: a handler whose query is cut
 // off by its deadline closes the connection, and its savepoint with it;
 // it fails alone (its own error, not the store's) and the batch runs again
@@ -619,9 +644,10 @@ func TestPostgresBatchFirstStatementForms(t *testing.T) {
 
 // TestPostgresBatchHandlerCommitsTheTransaction: a handler that commits
 // the batch's transaction through its connection (against the contract)
-// also commits the marks of the events after it, which have not run; the
-// store deletes those marks, so those events still take effect — none is
-// recorded as done without its effect.
+// also commits the marks of the events after it, which have not run, and
+// of the events before it that failed (their savepoints were rolled back,
+// their marks were not); the store deletes those marks, so those events
+// still take effect — none is recorded as done without its effect.
 func TestPostgresBatchHandlerCommitsTheTransaction(t *testing.T) {
 	s, db := newPostgresStore(t, dedup.PostgresConfig{})
 	ctx := testCtx(t)
@@ -633,16 +659,20 @@ func TestPostgresBatchHandlerCommitsTheTransaction(t *testing.T) {
 		_, err := tx.Conn().Exec(ctx, "COMMIT")
 		return err
 	}
-	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "commits"}, {Scope: "g", EventID: "c"}}
-	out, errs := make([]dedup.Outcome, 3), make([]error, 3)
-	if err := s.ProcessBatch(ctx, keys, []dedup.Func{insertFn("effects", "a", false), commits, insertFn("effects", "c", false)}, out, errs); err != nil {
+	keys := []dedup.Key{{Scope: "g", EventID: "a"}, {Scope: "g", EventID: "b"}, {Scope: "g", EventID: "commits"}, {Scope: "g", EventID: "c"}}
+	out, errs := make([]dedup.Outcome, 4), make([]error, 4)
+	fns := []dedup.Func{insertFn("effects", "a", false), insertFn("effects", "b", true), commits, insertFn("effects", "c", false)}
+	if err := s.ProcessBatch(ctx, keys, fns, out, errs); err != nil {
 		t.Fatal(err)
 	}
-	if out[1] != dedup.Failed || out[2] != dedup.Processed || (out[0] != dedup.Processed && out[0] != dedup.Duplicate) {
-		t.Fatalf("outcomes %v, errors %v: want a applied, commits failed, c processed", out, errs)
+	if out[1] != dedup.Failed || out[2] != dedup.Failed || out[3] != dedup.Processed || (out[0] != dedup.Processed && out[0] != dedup.Duplicate) {
+		t.Fatalf("outcomes %v, errors %v: want a applied, b and commits failed, c processed", out, errs)
 	}
 	if got := ids(t, db.Pool, "effects"); got != "[a c]" {
 		t.Errorf("effects %s, want [a c]: the event after the commit took effect", got)
+	}
+	if o, err := s.Process(ctx, keys[1], insertFn("effects", "b", false)); o != dedup.Processed || err != nil {
+		t.Errorf("b, which failed before the handler committed: %v %v afterwards, want processed (its mark not committed)", o, err)
 	}
 }
 

@@ -190,6 +190,19 @@ func txErr(tx pgx.Tx) error {
 	return nil
 }
 
+// connLost is the error of a handler that failed with ferr on a
+// connection that is now closed. A query the handler's own deadline cut
+// off (pgx closes the connection) is its failure: a handler that hangs
+// must reach MaxDeliveries. Anything else — the backend terminated, the
+// network cut — is the store's (ErrStore), not counted against the
+// event's deliveries.
+func connLost(ferr error) error {
+	if errors.Is(ferr, context.DeadlineExceeded) || errors.Is(ferr, context.Canceled) {
+		return ferr
+	}
+	return fmt.Errorf("%w (the handler's error: %w)", errConnClosed, ferr)
+}
+
 var (
 	errConnClosed = fmt.Errorf("%w: the connection closed while the handler ran", ErrStore)
 	errTxEnded    = errors.New("dedup: the handler committed or rolled back the inbox transaction")

@@ -160,13 +160,20 @@ func (s *PostgresStore) settleTx(ctx context.Context, tx pgx.Tx, keys []Key, unm
 	return nil, nil
 }
 
-// forget deletes, in a transaction of its own, the marks of the keys at
-// indices active after lost that the batch recorded and did not run.
-func (s *PostgresStore) forget(ctx context.Context, keys []Key, active []int, lost int, recorded func(Key) bool, seen map[Key]bool) error {
+// forget deletes, in a transaction of its own, the marks a handler that
+// ended the batch's transaction (at index lost) may have committed without
+// their effect: those of the events before it that failed (their
+// savepoints were rolled back, their marks were not), and those of the
+// keys after it that the batch recorded and did not run.
+func (s *PostgresStore) forget(ctx context.Context, keys []Key, out []Outcome, active []int, lost int, recorded func(Key) bool, seen map[Key]bool) error {
 	var idx []int
 	after := false
 	for _, i := range active {
-		if k := keys[i]; after && recorded(k) && !seen[k] {
+		k := keys[i]
+		switch {
+		case !after && i != lost && out[i] == Failed:
+			idx = append(idx, i)
+		case after && recorded(k) && !seen[k]:
 			seen[k] = true
 			idx = append(idx, i)
 		}

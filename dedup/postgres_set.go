@@ -203,7 +203,12 @@ func (s *PostgresStore) callSet(ctx context.Context, tx pgx.Tx, pos int, fn SetF
 	}()
 	ferr = fn(context.WithValue(ctx, txKey{}, pgx.Tx(et)), run, ferrs)
 	done = true
-	if te := txErr(tx); errors.Is(te, errTxEnded) || errors.Is(te, errConnClosed) {
+	if te := txErr(tx); errors.Is(te, errTxEnded) {
+		return nil, te
+	} else if errors.Is(te, errConnClosed) {
+		if ferr != nil {
+			return nil, connLost(ferr) // as for one handler (runInSavepoint)
+		}
 		return nil, te
 	} else if ferr == nil {
 		ferr = te
