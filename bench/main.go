@@ -3,7 +3,7 @@
 // in one process and one run, so that every figure can be read as a ratio
 // against a ceiling or baseline measured next to it:
 //
-//	cd bench && go run . [-n 200000] [-only drain,relay,e2e,scale,memory] [-json out.json]
+//	cd bench && go run . [-n 200000] [-only drain,relay,replicas,e2e,scale,memory] [-json out.json]
 //
 // The sections:
 //
@@ -15,6 +15,9 @@
 //     in the inbox transaction, and Watermill's redisstream subscriber;
 //   - relay: outbox rows/s of a one-row-per-transaction relay (the
 //     baseline) and of headway's batched relay;
+//   - replicas: headway's batched relay against a private primary with
+//     one replica (redis-server from PATH), without confirmation (the
+//     baseline) and confirming each batch on the replica (WAIT);
 //   - e2e: commit → handler latency through the outbox, the relay (woken
 //     by NOTIFY) and a consumer, at a steady write rate;
 //   - scale: 100 streams, one headway consumer each, in one process on one
@@ -46,7 +49,7 @@ import (
 )
 
 // sections in the order they run.
-var sections = []string{"drain", "relay", "e2e", "scale", "memory"}
+var sections = []string{"drain", "relay", "replicas", "e2e", "scale", "memory"}
 
 // options are the command's flags.
 type options struct {

@@ -10,20 +10,21 @@ import (
 
 // Report is everything one run measured; -json writes it.
 type Report struct {
-	Started   time.Time      `json:"started"`
-	Commit    string         `json:"commit"`
-	Machine   Machine        `json:"machine"`
-	Options   options        `json:"options"`
-	LoadStart LoadAvg        `json:"load_start"`
-	LoadEnd   LoadAvg        `json:"load_end"`
-	Prefix    string         `json:"redis_prefix"`
-	Schema    string         `json:"postgresql_schema,omitempty"`
-	Drain     *DrainResult   `json:"drain,omitempty"`
-	Relay     *RelayResult   `json:"relay,omitempty"`
-	E2E       *E2EResult     `json:"e2e,omitempty"`
-	Scale     *ScaleResult   `json:"scale,omitempty"`
-	Memory    *MemoryResult  `json:"memory,omitempty"`
-	Targets   []TargetResult `json:"targets"`
+	Started   time.Time       `json:"started"`
+	Commit    string          `json:"commit"`
+	Machine   Machine         `json:"machine"`
+	Options   options         `json:"options"`
+	LoadStart LoadAvg         `json:"load_start"`
+	LoadEnd   LoadAvg         `json:"load_end"`
+	Prefix    string          `json:"redis_prefix"`
+	Schema    string          `json:"postgresql_schema,omitempty"`
+	Drain     *DrainResult    `json:"drain,omitempty"`
+	Relay     *RelayResult    `json:"relay,omitempty"`
+	Replicas  *ReplicasResult `json:"replicas,omitempty"`
+	E2E       *E2EResult      `json:"e2e,omitempty"`
+	Scale     *ScaleResult    `json:"scale,omitempty"`
+	Memory    *MemoryResult   `json:"memory,omitempty"`
+	Targets   []TargetResult  `json:"targets"`
 }
 
 // Case is one measured way of doing a section's work.

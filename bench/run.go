@@ -84,6 +84,8 @@ func run(ctx context.Context, o options) (rep *Report, err error) {
 			err = bn.drainSection(ctx)
 		case "relay":
 			err = bn.relaySection(ctx)
+		case "replicas":
+			err = bn.replicasSection(ctx)
 		case "e2e":
 			err = bn.e2eSection(ctx)
 		case "scale":
@@ -111,7 +113,7 @@ func run(ctx context.Context, o options) (rep *Report, err error) {
 }
 
 func (b *bench) needsPostgres() bool {
-	return b.o.runs("drain") || b.o.runs("relay") || b.o.runs("e2e")
+	return b.o.runs("drain") || b.o.runs("relay") || b.o.runs("replicas") || b.o.runs("e2e")
 }
 
 // connect opens the Redis client and, when a section needs it, the run's

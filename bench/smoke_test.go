@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,7 +37,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("run: %v\nprogress:\n%s", err, log.String())
 	}
 
-	for _, h := range []string{"### Drain", "### Relay", "### End to end", "### Scale", "### Memory", "### Targets"} {
+	for _, h := range []string{"### Drain", "### Relay", "### Replicas", "### End to end", "### Scale", "### Memory", "### Targets"} {
 		if !strings.Contains(out.String(), h) {
 			t.Errorf("output lacks %q:\n%s", h, out.String())
 		}
@@ -47,7 +48,10 @@ func TestSmoke(t *testing.T) {
 	if got := len(rep.Drain.Cases[0].Runs); got != o.Repeat {
 		t.Errorf("raw drain ran %d times, want %d", got, o.Repeat)
 	}
-	for _, c := range append(rep.Drain.Cases, rep.Relay.Cases...) {
+	if got := len(rep.Replicas.Cases); got != 2 {
+		t.Errorf("replicas cases = %d, want 2", got)
+	}
+	for _, c := range slices.Concat(rep.Drain.Cases, rep.Relay.Cases, rep.Replicas.Cases) {
 		if c.PerSec <= 0 || c.Ratio <= 0 {
 			t.Errorf("%s: %v events/s, ratio %v", c.Name, c.PerSec, c.Ratio)
 		}
