@@ -119,7 +119,8 @@
 // started again by its supervisor, finds missing a group this Consumer had
 // seen (Redis came back empty while it was down), instead of taking it for
 // a first start. A stream whose entries-added (XINFO STREAM, Redis 7) falls
-// below an earlier reading was created again, its history gone: counted in
+// below an earlier reading lost entries it had (created again, or a
+// failover to a replica without the newest): counted in
 // headway_consumer_stream_reset_total, logged and surfaced the same way
 // (ADR-021).
 //

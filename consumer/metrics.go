@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		givenBack:    counter("deliveries_given_back_total", "Deliveries returned to Redis's delivery counter because they reached no handler verdict (deferred, dedup store failed, shutting down): they do not count toward MaxDeliveries."),
 		retries:      counter("handler_retries_total", "In-process handler retries."),
 		recreated:    counter("group_recreated_total", "Times the consumer group (or stream) had vanished and was created again: NOGROUP on a read, or the group missing when the consumer started again."),
-		streamReset:  counter("stream_reset_total", "Times the stream was found created again, its earlier entries gone (its entries-added fell): Redis restarted without its data, failed over without it, or the key was deleted."),
+		streamReset:  counter("stream_reset_total", "Times the stream was found to have lost entries it had (its entries-added fell): Redis restarted without its data, failed over to a replica without its newest entries, or the key was deleted."),
 		readErrors:   counter("read_errors_total", "Failed reads of the stream."),
 		dlqFailures:  counter("dead_letter_failures_total", "Entries whose dead-lettering failed; they stay pending (or, when only the acknowledgement failed, are dead-lettered again)."),
 		lagEntries:   gauge("lag_entries", "Entries in the stream not yet delivered to the group; -1 when unknown."),

@@ -20,8 +20,8 @@ import (
 //     same loss as NOGROUP, and is handled as one (groupVanished).
 //   - The stream's entries-added (XINFO STREAM, Redis 7), which only ever
 //     grows for one stream, is found smaller than before: the stream was
-//     created again, its history gone (checkStream). Its groups went with
-//     it.
+//     created again, its history gone, or a failover promoted a replica
+//     that lacked its newest entries (checkStream).
 //
 // What the consumer knows for this lives across the supervisor's restarts
 // of Serve, not across processes: a process that starts while Redis is
@@ -70,9 +70,10 @@ func (c *Consumer) groupVanished(runID string) {
 }
 
 // checkStream compares the stream's entries-added with the latest
-// reading and reports a stream created again (its history gone). Failed
-// readings and servers without the field (before Redis 7, miniredis)
-// change nothing.
+// reading and reports a stream that lost entries it had: created again
+// (its history gone), or a failover to a replica without the newest
+// entries. Failed readings and servers without the field (before Redis 7,
+// miniredis) change nothing.
 func (c *Consumer) checkStream(ctx context.Context) {
 	info, err := c.rdb.XInfoStream(ctx, c.cfg.Stream).Result()
 	if err != nil || info.EntriesAdded <= 0 {
@@ -84,10 +85,10 @@ func (c *Consumer) checkStream(ctx context.Context) {
 	}
 	runID := c.redisRunID(ctx)
 	c.series.streamReset.Inc()
-	c.log.Error("the stream was created again and its earlier entries are gone (Redis restarted without its data, failed over to a replica without them, or the key was deleted): events no group had applied are lost from Redis; republish them from the outbox",
+	c.log.Error("the stream lost entries it had (Redis restarted without its data, failed over to a replica without its newest entries, or the key was deleted): events no group had applied may be lost from Redis; republish them from the outbox",
 		slog.Int64("entries_added_before", prev), slog.Int64("entries_added_now", info.EntriesAdded),
 		slog.String("redis_restarted", c.restarted(runID)))
-	c.surface("the stream lost its entries (created again): check for lost events")
+	c.surface("the stream lost entries it had: check for lost events")
 	c.sawGroup(runID)
 }
 
