@@ -8,6 +8,7 @@ import (
 	neturl "net/url"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -56,23 +57,37 @@ const poolCloseTimeout = 5 * time.Second
 
 // Environment variables the helpers below read.
 const (
-	EnvRedisURL    = "REDIS_URL"    // redis://[user:password@]host:port/db
+	EnvRedisURL    = "REDIS_URL"    // one node, Sentinel or Cluster: see OpenRedis
 	EnvDatabaseURL = "DATABASE_URL" // postgres://…
 )
 
-// OpenRedis returns a Redis client for url (when empty, $REDIS_URL) with
-// the options headway's docs recommend: ContextTimeoutEnabled, so that
-// every call honours its context's deadline (a hung Redis then fails calls
-// on time instead of after the client's read timeouts and retries). The
-// pool is go-redis's default (10 per CPU): each consumer holds one
+// OpenRedis returns a Redis client for url (when empty, $REDIS_URL), in
+// one of three forms (ADR-023):
+//
+//   - one node: redis://[user:password@]host:port[/db][?options], or
+//     rediss:// for TLS;
+//   - Sentinel: the same with a master_name parameter, the host and every
+//     addr parameter being Sentinels —
+//     redis://sentinel-1:26379/0?master_name=events&addr=sentinel-2:26379&addr=sentinel-3:26379 —
+//     a go-redis failover client, which follows the primary Sentinel
+//     names;
+//   - Cluster: redis+cluster:// (or rediss+cluster://) with the seed nodes
+//     as host and addr parameters —
+//     redis+cluster://node-1:6379?addr=node-2:6379&addr=node-3:6379.
+//
+// The options are go-redis's URL parameters (pool_size, dial_timeout, …).
+// Every client has ContextTimeoutEnabled, so that every call honours its
+// context's deadline (a hung Redis then fails calls on time instead of
+// after the client's read timeouts and retries). The pool is go-redis's
+// default (10 per CPU, per node on a cluster): each consumer holds one
 // connection in its blocking read, beside its handlers' and the relay's
 // calls. An error never repeats the URL, which may carry a password.
-func OpenRedis(url string) (*redis.Client, error) { return openRedis(url, 0) }
+func OpenRedis(url string) (redis.UniversalClient, error) { return openRedis(url, 0) }
 
 // openRedis is OpenRedis with a pool of poolSize: 0 is go-redis's
 // default, negative the service's (defaultRedisPool), each unless the
 // URL's pool_size sets it.
-func openRedis(url string, poolSize int) (*redis.Client, error) {
+func openRedis(url string, poolSize int) (redis.UniversalClient, error) {
 	source := "the Redis URL"
 	if url == "" {
 		url, source = os.Getenv(EnvRedisURL), EnvRedisURL
@@ -80,22 +95,54 @@ func openRedis(url string, poolSize int) (*redis.Client, error) {
 	if url == "" {
 		return nil, fmt.Errorf("%w: no Redis URL (set %s)", ErrInvalidConfig, EnvRedisURL)
 	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
+	size := func(p *int) {
+		switch {
+		case poolSize > 0:
+			*p = poolSize
+		case poolSize < 0 && *p == 0: // the service's default, unless the URL's pool_size says otherwise
+			*p = defaultRedisPool()
+		}
+	}
+	invalid := func(form string, err error) error {
 		var uerr *neturl.Error
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("%w: %s is not a valid redis:// URL: %v", ErrInvalidConfig, source, err)
+		return fmt.Errorf("%w: %s is not a valid %s URL: %v", ErrInvalidConfig, source, form, err)
+	}
+	scheme, rest, _ := strings.Cut(url, "://")
+	switch {
+	case scheme == "redis+cluster" || scheme == "rediss+cluster":
+		opts, err := redis.ParseClusterURL(strings.TrimSuffix(scheme, "+cluster") + "://" + rest)
+		if err != nil {
+			return nil, invalid("redis+cluster://", err)
+		}
+		opts.ContextTimeoutEnabled = true
+		size(&opts.PoolSize)
+		return redis.NewClusterClient(opts), nil
+	case hasParam(url, "master_name"):
+		opts, err := redis.ParseFailoverURL(url)
+		if err != nil {
+			return nil, invalid("Sentinel", err)
+		}
+		opts.ContextTimeoutEnabled = true
+		size(&opts.PoolSize)
+		return redis.NewFailoverClient(opts), nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, invalid("redis://", err)
 	}
 	opts.ContextTimeoutEnabled = true
-	switch {
-	case poolSize > 0:
-		opts.PoolSize = poolSize
-	case poolSize < 0 && opts.PoolSize == 0: // the service's default, unless the URL's pool_size says otherwise
-		opts.PoolSize = defaultRedisPool()
-	}
+	size(&opts.PoolSize)
 	return redis.NewClient(opts), nil
+}
+
+// hasParam reports whether url has the query parameter name (an
+// unparseable URL has none: the parser of its form says what is wrong).
+func hasParam(url, name string) bool {
+	u, err := neturl.Parse(url)
+	return err == nil && u.Query().Has(name)
 }
 
 // OpenPostgres returns a pgx pool for url (when empty, $DATABASE_URL). It
@@ -128,7 +175,7 @@ const (
 // Redis returns the service's Redis client, opening it on the first call
 // with [OpenRedis] (Config.RedisURL, else $REDIS_URL) and a pool of
 // Config.RedisPoolSize. The service closes it after its workers stop.
-func (s *Service) Redis() (*redis.Client, error) {
+func (s *Service) Redis() (redis.UniversalClient, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rdb != nil {
@@ -155,7 +202,7 @@ var errClosed = errors.New("service: shut down: its connections are closed")
 // redisPoolSize is the pool of the service's Redis client; s.mu is held.
 func (s *Service) redisPoolSize() int {
 	if s.rdb != nil {
-		return s.rdb.Options().PoolSize
+		return poolSizeOf(s.rdb)
 	}
 	if s.cfg.RedisPoolSize > 0 {
 		return s.cfg.RedisPoolSize
@@ -203,13 +250,23 @@ func (s *Service) reserveRedis(name string, n int) error {
 	return nil
 }
 
+// poolSizeOf returns the connection pool of c (per node on a cluster).
+func poolSizeOf(c redis.UniversalClient) int {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().PoolSize
+	case *redis.ClusterClient:
+		return c.Options().PoolSize
+	}
+	return defaultRedisPool()
+}
+
 // isServiceRedis reports whether c is the client of [Service.Redis]: a
 // worker given it by hand is counted against its pool too.
 func (s *Service) isServiceRedis(c redis.UniversalClient) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rc, ok := c.(*redis.Client)
-	return ok && s.rdb != nil && rc == s.rdb
+	return c != nil && s.rdb != nil && c == s.rdb
 }
 
 func (s *Service) releaseRedis(n int) {

@@ -37,7 +37,7 @@ func TestOpenRedisFromTheEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = rdb.Close() }()
-	if !rdb.Options().ContextTimeoutEnabled {
+	if !rdb.(*redis.Client).Options().ContextTimeoutEnabled {
 		t.Error("ContextTimeoutEnabled is off: a hung Redis would ignore deadlines")
 	}
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
@@ -164,7 +164,7 @@ func TestAddConsumerFillsTheServicesPieces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Redis(); again != shared || !shared.Options().ContextTimeoutEnabled {
+	if again, _ := s.Redis(); again != shared || !shared.(*redis.Client).Options().ContextTimeoutEnabled {
 		t.Fatalf("Redis() opened twice, or without ContextTimeoutEnabled")
 	}
 	stop, r := run(t, s)
@@ -267,7 +267,7 @@ func TestServiceConnectionEdges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := shared.Options().PoolSize; n != 6 {
+	if n := shared.(*redis.Client).Options().PoolSize; n != 6 {
 		t.Fatalf("pool %d, want the URL's 6", n)
 	}
 	nop := func(context.Context, *consumer.Message) error { return nil }

@@ -128,10 +128,10 @@ type Service struct {
 	stopping atomic.Bool
 
 	mu        sync.Mutex
-	rdb       *redis.Client // opened by Redis, closed after the workers stop
-	db        *pgxpool.Pool // opened by Postgres, likewise
-	closed    bool          // closeConns ran: Redis and Postgres open nothing more
-	redisUsed int           // connections the workers added need at once
+	rdb       redis.UniversalClient // opened by Redis, closed after the workers stop
+	db        *pgxpool.Pool         // opened by Postgres, likewise
+	closed    bool                  // closeConns ran: Redis and Postgres open nothing more
+	redisUsed int                   // connections the workers added need at once
 }
 
 // Validate reports a missing Name, and what the supervisor's config

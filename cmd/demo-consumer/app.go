@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -212,6 +213,18 @@ func (c *failing) Watermark() *readiness.Watermark {
 	return nil
 }
 
+// redisAddr names where rdb connects: a node's address, the Sentinel
+// client's master, or a cluster's seed nodes.
+func redisAddr(rdb redis.UniversalClient) string {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().Addr // "FailoverClient" for a Sentinel client
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	}
+	return "?"
+}
+
 // openRedis connects to REDIS_URL or starts an embedded Redis.
 func openRedis(cfg config, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if cfg.redisURL != "" {
@@ -219,7 +232,7 @@ func openRedis(cfg config, log *slog.Logger) (redis.UniversalClient, func(), err
 		if err != nil {
 			return nil, nil, err
 		}
-		log.Info("using Redis", slog.String("addr", rdb.Options().Addr))
+		log.Info("using Redis", slog.String("addr", redisAddr(rdb)))
 		return rdb, func() { _ = rdb.Close() }, nil
 	}
 	mr := miniredis.NewMiniRedis()

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +21,7 @@ import (
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/faultproxy"
 	"github.com/headwaylabs/headway/internal/pgtest"
+	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
 	"github.com/headwaylabs/headway/platform"
@@ -36,109 +34,6 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
-}
-
-// server is one redis-server process (a data node or a Sentinel).
-type server struct {
-	t    *testing.T
-	port int
-	args []string
-	cmd  *exec.Cmd
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func (s *server) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
-
-// start runs the server and waits until it answers PING.
-func (s *server) start() {
-	s.t.Helper()
-	s.cmd = exec.Command("redis-server", s.args...)
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("redis-server: %v (apt-get install redis-server)", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1})
-	defer func() { _ = c.Close() }()
-	testkit.Eventually(s.t, 10*time.Second, "redis-server on "+s.addr()+" answering", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		return c.Ping(ctx).Err() == nil
-	})
-}
-
-// kill stops the server with SIGKILL, as a crashed host.
-func (s *server) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-		s.cmd = nil
-	}
-}
-
-// node starts a data node without persistence (a restart comes back
-// empty), replicating from primary when it is not "".
-func node(t *testing.T, dir, primary string) *server {
-	s := &server{t: t, port: freePort(t)}
-	d := filepath.Join(dir, "node-"+strconv.Itoa(s.port))
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s.args = []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no",
-		"--logfile", filepath.Join(d, "redis.log")}
-	if primary != "" {
-		host, port, _ := strings.Cut(primary, ":")
-		s.args = append(s.args, "--replicaof", host, port)
-	}
-	s.start()
-	t.Cleanup(s.kill)
-	return s
-}
-
-// sentinel starts a Sentinel monitoring primary with quorum 2, judging it
-// down after a second.
-func sentinel(t *testing.T, dir, primary string) *server {
-	s := &server{t: t, port: freePort(t)}
-	host, port, _ := strings.Cut(primary, ":")
-	conf := filepath.Join(dir, "sentinel-"+strconv.Itoa(s.port)+".conf")
-	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
-		"sentinel monitor %s %s %s 2\nsentinel down-after-milliseconds %s 1000\n"+
-		"sentinel failover-timeout %s 3000\nsentinel parallel-syncs %s 1\n",
-		s.port, dir, conf+".log", master, host, port, master, master, master)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s.args = []string{conf, "--sentinel"}
-	s.start()
-	t.Cleanup(s.kill)
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(conf + ".log")
-			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-			t.Logf("sentinel %d, last log lines:\n%s", s.port, strings.Join(lines[max(0, len(lines)-15):], "\n"))
-		}
-	})
-	return s
-}
-
-// agreed reports whether every Sentinel names addr as the primary.
-func agreed(ctx context.Context, sentinels []*server, addr string) bool {
-	for _, s := range sentinels {
-		c := redis.NewSentinelClient(&redis.Options{Addr: s.addr()})
-		a, err := c.GetMasterAddrByName(ctx, master).Result()
-		_ = c.Close()
-		if err != nil || len(a) != 2 || net.JoinHostPort(a[0], a[1]) != addr {
-			return false
-		}
-	}
-	return true
 }
 
 // result is what one run counted.
@@ -162,29 +57,21 @@ func (r result) String() string {
 func run(t *testing.T, replicas int) result {
 	events := envInt("HEADWAY_FAILOVER_EVENTS", 1500)
 	rate := envInt("HEADWAY_FAILOVER_RATE", 500)
-	dir := t.TempDir()
-	primary := node(t, dir, "")
+	primary := redistest.StartServer(t, redistest.ServerOptions{}) // no persistence: a restart comes back empty
 	// The replica replicates through a proxy, so the test can hold its
 	// link back as a slow network would.
-	link, err := faultproxy.Start(primary.addr())
+	link, err := faultproxy.Start(primary.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = link.Close() })
-	replica := node(t, dir, link.Addr())
-	rc := redis.NewClient(&redis.Options{Addr: replica.addr()})
-	t.Cleanup(func() { _ = rc.Close() })
-	testkit.Eventually(t, 10*time.Second, "the replica in sync", func() bool {
-		info, err := rc.Info(context.Background(), "replication").Result()
-		return err == nil && strings.Contains(info, "master_link_status:up")
-	})
-	var sentinels []*server
-	for range 3 {
-		sentinels = append(sentinels, sentinel(t, dir, primary.addr()))
-	}
+	host, port, _ := strings.Cut(link.Addr(), ":")
+	replica := redistest.StartServer(t, redistest.ServerOptions{Args: []string{"--replicaof", host, port}})
+	redistest.AwaitReplica(t, replica.Addr, 10*time.Second)
+	sentinels := redistest.StartSentinels(t, master, primary.Addr, 3)
 	addrs := make([]string, len(sentinels))
 	for i, s := range sentinels {
-		addrs[i] = s.addr()
+		addrs[i] = s.Addr
 	}
 	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: master, SentinelAddrs: addrs,
 		ContextTimeoutEnabled: true, DialTimeout: 300 * time.Millisecond, MaxRetries: -1})
@@ -299,20 +186,15 @@ func run(t *testing.T, replicas int) result {
 	link.Freeze()
 	time.Sleep(600 * time.Millisecond) // the stalled link, not synchronisation
 	killed := time.Now()
-	primary.kill()
+	primary.Stop()
 	link.Reset()
 	link.Thaw()
 	testkit.Eventually(t, 20*time.Second, "every Sentinel naming the replica the primary", func() bool {
-		return agreed(ctx, sentinels, replica.addr())
+		return redistest.Agreed(ctx, sentinels, master, replica.Addr)
 	})
 	res.failoverTook = time.Since(killed)
-	primary.start()
-	pc := redis.NewClient(&redis.Options{Addr: primary.addr()})
-	t.Cleanup(func() { _ = pc.Close() })
-	testkit.Eventually(t, 30*time.Second, "the old primary back as a replica of the new one", func() bool {
-		info, err := pc.Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
-	})
+	primary.Restart() // empty: Sentinel makes it a replica of the new primary
+	redistest.AwaitReplica(t, primary.Addr, 30*time.Second)
 	supervise(consumers[platform.ServicePromotion].Serve)
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
