@@ -366,3 +366,55 @@ func TestAddRetentionSchedulesAJobPerStream(t *testing.T) {
 		t.Errorf("trimmed_entries_total{stream} = %v in the service's registry, want 3", trimmed)
 	}
 }
+
+// TestOpenRedisForms: REDIS_URL in its three forms gives a client of each
+// kind, with ContextTimeoutEnabled, the pool the service asks for, and
+// working commands: one node, Sentinel (master_name; follows the primary
+// the Sentinels name) and Cluster (redis+cluster://). A bad URL of each
+// form is ErrInvalidConfig and never repeats the password.
+func TestOpenRedisForms(t *testing.T) {
+	ctx := context.Background()
+	primary := redistest.StartServer(t, redistest.ServerOptions{})
+	sentinels := redistest.StartSentinels(t, "events", primary.Addr, 3)
+	cluster := redistest.StartCluster(t)
+
+	sc, err := service.OpenRedis(redistest.SentinelURL("events", sentinels) + "&pool_size=7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sc.Close() }()
+	if o := sc.(*redis.Client).Options(); !o.ContextTimeoutEnabled || o.PoolSize != 7 {
+		t.Errorf("Sentinel client: ContextTimeoutEnabled %v, pool %d; want true, 7", o.ContextTimeoutEnabled, o.PoolSize)
+	}
+	if err := sc.Set(ctx, "through-sentinel", "1", 0).Err(); err != nil {
+		t.Fatalf("Sentinel client: %v", err)
+	}
+	if v, err := primary.Client().Get(ctx, "through-sentinel").Result(); err != nil || v != "1" {
+		t.Errorf("the primary has %q, %v: the Sentinel client did not write to it", v, err)
+	}
+
+	cc, err := service.OpenRedis(cluster.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cc.Close() }()
+	c, ok := cc.(*redis.ClusterClient)
+	if !ok || !c.Options().ContextTimeoutEnabled || len(c.Options().Addrs) != 3 {
+		t.Fatalf("cluster URL: %T %+v, want a cluster client of the three seeds with ContextTimeoutEnabled", cc, c.Options())
+	}
+	for i := range 20 { // keys in every node's slots
+		if err := cc.Set(ctx, fmt.Sprint("k", i), i, 0).Err(); err != nil {
+			t.Fatalf("cluster client: %v", err)
+		}
+	}
+
+	for _, bad := range []string{
+		"redis+cluster://user:s3cret@host:notaport",
+		"redis://user:s3cret@host:26379/0?master_name=events&no_such_option=1",
+		"rediss://user:s3cret@host:notaport/0",
+	} {
+		if _, err := service.OpenRedis(bad); !errors.Is(err, service.ErrInvalidConfig) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%q: %v, want ErrInvalidConfig without the password", strings.ReplaceAll(bad, "s3cret", "…"), err)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 )
 
@@ -213,6 +214,33 @@ func TestDemoEventsFlowAndItShutsDownCleanly(t *testing.T) {
 	}
 	if !strings.Contains(d.log(), "demo stopped cleanly") {
 		t.Fatal("no clean-shutdown log line")
+	}
+}
+
+// TestDemoOnSentinelAndCluster: the demo runs unchanged on a REDIS_URL of
+// the Sentinel and of the Cluster form: both consumers apply relayed
+// events and the demo is ready.
+func TestDemoOnSentinelAndCluster(t *testing.T) {
+	for name, url := range map[string]func(t *testing.T) string{ // what the demo logs as its Redis, by form
+		"sentinel": func(t *testing.T) string {
+			primary := redistest.StartServer(t, redistest.ServerOptions{})
+			return redistest.SentinelURL("events", redistest.StartSentinels(t, "events", primary.Addr, 3))
+		},
+		"cluster": func(t *testing.T) string { return redistest.StartCluster(t).URL() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := startDemo(t, "-redis-url", url(t))
+			want := map[string]string{"sentinel": `"addr":"FailoverClient"`, "cluster": `"addr":"cluster 127.0.0.1:`}[name]
+			if !strings.Contains(d.log(), `"msg":"using Redis"`) || !strings.Contains(d.log(), want) {
+				t.Fatalf("the demo does not say it uses the %s client (%s):\n%s", name, want, d.log())
+			}
+			testkit.Eventually(t, 40*time.Second, "both consumers applying relayed events", func() bool {
+				_, scrape := d.get(t, "/metrics")
+				return counter(scrape, "headway_consumer_entries_total", `group="rolling_service"`, `outcome="applied"`) >= 20 &&
+					counter(scrape, "headway_consumer_entries_total", `group="promotion_service"`, `outcome="applied"`) >= 20
+			})
+			testkit.Eventually(t, 20*time.Second, "/ready 200", func() bool { code, _ := d.get(t, "/ready"); return code == 200 })
+		})
 	}
 }
 

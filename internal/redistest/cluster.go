@@ -87,3 +87,14 @@ func (c *Cluster) Client() *redis.ClusterClient {
 	}
 	return cc
 }
+
+// URL returns the REDIS_URL of the Cluster form (service.OpenRedis):
+// redis+cluster://node-1?addr=node-2&addr=node-3.
+func (c *Cluster) URL() string {
+	addrs := c.Addrs()
+	q := make([]string, 0, len(addrs)-1)
+	for _, a := range addrs[1:] {
+		q = append(q, "addr="+a)
+	}
+	return "redis+cluster://" + addrs[0] + "?" + strings.Join(q, "&")
+}
