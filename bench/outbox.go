@@ -170,12 +170,20 @@ func (b *bench) relayOneRow(ctx context.Context, n int) (time.Duration, error) {
 // publishes in id order, so every row is then published. Nothing polls
 // the database being measured.
 func (b *bench) relayBatched(ctx context.Context, end func()) (time.Duration, error) {
+	return b.relayDrain(ctx, b.rdb, 0, end)
+}
+
+// relayDrain drains the outbox with a batched relay appending to rdb,
+// confirming each batch on replicas replicas (none: 0), and returns how
+// long it took; it calls end once the last row is published, before the
+// relay stops.
+func (b *bench) relayDrain(ctx context.Context, rdb *redis.Client, replicas int, end func()) (time.Duration, error) {
 	var maxID int64
 	if err := b.pool.QueryRow(ctx, "SELECT max(id) FROM headway_outbox").Scan(&maxID); err != nil {
 		return 0, err
 	}
-	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: b.pool, Client: b.rdb, Logger: b.quiet,
-		BatchSize: b.o.RelayBatch, InfoInterval: time.Hour})
+	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: b.pool, Client: rdb, Logger: b.quiet,
+		BatchSize: b.o.RelayBatch, InfoInterval: time.Hour, Replicas: replicas})
 	if err != nil {
 		return 0, err
 	}

@@ -72,7 +72,7 @@ func (b *bench) replicasSection(ctx context.Context) error {
 				return err
 			}
 			b.quiesce(ctx)
-			elapsed, err := b.relayOn(ctx, rdb, replicas)
+			elapsed, err := b.relayDrain(ctx, rdb, replicas, func() {})
 			if err != nil {
 				return fmt.Errorf("replicas %d: %w", replicas, err)
 			}
@@ -100,33 +100,6 @@ func (b *bench) replicasSection(ctx context.Context) error {
 	}
 	t.write(b.o.Out)
 	return nil
-}
-
-// relayOn drains the outbox with a batched relay appending to rdb,
-// confirming each batch on replicas replicas, and returns how long it
-// took.
-func (b *bench) relayOn(ctx context.Context, rdb *redis.Client, replicas int) (time.Duration, error) {
-	var maxID int64
-	if err := b.pool.QueryRow(ctx, "SELECT max(id) FROM headway_outbox").Scan(&maxID); err != nil {
-		return 0, err
-	}
-	r, err := outbox.NewRelay(outbox.RelayConfig{Pool: b.pool, Client: rdb, Logger: b.quiet,
-		BatchSize: b.o.RelayBatch, InfoInterval: time.Hour, Replicas: replicas})
-	if err != nil {
-		return 0, err
-	}
-	f := newFailure()
-	start := time.Now()
-	svc := goServe(ctx, f, r.Serve)
-	limit := drainTimeout(b.o.RelayN)
-	timeout := time.NewTimer(limit)
-	defer timeout.Stop()
-	err = awaitPosition(ctx, timeout.C, limit, f, r.Watermark(), strconv.FormatInt(maxID, 10))
-	elapsed := time.Since(start)
-	if serr := svc.stop(); err == nil {
-		err = serr
-	}
-	return elapsed, err
 }
 
 // privateRedis is a redis-server the bench started.

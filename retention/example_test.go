@@ -15,15 +15,9 @@ import (
 // three of five entries: those three go, the two it has not read stay.
 // It runs against the Redis at 127.0.0.1:6379 (HEADWAY_REDIS_ADDR).
 func ExampleTrim() {
-	addr := os.Getenv("HEADWAY_REDIS_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer func() { _ = rdb.Close() }()
+	rdb, stream := exampleStream()
+	defer func() { rdb.Del(context.Background(), stream); _ = rdb.Close() }()
 	ctx := context.Background()
-	stream := fmt.Sprintf("example:%d:events:{wallet}", time.Now().UnixNano())
-	defer rdb.Del(ctx, stream)
 
 	rdb.XGroupCreateMkStream(ctx, stream, "rolling_service", "$")
 	for i := range 5 {
@@ -47,15 +41,9 @@ func ExampleTrim() {
 // service.Service.AddRetention schedules the keeper's jobs; here one trim
 // runs by hand.
 func ExampleKeeper() {
-	addr := os.Getenv("HEADWAY_REDIS_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer func() { _ = rdb.Close() }()
+	rdb, stream := exampleStream()
+	defer func() { rdb.Del(context.Background(), stream); _ = rdb.Close() }()
 	ctx := context.Background()
-	stream := fmt.Sprintf("example:%d:events:{wallet}", time.Now().UnixNano())
-	defer rdb.Del(ctx, stream)
 
 	rdb.XGroupCreateMkStream(ctx, stream, "promotion_service", "$")
 	for i := range 5 {
@@ -81,4 +69,14 @@ func ExampleKeeper() {
 	// Output:
 	// job true 30s
 	// trimmed 1, length 4, held by promotion_service (1 pending, 3 undelivered), over bound true, <nil>
+}
+
+// exampleStream returns a client of the Redis at 127.0.0.1:6379 (or
+// HEADWAY_REDIS_ADDR) and a stream key of the example's own.
+func exampleStream() (*redis.Client, string) {
+	addr := os.Getenv("HEADWAY_REDIS_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	return redis.NewClient(&redis.Options{Addr: addr}), fmt.Sprintf("example:%d:events:{wallet}", time.Now().UnixNano())
 }
