@@ -1,13 +1,17 @@
 package consumer_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/headwaylabs/headway/consumer"
+	"github.com/headwaylabs/headway/dedup"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/platform"
@@ -97,5 +101,55 @@ func TestStreamCreatedAgainIsReported(t *testing.T) {
 	time.Sleep(150 * time.Millisecond) // more info polls: counted once
 	if n := h.counter("headway_consumer_stream_reset_total", nil); n != 1 {
 		t.Errorf("stream_reset_total = %v, want 1", n)
+	}
+}
+
+// TestGroupRewoundRedeliversAsDuplicates: a group whose position moves
+// back (a failover to a replica that had not seen its reads and
+// acknowledgements, or an operator's XGROUP SETID) gets its entries
+// delivered again; with the PostgreSQL inbox each comes back a duplicate,
+// acknowledged without running the handler: every effect stays single.
+func TestGroupRewoundRedeliversAsDuplicates(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	store, err := dedup.NewPostgres(dedup.PostgresConfig{Pool: db.Pool})
+	if err == nil {
+		err = store.Migrate(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, "CREATE TABLE effects (event_id text NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	rdb, prefix := redistest.Client(t)
+	stream := walletStream(prefix)
+	handler := func(ctx context.Context, m *consumer.Message) error {
+		tx, _ := dedup.Tx(ctx)
+		_, err := tx.Exec(ctx, "INSERT INTO effects VALUES ($1)", m.Envelope.EventID)
+		return err
+	}
+	cfg := fastConfig(rdb, stream, handlersFor(handler))
+	cfg.Dedup = store
+	h := start(t, cfg)
+	for _, id := range ids("e", 20) {
+		publish(t, rdb, stream, envelope(id, platform.BetSettledConfirmed, "bet-"+id[len(id)-1:], 3, nil))
+	}
+	effects := func() (n, distinct int) {
+		if err := db.Pool.QueryRow(ctx, "SELECT count(*), count(DISTINCT event_id) FROM effects").Scan(&n, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		return n, distinct
+	}
+	testkit.Eventually(t, 10*time.Second, "20 applied", func() bool { n, _ := effects(); return n == 20 && h.pending() == 0 })
+
+	if err := rdb.XGroupSetID(ctx, stream, "rolling_service", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the 20 delivered again, all duplicates", func() bool {
+		return h.outcome(platform.BetSettledConfirmed, consumer.OutcomeDuplicate) == 20 && h.pending() == 0
+	})
+	if n, distinct := effects(); n != 20 || distinct != 20 {
+		t.Errorf("%d effects of %d events after the rewind, want 20 of 20", n, distinct)
 	}
 }
