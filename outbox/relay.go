@@ -104,8 +104,9 @@ type RelayConfig struct {
 	// dedup skips the copies), the cycle fails the watermark, and
 	// headway_outbox_replica_unconfirmed_total counts them. Default 0:
 	// no confirmation (a single node has no replica to wait for).
-	// Not supported on a cluster client (WAIT confirms one connection's
-	// writes; a cluster pipeline spreads them over nodes). ADR-022.
+	// Only for a client of one node or of a Sentinel-watched primary
+	// (*redis.Client): WAIT confirms one connection's writes, and a
+	// cluster or ring client spreads them over nodes. ADR-022.
 	Replicas int
 	// ReplicaTimeout bounds the wait for Replicas. Default 1s; at least
 	// 1ms, and below OpTimeout.
@@ -228,9 +229,9 @@ func (c RelayConfig) withDefaults() (RelayConfig, error) {
 		return c, fmt.Errorf("%w: Replicas %d must not be negative, and ReplicaTimeout %v must be at least 1ms (WAIT counts milliseconds; 0 would wait for ever) and stay below OpTimeout %v",
 			ErrInvalidConfig, c.Replicas, c.ReplicaTimeout, c.OpTimeout)
 	}
-	if _, cluster := c.Client.(*redis.ClusterClient); cluster && c.Replicas > 0 {
-		return c, fmt.Errorf("%w: Replicas with a cluster client: WAIT confirms the writes of one connection, and a cluster pipeline spreads them over nodes",
-			ErrInvalidConfig)
+	if _, node := c.Client.(*redis.Client); !node && c.Replicas > 0 {
+		return c, fmt.Errorf("%w: Replicas needs a client of one node or of a Sentinel-watched primary (*redis.Client), not %T: WAIT confirms the writes of one connection, and a cluster or ring spreads them over nodes",
+			ErrInvalidConfig, c.Client)
 	}
 	if c.BatchSize < 0 || c.FailureLimit < 0 || c.PruneBatch < 0 || c.PollInterval < 0 ||
 		c.Retry.Validate() != nil || c.InfoInterval < 0 || c.PruneInterval < 0 ||

@@ -25,7 +25,7 @@ import (
 // order and delivery guarantees of a serial relay is ADR-011's "Claiming
 // ahead".
 func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, next *claimAhead, err error) {
-	defer b.claim.Release()
+	defer b.release()
 	claimed := b.rows
 	r.m.batch.Observe(float64(len(claimed)))
 	if len(claimed) == 0 {
@@ -43,10 +43,11 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 
 	ectx, cancel := r.op(ctx)
 	_, _ = b.pipe.Exec(ectx) // per-command errors are read below
+	b.confirm(ectx, r.cfg.Replicas, r.cfg.ReplicaTimeout)
 	cancel()
 	o := Outcome{Published: make([]int64, 0, len(claimed)), Backoff: r.cfg.Retry}
 	var failErr error
-	if err := b.confirmed(r.cfg.Replicas, r.cfg.ReplicaTimeout); err != nil {
+	if err := b.waitErr; err != nil {
 		// The batch's appends may not survive a failover: none of its rows
 		// is published.
 		failErr = err
@@ -133,23 +134,38 @@ type batch struct {
 	pipe    redis.Pipeliner
 	cmds    []*redis.StringCmd // nil where the row did not encode
 	encErrs []error
-	wait    *redis.Cmd // WAIT after the appends; nil without Replicas
+	// conn is the connection the appends and their WAIT go through, with
+	// Replicas: WAIT confirms the writes of the connection that sends it.
+	conn    *redis.Conn
+	waitErr error // the replicas did not confirm the appends
 }
 
-// confirmed returns nil when the batch's WAIT (if any) reports at least
-// replicas replicas, else an error wrapping ErrReplicasUnconfirmed.
-func (b *batch) confirmed(replicas int, timeout time.Duration) error {
-	if b.wait == nil {
-		return nil
+// confirm sends WAIT on b's connection after its appends, with Replicas,
+// and records in b.waitErr an error wrapping ErrReplicasUnconfirmed when
+// fewer than replicas replicas confirmed them within timeout. WAIT is sent
+// on its own, not in the appends' pipeline: go-redis gives it a read
+// deadline of timeout (a pipeline's replies have the client's
+// ReadTimeout, and a pipeline cut off by it is sent again, appends and
+// all).
+func (b *batch) confirm(ctx context.Context, replicas int, timeout time.Duration) {
+	if b.conn == nil || !slices.ContainsFunc(b.cmds, func(c *redis.StringCmd) bool { return c != nil && c.Err() == nil }) {
+		return
 	}
-	n, err := b.wait.Int64()
-	if err != nil {
-		return fmt.Errorf("%w: WAIT failed: %w", ErrReplicasUnconfirmed, err)
+	n, err := b.conn.Wait(ctx, replicas, timeout).Result()
+	switch {
+	case err != nil:
+		b.waitErr = fmt.Errorf("%w: WAIT failed: %w", ErrReplicasUnconfirmed, err)
+	case n < int64(replicas):
+		b.waitErr = fmt.Errorf("%w: %d of %d replicas confirmed the batch within %v", ErrReplicasUnconfirmed, n, replicas, timeout)
 	}
-	if n < int64(replicas) {
-		return fmt.Errorf("%w: %d of %d replicas confirmed the batch within %v", ErrReplicasUnconfirmed, n, replicas, timeout)
+}
+
+// release gives b's rows and connection back.
+func (b *batch) release() {
+	b.claim.Release()
+	if b.conn != nil {
+		_ = b.conn.Close()
 	}
-	return nil
 }
 
 // claim claims up to BatchSize rows and queues their appends.
@@ -161,8 +177,15 @@ func (r *Relay) claim(ctx context.Context) (*batch, error) {
 		return nil, err
 	}
 	rows := c.Rows()
-	b := &batch{claim: c, rows: rows, pipe: r.cfg.Client.Pipeline(),
-		cmds: make([]*redis.StringCmd, len(rows)), encErrs: make([]error, len(rows))}
+	b := &batch{claim: c, rows: rows, cmds: make([]*redis.StringCmd, len(rows)), encErrs: make([]error, len(rows))}
+	if node, ok := r.cfg.Client.(*redis.Client); ok && r.cfg.Replicas > 0 {
+		// One connection for the appends and their WAIT, taken when the
+		// pipeline is sent.
+		b.conn = node.Conn()
+		b.pipe = b.conn.Pipeline()
+	} else {
+		b.pipe = r.cfg.Client.Pipeline()
+	}
 	for i := range rows {
 		fields, err := encode(rows[i].Envelope)
 		if err != nil {
@@ -170,9 +193,6 @@ func (r *Relay) claim(ctx context.Context) (*batch, error) {
 			continue
 		}
 		b.cmds[i] = b.pipe.XAdd(ctx, &redis.XAddArgs{Stream: rows[i].Stream, Values: fields})
-	}
-	if r.cfg.Replicas > 0 && slices.ContainsFunc(b.cmds, func(c *redis.StringCmd) bool { return c != nil }) {
-		b.wait = b.pipe.Do(ctx, "wait", r.cfg.Replicas, r.cfg.ReplicaTimeout.Milliseconds())
 	}
 	return b, nil
 }
@@ -205,6 +225,6 @@ func (a *claimAhead) wait() (*batch, error) {
 // drop waits for the batch and gives its rows back unchanged.
 func (a *claimAhead) drop() {
 	if b, err := a.wait(); err == nil {
-		b.claim.Release()
+		b.release()
 	}
 }

@@ -96,6 +96,31 @@ func TestRelayConfirmsOnReplicas(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "the relay ready again", func() bool { return rr.r.Watermark().Status().Ready() })
 }
 
+// TestRelayWaitOutlastsTheReadTimeout: a ReplicaTimeout longer than the
+// client's ReadTimeout neither cuts WAIT off early nor makes go-redis send
+// the appends again: a batch the frozen replica does not confirm is on
+// the primary once, its rows kept for their retry.
+func TestRelayWaitOutlastsTheReadTimeout(t *testing.T) {
+	db := migrated(t)
+	primary := redistest.StartServer(t, redistest.ServerOptions{})
+	replica := startReplica(t, primary)
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr, ReadTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	w, _ := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog()})
+	replica.Pause()
+	t.Cleanup(replica.Resume)
+	writeEvents(t, db, w, "c", 10, 3)
+	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond,
+		Replicas: 1, ReplicaTimeout: 400 * time.Millisecond, FailureLimit: 1000,
+		Retry: backoff.Exponential{Initial: time.Minute, Max: time.Minute}}) // one attempt within the test
+	testkit.Eventually(t, 10*time.Second, "the batch tried once and kept", func() bool {
+		return count(t, db, "attempts = 1 AND published_at IS NULL AND last_error LIKE '%within 400ms%'") == 10
+	})
+	if n, err := rdb.XLen(context.Background(), "events:{wallet}").Result(); err != nil || n != 10 {
+		t.Errorf("%d entries on the primary (%v), want the 10 appended once", n, err)
+	}
+}
+
 // metricValue returns the value of the one-series counter name in reg.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
@@ -112,16 +137,18 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-// TestRelayReplicasConfig: Replicas is refused with a cluster client, a
+// TestRelayReplicasConfig: Replicas is refused with a cluster or ring client, a
 // ReplicaTimeout under 1ms (WAIT 0 blocks for ever) or not below
 // OpTimeout.
 func TestRelayReplicasConfig(t *testing.T) {
 	db := migrated(t)
 	node := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
-	t.Cleanup(func() { _ = node.Close(); _ = cluster.Close() })
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	t.Cleanup(func() { _ = node.Close(); _ = cluster.Close(); _ = ring.Close() })
 	for name, cfg := range map[string]outbox.RelayConfig{
 		"cluster":           {Pool: db.Pool, Client: cluster, Replicas: 1},
+		"ring":              {Pool: db.Pool, Client: ring, Replicas: 1},
 		"timeout under 1ms": {Pool: db.Pool, Client: node, Replicas: 1, ReplicaTimeout: time.Microsecond},
 		"timeout too long":  {Pool: db.Pool, Client: node, Replicas: 1, ReplicaTimeout: 10 * time.Second},
 		"negative":          {Pool: db.Pool, Client: node, Replicas: -1},
