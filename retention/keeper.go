@@ -110,6 +110,7 @@ type Keeper struct {
 	log *slog.Logger
 	m   *metrics
 
+	trims  map[string]*sync.Mutex // per stream: one trim at a time, recorded in order
 	mu     sync.Mutex
 	status map[string]Status
 	held   map[string]string // stream -> group of its held_entries series
@@ -132,10 +133,11 @@ func NewKeeper(cfg KeeperConfig) (*Keeper, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Keeper{cfg: cfg, log: cfg.Logger, m: m, status: map[string]Status{},
+	k := &Keeper{cfg: cfg, log: cfg.Logger, m: m, status: map[string]Status{}, trims: map[string]*sync.Mutex{},
 		held: map[string]string{}, over: map[string]bool{}}
 	for _, s := range cfg.Streams {
 		k.status[s.Key] = Status{Stream: s}
+		k.trims[s.Key] = new(sync.Mutex)
 		if s.Policy.MaxLength > 0 {
 			m.maxLength.WithLabelValues(s.Key).Set(float64(s.Policy.MaxLength))
 		}
@@ -184,12 +186,15 @@ func (k *Keeper) Jobs() []supervisor.JobConfig {
 // records the result in the metrics and the status. The error of a failed
 // trim is returned and kept in the status.
 func (k *Keeper) Trim(ctx context.Context, key string) (Result, error) {
-	k.mu.Lock()
-	st, ok := k.status[key]
-	k.mu.Unlock()
+	one, ok := k.trims[key]
 	if !ok {
 		return Result{}, fmt.Errorf("retention: stream %q is not one of the keeper's", key)
 	}
+	one.Lock() // a later trim's result is recorded after an earlier one's
+	defer one.Unlock()
+	k.mu.Lock()
+	st := k.status[key]
+	k.mu.Unlock()
 	r, err := Trim(ctx, k.cfg.Client, key, st.Policy)
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -58,7 +58,10 @@ type Policy struct {
 	// group has not acknowledged them: data loss, counted in
 	// Result.TrimmedUnread, for an operator who would rather lose a
 	// stopped group's backlog than Redis's memory. Off by default: the
-	// stream grows and the bound alerts.
+	// stream grows and the bound alerts. With it, MaxLength goes with
+	// MinCount only and MaxAge with MinAge only (a length bound could
+	// trim entries younger than MinAge, an age bound the newest
+	// MinCount).
 	TrimUnread bool
 	// DeadLetter trims a stream that has no group by the policy alone
 	// (MinAge and MinCount keep; one of them is then required): a
@@ -70,7 +73,8 @@ type Policy struct {
 }
 
 // Validate reports a negative field, a maximum below its minimum,
-// TrimUnread without a maximum, and DeadLetter without a minimum.
+// TrimUnread without a maximum or with a maximum of the other kind than a
+// minimum, and DeadLetter without a minimum.
 func (p Policy) Validate() error {
 	switch {
 	case p.MinAge < 0 || p.MinCount < 0 || p.MaxAge < 0 || p.MaxLength < 0:
@@ -82,6 +86,11 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("retention: MaxLength %d is below MinCount %d", p.MaxLength, p.MinCount)
 	case p.TrimUnread && p.MaxAge == 0 && p.MaxLength == 0:
 		return errors.New("retention: TrimUnread needs MaxAge or MaxLength")
+	case p.TrimUnread && ((p.MaxLength > 0 && p.MinAge > 0) || (p.MaxAge > 0 && p.MinCount > 0)):
+		// Trimming to a length could remove entries younger than MinAge,
+		// and trimming by age the newest MinCount: the policy's minimums
+		// would not hold, and acknowledged entries would count as lost.
+		return errors.New("retention: TrimUnread bounds the length with MinCount only, and the age with MinAge only (MaxLength with MinAge, or MaxAge with MinCount, could trim what the minimums keep)")
 	case p.DeadLetter && p.MinAge == 0 && p.MinCount == 0:
 		return errors.New("retention: a DeadLetter policy needs MinAge or MinCount (else it trims every dead letter)")
 	}

@@ -52,11 +52,12 @@ end
 for _, g in ipairs(groups) do
   local f = {}
   for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-  local need
+  -- The entry after the last delivered one, or the oldest pending entry
+  -- when older (a group moved back with XGROUP SETID needs both).
+  local need = after(f['last-delivered-id'])
   if tonumber(f['pending']) > 0 then
-    need = redis.call('XPENDING', key, f['name'], '-', '+', 1)[1][1]
-  else
-    need = after(f['last-delivered-id'])
+    local oldest = redis.call('XPENDING', key, f['name'], '-', '+', 1)[1][1]
+    if less(oldest, need) then need = oldest end
   end
   if less(need, minid) then
     minid, held, pending, lag = need, f['name'], tonumber(f['pending']), -1
@@ -65,7 +66,10 @@ for _, g in ipairs(groups) do
 end
 
 local keep = tonumber(ARGV[2])
-if keep > 0 then
+if keep > 0 and redis.call('XLEN', key) <= keep then
+  -- The policy keeps every entry.
+  minid, held, pending, lag = '0-0', '', 0, 0
+elseif keep > 0 then
   local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', keep)
   local id = '0-0'
   if #newest == keep then id = newest[#newest][1] end

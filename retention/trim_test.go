@@ -224,3 +224,49 @@ func TestTrimWhileAGroupReads(t *testing.T) {
 		t.Errorf("%d entries delivered, want %d: trimming removed unread entries", len(seen), 20*7)
 	}
 }
+
+// TestTrimGroupRewoundBelowItsPending: a group moved back with XGROUP
+// SETID below its oldest pending entry needs the entries from its new
+// position, not only from that pending entry: they are kept.
+func TestTrimGroupRewoundBelowItsPending(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	stream := prefix + "trim"
+	ids := fill(t, rdb, stream, 10)
+	if err := rdb.XGroupCreate(ctx, stream, "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := read(t, rdb, stream, "g", 8)
+	rdb.XAck(ctx, stream, "g", got[:7]...) // entry 7 stays pending
+	if err := rdb.XGroupSetID(ctx, stream, "g", ids[2]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r := trim(t, rdb, stream, retention.Policy{}); r.Trimmed != 3 || first(t, rdb, stream) != ids[3] {
+		t.Fatalf("%+v: want entries 0-2 trimmed, the group's new position (after 2) kept", r)
+	}
+}
+
+// TestPolicyValidate: the combinations Validate refuses.
+func TestPolicyValidate(t *testing.T) {
+	for name, p := range map[string]retention.Policy{
+		"negative":                   {MinAge: -time.Second},
+		"MaxAge below MinAge":        {MinAge: time.Hour, MaxAge: time.Minute},
+		"MaxLength below MinCount":   {MinCount: 10, MaxLength: 5},
+		"TrimUnread without a bound": {TrimUnread: true},
+		"TrimUnread length with age": {MinAge: time.Hour, MaxLength: 100, TrimUnread: true},
+		"TrimUnread age with count":  {MinCount: 10, MaxAge: time.Hour, TrimUnread: true},
+		"DeadLetter keeping nothing": {DeadLetter: true},
+	} {
+		if err := p.Validate(); err == nil {
+			t.Errorf("%s: %+v accepted", name, p)
+		}
+	}
+	for _, p := range []retention.Policy{
+		{}, {MinAge: time.Hour, MaxAge: 2 * time.Hour, TrimUnread: true}, {MinCount: 10, MaxLength: 100, TrimUnread: true},
+		{MinAge: time.Hour, MaxLength: 100}, {DeadLetter: true, MinAge: time.Hour},
+	} {
+		if err := p.Validate(); err != nil {
+			t.Errorf("%+v refused: %v", p, err)
+		}
+	}
+}
