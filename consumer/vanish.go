@@ -6,6 +6,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/headwaylabs/headway/internal/streamid"
 )
 
 // A Redis that comes back without its data (restarted without
@@ -34,6 +38,7 @@ type known struct {
 	added atomic.Int64 // the stream's entries-added at the latest reading; 0 none
 	mu    sync.Mutex
 	runID string // Redis's run_id when the group was last found
+	last  string // the stream's last generated ID at the latest reading (the info poll's alone)
 }
 
 // sawGroup records that the group exists now, with Redis's run ID.
@@ -76,20 +81,47 @@ func (c *Consumer) groupVanished(runID string) {
 // miniredis) change nothing.
 func (c *Consumer) checkStream(ctx context.Context) {
 	info, err := c.rdb.XInfoStream(ctx, c.cfg.Stream).Result()
-	if err != nil || info.EntriesAdded <= 0 {
+	if err != nil {
 		return
 	}
-	prev := c.known.added.Swap(info.EntriesAdded)
-	if prev == 0 || info.EntriesAdded >= prev {
+	c.known.mu.Lock()
+	last := c.known.last
+	c.known.last = info.LastGeneratedID
+	c.known.mu.Unlock()
+	lost := false
+	if info.EntriesAdded > 0 {
+		prev := c.known.added.Swap(info.EntriesAdded)
+		lost = prev > 0 && info.EntriesAdded < prev
+	}
+	if !lost && c.lastEntryLost(ctx, last, info) {
+		// Appends since the loss made entries-added catch up: the entry
+		// that was last at the previous reading tells.
+		lost = true
+	}
+	if !lost {
 		return
 	}
 	runID := c.redisRunID(ctx)
 	c.series.streamReset.Inc()
 	c.log.Error("the stream lost entries it had (Redis restarted without its data, failed over to a replica without its newest entries, or the key was deleted): events no group had applied may be lost from Redis; republish them from the outbox",
-		slog.Int64("entries_added_before", prev), slog.Int64("entries_added_now", info.EntriesAdded),
+		slog.String("last_entry_before", last), slog.Int64("entries_added_now", info.EntriesAdded),
 		slog.String("redis_restarted", c.restarted(runID)))
 	c.surface("the stream lost entries it had: check for lost events")
 	c.sawGroup(runID)
+}
+
+// lastEntryLost reports whether last, the stream's last entry at the
+// previous reading, is gone though nothing removed it: not trimmed (it is
+// not before the first entry), not deleted (it is after the greatest
+// deleted ID), yet not in the stream. Servers without max-deleted-entry-id
+// (before Redis 7) are not judged.
+func (c *Consumer) lastEntryLost(ctx context.Context, last string, info *redis.XInfoStream) bool {
+	if last == "" || last == "0-0" || info.FirstEntry.ID == "" || info.MaxDeletedEntryID == "" ||
+		streamid.Less(last, info.FirstEntry.ID) || !streamid.Less(info.MaxDeletedEntryID, last) {
+		return false
+	}
+	msgs, err := c.rdb.XRangeN(ctx, c.cfg.Stream, last, last, 1).Result()
+	return err == nil && len(msgs) == 0
 }
 
 // redisRunID returns Redis's run_id (INFO server), or "" when it cannot

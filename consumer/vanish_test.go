@@ -104,6 +104,57 @@ func TestStreamCreatedAgainIsReported(t *testing.T) {
 	}
 }
 
+// TestStreamThatLostItsNewestEntriesIsReported: a failover to a replica
+// that lacked the stream's newest entries, after which more entries were
+// appended than it lost: entries-added is back above its earlier reading,
+// but the entry that was last then is gone (not trimmed, not deleted):
+// the loss is counted once.
+func TestStreamThatLostItsNewestEntriesIsReported(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	stream := walletStream(prefix)
+	rec := newRecorder()
+	h := start(t, fastConfig(rdb, stream, handlersFor(rec.handle)))
+	published := make([]string, 0, 20)
+	for _, id := range ids("e", 20) {
+		published = append(published, publish(t, rdb, stream, envelope(id, platform.BetSettledConfirmed, "bet-1", 3, nil))...)
+	}
+	testkit.Eventually(t, 5*time.Second, "20 applied", func() bool { return rec.n() == 20 })
+	time.Sleep(150 * time.Millisecond) // three info polls record the stream as it is
+	if n := h.counter("headway_consumer_stream_reset_total", nil); n != 0 {
+		t.Fatalf("stream_reset_total = %v before any loss", n)
+	}
+
+	// The "new primary": the first 15 entries and its group, then 10
+	// appended by the relay since, in one transaction.
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, stream)
+		msgs, _ := rdb.XRange(ctx, stream, "-", published[14]).Result()
+		for _, m := range msgs {
+			p.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: m.ID, Values: m.Values})
+		}
+		p.XGroupCreate(ctx, stream, "rolling_service", published[14])
+		for _, id := range ids("f", 10) {
+			fields, err := event.Encode(envelope(id, platform.BetSettledConfirmed, "bet-1", 3, nil))
+			if err != nil {
+				return err
+			}
+			p.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: fields})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the loss counted", func() bool {
+		return h.counter("headway_consumer_stream_reset_total", nil) == 1
+	})
+	time.Sleep(150 * time.Millisecond) // more info polls: counted once
+	if n := h.counter("headway_consumer_stream_reset_total", nil); n != 1 {
+		t.Errorf("stream_reset_total = %v, want 1", n)
+	}
+}
+
 // TestGroupRewoundRedeliversAsDuplicates: a group whose position moves
 // back (a failover to a replica that had not seen its reads and
 // acknowledgements, or an operator's XGROUP SETID) gets its entries
