@@ -70,7 +70,10 @@ const (
 //     addr parameter being Sentinels —
 //     redis://sentinel-1:26379/0?master_name=events&addr=sentinel-2:26379&addr=sentinel-3:26379 —
 //     a go-redis failover client, which follows the primary Sentinel
-//     names;
+//     names. In this form user:password@ authenticates to the Sentinels;
+//     the primary's own password is the password parameter (and its user
+//     the username parameter). route_by_latency, route_randomly and
+//     replica_only are refused: they read from replicas;
 //   - Cluster: redis+cluster:// (or rediss+cluster://) with the seed nodes
 //     as host and addr parameters —
 //     redis+cluster://node-1:6379?addr=node-2:6379&addr=node-3:6379.
@@ -106,7 +109,11 @@ func openRedis(url string, poolSize int) (redis.UniversalClient, error) {
 	invalid := func(form string, err error) error {
 		var uerr *neturl.Error
 		if errors.As(err, &uerr) {
-			err = uerr.Err
+			// The URL parser's message can quote part of the password (an
+			// unencoded "/", "?", "#" or "@" in it moves the host): say
+			// what to check instead.
+			return fmt.Errorf("%w: %s is not a valid %s URL: it does not parse (check the host and port, and percent-encode /, ?, # and @ in the password)",
+				ErrInvalidConfig, source, form)
 		}
 		return fmt.Errorf("%w: %s is not a valid %s URL: %v", ErrInvalidConfig, source, form, err)
 	}
@@ -121,6 +128,13 @@ func openRedis(url string, poolSize int) (redis.UniversalClient, error) {
 		size(&opts.PoolSize)
 		return redis.NewClusterClient(opts), nil
 	case hasParam(url, "master_name"):
+		for _, p := range []string{"route_by_latency", "route_randomly", "replica_only"} {
+			if hasParam(url, p) {
+				// They read from replicas (a failover cluster client),
+				// where stream appends and acknowledgements fail.
+				return nil, fmt.Errorf("%w: %s: the Sentinel form does not take %s: headway writes to the primary", ErrInvalidConfig, source, p)
+			}
+		}
 		opts, err := redis.ParseFailoverURL(url)
 		if err != nil {
 			return nil, invalid("Sentinel", err)

@@ -411,9 +411,12 @@ func TestOpenRedisForms(t *testing.T) {
 	for _, bad := range []string{
 		"redis+cluster://user:s3cret@host:notaport",
 		"redis://user:s3cret@host:26379/0?master_name=events&no_such_option=1",
+		"redis://user:s3cret@host:26379/0?master_name=events&route_randomly=true",
 		"rediss://user:s3cret@host:notaport/0",
+		"redis://:s3c/ret@host:6379/0", // an unencoded / in the password
+		"redis+cluster://:s3c#ret@host:6379",
 	} {
-		if _, err := service.OpenRedis(bad); !errors.Is(err, service.ErrInvalidConfig) || strings.Contains(err.Error(), "s3cret") {
+		if _, err := service.OpenRedis(bad); !errors.Is(err, service.ErrInvalidConfig) || strings.Contains(err.Error(), "s3c") {
 			t.Errorf("%q: %v, want ErrInvalidConfig without the password", strings.ReplaceAll(bad, "s3cret", "…"), err)
 		}
 	}
