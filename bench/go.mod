@@ -32,6 +32,8 @@ require (
 	github.com/rogpeppe/go-internal v1.16.0 // indirect
 	github.com/thejerf/suture/v4 v4.0.6 // indirect
 	github.com/vmihailenco/msgpack v4.0.4+incompatible // indirect
+	go.opentelemetry.io/otel v1.47.0 // indirect
+	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
@@ -57,6 +58,40 @@ type WriterConfig struct {
 	Registerer prometheus.Registerer
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// Propagator, when set, writes the trace context of WriteBatch's ctx
+	// (the caller's span) into every event that has no TraceParent of its
+	// own, so that the spans of the relay and the consumers continue the
+	// producer's trace. propagation.TraceContext{} writes W3C traceparent
+	// and tracestate, the envelope's fields; keys other than those two are
+	// not kept. Nil: the envelopes' trace fields are written as given, and
+	// nothing is read from ctx.
+	Propagator propagation.TextMapPropagator
+}
+
+// envelopeCarrier is an envelope's trace fields as a propagation carrier.
+type envelopeCarrier struct{ e *event.Envelope }
+
+func (c envelopeCarrier) Get(key string) string {
+	switch key {
+	case event.FieldTraceParent:
+		return c.e.TraceParent
+	case event.FieldTraceState:
+		return c.e.TraceState
+	}
+	return ""
+}
+
+func (c envelopeCarrier) Set(key, value string) {
+	switch key {
+	case event.FieldTraceParent:
+		c.e.TraceParent = value
+	case event.FieldTraceState:
+		c.e.TraceState = value
+	}
+}
+
+func (c envelopeCarrier) Keys() []string {
+	return []string{event.FieldTraceParent, event.FieldTraceState}
 }
 
 // Writer writes outbox rows inside the caller's transaction, so that the
@@ -73,6 +108,7 @@ type Writer struct {
 	refused  *prometheus.CounterVec // reason
 	violated atomic.Int64           // unix nanos of the last brand violation
 	reason   atomic.Pointer[string]
+	prop     propagation.TextMapPropagator
 }
 
 // Validate reports whether [NewWriter] would accept c — the table name
@@ -121,7 +157,7 @@ func NewWriter(cfg WriterConfig) (*Writer, error) {
 		}
 	}
 	w := &Writer{table: cfg.Table, streams: map[event.Type]string{}, catalog: cfg.Catalog, guard: guard,
-		window: cfg.AlertWindow, log: cfg.Logger}
+		window: cfg.AlertWindow, log: cfg.Logger, prop: cfg.Propagator}
 	for _, s := range cfg.Catalog.Streams {
 		for _, ti := range s.Types {
 			if ti.Status == event.StatusEmitted {
@@ -160,7 +196,8 @@ func (w *Writer) Write(ctx context.Context, tx pgx.Tx, ownerBrand event.BrandID,
 // delivered when tx commits). A zero SchemaVersion is filled with
 // event.CurrentSchemaVersion and an empty EventID with [event.NewID], in
 // envs (set EventID yourself when you need it, or when a retry of your
-// transaction must keep it). Every event is checked before anything is
+// transaction must keep it); with WriterConfig.Propagator, an empty
+// TraceParent with ctx's trace context. Every event is checked before anything is
 // written, and nothing is written when one fails:
 //   - it must encode as the relay encodes it (schema_version 2, a valid
 //     brand, …), else ErrInvalidEvent, and fit the size limit of a stream
@@ -215,8 +252,15 @@ func (w *Writer) WriteBatch(ctx context.Context, tx pgx.Tx, ownerBrand event.Bra
 // [Writer.Written].
 func (w *Writer) Prepare(ctx context.Context, ownerBrand event.BrandID, envs []event.Envelope) ([]Row, error) {
 	rows := make([]Row, len(envs))
+	var traced event.Envelope // ctx's trace context, with a Propagator
+	if w.prop != nil {
+		w.prop.Inject(ctx, envelopeCarrier{&traced})
+	}
 	for i := range envs {
 		e := &envs[i]
+		if e.TraceParent == "" && traced.TraceParent != "" {
+			e.TraceParent, e.TraceState = traced.TraceParent, traced.TraceState
+		}
 		if e.SchemaVersion == 0 {
 			e.SchemaVersion = event.CurrentSchemaVersion
 		}

@@ -1,0 +1,85 @@
+package outbox_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/redistest"
+	"github.com/headwaylabs/headway/internal/testkit"
+	"github.com/headwaylabs/headway/outbox"
+	"github.com/headwaylabs/headway/platform"
+)
+
+// TestWriterStoresTheCallersTraceContext: with a Propagator, the writer
+// stores the trace context of its caller's span in every event that has
+// none of its own, and the relay carries it to the stream entry; an event
+// with its own traceparent keeps it; without a Propagator nothing is read
+// from the context.
+func TestWriterStoresTheCallersTraceContext(t *testing.T) {
+	db := migrated(t)
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	ts, err := trace.ParseTraceState("vendor=abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		TraceFlags: trace.FlagsSampled, TraceState: ts,
+	})
+	traced := trace.ContextWithSpanContext(ctx, sc)
+	const want = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	own := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+	write := func(w *outbox.Writer, envs ...event.Envelope) {
+		t.Helper()
+		if err := pgx.BeginFunc(traced, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(traced, tx, 3, envs) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Propagator: propagation.TraceContext{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withOwn := env("own", platform.BetSettledConfirmed, "bet-2", 3)
+	withOwn.TraceParent = own
+	write(w, env("traced", platform.BetSettledConfirmed, "bet-1", 3), withOwn)
+	plain, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(plain, env("untraced", platform.BetSettledConfirmed, "bet-3", 3))
+
+	stored := func(id string) (tp, state string) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, "SELECT coalesce(traceparent, ''), coalesce(tracestate, '') FROM headway_outbox WHERE event_id = $1", id).Scan(&tp, &state); err != nil {
+			t.Fatal(err)
+		}
+		return tp, state
+	}
+	if tp, state := stored("traced"); tp != want || state != "vendor=abc" {
+		t.Errorf("traced: traceparent %q tracestate %q, want %q and vendor=abc", tp, state, want)
+	}
+	if tp, _ := stored("own"); tp != own {
+		t.Errorf("own: traceparent %q, want its own %q", tp, own)
+	}
+	if tp, state := stored("untraced"); tp != "" || state != "" {
+		t.Errorf("without a Propagator: traceparent %q tracestate %q, want none", tp, state)
+	}
+
+	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond})
+	key := prefix + "events:{wallet}"
+	testkit.Eventually(t, 10*time.Second, "the three events on the stream", func() bool { return len(streamEvents(t, rdb, key)) == 3 })
+	for _, e := range streamEvents(t, rdb, key) {
+		if e.EventID == "traced" && (e.TraceParent != want || e.TraceState != "vendor=abc") {
+			t.Errorf("the stream entry of traced carries %q / %q", e.TraceParent, e.TraceState)
+		}
+	}
+}
