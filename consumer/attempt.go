@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // attemptContext is the context of one handler attempt. It behaves as
@@ -22,6 +24,7 @@ import (
 type attemptContext struct {
 	parent   context.Context
 	deadline time.Time
+	span     trace.Span // the entry's process span, or nil (tracing.go)
 
 	mu     sync.Mutex
 	ctx    context.Context // the standard context, once built
@@ -75,6 +78,9 @@ func (a *attemptContext) Err() error {
 func (a *attemptContext) Value(key any) any {
 	if _, internal := key.(*int); internal {
 		return a.built().Value(key)
+	}
+	if a.span != nil && spanKeyProbe.Value(key) != nil {
+		return a.span
 	}
 	return a.parent.Value(key)
 }

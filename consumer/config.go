@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/brandguard"
@@ -185,6 +187,16 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, when set, gives every entry a process span, a child
+	// of its producer's span (OpenTelemetry messaging conventions), which
+	// the handler's context carries; the handler-duration histogram then
+	// carries the trace ID of sampled spans as exemplars. Nil: no tracing,
+	// at no cost.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the producer's trace context from an entry's
+	// fields. Default propagation.TraceContext{} (the envelope's W3C
+	// traceparent and tracestate); used only with a TracerProvider.
+	Propagator propagation.TextMapPropagator
 }
 
 // Validate reports whether [New] would accept c as far as c alone can

@@ -68,6 +68,9 @@ type Consumer struct {
 	// known: the group and stream as earlier Serves saw them, to tell a
 	// Redis that came back without them (vanish.go).
 	known known
+	// tr traces entries, with Config.TracerProvider (tracing.go); nil
+	// without.
+	tr *tracing
 }
 
 var _ suture.Service = (*Consumer)(nil)
@@ -114,6 +117,7 @@ func New(cfg Config) (*Consumer, error) {
 	}
 	c := &Consumer{
 		cfg:      cfg,
+		tr:       newTracing(cfg),
 		rdb:      cfg.Client,
 		handlers: make(map[event.Type]Handler, len(cfg.Handlers)+len(cfg.BatchHandlers)),
 		guard:    guard.Scope(cfg.Stream, cfg.Group),

@@ -124,6 +124,7 @@ func (c *Consumer) attempts(ctx, parent context.Context, it *item, m *Message, f
 				start = time.Now()
 			}
 			actx.init(parent, start.Add(c.cfg.HandlerTimeout))
+			actx.span = it.span
 			err = it.handler(actx, m)
 			// Reading only the monotonic clock costs half of time.Now.
 			took = time.Since(start)
@@ -171,6 +172,7 @@ func (c *Consumer) inboxAttempt(parent context.Context, it *item, m *Message, ac
 			used = true
 			start := time.Now()
 			a.init(tctx, start.Add(c.cfg.HandlerTimeout))
+			a.span = it.span
 			err := it.handler(a, m)
 			took = time.Since(start)
 			a.end(start.Add(took))

@@ -134,7 +134,7 @@ func (c *Consumer) observeDurations(jobs []*item) {
 		if obs == nil || it.m.Envelope.EventType != typ {
 			typ, obs = it.m.Envelope.EventType, c.series.observe(it.m.Envelope.EventType)
 		}
-		obs.Observe(it.took.Seconds())
+		observe(obs, it.took.Seconds(), it.span)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
@@ -34,7 +35,8 @@ type item struct {
 	spent        bool          // its handler failed on this delivery: it counts toward MaxDeliveries
 	took         time.Duration // the successful attempt's duration, when timed
 	timed        bool
-	m            Message // handed to the handler, with the envelope; part of the item to save an allocation
+	m            Message    // handed to the handler, with the envelope; part of the item to save an allocation
+	span         trace.Span // its process span while the batch runs, with a TracerProvider
 }
 
 // batch is a read batch on its way through the pipeline: prepared (decoded,
@@ -148,6 +150,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 		b.msgs = nil
 	}()
 	opCtx := context.WithoutCancel(ctx)
+	c.startSpans(b.items)
 	c.deadLetterAll(opCtx, b.rejected) // one script call for the batch's rejects
 	runnable, waiting := c.admit(b, b.runnable[:0])
 	b.runnable = runnable
@@ -178,6 +181,7 @@ func (c *Consumer) run(ctx context.Context, b *batch, ran chan<- struct{}, acked
 	c.report(b.items)
 	c.countLost(b.items)
 	c.countOutcomes(b.items)
+	c.endSpans(b.items)
 }
 
 // countLost counts and logs the entries found trimmed from the stream

@@ -151,6 +151,7 @@ func (c *Consumer) laneFunc(lane []*item, j int, first *attemptContext, state []
 		it.m.Attempt = 1
 		start := time.Now()
 		a.init(tctx, start.Add(c.cfg.HandlerTimeout))
+		a.span = it.span
 		err := it.handler(a, &it.m)
 		took := time.Since(start)
 		a.end(start.Add(took))

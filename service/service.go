@@ -199,7 +199,9 @@ func New(cfg Config) (*Service, error) {
 	s.mux.Handle("/ready", probes.ReadyHandler())
 	s.mux.Handle("/status", page)
 	s.mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
-	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	// OpenMetrics when the scraper asks for it: the exemplars of traced
+	// handlers (trace IDs) go only in that format.
+	s.mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg, EnableOpenMetrics: true}))
 	if cfg.Pprof {
 		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
