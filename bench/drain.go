@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/redis/go-redis/v9"
@@ -57,6 +59,10 @@ func (b *bench) drainSection(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Spans are made, sampled and ended, and go nowhere: the cost of
+	// tracing in the consumer, not of an exporter.
+	traced := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer func() { _ = traced.Shutdown(context.Background()) }()
 	n, wn := b.o.N, b.o.WatermillN
 	if wn == 0 {
 		wn = n
@@ -66,7 +72,9 @@ func (b *bench) drainSection(ctx context.Context) error {
 	// moves with whatever else the two cores do. The slow ones run once.
 	fast := []drainSpec{
 		{"raw go-redis", "raw", n, b.drainRaw, "XREADGROUP COUNT 500, one XACK per batch, nothing decoded"},
-		{"headway, no dedup", "headway", n, b.headwayDrain(nil, nil), ""},
+		{"headway, no dedup", "headway", n, b.headwayDrain(nil, nil), "no TracerProvider: tracing off"},
+		{"headway, no dedup, traced", "headway-traced", n, b.headwayDrain(nil, nil, func(c *consumer.Config) { c.TracerProvider = traced }),
+			"a process span per entry: OpenTelemetry SDK, every span sampled, no exporter"},
 		{"headway, Redis dedup", "headway-redis-dedup", n, b.headwayDrain(redisDedup, nil), ""},
 	}
 	slow := []drainSpec{

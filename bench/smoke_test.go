@@ -42,8 +42,8 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", h, out.String())
 		}
 	}
-	if got := len(rep.Drain.Cases); got != 7 {
-		t.Errorf("drain cases = %d, want 7", got)
+	if got := len(rep.Drain.Cases); got != 8 {
+		t.Errorf("drain cases = %d, want 8", got)
 	}
 	if got := len(rep.Drain.Cases[0].Runs); got != o.Repeat {
 		t.Errorf("raw drain ran %d times, want %d", got, o.Repeat)
