@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/headwaylabs/headway/backoff"
 	"github.com/headwaylabs/headway/internal/logkey"
@@ -114,6 +116,12 @@ type RelayConfig struct {
 	// Watermark receives heartbeats, progress (the last published id),
 	// failures and the backlog. Default one named "relay/<Table>".
 	Watermark *readiness.Watermark
+	// TracerProvider, when set, traces each cycle's appends in a producer
+	// span linked to the producer spans of its rows (ADR-024); Propagator
+	// reads those from the rows' trace fields (default
+	// propagation.TraceContext{}). Nil: no tracing.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 	// Registerer receives the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger; nil means slog.Default().
@@ -127,11 +135,13 @@ type RelayConfig struct {
 // each cycle claims rows no other open claim holds. It is a
 // suture.Service.
 type Relay struct {
-	cfg   RelayConfig
-	store Store
-	wm    *readiness.Watermark
-	log   *slog.Logger
-	m     relayMetrics
+	cfg    RelayConfig
+	store  Store
+	wm     *readiness.Watermark
+	log    *slog.Logger
+	m      relayMetrics
+	tracer trace.Tracer // nil without a TracerProvider
+	prop   propagation.TextMapPropagator
 }
 
 var _ suture.Service = (*Relay)(nil)
@@ -166,6 +176,12 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Relay{cfg: cfg, store: store, wm: cfg.Watermark, log: cfg.Logger.With(slog.String(attrRelay, cfg.Table))}
+	if cfg.TracerProvider != nil {
+		r.tracer, r.prop = cfg.TracerProvider.Tracer(tracerName), cfg.Propagator
+		if r.prop == nil {
+			r.prop = propagation.TraceContext{}
+		}
+	}
 	if r.wm == nil {
 		if r.wm, err = readiness.NewWatermark(readiness.WatermarkConfig{Name: "relay/" + cfg.Table}); err != nil {
 			return nil, err

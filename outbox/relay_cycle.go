@@ -41,6 +41,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 		}
 	}()
 
+	span := r.publishSpan(claimed)
 	ectx, cancel := r.op(ctx)
 	_, _ = b.pipe.Exec(ectx) // per-command errors are read below
 	b.confirm(ectx, r.cfg.Replicas, r.cfg.ReplicaTimeout)
@@ -78,6 +79,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 	fctx, cancel := r.op(ctx)
 	err = b.claim.Finish(fctx, o)
 	cancel()
+	endPublish(span, o, cmp.Or(err, failErr))
 	if err != nil {
 		return len(claimed), next, err
 	}

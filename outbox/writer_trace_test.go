@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/headwaylabs/headway/event"
@@ -81,5 +83,52 @@ func TestWriterStoresTheCallersTraceContext(t *testing.T) {
 		if e.EventID == "traced" && (e.TraceParent != want || e.TraceState != "vendor=abc") {
 			t.Errorf("the stream entry of traced carries %q / %q", e.TraceParent, e.TraceState)
 		}
+	}
+}
+
+// TestRelayPublishSpan: with a TracerProvider, the relay's cycle is a
+// producer span "send" linked to the producer span of each row it
+// published, with the batch's counts.
+func TestRelayPublishSpan(t *testing.T) {
+	db := migrated(t)
+	rdb, prefix := redistest.Client(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Propagator: propagation.TraceContext{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, produce := tp.Tracer("test").Start(context.Background(), "settle bets", trace.WithSpanKind(trace.SpanKindProducer))
+	envs := []event.Envelope{env("a", platform.BetSettledConfirmed, "bet-1", 3), env("b", platform.BetSettledConfirmed, "bet-2", 3)}
+	if err := pgx.BeginFunc(pctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(pctx, tx, 3, envs) }); err != nil {
+		t.Fatal(err)
+	}
+	produce.End()
+	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond, TracerProvider: tp})
+	var send sdktrace.ReadOnlySpan
+	testkit.Eventually(t, 10*time.Second, "a send span", func() bool {
+		for _, s := range rec.Ended() {
+			if s.Name() == "send" {
+				send = s
+				return true
+			}
+		}
+		return false
+	})
+	if send.SpanKind() != trace.SpanKindProducer || len(send.Links()) != 2 {
+		t.Fatalf("send span: kind %v, %d links; want a producer span with 2 links", send.SpanKind(), len(send.Links()))
+	}
+	for _, l := range send.Links() {
+		if l.SpanContext.SpanID() != produce.SpanContext().SpanID() {
+			t.Errorf("link to %v, want the producer's span %v", l.SpanContext.SpanID(), produce.SpanContext().SpanID())
+		}
+	}
+	attrs := map[string]string{}
+	for _, kv := range send.Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	if attrs["messaging.operation.type"] != "send" || attrs["messaging.batch.message_count"] != "2" || attrs["headway.outbox.published"] != "2" {
+		t.Errorf("send attributes %v", attrs)
 	}
 }
