@@ -16,14 +16,24 @@ if redis.call('EXISTS', key) == 0 then
   return {0, '', '', 0, '', 0, 0, 0}
 end
 
-local function parse(id)
+-- split returns an ID's millisecond and sequence parts as text; an ID
+-- without a sequence ("0", as some servers report an unset position) has
+-- sequence 0.
+local function split(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then
+    ms, seq = string.match(id, '^(%d+)$'), '0'
+  end
+  return ms or '0', seq
+end
+local function parse(id)
+  local ms, seq = split(id)
   return tonumber(ms), tonumber(seq)
 end
 -- after returns the ID right after id (its millisecond part kept as text:
 -- Lua would print a large number in exponent form).
 local function after(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  local ms, seq = split(id)
   return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
 end
 -- less reports whether ID a is before ID b ("+" is after every ID).

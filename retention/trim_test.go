@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/headwaylabs/headway/internal/redistest"
@@ -268,5 +269,27 @@ func TestPolicyValidate(t *testing.T) {
 		if err := p.Validate(); err != nil {
 			t.Errorf("%+v refused: %v", p, err)
 		}
+	}
+}
+
+// TestTrimOnMiniredis: the demo's embedded Redis reports a group that has
+// read nothing at position "0", without a sequence part; the script reads
+// it as 0-0 and keeps everything the group needs.
+func TestTrimOnMiniredis(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	fill(t, rdb, "s", 5)
+	if err := rdb.XGroupCreate(ctx, "s", "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := retention.Trim(ctx, rdb, "s", retention.Policy{})
+	if err != nil || r.Trimmed != 0 || r.Length != 5 {
+		t.Fatalf("%+v, %v: want nothing trimmed, the group has read nothing", r, err)
+	}
+	rdb.XAck(ctx, "s", "g", read(t, rdb, "s", "g", 2)...)
+	if r, err := retention.Trim(ctx, rdb, "s", retention.Policy{}); err != nil || r.Trimmed != 2 || r.Length != 3 {
+		t.Fatalf("%+v, %v: want the 2 acknowledged entries trimmed", r, err)
 	}
 }
