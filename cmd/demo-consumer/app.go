@@ -14,6 +14,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/thejerf/suture/v4"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/consumer"
@@ -57,12 +58,25 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer closeRedis()
+	tp, stopTracing, err := openTracing(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx) // flushes the spans still batched
+	}()
+	var prop propagation.TextMapPropagator
+	if tp != nil {
+		prop = propagation.TraceContext{}
+	}
 	catalog := platform.Catalog()
 	guard, err := brandguard.New(brandguard.Config{Mode: cfg.mode, Catalog: catalog, Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
 		return err
 	}
-	writer, err := outbox.NewWriter(outbox.WriterConfig{Catalog: catalog, Guard: guard, Registerer: svc.Registerer(), Logger: log})
+	writer, err := outbox.NewWriter(outbox.WriterConfig{Catalog: catalog, Guard: guard, Propagator: prop, Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -84,7 +98,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := add("wallet-producer", newProducer(wallet, dir, rdb, cfg, prodWM, log)); err != nil {
+	producer := newProducer(wallet, dir, rdb, cfg, prodWM, log)
+	if tp != nil {
+		producer.tracer = tp.Tracer("github.com/headwaylabs/headway/cmd/demo-consumer")
+	}
+	if err := add("wallet-producer", producer); err != nil {
 		return err
 	}
 	relayWM, err := watermark("relay/" + wallet.store().Table())
@@ -92,7 +110,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	relay, err := outbox.NewRelay(outbox.RelayConfig{Store: wallet.store(), Client: rdb, PollInterval: 250 * time.Millisecond,
-		InfoInterval: time.Second, Watermark: relayWM, Registerer: svc.Registerer(), Logger: log})
+		InfoInterval: time.Second, Watermark: relayWM, TracerProvider: tp, Registerer: svc.Registerer(), Logger: log})
 	if err != nil {
 		return err
 	}
@@ -134,7 +152,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			Group: group, Consumer: cfg.consumer, Handlers: handlers, Guard: guard, Dedup: store,
 			HandlerTimeout: 5 * time.Second, ReclaimIdle: cfg.reclaimIdle, Block: 500 * time.Millisecond,
 			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,
-			Watermark: wm, Registerer: svc.Registerer(), Logger: log})
+			Watermark: wm, TracerProvider: tp, Registerer: svc.Registerer(), Logger: log})
 		if err != nil {
 			return err
 		}

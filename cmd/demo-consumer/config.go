@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +36,11 @@ type config struct {
 	keepFor, keepDeadFor      time.Duration // MinAge of the stream, of the dead letters
 	maxLength, maxDeadLetters int64         // MaxLength of each: over it, HeadwayStreamOverBound / HeadwayDeadLettersOverBound
 	trimEvery                 time.Duration // the retention jobs' interval
+
+	// Tracing: spans to stdout, and/or to the OTLP/HTTP endpoint of
+	// OTEL_EXPORTER_OTLP_ENDPOINT (or …_TRACES_ENDPOINT).
+	traceStdout bool
+	otlp        string
 
 	// Faults: shares of produced operations, each in [0, 1].
 	legacy, malformed, mismatch, fail float64
@@ -78,6 +84,8 @@ Environment:
   REDIS_URL                 redis://host:port/db of a real Redis (default: embedded)
   DATABASE_URL              postgres://… of a real PostgreSQL (default: embedded SQLite)
   MULTI_BRAND_ENFORCEMENT   enforce (default) or observe
+  OTEL_EXPORTER_OTLP_ENDPOINT  http://collector:4318: export spans over OTLP/HTTP (the
+                            exporter reads the other OTEL_EXPORTER_OTLP_* variables)
 
 Flags:
 `)
@@ -102,6 +110,7 @@ Flags:
 	fs.DurationVar(&c.keepDeadFor, "dead-letter-min-age", 24*time.Hour, "retention keeps dead letters this long")
 	fs.Int64Var(&c.maxDeadLetters, "dead-letter-max-length", 1000, "dead `letters` the dead-letter stream may hold before it is reported over its bound")
 	fs.DurationVar(&c.trimEvery, "retention-interval", retention.DefaultInterval, "interval of the retention jobs")
+	fs.BoolVar(&c.traceStdout, "trace-stdout", false, "write OpenTelemetry spans to stdout (JSON, one object per span)")
 	fs.StringVar(&c.consumer, "consumer", "", "consumer `name` in both groups (default: the hostname)")
 	fs.Float64Var(&c.legacy, "fault-legacy", 0, "`share` of operations followed by a legacy schema_version 1 entry")
 	fs.Float64Var(&c.malformed, "fault-malformed", 0, "`share` of operations followed by a malformed entry")
@@ -121,6 +130,7 @@ Flags:
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	c.otlp = cmp.Or(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env("OTEL_EXPORTER_OTLP_ENDPOINT"))
 	var err error
 	if c.mode, err = brandguard.ModeFromEnv(lookup); err != nil {
 		return c, err

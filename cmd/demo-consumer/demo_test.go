@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -64,14 +66,23 @@ type demo struct {
 	base string // http://host:port
 	mu   sync.Mutex
 	logs bytes.Buffer
+	out  testkit.SyncBuffer // stdout: spans with -trace-stdout
 	done chan error
 }
 
 func startDemo(t *testing.T, args ...string) *demo {
 	t.Helper()
+	return startDemoEnv(t, nil, args...)
+}
+
+// startDemoEnv starts the demo with env added to its environment.
+func startDemoEnv(t *testing.T, env []string, args ...string) *demo {
+	t.Helper()
 	build(t)
 	cmd := exec.Command(binary, append([]string{"-listen", "127.0.0.1:0", "-rate", "100", "-data-dir", t.TempDir()}, args...)...)
-	cmd.Env = append(os.Environ(), "REDIS_URL=", "DATABASE_URL=")
+	cmd.Env = append(append(os.Environ(), "REDIS_URL=", "DATABASE_URL=", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="), env...)
+	d := &demo{cmd: cmd, done: make(chan error, 1)}
+	cmd.Stdout = &d.out
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +90,6 @@ func startDemo(t *testing.T, args ...string) *demo {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &demo{cmd: cmd, done: make(chan error, 1)}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -242,6 +252,59 @@ func TestDemoOnSentinelAndCluster(t *testing.T) {
 			testkit.Eventually(t, 20*time.Second, "/ready 200", func() bool { code, _ := d.get(t, "/ready"); return code == 200 })
 		})
 	}
+}
+
+// TestDemoExportsSpans: with -trace-stdout the demo writes the spans of an
+// event's path — the wallet's write, the relay's send, the consumers'
+// process spans — to stdout, the process spans in the write's trace; with
+// OTEL_EXPORTER_OTLP_ENDPOINT it posts them to that OTLP/HTTP endpoint.
+func TestDemoExportsSpans(t *testing.T) {
+	var posts atomic.Int64
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/traces" {
+			posts.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(collector.Close)
+	d := startDemoEnv(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.URL, "OTEL_BSP_SCHEDULE_DELAY=200"}, "-trace-stdout")
+	type span struct {
+		Name        string
+		SpanContext struct{ TraceID string }
+		Parent      struct{ SpanID string }
+	}
+	var spans []span
+	defer func() {
+		if t.Failed() {
+			out := d.out.String()
+			t.Logf("%d spans read; stdout starts:\n%s", len(spans), out[:min(len(out), 3000)])
+		}
+	}()
+	testkit.Eventually(t, 30*time.Second, "write, send and process spans on stdout, process in the write's trace", func() bool {
+		spans = spans[:0]
+		dec := json.NewDecoder(strings.NewReader(d.out.String()))
+		for {
+			var s span
+			if dec.Decode(&s) != nil {
+				break
+			}
+			spans = append(spans, s)
+		}
+		writes, sends := map[string]bool{}, false
+		for _, s := range spans {
+			sends = sends || s.Name == "send"
+			if strings.HasPrefix(s.Name, "wallet ") {
+				writes[s.SpanContext.TraceID] = true
+			}
+		}
+		for _, s := range spans {
+			if s.Name == "process events:{wallet}" && writes[s.SpanContext.TraceID] && sends {
+				return true
+			}
+		}
+		return false
+	})
+	testkit.Eventually(t, 10*time.Second, "spans posted to the OTLP endpoint", func() bool { return posts.Load() > 0 })
 }
 
 func TestDemoHungHandlerMakesItNotReadyButLive(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/headwaylabs/headway/brandguard"
 	"github.com/headwaylabs/headway/event"
@@ -240,6 +241,7 @@ type producer struct {
 	seq     int64
 	settled []string // recent settled bets, candidates for a rollback
 	players []string
+	tracer  trace.Tracer // each business write in a span of its own, when tracing; nil otherwise
 }
 
 func newProducer(db walletDB, dir *directory, rdb redis.UniversalClient, cfg config, wm *readiness.Watermark, log *slog.Logger) *producer {
@@ -284,7 +286,16 @@ func (p *producer) Serve(ctx context.Context) error {
 		// Bounded, so a database that hangs makes the producer failing,
 		// not wedged (ADR-014).
 		actx, cancel := context.WithTimeout(ctx, writeTimeout)
+		var span trace.Span
+		if p.tracer != nil {
+			// The request that writes the business row and its events: the
+			// writer stores this span's context in the events.
+			actx, span = p.tracer.Start(actx, "wallet "+o.kind, trace.WithSpanKind(trace.SpanKindProducer))
+		}
 		applied, err := p.db.apply(actx, o)
+		if span != nil {
+			span.End()
+		}
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
