@@ -99,7 +99,7 @@ func (r *Relay) cycle(ctx context.Context, b *batch, lookAhead bool) (n int, nex
 				streamCount = r.m.published.WithLabelValues(stream)
 			}
 			streamCount.Inc()
-			r.m.latency.Observe(now.Sub(claimed[i].CreatedAt).Seconds())
+			r.observeLatency(now.Sub(claimed[i].CreatedAt).Seconds(), claimed[i].Envelope.TraceParent)
 			last = max(last, claimed[i].ID)
 		}
 	}

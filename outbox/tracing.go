@@ -2,7 +2,9 @@ package outbox
 
 import (
 	"context"
+	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -62,4 +64,21 @@ func endPublish(span trace.Span, o Outcome, err error) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
+}
+
+// observeLatency records a row's commit-to-publish latency; with a
+// TracerProvider, a row whose traceparent is sampled gives its trace ID as
+// the exemplar, so a slow bucket links to the event's trace.
+func (r *Relay) observeLatency(seconds float64, traceparent string) {
+	if r.tracer != nil {
+		// 00-<32 hex trace ID>-<16 hex span ID>-<flags>; the codec checked
+		// the form when the writer stored it.
+		if f, err := strconv.ParseUint(traceparent[min(53, len(traceparent)):], 16, 8); len(traceparent) == 55 && err == nil && f&1 == 1 {
+			if eo, ok := r.m.latency.(prometheus.ExemplarObserver); ok {
+				eo.ObserveWithExemplar(seconds, prometheus.Labels{"trace_id": traceparent[3:35]})
+				return
+			}
+		}
+	}
+	r.m.latency.Observe(seconds)
 }

@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
@@ -130,5 +132,91 @@ func TestRelayPublishSpan(t *testing.T) {
 	}
 	if attrs["messaging.operation.type"] != "send" || attrs["messaging.batch.message_count"] != "2" || attrs["headway.outbox.published"] != "2" {
 		t.Errorf("send attributes %v", attrs)
+	}
+}
+
+// TestTraceOfOneEvent: one event written in a traced request, published by
+// a traced relay and applied by a traced consumer, is one trace: the
+// request's span is the parent of the consumer's process span, which is
+// the parent of the handler's own span; the relay's send span links to
+// the request's. The relay's commit-to-publish latency carries the trace
+// as its exemplar.
+func TestTraceOfOneEvent(t *testing.T) {
+	db := migrated(t)
+	rdb, prefix := redistest.Client(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Propagator: propagation.TraceContext{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqCtx, request := tp.Tracer("test").Start(context.Background(), "POST /bets/1/settle", trace.WithSpanKind(trace.SpanKindServer))
+	if err := pgx.BeginFunc(reqCtx, db.Pool, func(tx pgx.Tx) error {
+		return w.Write(reqCtx, tx, 3, env("one", platform.BetSettledConfirmed, "bet-1", 3))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	request.End()
+	reg := prometheus.NewPedanticRegistry()
+	runRelay(t, outbox.RelayConfig{Pool: db.Pool, Client: rdb, PollInterval: 20 * time.Millisecond, TracerProvider: tp, Registerer: reg})
+	handled := make(chan struct{}, 1)
+	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: prefix + "events:{wallet}",
+		CatalogStream: platform.StreamWallet, Group: "rolling_service", Consumer: "pod-1", Block: 50 * time.Millisecond,
+		TracerProvider: tp, Logger: quiet(),
+		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: func(ctx context.Context, m *consumer.Message) error {
+			_, work := tp.Tracer("test").Start(ctx, "UPDATE ledger")
+			work.End()
+			handled <- struct{}{}
+			return nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx) }()
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event was not handled")
+	}
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	testkit.Eventually(t, 5*time.Second, "the send and process spans ended", func() bool {
+		for _, s := range rec.Ended() {
+			byName[s.Name()] = s
+		}
+		return byName["send"] != nil && byName["process "+prefix+"events:{wallet}"] != nil
+	})
+	cancel()
+	<-done
+	req, send, process, work := request.SpanContext(), byName["send"], byName["process "+prefix+"events:{wallet}"], byName["UPDATE ledger"]
+	if process.Parent().SpanID() != req.SpanID() || process.SpanContext().TraceID() != req.TraceID() {
+		t.Errorf("process span: parent %v, want the request's %v", process.Parent().SpanID(), req.SpanID())
+	}
+	if work == nil || work.Parent().SpanID() != process.SpanContext().SpanID() {
+		t.Errorf("the handler's span is not a child of the process span")
+	}
+	if len(send.Links()) != 1 || send.Links()[0].SpanContext.SpanID() != req.SpanID() {
+		t.Errorf("send span links %v, want the request's span", send.Links())
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exemplar := false
+	for _, mf := range mfs {
+		if mf.GetName() == "headway_outbox_commit_to_publish_seconds" {
+			for _, m := range mf.GetMetric() {
+				for _, b := range m.GetHistogram().GetBucket() {
+					for _, l := range b.GetExemplar().GetLabel() {
+						exemplar = exemplar || (l.GetName() == "trace_id" && l.GetValue() == req.TraceID().String())
+					}
+				}
+			}
+		}
+	}
+	if !exemplar {
+		t.Error("no commit-to-publish exemplar with the request's trace ID")
 	}
 }
