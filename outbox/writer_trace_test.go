@@ -128,7 +128,7 @@ func TestRelayPublishSpan(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range send.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if attrs["messaging.operation.type"] != "send" || attrs["messaging.batch.message_count"] != "2" || attrs["headway.outbox.published"] != "2" {
 		t.Errorf("send attributes %v", attrs)
