@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/headwaylabs/headway/consumer"
 	"github.com/headwaylabs/headway/event"
+	"github.com/headwaylabs/headway/internal/pgtest"
 	"github.com/headwaylabs/headway/internal/redistest"
 	"github.com/headwaylabs/headway/internal/testkit"
 	"github.com/headwaylabs/headway/outbox"
@@ -92,15 +94,7 @@ func TestWriterStoresTheCallersTraceContext(t *testing.T) {
 // producer span "send" linked to the producer span of each row it
 // published, with the batch's counts.
 func TestRelayPublishSpan(t *testing.T) {
-	db := migrated(t)
-	rdb, prefix := redistest.Client(t)
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Propagator: propagation.TraceContext{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, rdb, _, rec, tp, w := tracedOutbox(t)
 	pctx, produce := tp.Tracer("test").Start(context.Background(), "settle bets", trace.WithSpanKind(trace.SpanKindProducer))
 	envs := []event.Envelope{env("a", platform.BetSettledConfirmed, "bet-1", 3), env("b", platform.BetSettledConfirmed, "bet-2", 3)}
 	if err := pgx.BeginFunc(pctx, db.Pool, func(tx pgx.Tx) error { return w.WriteBatch(pctx, tx, 3, envs) }); err != nil {
@@ -142,15 +136,7 @@ func TestRelayPublishSpan(t *testing.T) {
 // the request's. The relay's commit-to-publish latency carries the trace
 // as its exemplar.
 func TestTraceOfOneEvent(t *testing.T) {
-	db := migrated(t)
-	rdb, prefix := redistest.Client(t)
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Propagator: propagation.TraceContext{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, rdb, prefix, rec, tp, w := tracedOutbox(t)
 	reqCtx, request := tp.Tracer("test").Start(context.Background(), "POST /bets/1/settle", trace.WithSpanKind(trace.SpanKindServer))
 	if err := pgx.BeginFunc(reqCtx, db.Pool, func(tx pgx.Tx) error {
 		return w.Write(reqCtx, tx, 3, env("one", platform.BetSettledConfirmed, "bet-1", 3))
@@ -219,4 +205,21 @@ func TestTraceOfOneEvent(t *testing.T) {
 	if !exemplar {
 		t.Error("no commit-to-publish exemplar with the request's trace ID")
 	}
+}
+
+// tracedOutbox returns a migrated outbox, a Redis client and key prefix,
+// an SDK tracer provider recording into rec, and a writer that stores its
+// caller's trace context.
+func tracedOutbox(t *testing.T) (*pgtest.DB, *redis.Client, string, *tracetest.SpanRecorder, *sdktrace.TracerProvider, *outbox.Writer) {
+	t.Helper()
+	db := migrated(t)
+	rdb, prefix := redistest.Client(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	w, err := outbox.NewWriter(outbox.WriterConfig{Catalog: platform.Catalog(), KeyPrefix: prefix, Propagator: propagation.TraceContext{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, rdb, prefix, rec, tp, w
 }
