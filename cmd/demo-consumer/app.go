@@ -150,7 +150,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		c, err := consumer.New(consumer.Config{Client: rdb, Stream: event.StreamKey(platform.StreamWallet), Catalog: catalog,
 			Group: group, Consumer: cfg.consumer, Handlers: handlers, Guard: guard, Dedup: store,
-			HandlerTimeout: 5 * time.Second, ReclaimIdle: cfg.reclaimIdle, Block: 500 * time.Millisecond,
+			HandlerTimeout: 5 * time.Second, ReclaimIdle: cfg.reclaimIdle, Block: 500 * time.Millisecond, BatchSize: cfg.batchSize,
 			AlertPolicy: cfg.alertPolicy, AlertWindow: cfg.alertWindow,
 			Watermark: wm, TracerProvider: tp, Registerer: svc.Registerer(), Logger: log})
 		if err != nil {

@@ -28,6 +28,7 @@ type config struct {
 	title       string
 	stallWindow time.Duration
 	reclaimIdle time.Duration // the consumers' ReclaimIdle
+	batchSize   int           // the consumers' BatchSize; 0: headway's default
 	reconcile   time.Duration // job interval
 	grace       time.Duration // how long projections may disagree before the job fails
 	consumer    string        // consumer name; empty: hostname
@@ -100,6 +101,7 @@ Flags:
 	fs.IntVar(&c.players, "players", 20, "players per brand (three brands)")
 	fs.StringVar(&c.title, "title", "headway demo", "`title` of the status page")
 	fs.DurationVar(&c.stallWindow, "stall-window", 30*time.Second, "how long a loop with backlog may go without progress before it is not ready")
+	fs.IntVar(&c.batchSize, "batch-size", 0, "`entries` per read of each consumer (0: headway's default, 500)")
 	fs.DurationVar(&c.reclaimIdle, "reclaim-idle", 30*time.Second, "how long an entry stays pending and idle before another consumer of the group claims it (above the handlers' 5s timeout)")
 	policy := fs.String("alert-policy", string(consumer.AlertNotice), "how the consumers surface a legacy v1 event or a recreated group: `notice` (shown, still ready) or hold (not ready for -alert-window)")
 	fs.DurationVar(&c.alertWindow, "alert-window", consumer.DefaultAlertWindow, "how long the notice or hold of -alert-policy lasts")
@@ -193,6 +195,9 @@ Flags:
 	}
 	if c.stallWindow <= 0 || c.reconcile <= 0 || c.grace <= 0 {
 		errs = append(errs, errors.New("-stall-window, -reconcile-interval and -reconcile-grace must be positive"))
+	}
+	if c.batchSize < 0 {
+		errs = append(errs, errors.New("-batch-size must not be negative"))
 	}
 	if c.keepFor <= 0 || c.keepDeadFor <= 0 || c.maxLength <= 0 || c.maxDeadLetters <= 0 || c.trimEvery <= 0 {
 		errs = append(errs, errors.New("-retention-min-age, -retention-max-length, -dead-letter-min-age, -dead-letter-max-length and -retention-interval must be positive"))

@@ -184,12 +184,14 @@ var cases = []drillCase{
 	// and its backlog grows.
 	//
 	// The consumer measures its backlog every 5s (InfoInterval, compiled
-	// in), so the case keeps a stall window of 15s instead of the scaled
+	// in), so the case keeps a stall window of 10s instead of the scaled
 	// 2s: behind means a backlog that did not fall across a whole window,
-	// which two measurements must show (in production 5s against 30s). A
-	// window of 10s was too close to the time the slowed group takes for
-	// a batch once its backlog fills the batch: one batch over the window
-	// made it stalled, which restarted the alert's for: (a CI run).
+	// which two measurements must show (in production 5s against 30s).
+	// The consumers read 50 entries at a time (-batch-size): with the
+	// default 500, a read of the slowed group could take more entries
+	// than arrived since the last measurement, so its backlog fell (not
+	// behind), and the batch could outlast the window (stalled) — both
+	// seen in CI runs, either of which kept HeadwayLoopBehind from firing.
 	// The reconciliation job finds promotion's projection behind
 	// rolling's beyond its grace and fails (ADR-004), as in the crash
 	// loop. Tolerated: under load the slowed group can go a whole window
@@ -198,8 +200,8 @@ var cases = []drillCase{
 	// it does when a loop stays behind.
 	{name: "slow consumer (-fault-slow promotion=300ms)",
 		expect: []string{loopBehind, jobFailing}, tolerate: []string{loopStalled, lagTooOld}, needFlag: "-fault-slow",
-		page: 15 * time.Minute, fixed: 30 * time.Second,
-		flags: []string{"-fault-slow", "promotion=300ms", "-stall-window", "15s"}, end: redeploy},
+		page: 15 * time.Minute, fixed: 25 * time.Second,
+		flags: []string{"-fault-slow", "promotion=300ms", "-stall-window", "10s", "-batch-size", "50"}, end: redeploy},
 	// The dead-letter key holds a string: each malformed entry fails to be
 	// dead-lettered (WRONGTYPE) and stays pending. Ended as the runbook
 	// says (the key deleted), then a redeploy, whose consumer reads its
