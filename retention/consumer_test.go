@@ -173,23 +173,15 @@ func TestTrimThenRedrive(t *testing.T) {
 	var mu sync.Mutex
 	applied := map[string]int{}
 	reg := prometheus.NewPedanticRegistry()
-	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream, DeadLetterStream: dlq,
-		CatalogStream: platform.StreamWallet, Group: "g", Consumer: "pod",
-		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: func(_ context.Context, m *consumer.Message) error {
-			if m.Envelope.EventID == "e3" && !fixed.Load() {
-				return consumer.Permanent(errors.New("a bug in the handler"))
-			}
-			mu.Lock()
-			applied[m.Envelope.EventID]++
-			mu.Unlock()
-			return nil
-		}},
-		Block: 50 * time.Millisecond, Registerer: reg, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Serve(ctx) }()
+	done := serveWallet(t, ctx, rdb, stream, "pod", func(_ context.Context, m *consumer.Message) error {
+		if m.Envelope.EventID == "e3" && !fixed.Load() {
+			return consumer.Permanent(errors.New("a bug in the handler"))
+		}
+		mu.Lock()
+		applied[m.Envelope.EventID]++
+		mu.Unlock()
+		return nil
+	}, reg, func(c *consumer.Config) { c.DeadLetterStream = dlq })
 	for i := range 6 {
 		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: encoded(t, fmt.Sprintf("e%d", i), "bet-1")}).Err(); err != nil {
 			t.Fatal(err)

@@ -190,21 +190,14 @@ func TestKeeperTrimUnreadCountsTheLoss(t *testing.T) {
 	creg := prometheus.NewPedanticRegistry()
 	var mu sync.Mutex
 	applied := map[string]bool{}
-	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream,
-		CatalogStream: platform.StreamWallet, Group: "g", Consumer: "pod-2",
-		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: func(_ context.Context, m *consumer.Message) error {
-			mu.Lock()
-			applied[m.Envelope.EventID] = true
-			mu.Unlock()
-			return nil
-		}},
-		Block: 50 * time.Millisecond, HandlerTimeout: 50 * time.Millisecond, ReclaimIdle: 100 * time.Millisecond, ReclaimInterval: 50 * time.Millisecond,
-		Registerer: creg, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Serve(ctx) }()
+	done := serveWallet(t, ctx, rdb, stream, "pod-2", func(_ context.Context, m *consumer.Message) error {
+		mu.Lock()
+		applied[m.Envelope.EventID] = true
+		mu.Unlock()
+		return nil
+	}, creg, func(c *consumer.Config) {
+		c.HandlerTimeout, c.ReclaimIdle, c.ReclaimInterval = 50*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	})
 	testkit.Eventually(t, 10*time.Second, "the 20 entries left applied and the 5 pending counted as lost", func() bool {
 		mu.Lock()
 		n := len(applied)
@@ -319,18 +312,10 @@ func TestKeeperBoundsAStreamUnderLoad(t *testing.T) {
 	}
 	var applied atomic.Int64
 	creg := prometheus.NewPedanticRegistry()
-	c, err := consumer.New(consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream,
-		CatalogStream: platform.StreamWallet, Group: "g", Consumer: "pod",
-		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: func(context.Context, *consumer.Message) error {
-			applied.Add(1)
-			return nil
-		}},
-		Block: 50 * time.Millisecond, Registerer: creg, Logger: quiet()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	consumed := make(chan error, 1)
-	go func() { consumed <- c.Serve(ctx) }()
+	consumed := serveWallet(t, ctx, rdb, stream, "pod", func(context.Context, *consumer.Message) error {
+		applied.Add(1)
+		return nil
+	}, creg)
 
 	reg := prometheus.NewPedanticRegistry()
 	k, err := retention.NewKeeper(retention.KeeperConfig{Client: rdb, Interval: 50 * time.Millisecond, Registerer: reg,
@@ -402,4 +387,26 @@ func TestKeeperBoundsAStreamUnderLoad(t *testing.T) {
 	if v := counter(t, reg, "headway_retention_trimmed_entries_total"); v != n-100 {
 		t.Errorf("trimmed_entries_total = %v, want %d", v, n-100)
 	}
+}
+
+// serveWallet runs a consumer "<name>" of group g on stream, a wallet
+// stream, with h for settled bets and its metrics in reg, until ctx ends;
+// the channel gets Serve's error. tune adjusts its config.
+func serveWallet(t *testing.T, ctx context.Context, rdb redis.UniversalClient, stream, name string, h consumer.Handler,
+	reg prometheus.Registerer, tune ...func(*consumer.Config)) <-chan error {
+	t.Helper()
+	cfg := consumer.Config{Catalog: platform.Catalog(), Client: rdb, Stream: stream,
+		CatalogStream: platform.StreamWallet, Group: "g", Consumer: name,
+		Handlers: map[event.Type]consumer.Handler{platform.BetSettledConfirmed: h},
+		Block:    50 * time.Millisecond, Registerer: reg, Logger: quiet()}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	c, err := consumer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx) }()
+	return done
 }
